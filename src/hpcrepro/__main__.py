@@ -1,0 +1,3 @@
+from hpcrepro.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""The `hpcrepro` command line.
+
+Each area of the tool registers its commands from `hpcrepro.commands.<area>`. Those modules import
+only typer at load time and defer heavy imports (pydantic, pandas, matplotlib, torch, submitit,
+mlperf-logging) into the command bodies, so `hpcrepro --help` and `hpcrepro status` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hpcrepro.errors import USER_ERROR_EXIT, UserError
+
+# One module per area; each defines `register(app)`.
+COMMAND_MODULES = (
+    "hpcrepro.commands.core",
+    "hpcrepro.commands.campaign",
+    "hpcrepro.commands.results",
+    "hpcrepro.commands.prep",
+    "hpcrepro.commands.workload",
+    "hpcrepro.commands.detect",
+)
+
+app = typer.Typer(
+    name="hpcrepro",
+    help="Reproduce NVIDIA's MLPerf Training ResNet-50 results on a Slurm cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def print_user_error(error: UserError) -> None:
+    """Print a user mistake to stderr as 'error: ...' plus a hint line."""
+    text = error.render().splitlines()
+    sys.stderr.write(f"error: {text[0]}\n")
+    for line in text[1:]:
+        sys.stderr.write(f"  {line}\n")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as error:
+        print_user_error(error)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -1,0 +1,39 @@
+"""Errors a user can fix.
+
+Anything the user wrote wrong (a YAML key, a path, a system name) raises `UserError`. The CLI prints
+it as one readable block and exits with code 2; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input: says where it is, what is wrong and how to fix it."""
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def render(self) -> str:
+        """The text shown to the user, without markup."""
+        lines = [f"{self.where}: {self.message}" if self.where else self.message]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def location(file: str | None, key: str | None = None, line: int | None = None) -> str:
+    """Format 'file:line key' for error messages; any part may be missing."""
+    parts = []
+    if file:
+        parts.append(f"{file}:{line}" if line else file)
+    if key:
+        parts.append(f"key '{key}'")
+    return " ".join(parts)
