@@ -102,9 +102,9 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         elif isinstance(value, str):
             data[key] = os.path.expanduser(value)
     image = data.get("image")
-    if isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs")):
-        if not os.path.isabs(os.path.expanduser(image)):
-            data["image"] = str((base / image).resolve())
+    is_file = isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs"))
+    if is_file and not os.path.isabs(os.path.expanduser(image)):
+        data["image"] = str((base / image).resolve())
 
 
 def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:
