@@ -102,9 +102,9 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         elif isinstance(value, str):
             data[key] = os.path.expanduser(value)
     image = data.get("image")
-    is_file = isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs"))
-    if is_file and not os.path.isabs(os.path.expanduser(image)):
-        data["image"] = str((base / image).resolve())
+    if isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs")):
+        image = os.path.expanduser(image)
+        data["image"] = image if os.path.isabs(image) else str((base / image).resolve())
 
 
 def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:

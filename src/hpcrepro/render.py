@@ -254,7 +254,7 @@ def container_plan(cfg: ResolvedConfig) -> ContainerPlan:
 
 
 def train_command(cfg: ResolvedConfig) -> list[str]:
-    """The command of every task: NVIDIA's run_and_time.sh, the reference workload, or the site's."""
+    """Each task's command: NVIDIA's run_and_time.sh, the reference workload, or the site's."""
     site = cfg.site
     if site.train_command:
         try:
