@@ -293,6 +293,7 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
             "HPCREPRO_VERSION": cfg.version,
             "HPCREPRO_DATA_DIR": plan.data_dir,
             "HPCREPRO_RESULTS_DIR": plan.results_dir,
+            "HPCREPRO_PYTHON": cfg.site.python,
         }
     )
     if cfg.site.cluster_name:
