@@ -1,0 +1,134 @@
+"""Describe the compute nodes from a login node: one Slurm job, one task per node, via submitit.
+
+Login nodes rarely have GPUs, so `detect --all-nodes` sends the detection to the nodes: submitit
+pickles `capture()` (by reference: hpcrepro must be importable there, as on any shared install),
+runs it once per node under srun, and brings each node's description back as plain data.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.detect.model import NodeDescription
+from hpcrepro.errors import UserError
+
+GPU_REQUESTS = ("none", "gpus-per-node", "gres")
+_SITE_KEYS = ("partition", "account", "qos", "reservation", "constraint", "gpu_request")
+
+
+@dataclass
+class JobOptions:
+    """The Slurm settings of the detection job (from the site file and the command line)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    constraint: str | None = None
+    gpu_request: str = "none"
+    gpus_per_node: int | None = None
+    timeout_min: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def submitit_parameters(self, nodes: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "nodes": nodes,
+            "ntasks_per_node": 1,
+            "time": self.timeout_min,
+            "exclusive": True,  # the whole node: every GPU visible, nothing else running
+            "job_name": "hpcrepro-detect",
+        }
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                params[name] = getattr(self, name)
+        additional = dict(self.extra)
+        if self.reservation:
+            additional["reservation"] = self.reservation
+        if self.gpus_per_node and self.gpu_request == "gpus-per-node":
+            params["gpus_per_node"] = self.gpus_per_node
+        elif self.gpus_per_node and self.gpu_request == "gres":
+            params["gres"] = f"gpu:{self.gpus_per_node}"
+        if additional:
+            params["additional_parameters"] = additional
+        return params
+
+
+def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: int) -> JobOptions:
+    """Read the Slurm keys the detection job needs from a site YAML; other keys are for other
+    commands and are left to them."""
+    from hpcrepro.yamlio import load_yaml
+
+    doc = load_yaml(Path(path))
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise UserError("a site file must be a mapping of 'key: value' lines", where=str(path))
+    values: dict[str, Any] = {}
+    for key in _SITE_KEYS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(
+                f"'{key}' must be a non-empty text, got {value!r}",
+                where=doc.where((key,)),
+                hint=f"write e.g. '{key}: gpu' or remove the line",
+            )
+        values[key] = value.strip()
+    gpu_request = values.pop("gpu_request", "none")
+    if gpu_request not in GPU_REQUESTS:
+        raise UserError(
+            f"unknown gpu_request '{gpu_request}'",
+            where=doc.where(("gpu_request",)),
+            hint=f"use one of: {', '.join(GPU_REQUESTS)}",
+        )
+    if gpu_request != "none" and gpus_per_node is None:
+        raise UserError(
+            f"the site requests GPUs with {gpu_request}: say how many each node has",
+            where="--gpus-per-node",
+            hint="add --gpus-per-node N (e.g. 8)",
+        )
+    return JobOptions(
+        **values, gpu_request=gpu_request, gpus_per_node=gpus_per_node, timeout_min=timeout_min
+    )
+
+
+def capture() -> dict[str, Any]:
+    """Runs on each compute node: its description as plain data (pickles across versions)."""
+    from hpcrepro.detect.describe import describe_node
+
+    return describe_node().to_dict()
+
+
+def describe_nodes(nodes: int, options: JobOptions, folder: Path) -> list[NodeDescription]:
+    """Submit one job over `nodes` nodes, wait for it, and return each node's description."""
+    import submitit
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=0)
+    executor.update_parameters(**options.submitit_parameters(nodes))
+    try:
+        job = executor.submit(capture)
+    except Exception as exc:  # sbatch refused: message comes from Slurm
+        raise UserError(
+            f"sbatch refused the detection job: {str(exc).strip()}",
+            hint="check partition/account/qos in the site file (`sinfo -s` lists partitions)",
+        ) from None
+    sys.stderr.write(f"submitted detection job {job.job_id} on {nodes} node(s); waiting for it\n")
+    try:
+        results = job.results()
+    except KeyboardInterrupt:
+        job.cancel(check=False)
+        raise
+    except (FailedJobError, UncompletedJobError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"detection job {job.job_id} failed: {first_line}",
+            hint=f"its logs are in {folder}",
+        ) from None
+    return [
+        NodeDescription.from_dict(item, f"job {job.job_id} task {i}")
+        for i, item in enumerate(results)
+    ]
