@@ -144,6 +144,32 @@ def test_small_node_below_the_rcp_range_says_so(catalog) -> None:
     assert block["minutes_per_run"] == 4 * catalog.get("dgxh100_1x8", "r4.0").minutes_per_run
 
 
+GPU_FIXTURES = sorted(
+    p.name
+    for p in DATA.glob("*.json")
+    if not isinstance(json.loads(p.read_text()), list) and json.loads(p.read_text())["gpus"]
+)
+
+
+@pytest.mark.parametrize("fixture", GPU_FIXTURES)
+@pytest.mark.parametrize("nodes", [1, 2, 5, 16])
+def test_every_fixture_derives_a_loadable_system(
+    catalog, tmp_path: Path, fixture: str, nodes: int
+) -> None:
+    """Any capture (hand-written or real) gives a system that loads, with its batch on or inside
+    the RCP range or a note that says it is not."""
+    node = _node(fixture)
+    path = tmp_path / f"derived_{nodes}.yaml"
+    write_system_yaml(path, derive_system(catalog, node, nodes, path.stem))
+    entry = load_catalog(tmp_path).entry(path.stem)
+    for version in entry.versions.values():
+        assert version.nodes == nodes and version.gpus_per_node == node.gpu_count
+        points = rcp_points(version.ruleset)
+        assert version.global_batch <= points.batch_sizes[-1]
+        if version.global_batch < points.batch_sizes[0]:
+            assert "below every RCP" in (version.note or "")
+
+
 def test_written_yaml_loads_in_the_catalog(catalog, tmp_path: Path) -> None:
     path = tmp_path / "systems" / "mycluster_3x8.yaml"
     derived = derive_system(catalog, _node("h200_8gpu_handwritten.json"), 3, system_name_for(path))

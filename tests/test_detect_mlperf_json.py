@@ -42,10 +42,12 @@ def _write(tmp_path: Path, description: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "fixture",
-    ["h200_8gpu_handwritten.json", "h100pcie_2gpu_handwritten.json", "l40s_4gpu_handwritten.json"],
+SINGLE_NODE_FIXTURES = sorted(
+    p.name for p in DATA.glob("*.json") if not isinstance(json.loads(p.read_text()), list)
 )
+
+
+@pytest.mark.parametrize("fixture", SINGLE_NODE_FIXTURES)
 @pytest.mark.parametrize("ruleset", ["2.1.0", "3.0.0", "3.1.0", "4.0.0"])
 def test_checker_accepts_it_once_filled(tmp_path: Path, fixture: str, ruleset: str) -> None:
     description, missing = system_description(load_description(DATA / fixture), 4)
