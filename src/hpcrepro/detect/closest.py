@@ -142,7 +142,10 @@ def scale_batch(base: SystemVersion, total_gpus: int, cap: int, rcp: RcpPoints) 
             base_batch // total_gpus,
             base_batch,
             lr,
-            [f"global batch {base_batch} kept from the base: hyperparameters unchanged"],
+            [
+                f"global batch {base_batch} kept from the base, hyperparameters unchanged: "
+                f"{rcp.describe(base_batch)}"
+            ],
         )
     if total_gpus > rcp.batch_sizes[-1]:
         raise UserError(
