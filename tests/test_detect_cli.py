@@ -158,6 +158,36 @@ def test_bad_site_value_names_file_and_line(tmp_path: Path) -> None:
     assert f"error: {site}:2 key 'gpu_request': unknown gpu_request 'all'" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('partition: "gpu\\necho pwned"', "'partition' has characters Slurm names do not use"),
+        ("account: 'proj #1'", "'account' has characters Slurm names do not use"),
+        ("qos: $(touch x)", "'qos' has characters Slurm names do not use"),
+        ("constraint: 'a100&ib;reboot'", "'constraint' has characters Slurm names do not use"),
+        ("partition: 7", "'partition' must be a non-empty text"),
+    ],
+)
+def test_hostile_site_values_never_reach_sbatch(tmp_path: Path, line: str, message: str) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(f"{line}\n")
+    done = run("--all-nodes", "--nodes", "2", "--site", str(site), "--job-folder", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert f"error: {site}:1 key" in done.stderr and message in done.stderr
+    assert "submitted" not in done.stderr and not list(tmp_path.glob("*submission*"))
+
+
+@pytest.mark.parametrize("folder", ["jobs\necho pwned", "jobs#1", "jobs%j"])
+def test_hostile_job_folder_is_refused(tmp_path: Path, folder: str) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("partition: debug\n")
+    done = run(
+        "--all-nodes", "--nodes", "1", "--site", str(site), "--job-folder", str(tmp_path / folder)
+    )
+    assert done.returncode == 2, done.stderr
+    assert "error: --job-folder: job folder" in done.stderr
+
+
 def test_command_module_imports_nothing_heavy() -> None:
     code = (
         "import sys, hpcrepro.commands.detect; "

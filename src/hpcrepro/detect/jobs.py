@@ -7,6 +7,7 @@ runs it once per node under srun, and brings each node's description back as pla
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,10 @@ from hpcrepro.detect.model import NodeDescription
 from hpcrepro.errors import UserError
 
 GPU_REQUESTS = ("none", "gpus-per-node", "gres")
+# Values reach `#SBATCH --key=value` lines: a newline would start a shell line, '#' ends the value
+# for sbatch. Slurm names are plain; constraints add their operators.
+_NAME = re.compile(r"^[A-Za-z0-9_.,:+-]+$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+&|!*()\[\]-]+$")
 _SITE_KEYS = ("partition", "account", "qos", "reservation", "constraint", "gpu_request")
 
 
@@ -76,6 +81,13 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
                 where=doc.where((key,)),
                 hint=f"write e.g. '{key}: gpu' or remove the line",
             )
+        pattern = _CONSTRAINT if key == "constraint" else _NAME
+        if key != "gpu_request" and not pattern.match(value.strip()):
+            raise UserError(
+                f"'{key}' has characters Slurm names do not use: {value!r}",
+                where=doc.where((key,)),
+                hint="use letters, digits and _ . , : + - (constraints also & | ! * ( ) [ ])",
+            )
         values[key] = value.strip()
     gpu_request = values.pop("gpu_request", "none")
     if gpu_request not in GPU_REQUESTS:
@@ -102,8 +114,21 @@ def capture() -> dict[str, Any]:
     return describe_node().to_dict()
 
 
+def check_job_folder(folder: Path) -> Path:
+    """The folder lands in `#SBATCH --output=` and srun lines: no line breaks, '#' or '%'."""
+    text = str(folder)
+    if any(ch in text for ch in "#%") or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise UserError(
+            f"job folder {text!r} has a line break, control character, '#' or '%'",
+            where="--job-folder",
+            hint="Slurm reads '#' as a comment and '%' as a file-name pattern; pick a plain path",
+        )
+    return folder
+
+
 def describe_nodes(nodes: int, options: JobOptions, folder: Path) -> list[NodeDescription]:
     """Submit one job over `nodes` nodes, wait for it, and return each node's description."""
+    check_job_folder(folder)
     import submitit
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
