@@ -67,7 +67,7 @@ def test_detected_values_of_the_h200_fixture() -> None:
     assert description["host_processors_per_node"] == "2"
     assert description["accelerator_memory_capacity"] == "143771 MiB"
     assert description["accelerator_host_interconnect"] == "PCIe Gen5 x16"
-    assert description["accelerator_interconnect"] == "18x NVLink4 per GPU via NVSwitch"
+    assert description["accelerator_interconnect"] == "18x NVLink 4.0 per GPU via NVSwitch"
     assert description["other_software_stack"]["cuda_driver_version"] == "550.54.15"
     assert missing == [
         "submitter",

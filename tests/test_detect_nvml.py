@@ -165,6 +165,16 @@ def test_guarded_reading_of_two_gpus() -> None:
     assert pcie.mig_enabled is None and pcie.nvlinks == [] and pcie.notes == []
 
 
+class StandInNvmlWithVersion(StandInNvml):
+    def nvmlDeviceGetNvLinkVersion(self, h: int, link: int) -> int:
+        return 5  # nvmlNvlinkVersion_t: NVLink 3.1, what an A100 answers
+
+
+def test_nvlink_version_is_decoded_from_nvmls_enum() -> None:
+    hgx = read_gpus(StandInNvmlWithVersion()).gpus[0]
+    assert {link.version for link in hgx.nvlinks} == {"3.1"}
+
+
 def test_lost_gpu_is_reported_not_raised() -> None:
     report = read_gpus(StandInNvml(count=3))
     lost = report.gpus[2]

@@ -58,7 +58,7 @@ FILL_HINTS = {
     "accelerator_host_interconnect": "e.g. 'PCIe Gen5 x16'",
     "accelerator_frequency": "GPU max clock",
     "accelerator_memory_capacity": "GPU memory",
-    "accelerator_interconnect": "e.g. '18x NVLink4 via NVSwitch'",
+    "accelerator_interconnect": "e.g. '18x NVLink 4.0 via NVSwitch'",
 }
 
 
@@ -90,7 +90,7 @@ def _nvlink_text(node: NodeDescription) -> tuple[str, str]:
     if not any(g.nvlinks for g in node.gpus):
         return "PCIe only (no active NVLink)", "none"
     versions = {link.version for g in node.gpus for link in g.nvlinks if link.version}
-    version = f"NVLink{max(versions)}" if versions else "NVLink"
+    version = f"NVLink {max(versions)}" if versions else "NVLink"
     peer_types = {link.peer_type for g in node.gpus for link in g.nvlinks}
     per_gpu = sorted({len(g.nvlinks) for g in node.gpus})
     count = "/".join(str(n) for n in per_gpu)

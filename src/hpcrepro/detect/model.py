@@ -25,7 +25,7 @@ class NvLink:
     """One active NVLink of a GPU and what sits at its other end."""
 
     link: int
-    version: int | None = None
+    version: str | None = None  # "4.0" for Hopper, "3.1" for A100
     peer_bus_id: str | None = None
     peer_type: str | None = None  # "gpu", "switch", "ibmnpu" or "unknown"
 

@@ -20,6 +20,9 @@ from hpcrepro.detect.model import Gpu, NvLink, NvmlInfo
 T = TypeVar("T")
 
 _PEER_TYPES = {0: "gpu", 1: "ibmnpu", 2: "switch"}
+# nvmlDeviceGetNvLinkVersion answers with nvmlNvlinkVersion_t, not the version itself
+# (an A100 answers 5 for NVLink 3.1; hwloc issue #658).
+_NVLINK_VERSIONS = {1: "1.0", 2: "2.0", 3: "2.2", 4: "3.0", 5: "3.1", 6: "4.0", 7: "5.0", 8: "6.0"}
 
 
 @dataclass
@@ -88,6 +91,10 @@ def _cuda_version(value: int) -> str:
     return f"{value // 1000}.{(value % 1000) // 10}"
 
 
+def _nvlink_version(value: Any) -> str:
+    return _NVLINK_VERSIONS.get(int(value), f"unknown ({int(value)})")
+
+
 def _enabled(value: Any) -> bool:
     return bool(int(value))
 
@@ -152,7 +159,11 @@ def _read_nvlinks(nvml: Any, guard: _Guard, handle: Any) -> list[NvLink]:
             NvLink(
                 link=link,
                 version=guard.map(
-                    f"NVLink {link} version", "nvmlDeviceGetNvLinkVersion", int, handle, link
+                    f"NVLink {link} version",
+                    "nvmlDeviceGetNvLinkVersion",
+                    _nvlink_version,
+                    handle,
+                    link,
                 ),
                 peer_bus_id=normalize_bus_id(remote.busId) if remote is not None else None,
                 peer_type=None if peer_kind is None else _PEER_TYPES.get(int(peer_kind), "unknown"),
