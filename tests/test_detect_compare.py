@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from hpcrepro.detect.compare import differences
+from hpcrepro.detect.compare import differences, most_common_node
 from hpcrepro.detect.model import load_description, load_descriptions
 
 DATA = Path(__file__).parent / "data" / "detect"
@@ -40,3 +40,20 @@ def test_missing_gpu_shows_as_missing() -> None:
     found = {d.key: d.text() for d in differences([first, second])}
     assert found["gpu.count"] == "gpu.count: 8 on h200-node001; 7 on h200-node002"
     assert found["gpu7.model"] == "gpu7.model: NVIDIA H200 on h200-node001; missing on h200-node002"
+
+
+def test_memory_within_one_percent_is_alike_beyond_it_differs() -> None:
+    first = load_description(DATA / "h200_8gpu_handwritten.json")
+    nodes = []
+    for index, gib in enumerate((2015.6, 2015.4, 2013.0, 1007.8)):
+        node = copy.deepcopy(first)
+        node.hostname, node.memory_bytes = f"n{index}", int(gib * 1024**3)
+        nodes.append(node)
+    (found,) = differences(nodes)
+    assert found.text() == "memory_gib: 2015.6 on n0, n1, n2; 1007.8 on n3"
+
+
+def test_most_common_node_is_the_reference() -> None:
+    nodes = load_descriptions(DATA / "h200_3nodes_handwritten.json")
+    nodes = [nodes[1], nodes[0], nodes[2]]  # the odd node first
+    assert nodes[most_common_node(nodes, differences(nodes))].hostname == "h200-node001"

@@ -163,12 +163,10 @@ def _site_file(site: Path | None) -> Path | None:
 
 
 def _reference_node(described: list[NodeDescription], say: _Printer) -> NodeDescription:
-    """The node the configs are derived from: one with the most common fingerprint."""
+    """The node the configs are derived from: the one with the most common values."""
     if len(described) == 1:
         return described[0]
-    from collections import Counter
-
-    from hpcrepro.detect.compare import differences, fingerprint
+    from hpcrepro.detect.compare import differences, most_common_node
 
     found = differences(described)
     if not found:
@@ -177,9 +175,7 @@ def _reference_node(described: list[NodeDescription], say: _Printer) -> NodeDesc
     say(f"{len(described)} nodes differ in {len(found)} fact(s):")
     for difference in found:
         say(f"  {difference.text()}")
-    prints = [json.dumps(fingerprint(node), sort_keys=True) for node in described]
-    common, _ = Counter(prints).most_common(1)[0]
-    reference = described[prints.index(common)]
+    reference = described[most_common_node(described, found)]
     say(f"using {reference.label} (the most common configuration) for derived files")
     return reference
 

@@ -2,8 +2,8 @@
 
 Each node is reduced to a flat fingerprint of the facts that matter for a run; values that move
 on their own are left out (the current PCIe generation drops at idle to save power, clocks and
-the capture time change) and memory is compared in whole GiB (the kernel reserves a few MiB
-differently per boot).
+the capture time change) and memory counts as equal within 1% (the kernel reserves a few MiB
+differently per boot and firmware).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from hpcrepro.detect.model import NodeDescription
 
 Fingerprint = dict[str, str]
 
+# Facts compared with a relative tolerance instead of exactly.
+_TOLERANCE = {"memory_gib": 0.01}
+
 
 def fingerprint(node: NodeDescription) -> Fingerprint:
     facts: Fingerprint = {
@@ -22,9 +25,7 @@ def fingerprint(node: NodeDescription) -> Fingerprint:
         "cpu.sockets": str(node.cpu.sockets),
         "cpu.cores": str(node.cpu.cores),
         "cpu.threads": str(node.cpu.threads),
-        "memory_gib": "None"
-        if node.memory_bytes is None
-        else str(round(node.memory_bytes / 1024**3)),
+        "memory_gib": "None" if node.memory_bytes is None else f"{node.memory_bytes / 1024**3:.1f}",
         "os": str(node.os_name),
         "kernel": str(node.kernel),
         "slurm": str(node.slurm_version),
@@ -64,6 +65,17 @@ class Difference:
         return f"{self.key}: " + "; ".join(parts)
 
 
+def _same(key: str, first: str, second: str) -> bool:
+    tolerance = _TOLERANCE.get(key)
+    if tolerance is None or first == second:
+        return first == second
+    try:
+        a, b = float(first), float(second)
+    except ValueError:
+        return False
+    return abs(a - b) <= tolerance * max(abs(a), abs(b))
+
+
 def differences(nodes: Sequence[NodeDescription]) -> list[Difference]:
     """Every fact whose value is not the same on all nodes (a fact missing on a node counts)."""
     prints = [(node.label, fingerprint(node)) for node in nodes]
@@ -72,12 +84,26 @@ def differences(nodes: Sequence[NodeDescription]) -> list[Difference]:
         keys.extend(key for key in facts if key not in keys)
     found = []
     for key in keys:
-        by_value: dict[str, list[str]] = {}
-        for hostname, facts in prints:
-            by_value.setdefault(facts.get(key, "missing"), []).append(hostname)
-        if len(by_value) > 1:
-            groups = sorted(
-                by_value.items(), key=lambda item: -len(item[1])
-            )  # stable: ties in node order
+        groups: list[tuple[str, list[str]]] = []
+        for label, facts in prints:
+            value = facts.get(key, "missing")
+            group = next((g for g in groups if _same(key, g[0], value)), None)
+            if group is None:
+                groups.append((value, [label]))
+            else:
+                group[1].append(label)
+        if len(groups) > 1:
+            groups.sort(key=lambda group: -len(group[1]))  # stable: ties keep node order
             found.append(Difference(key, groups))
     return found
+
+
+def most_common_node(nodes: Sequence[NodeDescription], found: Sequence[Difference]) -> int:
+    """Index of the node that has the most common value in the most differing facts."""
+    scores = [0] * len(nodes)
+    labels = [node.label for node in nodes]
+    for difference in found:
+        for index, label in enumerate(labels):
+            if label in difference.groups[0][1]:
+                scores[index] += 1
+    return max(range(len(nodes)), key=lambda index: (scores[index], -index))
