@@ -45,7 +45,14 @@ def best_of(runs: int, command: list[str], env: dict[str, str] | None = None) ->
 
 def smi(*args: str) -> str:
     done = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, check=False)
-    return done.stdout if done.returncode == 0 else f"nvidia-smi {' '.join(args)} failed: {done.stderr}"
+    if done.returncode == 0:
+        return done.stdout
+    return f"nvidia-smi {' '.join(args)} failed: {done.stderr}"
+
+
+def _compare(index: int, label: str, ours: object, theirs: str) -> str:
+    verdict = "ok" if str(ours) == theirs else "MISMATCH"
+    return f"{verdict} gpu{index} {label}: hpcrepro={ours} nvidia-smi={theirs}"
 
 
 def crosscheck(node: NodeDescription, csv_text: str, nvlink_text: str) -> list[str]:
@@ -61,24 +68,19 @@ def crosscheck(node: NodeDescription, csv_text: str, nvlink_text: str) -> list[s
         if gpu is None:
             lines.append(f"MISMATCH gpu {cells[0]}: in nvidia-smi, not in the description")
             continue
-
-        def same(label: str, ours: object, theirs: str) -> None:
-            verdict = "ok" if str(ours) == theirs else "MISMATCH"
-            lines.append(f"{verdict} gpu{gpu.index} {label}: hpcrepro={ours} nvidia-smi={theirs}")
-
         mig = {True: "Enabled", False: "Disabled", None: "[N/A]"}[gpu.mig_enabled]
         ecc = {True: "Enabled", False: "Disabled", None: "[N/A]"}[gpu.ecc_enabled]
         power = f"{gpu.power_limit_w:.2f}" if gpu.power_limit_w is not None else "[N/A]"
-        same("name", gpu.name, cells[1])
-        same("bus id", gpu.bus_id, cells[2].lower())
-        same("memory MiB", gpu.memory_total_mib, cells[3])
-        same("power limit W", power, cells[4])
-        same("PCIe gen max", gpu.pcie_gen_max, cells[5])
-        same("PCIe width max", gpu.pcie_width_max, cells[6])
-        same("MIG", mig, cells[7])
-        same("ECC", ecc, cells[8])
-        same("max SM clock", gpu.max_sm_clock_mhz, cells[9])
-        same("driver", node.nvml.driver_version, cells[10])
+        lines.append(_compare(gpu.index, "name", gpu.name, cells[1]))
+        lines.append(_compare(gpu.index, "bus id", gpu.bus_id, cells[2].lower()))
+        lines.append(_compare(gpu.index, "memory MiB", gpu.memory_total_mib, cells[3]))
+        lines.append(_compare(gpu.index, "power limit W", power, cells[4]))
+        lines.append(_compare(gpu.index, "PCIe gen max", gpu.pcie_gen_max, cells[5]))
+        lines.append(_compare(gpu.index, "PCIe width max", gpu.pcie_width_max, cells[6]))
+        lines.append(_compare(gpu.index, "MIG", mig, cells[7]))
+        lines.append(_compare(gpu.index, "ECC", ecc, cells[8]))
+        lines.append(_compare(gpu.index, "max SM clock", gpu.max_sm_clock_mhz, cells[9]))
+        lines.append(_compare(gpu.index, "driver", node.nvml.driver_version, cells[10]))
     links: dict[int, int] = {}
     current = None
     for line in nvlink_text.splitlines():
