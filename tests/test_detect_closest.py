@@ -182,6 +182,9 @@ def test_written_yaml_loads_in_the_catalog(catalog, tmp_path: Path) -> None:
         assert version.provenance == "derived" and version.derived_from == f"dgxh100_4x8 {key}"
         assert version.global_batch == 3192 and block["hparams"]["LR"] == version.hparams.LR
         assert version.env == catalog.get("dgxh100_4x8", key).env
+    beside_shipped = load_catalog(extra=[path.parent])  # as $HPCREPRO_SYSTEMS adds it
+    assert beside_shipped.get("mycluster_3x8", "r3.0").env == catalog.get("dgxh100_4x8", "r3.0").env
+    assert "dgxh100_4x8" in beside_shipped.systems
     text = path.read_text()
     assert text.startswith("# Derived by `hpcrepro detect --write-system`")
     assert yaml.safe_load(text)["system"] == "mycluster_3x8"
