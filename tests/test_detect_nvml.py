@@ -206,3 +206,34 @@ def test_no_gpu_notice() -> None:
 )
 def test_bus_ids_compare_across_spellings(raw: Any, normal: str) -> None:
     assert normalize_bus_id(raw) == normal
+
+
+class StandInNvmlOddAnswers(StandInNvml):
+    """A driver whose answers have shapes this code does not expect, and whose count fails."""
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> Any:
+        return SimpleNamespace()  # no busId
+
+    def nvmlDeviceGetMigMode(self, h: int) -> int:
+        return 0  # not a pair
+
+
+def test_odd_answers_become_notes_not_tracebacks() -> None:
+    gpu = read_gpus(StandInNvmlOddAnswers()).gpus[0]
+    assert gpu.bus_id is None and gpu.mig_enabled is None
+    assert any(note.startswith("PCI: unexpected AttributeError") for note in gpu.notes)
+    assert any(note.startswith("MIG mode: unexpected TypeError") for note in gpu.notes)
+    assert gpu.memory_total_mib == 81559  # the rest still comes back
+
+
+def test_failing_gpu_count_is_a_notice() -> None:
+    class CountFails(StandInNvml):
+        def nvmlDeviceGetCount(self) -> int:
+            raise pynvml.NVMLError_Unknown()
+
+    report = read_gpus(CountFails())
+    assert report.gpus == []
+    assert (
+        report.info.notice
+        == "NVML found no NVIDIA GPU: describing CPUs only; GPU count: Unknown Error"
+    )

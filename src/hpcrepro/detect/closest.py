@@ -278,6 +278,10 @@ def derive_system(
     notes = [f"base: {base.reason}", f"per-GPU batch limit {cap}: {cap_reason}"]
     for key, version in base.entry.versions.items():
         rcp = rcp_points(version.ruleset)
+        notes.append(
+            f"{key}: RCP global batches of ruleset {rcp.ruleset} ({rcp.source}): "
+            + ", ".join(str(bs) for bs in rcp.batch_sizes)
+        )
         scaled = scale_batch(version, total, cap, rcp)
         versions[key] = _version_block(
             version, base.system, key, nodes, gpus_per_node, scaled, node

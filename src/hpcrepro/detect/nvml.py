@@ -2,8 +2,9 @@
 
 Every NVML call is guarded: GPUs differ in what they support (no NVLink on a PCIe card, no MIG on
 an L40S, no power limit query on some boards), and a call that is not supported gives `None` for
-that field instead of an error. Any other NVML failure on one field is recorded in the GPU's
-`notes` and the rest of the description still comes back. A node without driver or library gets a
+that field instead of an error. Any other failure on one field (an NVML error, or an answer this
+code does not understand) is recorded in the GPU's `notes` and the rest of the description still
+comes back. A node without driver or library gets a
 one-line notice and no GPUs.
 """
 
@@ -57,20 +58,20 @@ class _Guard:
         self.nvml = nvml
         self.notes = notes
 
-    def call(self, what: str, fn_name: str, *args: Any) -> Any:
+    def map(self, what: str, fn_name: str, convert: Callable[[Any], T], *args: Any) -> T | None:
+        """`convert(fn(*args))`, or None with a note; unknown hardware must not stop the capture."""
         fn = getattr(self.nvml, fn_name, None)
         if fn is None:  # an older nvidia-ml-py without this function
             return None
         try:
-            return fn(*args)
+            value = fn(*args)
+            return None if value is None else convert(value)
         except self.nvml.NVMLError as exc:
             if not _is_not_supported(self.nvml, exc):
                 self.notes.append(f"{what}: {_text(exc)}")
-            return None
-
-    def map(self, what: str, fn_name: str, convert: Callable[[Any], T], *args: Any) -> T | None:
-        value = self.call(what, fn_name, *args)
-        return None if value is None else convert(value)
+        except Exception as exc:  # an answer in a shape this code does not know
+            self.notes.append(f"{what}: unexpected {type(exc).__name__}: {exc}")
+        return None
 
 
 def _is_not_supported(nvml: Any, exc: Exception) -> bool:
@@ -99,6 +100,19 @@ def _enabled(value: Any) -> bool:
     return bool(int(value))
 
 
+def _pair_of_flags(value: Any) -> tuple[bool, bool]:
+    """(current, pending) as NVML answers MIG and ECC modes."""
+    return _enabled(value[0]), _enabled(value[1])
+
+
+def _bus_id_of(pci: Any) -> str:
+    return normalize_bus_id(pci.busId)
+
+
+def _peer_type(kind: Any) -> str:
+    return _PEER_TYPES.get(int(kind), "unknown")
+
+
 def _read_gpu(nvml: Any, index: int) -> Gpu:
     notes: list[str] = []
     guard = _Guard(nvml, notes)
@@ -111,12 +125,16 @@ def _read_gpu(nvml: Any, index: int) -> Gpu:
     name = guard.map("name", "nvmlDeviceGetName", _text, handle) or "unknown"
     gpu = Gpu(index=index, name=name, notes=notes)
     gpu.uuid = guard.map("uuid", "nvmlDeviceGetUUID", _text, handle)
-    pci = guard.call("pci", "nvmlDeviceGetPciInfo", handle)
-    gpu.bus_id = normalize_bus_id(pci.busId) if pci is not None else None
-    memory = guard.call("memory", "nvmlDeviceGetMemoryInfo", handle)
-    gpu.memory_total_mib = int(memory.total) // (1024 * 1024) if memory is not None else None
-    capability = guard.call("compute capability", "nvmlDeviceGetCudaComputeCapability", handle)
-    gpu.compute_capability = f"{capability[0]}.{capability[1]}" if capability else None
+    gpu.bus_id = guard.map("PCI", "nvmlDeviceGetPciInfo", _bus_id_of, handle)
+    gpu.memory_total_mib = guard.map(
+        "memory", "nvmlDeviceGetMemoryInfo", lambda m: int(m.total) // (1024 * 1024), handle
+    )
+    gpu.compute_capability = guard.map(
+        "compute capability",
+        "nvmlDeviceGetCudaComputeCapability",
+        lambda cc: f"{int(cc[0])}.{int(cc[1])}",
+        handle,
+    )
     gpu.max_sm_clock_mhz = guard.map(
         "max SM clock", "nvmlDeviceGetMaxClockInfo", int, handle, nvml.NVML_CLOCK_SM
     )
@@ -134,12 +152,12 @@ def _read_gpu(nvml: Any, index: int) -> Gpu:
     )
     gpu.pcie_width_current = guard.map("PCIe width", "nvmlDeviceGetCurrPcieLinkWidth", int, handle)
     gpu.pcie_width_max = guard.map("PCIe max width", "nvmlDeviceGetMaxPcieLinkWidth", int, handle)
-    mig = guard.call("MIG mode", "nvmlDeviceGetMigMode", handle)
+    mig = guard.map("MIG mode", "nvmlDeviceGetMigMode", _pair_of_flags, handle)
     if mig is not None:
-        gpu.mig_enabled, gpu.mig_pending = _enabled(mig[0]), _enabled(mig[1])
-    ecc = guard.call("ECC mode", "nvmlDeviceGetEccMode", handle)
+        gpu.mig_enabled, gpu.mig_pending = mig
+    ecc = guard.map("ECC mode", "nvmlDeviceGetEccMode", _pair_of_flags, handle)
     if ecc is not None:
-        gpu.ecc_enabled, gpu.ecc_pending = _enabled(ecc[0]), _enabled(ecc[1])
+        gpu.ecc_enabled, gpu.ecc_pending = ecc
     gpu.nvlinks = _read_nvlinks(nvml, guard, handle)
     return gpu
 
@@ -148,13 +166,11 @@ def _read_nvlinks(nvml: Any, guard: _Guard, handle: Any) -> list[NvLink]:
     """Active links only; a GPU without NVLink answers 'not supported' on link 0 and has none."""
     links: list[NvLink] = []
     for link in range(int(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18))):
-        state = guard.call(f"NVLink {link} state", "nvmlDeviceGetNvLinkState", handle, link)
-        if state is None or not _enabled(state):
-            continue
-        remote = guard.call(f"NVLink {link} peer", "nvmlDeviceGetNvLinkRemotePciInfo", handle, link)
-        peer_kind = guard.call(
-            f"NVLink {link} peer type", "nvmlDeviceGetNvLinkRemoteDeviceType", handle, link
+        state = guard.map(
+            f"NVLink {link} state", "nvmlDeviceGetNvLinkState", _enabled, handle, link
         )
+        if not state:
+            continue
         links.append(
             NvLink(
                 link=link,
@@ -165,8 +181,20 @@ def _read_nvlinks(nvml: Any, guard: _Guard, handle: Any) -> list[NvLink]:
                     handle,
                     link,
                 ),
-                peer_bus_id=normalize_bus_id(remote.busId) if remote is not None else None,
-                peer_type=None if peer_kind is None else _PEER_TYPES.get(int(peer_kind), "unknown"),
+                peer_bus_id=guard.map(
+                    f"NVLink {link} peer",
+                    "nvmlDeviceGetNvLinkRemotePciInfo",
+                    _bus_id_of,
+                    handle,
+                    link,
+                ),
+                peer_type=guard.map(
+                    f"NVLink {link} peer type",
+                    "nvmlDeviceGetNvLinkRemoteDeviceType",
+                    _peer_type,
+                    handle,
+                    link,
+                ),
             )
         )
     return links
@@ -206,7 +234,7 @@ def read_gpus(nvml: Any = None) -> GpuReport:
             ),
             nvml_version=guard.map("NVML", "nvmlSystemGetNVMLVersion", _text),
         )
-        count = nvml.nvmlDeviceGetCount()
+        count = guard.map("GPU count", "nvmlDeviceGetCount", int) or 0
         if count == 0:
             info_notes.insert(0, "NVML found no NVIDIA GPU: describing CPUs only")
         gpus = [_read_gpu(nvml, index) for index in range(count)]
