@@ -150,22 +150,23 @@ def test_user_mistakes_exit_2_without_traceback(
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_bad_site_value_names_file_and_line(tmp_path: Path) -> None:
+def test_gpu_request_needs_a_gpu_count(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
-    site.write_text("partition: gpu\ngpu_request: all\n")
+    site.write_text("partition: gpu\ngpu_request: gres\ndataset_dir: /data\nlog_dir: /logs\n")
     done = run("--all-nodes", "--nodes", "2", "--site", str(site))
     assert done.returncode == 2
-    assert f"error: {site}:2 key 'gpu_request': unknown gpu_request 'all'" in done.stderr
+    assert "error: --gpus-per-node: the site requests GPUs with gres" in done.stderr
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('partition: "gpu\\necho pwned"', "'partition' has characters Slurm names do not use"),
-        ("account: 'proj #1'", "'account' has characters Slurm names do not use"),
-        ("qos: $(touch x)", "'qos' has characters Slurm names do not use"),
-        ("constraint: 'a100&ib;reboot'", "'constraint' has characters Slurm names do not use"),
-        ("partition: 7", "'partition' must be a non-empty text"),
+        ('partition: "gpu\\necho pwned"', "cannot go into an '#SBATCH' line"),
+        ("account: 'proj #1'", "cannot go into an '#SBATCH' line"),
+        ("qos: $(touch x)", "cannot go into an '#SBATCH' line"),
+        ('constraint: "a100\'ib"', "cannot go into an '#SBATCH' line"),
+        ("exclusive: maybe", "Input should be a valid boolean"),
+        ("gpu_request: all", "Input should be 'none', 'gpus-per-node' or 'gres'"),
     ],
 )
 def test_hostile_site_values_never_reach_sbatch(tmp_path: Path, line: str, message: str) -> None:

@@ -7,7 +7,6 @@ load inside the command.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +15,6 @@ import typer
 
 if TYPE_CHECKING:
     from hpcrepro.detect.model import NodeDescription
-
-DEFAULT_SITE = Path("~/.config/hpcrepro/site.yaml")
 
 
 def register(app: typer.Typer) -> None:
@@ -143,23 +140,15 @@ def _gather(
 
 
 def _site_file(site: Path | None) -> Path | None:
+    """--site, else $HPCREPRO_SITE, else ~/.config/hpcrepro/site.yaml when it exists."""
+    from hpcrepro.config import find_site_file
     from hpcrepro.errors import UserError
 
-    if site is not None:
-        if not site.is_file():
-            raise UserError(f"site file not found: {site}", where="--site", hint="check the path")
-        return site
-    from_env = os.environ.get("HPCREPRO_SITE")
-    if from_env:
-        if not Path(from_env).is_file():
-            raise UserError(
-                f"site file not found: {from_env}",
-                where="$HPCREPRO_SITE",
-                hint="fix or unset HPCREPRO_SITE",
-            )
-        return Path(from_env)
-    default = DEFAULT_SITE.expanduser()
-    return default if default.is_file() else None
+    found = find_site_file(site)
+    if found is not None and not found.is_file():
+        origin = "--site" if site is not None else "$HPCREPRO_SITE"
+        raise UserError(f"site file not found: {found}", where=origin, hint="check the path")
+    return found
 
 
 def _reference_node(described: list[NodeDescription], say: _Printer) -> NodeDescription:

@@ -7,21 +7,24 @@ runs it once per node under srun, and brings each node's description back as pla
 
 from __future__ import annotations
 
-import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpcrepro.detect.model import NodeDescription
 from hpcrepro.errors import UserError
 
-GPU_REQUESTS = ("none", "gpus-per-node", "gres")
-# Values reach `#SBATCH --key=value` lines: a newline would start a shell line, '#' ends the value
-# for sbatch. Slurm names are plain; constraints add their operators.
-_NAME = re.compile(r"^[A-Za-z0-9_.,:+-]+$")
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+&|!*()\[\]-]+$")
-_SITE_KEYS = ("partition", "account", "qos", "reservation", "constraint", "gpu_request")
+# The site keys the detection job uses; the rest of a site file is for other commands.
+_SITE_KEYS = (
+    "partition",
+    "account",
+    "qos",
+    "reservation",
+    "constraint",
+    "exclusive",
+    "gpu_request",
+)
 
 
 @dataclass
@@ -33,77 +36,72 @@ class JobOptions:
     qos: str | None = None
     reservation: str | None = None
     constraint: str | None = None
+    exclusive: bool = True  # the whole node: every GPU visible, nothing else running
     gpu_request: str = "none"
     gpus_per_node: int | None = None
     timeout_min: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def submitit_parameters(self, nodes: int) -> dict[str, Any]:
         params: dict[str, Any] = {
             "nodes": nodes,
             "ntasks_per_node": 1,
             "time": self.timeout_min,
-            "exclusive": True,  # the whole node: every GPU visible, nothing else running
             "job_name": "hpcrepro-detect",
         }
+        if self.exclusive:
+            params["exclusive"] = True
         for name in ("partition", "account", "qos", "constraint"):
             if getattr(self, name):
                 params[name] = getattr(self, name)
-        additional = dict(self.extra)
-        if self.reservation:
-            additional["reservation"] = self.reservation
+        if self.reservation:  # submitit has no parameter of its own for it
+            params["additional_parameters"] = {"reservation": self.reservation}
         if self.gpus_per_node and self.gpu_request == "gpus-per-node":
             params["gpus_per_node"] = self.gpus_per_node
         elif self.gpus_per_node and self.gpu_request == "gres":
             params["gres"] = f"gpu:{self.gpus_per_node}"
-        if additional:
-            params["additional_parameters"] = additional
         return params
 
 
 def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: int) -> JobOptions:
-    """Read the Slurm keys the detection job needs from a site YAML; other keys are for other
-    commands and are left to them."""
+    """The Slurm keys of a site file, checked by the site model's own rules (hpcrepro.site)."""
+    from pydantic import ValidationError
+
+    from hpcrepro.site import Site
+    from hpcrepro.validation import raise_validation_error
     from hpcrepro.yamlio import load_yaml
 
     doc = load_yaml(Path(path))
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
-        raise UserError("a site file must be a mapping of 'key: value' lines", where=str(path))
-    values: dict[str, Any] = {}
-    for key in _SITE_KEYS:
-        value = data.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise UserError(
-                f"'{key}' must be a non-empty text, got {value!r}",
-                where=doc.where((key,)),
-                hint=f"write e.g. '{key}: gpu' or remove the line",
-            )
-        pattern = _CONSTRAINT if key == "constraint" else _NAME
-        if key != "gpu_request" and not pattern.match(value.strip()):
-            raise UserError(
-                f"'{key}' has characters Slurm names do not use: {value!r}",
-                where=doc.where((key,)),
-                hint="use letters, digits and _ . , : + - (constraints also & | ! * ( ) [ ])",
-            )
-        values[key] = value.strip()
-    gpu_request = values.pop("gpu_request", "none")
-    if gpu_request not in GPU_REQUESTS:
         raise UserError(
-            f"unknown gpu_request '{gpu_request}'",
-            where=doc.where(("gpu_request",)),
-            hint=f"use one of: {', '.join(GPU_REQUESTS)}",
+            "a site file must be a mapping of keys to values",
+            where=str(path),
+            hint="see docs/site.md for an example",
         )
-    if gpu_request != "none" and gpus_per_node is None:
+    # Only these keys are validated here: no dataset, image or runtime is needed to detect.
+    site = Site.model_construct(runtime="none")
+    for key in _SITE_KEYS:
+        if key in data:
+            try:
+                setattr(site, key, data[key])
+            except ValidationError as exc:
+                raise_validation_error(exc, Site, lambda loc, key=key: doc.where((key,)))
+    if site.gpu_request != "none" and gpus_per_node is None:
         raise UserError(
-            f"the site requests GPUs with {gpu_request}: say how many each node has",
+            f"the site requests GPUs with {site.gpu_request}: say how many each node has",
             where="--gpus-per-node",
             hint="add --gpus-per-node N (e.g. 8)",
         )
     return JobOptions(
-        **values, gpu_request=gpu_request, gpus_per_node=gpus_per_node, timeout_min=timeout_min
+        partition=site.partition,
+        account=site.account,
+        qos=site.qos,
+        reservation=site.reservation,
+        constraint=site.constraint,
+        exclusive=site.exclusive,
+        gpu_request=site.gpu_request,
+        gpus_per_node=gpus_per_node,
+        timeout_min=timeout_min,
     )
 
 
