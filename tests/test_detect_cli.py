@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcrepro.catalog import load_catalog
 
 import hpcrepro
 from hpcrepro.detect.model import NodeDescription, load_descriptions
@@ -85,6 +84,8 @@ def test_from_json_writes_system_and_mlperf_json(tmp_path: Path) -> None:
     assert f"wrote {system}: system 'mycluster_2x8', 2 node(s) x 8 GPUs" in done.stdout
     assert "base: h200_1x8" in done.stdout
     assert "  status: Available on-premise | Available cloud" in done.stdout
+    from hpcrepro.catalog import load_catalog  # imported here: it loads pydantic
+
     version = load_catalog(system.parent).get("mycluster_2x8", "r4.0")
     assert (version.nodes, version.batch_per_gpu, version.global_batch) == (2, 200, 3200)
     description = json.loads(mlperf.read_text())

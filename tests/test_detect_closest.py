@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hpcrepro.catalog import load_catalog
 
 from hpcrepro.detect.closest import (
     catalog_gpu_model,
@@ -27,7 +26,15 @@ DATA = Path(__file__).parent / "data" / "detect"
 
 
 @pytest.fixture(scope="module")
-def catalog():
+def load_catalog():
+    """The catalog loader, imported when a test needs it (it brings pydantic)."""
+    from hpcrepro.catalog import load_catalog
+
+    return load_catalog
+
+
+@pytest.fixture(scope="module")
+def catalog(load_catalog):
     return load_catalog()
 
 
@@ -154,7 +161,7 @@ GPU_FIXTURES = sorted(
 @pytest.mark.parametrize("fixture", GPU_FIXTURES)
 @pytest.mark.parametrize("nodes", [1, 2, 5, 16])
 def test_every_fixture_derives_a_loadable_system(
-    catalog, tmp_path: Path, fixture: str, nodes: int
+    catalog, load_catalog, tmp_path: Path, fixture: str, nodes: int
 ) -> None:
     """Any capture (hand-written or real) gives a system that loads, with its batch on or inside
     the RCP range or a note that says it is not."""
@@ -170,7 +177,7 @@ def test_every_fixture_derives_a_loadable_system(
             assert "below every RCP" in (version.note or "")
 
 
-def test_written_yaml_loads_in_the_catalog(catalog, tmp_path: Path) -> None:
+def test_written_yaml_loads_in_the_catalog(catalog, load_catalog, tmp_path: Path) -> None:
     path = tmp_path / "systems" / "mycluster_3x8.yaml"
     derived = derive_system(catalog, _node("h200_8gpu_handwritten.json"), 3, system_name_for(path))
     write_system_yaml(path, derived)

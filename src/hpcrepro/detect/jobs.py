@@ -85,7 +85,7 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
             try:
                 setattr(site, key, data[key])
             except ValidationError as exc:
-                raise_validation_error(exc, Site, lambda loc, key=key: doc.where((key,)))
+                raise_validation_error(exc, Site, doc.where)  # the error names its key
     if site.gpu_request != "none" and gpus_per_node is None:
         raise UserError(
             f"the site requests GPUs with {site.gpu_request}: say how many each node has",
