@@ -89,6 +89,10 @@ def resolve(folder: Path, version: str | None, system: str | None,
         if not isinstance(config, dict):
             raise UserError("resolved-config.json is not a JSON object", where=str(folder))
         log_root = folder / "logs" if (folder / "logs").is_dir() else folder
+    logs = find_logs(log_root)
+    if not logs:
+        raise UserError("no run logs found (looked for *.log and result_*.txt)",
+                        where=str(log_root), hint="point collect at a campaign or a log folder")
     spec = config["spec"] if isinstance(config.get("spec"), dict) else {}
     system = system or config.get("system")
     ruleset = None
@@ -115,8 +119,4 @@ def resolve(folder: Path, version: str | None, system: str | None,
             published = float(block["score_minutes"])
         elif not config:
             published = _catalog_published(system, version)
-    logs = find_logs(log_root)
-    if not logs:
-        raise UserError("no run logs found (looked for *.log and result_*.txt)",
-                        where=str(log_root), hint="point collect at a campaign or a log folder")
     return Inputs(folder, logs, version, ruleset, system, published, config)

@@ -110,15 +110,27 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     return desc, missing
 
 
+# Every rank logs these at its own time; the score uses the first run_start/run_stop pair, so all
+# copies stay. Other events are kept once: the seed checker rejects a seed logged twice.
+_KEEP_ALL_COPIES = frozenset({"run_start", "run_stop"})
+
+
 def _mllog_only(source: str, target: Path) -> None:
-    """Copy the records mlperf-logging would read, one per line, prefixes and noise removed."""
+    """Copy the records mlperf-logging would read, one per line, without prefixes, noise or
+    other ranks' duplicates."""
+    seen: set[str] = set()
     with open(target, "w", encoding="utf-8") as out:
         for record in iter_records(source):
             if not record.official:
                 continue
+            identity = json.dumps([record.key, record.value, record.metadata], sort_keys=True)
+            if record.key not in _KEEP_ALL_COPIES:
+                if identity in seen:
+                    continue
+                seen.add(identity)
+            time_ms = int(record.time_ms) if record.time_ms.is_integer() else record.time_ms
             out.write(":::MLLOG " + json.dumps({
-                "namespace": record.namespace, "time_ms": int(record.time_ms)
-                if record.time_ms.is_integer() else record.time_ms,
+                "namespace": record.namespace, "time_ms": time_ms,
                 "event_type": record.event_type, "key": record.key, "value": record.value,
                 "metadata": record.metadata,
             }) + "\n")
