@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from results_helpers import rawify, research, run_cli  # noqa: F401
 
 EOS_N8 = "v4.0/NVIDIA/eos_n8_ngc24.04_mxnet"

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from results_helpers import rawify, research  # noqa: F401
 
 from hpcrepro.results import mllog
 from hpcrepro.results.mllog import Problem, iter_records
 from hpcrepro.results.runs import progress, summarize_run
+from results_helpers import rawify, research  # noqa: F401
 
 EOS_N8 = "v4.0/NVIDIA/eos_n8_ngc24.04_mxnet"
 

@@ -166,11 +166,18 @@ def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: 
     except ValueError as error:
         report(Problem(name, line, f"invalid MLLOG JSON ({error}): {_clip(payload)}", official))
         return None
-    record = _to_record(obj, line, official)
-    if isinstance(record, str):
-        report(Problem(name, line, f"{record}: {_clip(payload)}", official))
+    try:  # the common case, without per-field checks
+        key = obj["key"]
+        if type(key) is str:
+            return Record(float(obj["time_ms"]), key, obj["value"], obj["metadata"],
+                          obj.get("event_type", ""), obj.get("namespace", ""), line, official)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    reason = _to_record(obj, line, official)
+    if isinstance(reason, str):
+        report(Problem(name, line, f"{reason}: {_clip(payload)}", official))
         return None
-    return record
+    return reason
 
 
 def _clip(payload: bytes, width: int = 80) -> str:

@@ -156,10 +156,8 @@ class _ConfigPass:
         self.atleast: dict[str, list[Any]] = {}
 
     def feed(self, ll: LogLine) -> None:
-        rule = self.config.keys.get(ll.key)
-        if rule is None:
-            return
         key = ll.key
+        rule = self.config.keys[key]
         self.reported[key].append(ll.value["value"])
         scope = {"ll": ll, "v": ll.value}
         if key not in self.has_been_exec:
@@ -245,7 +243,10 @@ class StreamingChecker:
     def __init__(self, ruleset: str) -> None:
         self.ruleset = ruleset
         self.passes = {name: _ConfigPass(load_config(name)) for name in reachable_configs(ruleset)}
-        self.watched = frozenset(k for p in self.passes.values() for k in p.config.keys)
+        self.by_key: dict[str, list[_ConfigPass]] = {}
+        for config_pass in self.passes.values():
+            for key in config_pass.config.keys:
+                self.by_key.setdefault(key, []).append(config_pass)
         self.lines = 0
         self.parse_errors = 0
         self.crash: str | None = None
@@ -253,9 +254,10 @@ class StreamingChecker:
     def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
         lineno = self.lines
         self.lines += 1
-        if key in self.watched:
+        interested = self.by_key.get(key)
+        if interested:
             ll = LogLine(time_ms, key, value, metadata, lineno)
-            for config_pass in self.passes.values():
+            for config_pass in interested:
                 config_pass.feed(ll)
 
     def parse_error(self, crashes_official: bool, message: str) -> None:
