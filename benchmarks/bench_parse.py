@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    if not corpus_sets(args.corpus):
+    if not args.corpus.is_dir() or not corpus_sets(args.corpus):
         build(args.corpus, args.gigabytes)
     sets = corpus_sets(args.corpus)
     files = corpus_files(args.corpus)

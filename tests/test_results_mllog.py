@@ -157,3 +157,22 @@ def test_progress_reads_the_tail_of_a_growing_log(tmp_path: Path) -> None:
     with open(log, "a") as handle:
         handle.write("\n" + rec("run_stop", status="aborted") + "\n")
     assert progress(log)[2] == "aborted"
+
+
+def test_rank_copies_are_recognised_and_change_no_verdict(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Every rank's copy of a record is recognised without decoding; where copies matter (2.1.0
+    wants each initialized tensor logged once) the verdict still equals mlperf-logging's."""
+    from mlperf_logging.compliance_checker import mlp_compliance
+
+    source = research / "v2.1/NVIDIA/dgxa100_n8_ngc22.04_mxnet/result_0.txt"
+    raw = rawify(source, tmp_path / "raw.log", ranks=3)
+    records = list(iter_records(raw))
+    assert len(records) == 3 * len(list(iter_records(source)))
+    assert sum(r.copy for r in records) >= 2 * len(records) // 3
+    for path in (source, raw):
+        mlp_compliance.enqueued_configs.clear()
+        checker = mlp_compliance.make_checker("training", "2.1.0", True, False)
+        official, *_ = mlp_compliance.main(str(path), "training_2.1.0/common.yaml", checker)
+        assert summarize_run(path, "2.1.0").compliance.valid == official
+    assert summarize_run(source, "2.1.0").compliance.valid
+    assert not summarize_run(raw, "2.1.0").compliance.valid  # weights_initialization repeated

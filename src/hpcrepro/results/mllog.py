@@ -43,6 +43,7 @@ class Record(NamedTuple):
     namespace: str
     line: int
     official: bool
+    copy: bool = False  # same bytes as a recent record except time_ms: another rank's copy
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def iter_records(
     name = str(path)
     report: ProblemSink = on_problem or (lambda _p: None)
     line_no = 1  # line number at byte `counted` of the current buffer
+    copies = _RecentRecords()
     with open(path, "rb") as handle:
         if start:
             handle.seek(start)
@@ -150,12 +152,60 @@ def iter_records(
                         if hidden is not None:
                             yield hidden
                     pos = starts[-1]
-                record = _parse(buf[pos + 9 : eol], name, line_no, report, True)
+                payload = buf[pos + 9 : eol]
+                record = copies.lookup(payload, line_no)
+                if record is None:
+                    record = _parse(payload, name, line_no, report, True)
+                    if record is not None:
+                        copies.remember(payload, record)
                 if record is not None:
                     yield record
                 pos = find(TOKEN, eol, end)
             line_no += count(b"\n", counted, end)
             carry = buf[end:]
+
+
+class _RecentRecords:
+    """Recognise another rank's copy of a recent record without decoding it again.
+
+    Every rank logs the same event a few ms apart, so raw logs repeat each payload with only the
+    time_ms digits changed. A payload whose bytes outside those digits equal a recent decoded
+    record's is that record at another time (the digits are checked to be a plain integer, so the
+    JSON is as valid as the original); it is returned with `copy=True`.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.seen: dict[bytes, Record] = {}
+
+    @staticmethod
+    def _split(payload: bytes) -> tuple[bytes, bytes] | None:
+        at = payload.find(b'"time_ms": ', 0, 64)
+        if at == -1:
+            return None
+        comma = payload.find(b",", at + 11, at + 40)
+        if comma == -1:
+            return None
+        return payload[:at] + payload[comma:], payload[at + 11 : comma]
+
+    def lookup(self, payload: bytes, line: int) -> Record | None:
+        parts = self._split(payload)
+        if parts is None:
+            return None
+        known = self.seen.get(parts[0])
+        if known is None or not parts[1].isdigit():
+            return None
+        return Record(float(int(parts[1])), known.key, known.value, known.metadata,
+                      known.event_type, known.namespace, line, True, True)
+
+    def remember(self, payload: bytes, record: Record) -> None:
+        parts = self._split(payload)
+        if parts is None or not parts[1].isdigit() or float(int(parts[1])) != record.time_ms:
+            return
+        if len(self.seen) >= self.LIMIT:
+            self.seen.clear()
+        self.seen[parts[0]] = record
 
 
 def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: bool

@@ -42,6 +42,7 @@ class _KeyRule:
     first_checks: list[CodeType]
     atleast: CodeType | None
     atleast_src: str
+    sources: list[str]  # PRE, POST and CHECK text, to tell whether the rule keeps state
 
 
 @dataclass
@@ -92,6 +93,8 @@ def load_config(name: str) -> _Config:
                 atleast=_compile(body["ATLEAST_ONE_CHECK"], "eval")
                 if body.get("ATLEAST_ONE_CHECK") else None,
                 atleast_src=str(body.get("ATLEAST_ONE_CHECK", "")),
+                sources=[str(body.get("PRE", "")), str(body.get("POST", "")),
+                         *map(str, _as_list(body.get("CHECK")))],
             )
     return _Config(name, begin, keys, end_pre, end_checks, _ENQUEUE.findall(text))
 
@@ -237,6 +240,23 @@ class Verdict:
     official_crash: str | None = None  # mlperf-logging's checker would crash instead of answering
 
 
+def _copy_safe(rule: _KeyRule, key: str) -> bool:
+    """Whether another identical line of `key` (at another time) cannot change the verdict: the
+    rule keeps no state and reads no timestamp, and counts only matter as 'one, or several
+    identical' (EXACTLY_ONE tolerates identical repeats). submission_* code runs only once."""
+    if "submission_" in key:
+        return True
+    if rule.pre or rule.post or rule.first_checks or (rule.req or "").startswith("AT_LEAST("):
+        return False
+    return not any("s[" in src or "ll." in src for src in rule.sources)
+
+
+@cache
+def _copy_unsafe_keys(ruleset: str) -> frozenset[str]:
+    return frozenset(key for name in reachable_configs(ruleset)
+                     for key, rule in load_config(name).keys.items() if not _copy_safe(rule, key))
+
+
 class StreamingChecker:
     """Feed records in log order, then call `verdict()`."""
 
@@ -251,6 +271,10 @@ class StreamingChecker:
         self.parse_errors = 0
         self.crash: str | None = None
 
+    def skip_copy(self) -> None:
+        """Count a rank's copy of a record that `copy_safe` says cannot change the verdict."""
+        self.lines += 1
+
     def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
         lineno = self.lines
         self.lines += 1
@@ -259,6 +283,11 @@ class StreamingChecker:
             ll = LogLine(time_ms, key, value, metadata, lineno)
             for config_pass in interested:
                 config_pass.feed(ll)
+
+    @property
+    def copy_unsafe(self) -> frozenset[str]:
+        """Keys whose repeated identical lines may change the verdict (see `_copy_safe`)."""
+        return _copy_unsafe_keys(self.ruleset)
 
     def parse_error(self, crashes_official: bool, message: str) -> None:
         """A line mlperf-logging's parser rejects (or, for missing keys, crashes on)."""

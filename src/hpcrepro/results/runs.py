@@ -108,8 +108,12 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
     seeds: list[Any] = []
     evals: list[tuple[float, float]] = []
     feed = checker.feed
+    keep_copies = checker.copy_unsafe | {"run_start", "run_stop"}
     for record in iter_records(path, on_problem):
         key = record.key
+        if record.copy and key not in keep_copies:  # another rank's copy: changes nothing
+            checker.skip_copy()
+            continue
         if record.official:
             feed(record.time_ms, key, record.value, record.metadata)
         if key == "eval_accuracy":
