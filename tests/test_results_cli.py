@@ -82,11 +82,13 @@ def test_no_valid_score_exits_1_with_the_reason(research: Path, tmp_path: Path) 
     (["{eos}", "--version", "r4.1"], "has no ResNet-50 rules"),
     (["{eos}", "--version", "banana"], "is not an MLPerf Training version"),
     (["{eos}", "--format", "xml"], "unknown format"),
+    (["{nvidia}", "--version", "r4.0"], "result sets"),
 ])
 def test_user_errors_exit_2_without_traceback(research: Path, tmp_path: Path, args: list[str],  # noqa: F811
                                               message: str) -> None:
     (tmp_path / "empty").mkdir()
-    args = [a.format(empty=tmp_path / "empty", eos=research / EOS_N8) for a in args]
+    args = [a.format(empty=tmp_path / "empty", eos=research / EOS_N8,
+                     nvidia=research / "v4.0/NVIDIA") for a in args]
     code, _out, err = run_cli("collect", *args)
     assert code == 2
     assert message in err and "Traceback" not in err
@@ -136,3 +138,24 @@ def test_package_passes_mlperf_loggings_package_checker(research: Path, tmp_path
     assert code == campaign_code == 0, err
     assert (json.loads(out)["summary"]["score_minutes"]
             == json.loads(campaign_out)["summary"]["score_minutes"])
+
+
+def test_more_than_five_runs_score_the_median_window(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    from hpcrepro.results.score import olympic_average
+
+    campaign = make_campaign(research, tmp_path / "camp", published=None)
+    logs = sorted((campaign / "logs").glob("run_*.log"))
+    shutil.copy(logs[0], campaign / "logs" / "run_5.log")
+    shutil.copy(logs[1], campaign / "logs" / "run_6.log")
+    code, out, err = run_cli("collect", str(campaign), "--format", "json", "--system", "eos_n8",
+                             "--no-official-check", "--scaling", "folder")
+    assert code == 0, err
+    report = json.loads(out)
+    minutes = [r["minutes"] for r in report["runs"]]
+    assert len(minutes) == 7
+    windows = sorted((olympic_average([m for m in minutes[i:i + 5] if m != minutes[4]], 1), i)
+                     for i in range(3))
+    median_score, first = windows[1]
+    assert report["summary"]["score_minutes"] == median_score
+    note = next(n for n in report["summary"]["notes"] if "window of 5" in n)
+    assert f"run_{first}.log" in note and f"run_{first + 4}.log" in note

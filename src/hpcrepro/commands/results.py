@@ -55,7 +55,9 @@ def collect(
 
         write_plot(collection, plot)
         sys.stderr.write(f"plot written to {plot}\n")
-    if package is not None:
+    if package is not None and not collection.score.valid:
+        sys.stderr.write("no submission tree written: the runs have no valid score\n")
+    elif package is not None:
         from hpcrepro.results.package import write_package
 
         written = write_package(collection, package, system)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpcrepro.results.inputs import Inputs
 from hpcrepro.results.runs import RunResult, summarize_run
-from hpcrepro.results.score import Score, read_scaling_json, score_runs
+from hpcrepro.results.score import Score, choose_runs, read_scaling_json, score_runs
 
 
 @dataclass
@@ -16,6 +16,7 @@ class Collection:
     runs: list[RunResult]
     score: Score
     official_checked: bool
+    scored_runs: list[RunResult]  # the 5 runs the score uses (the median window if more ran)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -56,7 +57,12 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
                              f"{verdict.detail}".strip())
     log_dir = inputs.logs[0].parent if inputs.logs else inputs.folder
     published_scaling = read_scaling_json(log_dir) if scaling in ("auto", "folder") else None
-    result = score_runs(runs, inputs.ruleset, published_scaling,
+    scored = choose_runs(runs)
+    if len(scored) < len(runs):
+        names = ", ".join(Path(r.path).name for r in scored)
+        notes.append(f"{len(runs)} runs: scored the window of 5 consecutive runs with the median "
+                     f"olympic score ({names})")
+    result = score_runs(scored, inputs.ruleset, published_scaling,
                         use_rcp_factor=scaling in ("auto", "rcp"))
     check = result.rcp
     if (published_scaling is not None and check is not None
@@ -65,4 +71,4 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
                      f"{check.scaling_factor!r}")
     if scaling == "folder" and published_scaling is None and check and check.scaling_factor != 1.0:
         notes.append(f"no scaling.json; the RCP rules would scale by {check.scaling_factor!r}")
-    return Collection(inputs, runs, result, official, skipped, notes)
+    return Collection(inputs, runs, result, official, scored, skipped, notes)

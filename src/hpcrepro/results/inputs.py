@@ -93,6 +93,10 @@ def resolve(folder: Path, version: str | None, system: str | None,
     if not logs:
         raise UserError("no run logs found (looked for *.log and result_*.txt)",
                         where=str(log_root), hint="point collect at a campaign or a log folder")
+    result_dirs = sorted({str(p.parent) for p in logs if p.name.startswith("result_")})
+    if not config and len(result_dirs) > 1:
+        raise UserError(f"the folder holds {len(result_dirs)} result sets", where=str(folder),
+                        hint="collect one result set at a time, e.g. " + result_dirs[0])
     spec = config["spec"] if isinstance(config.get("spec"), dict) else {}
     system = system or config.get("system")
     ruleset = None

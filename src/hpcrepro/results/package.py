@@ -19,7 +19,6 @@ from hpcrepro.errors import UserError
 from hpcrepro.results.collect import Collection
 from hpcrepro.results.mllog import iter_records
 from hpcrepro.results.runs import RunResult
-from hpcrepro.results.score import REQUIRED_RUNS, olympic_average
 
 SYSTEM_KEYS = (
     "submitter", "division", "status", "system_name", "number_of_nodes",
@@ -47,27 +46,6 @@ class PackageResult:
     system_name: str
     runs: list[RunResult]
     missing_fields: list[str]
-
-
-def choose_runs(runs: list[RunResult]) -> list[RunResult]:
-    """Exactly 5 runs: all of them, or, with more, the window of 5 consecutive runs (log order)
-    whose olympic score is the median of all windows (training rules, 'Scoring'); failed runs
-    count as infinitely slow."""
-    if len(runs) < REQUIRED_RUNS:
-        raise UserError(f"a submission needs {REQUIRED_RUNS} runs, found {len(runs)}",
-                        hint="run the campaign's remaining runs, then collect again")
-    if len(runs) == REQUIRED_RUNS:
-        return list(runs)
-    windows = []
-    for first in range(len(runs) - REQUIRED_RUNS + 1):
-        window = runs[first : first + REQUIRED_RUNS]
-        minutes = [r.time_to_train_minutes for r in window if r.valid]
-        dropped = REQUIRED_RUNS - len(minutes)
-        olympic = olympic_average([m for m in minutes if m is not None], dropped) \
-            if dropped <= 1 else None
-        windows.append((float("inf") if olympic is None else olympic, first))
-    windows.sort()
-    return runs[windows[(len(windows) - 1) // 2][1] : windows[(len(windows) - 1) // 2][1] + 5]
 
 
 def _safe_name(text: str) -> str:
@@ -155,7 +133,10 @@ def _copy_scripts(collection: Collection, target: Path) -> list[str]:
 
 def write_package(collection: Collection, out: Path, system: str | None = None) -> PackageResult:
     """Write the submission tree into `out` (the submitter's folder)."""
-    runs = choose_runs(collection.runs)
+    runs = collection.scored_runs
+    if not collection.score.valid:
+        raise UserError(f"no submission without a valid score: {collection.score.reason}",
+                        hint="fix or re-run the failed runs, then collect again")
     desc, missing = system_description(collection, runs)
     name = _safe_name(system or collection.inputs.system or Path(runs[0].path).parent.name)
     spec = collection.inputs.campaign.get("spec") or {}

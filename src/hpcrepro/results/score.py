@@ -90,3 +90,22 @@ def score_runs(runs: Sequence[RunResult], ruleset: str, published_scaling: float
         reason = "not enough runs for an olympic mean"
     score = olympic * factor if olympic is not None and len(runs) >= REQUIRED_RUNS else None
     return Score(score, olympic, factor, source, dropped, check, reason)
+
+
+def choose_runs(runs: Sequence[RunResult]) -> list[RunResult]:
+    """Exactly 5 runs: all of them, or, with more, the window of 5 consecutive runs (log order)
+    whose olympic score is the median of all windows (training rules, 'Scoring'); failed runs
+    count as infinitely slow."""
+    if len(runs) <= REQUIRED_RUNS:
+        return list(runs)
+    windows = []
+    for first in range(len(runs) - REQUIRED_RUNS + 1):
+        window = runs[first : first + REQUIRED_RUNS]
+        minutes = [r.time_to_train_minutes for r in window if r.valid]
+        dropped = REQUIRED_RUNS - len(minutes)
+        olympic = olympic_average([m for m in minutes if m is not None], dropped) \
+            if dropped <= 1 else None
+        windows.append((float("inf") if olympic is None else olympic, first))
+    windows.sort()
+    first = windows[(len(windows) - 1) // 2][1]
+    return list(runs[first : first + REQUIRED_RUNS])
