@@ -159,3 +159,18 @@ def test_more_than_five_runs_score_the_median_window(research: Path, tmp_path: P
     assert report["summary"]["score_minutes"] == median_score
     note = next(n for n in report["summary"]["notes"] if "window of 5" in n)
     assert f"run_{first}.log" in note and f"run_{first + 4}.log" in note
+
+
+def test_damaged_log_is_reported_with_file_and_line(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = tmp_path / "logs"
+    shutil.copytree(research / EOS_N8, folder)
+    lines = (folder / "result_2.txt").read_text().splitlines()
+    lines[30] = lines[30][:50]  # a truncated record
+    (folder / "result_2.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli("collect", str(folder), "--version", "r4.0", "--format", "json")
+    assert code == 1 and "2 of 5 runs failed" in err  # result_4 never converged, result_2 broken
+    report = json.loads(out)
+    assert report["runs"][2]["reason"].startswith("unreadable MLLOG record at line 31")
+    assert report["runs"][2]["compliance"] == "FAIL"
+    assert any(p.startswith(f"{folder / 'result_2.txt'}:31: invalid MLLOG JSON")
+               for p in report["summary"]["problems"])

@@ -62,8 +62,22 @@ def summary(collection: Collection) -> dict[str, Any]:
         "reason": score.reason,
         "official_compliance_checked": collection.official_checked,
         "notes": collection.notes,
+        "problems": problem_lines(collection),
         "skipped": [f"{p}: {why}" for p, why in collection.skipped],
     }
+
+
+PROBLEMS_PER_RUN = 5
+
+
+def problem_lines(collection: Collection) -> list[str]:
+    """Each run's log problems as 'file:line: message', a few per run."""
+    lines = []
+    for run in collection.runs:
+        lines += [str(p) for p in run.problems[:PROBLEMS_PER_RUN]]
+        if len(run.problems) > PROBLEMS_PER_RUN:
+            lines.append(f"{run.path}: {len(run.problems) - PROBLEMS_PER_RUN} more problems")
+    return lines
 
 
 def _summary_lines(collection: Collection) -> list[str]:
@@ -84,6 +98,7 @@ def _summary_lines(collection: Collection) -> list[str]:
     else:
         lines.append("NVIDIA published: unknown for this system/version")
     lines += [f"note: {n}" for n in info["notes"]]
+    lines += [f"problem: {p}" for p in info["problems"]]
     lines += [f"skipped: {s}" for s in info["skipped"]]
     return lines
 

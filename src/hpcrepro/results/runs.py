@@ -69,6 +69,11 @@ class RunResult:
         if not self.reached_target:
             best = "none" if self.best_accuracy is None else f"{self.best_accuracy:.5f}"
             return f"never reached {TARGET_ACCURACY} (best {best})"
+        unreadable = [p for p in self.problems if p.official_parse_error]
+        if unreadable:
+            more = f" (+{len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            return f"unreadable MLLOG record at line {unreadable[0].line}{more}: " \
+                   f"{unreadable[0].message}"
         if self.compliance.official_crash:
             return f"mlperf-logging would crash: {self.compliance.official_crash}"
         messages = self.compliance.messages or ["mlperf-logging's compliance checker rejects it"]
