@@ -126,3 +126,10 @@ def test_official_checker_runs_as_a_subprocess_with_the_ruleset(research: Path) 
     verdicts = check_logs([folder / "result_0.txt", folder / "result_4.txt"], "4.0.0")
     assert [v.valid for v in verdicts] == [True, False]
     assert "eval_accuracy" in verdicts[1].detail
+
+
+def test_installed_mlperf_logging_is_recent_enough() -> None:
+    from hpcrepro.results.compliance import MIN_VERSION, require_mlperf_logging
+
+    found = tuple(int(p) for p in require_mlperf_logging().split(".")[:3])
+    assert found >= MIN_VERSION

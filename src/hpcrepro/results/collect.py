@@ -35,6 +35,9 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
     scaling: 'auto' (scaling.json if the folder has one, else our RCP factor), 'folder'
     (scaling.json or 1.0, like mlperf-logging's summarizer) or 'rcp' (always our RCP factor).
     """
+    from hpcrepro.results.compliance import require_mlperf_logging
+
+    require_mlperf_logging()
     runs: list[RunResult] = []
     skipped: list[tuple[Path, str]] = []
     for log in inputs.logs:

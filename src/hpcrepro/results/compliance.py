@@ -16,6 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHECK_TIMEOUT_S = 600
+# 4.1.49-4.1.51 report the RCP factor instead of the score; earlier ones lack the fixes we match.
+MIN_VERSION = (4, 1, 52)
+
+
+def require_mlperf_logging() -> str:
+    """The installed mlperf-logging version; refuse one known to score wrongly."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from hpcrepro.errors import UserError
+
+    try:
+        found = version("mlperf-logging")
+    except PackageNotFoundError as error:
+        raise UserError("mlperf-logging is not installed",
+                        hint="pip install 'mlperf-logging>=4.1.52'") from error
+    parts = tuple(int(p) for p in found.split(".")[:3] if p.isdigit())
+    if parts < MIN_VERSION:
+        raise UserError(f"mlperf-logging {found} is too old (scores are wrong before 4.1.52)",
+                        hint="pip install -U 'mlperf-logging>=4.1.52'")
+    return found
 
 
 @dataclass(frozen=True)
