@@ -121,6 +121,6 @@ def resolve(folder: Path, version: str | None, system: str | None,
         block = spec.get("published")
         if isinstance(block, dict) and isinstance(block.get("score_minutes"), int | float):
             published = float(block["score_minutes"])
-        elif not config:
+        elif "published" not in spec:  # a plain folder, or a campaign that does not say
             published = _catalog_published(system, version)
     return Inputs(folder, logs, version, ruleset, system, published, config)
