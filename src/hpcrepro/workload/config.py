@@ -2,7 +2,8 @@
 
 The job script exports the same variables NVIDIA's `run_and_time.sh` reads (BATCHSIZE per GPU, LR,
 WARMUP_EPOCHS, NUMEPOCHS, EVAL_OFFSET, EVAL_PERIOD, WD, MOM, LARSETA, LABELSMOOTHING, OPTIMIZER,
-SEED) plus HPCREPRO_DATA_DIR; a command-line flag wins over its variable. A profile fixes what
+SEED) plus HPCREPRO_DATA_DIR and HPCREPRO_WORKLOAD_PROFILE; a command-line flag wins over its
+variable. A profile fixes what
 the environment does not describe: image size, network width, classes and the accuracy target.
 This module needs only the standard library, so `--help` and config errors are instant.
 """
@@ -95,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="hpcrepro's reference ResNet-50 training (MLPerf recipe, MLLOG output). "
         "Reads NVIDIA's run_and_time.sh variables from the environment; flags override them.",
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="full (ResNet-50 at 224 px, target 0.759) or tiny (CPU-sized, target 0.80); "
+        "default: $HPCREPRO_WORKLOAD_PROFILE, else full",
+    )
     flags = {
         "--data-dir": ("data_dir", Path, "folder with train.rec/.idx and val.rec/.idx"),
         "--batch-size": ("batch_size", int, "images per process (BATCHSIZE)"),
@@ -149,7 +156,13 @@ def platform_name(env: Mapping[str, str], device_name: str) -> str:
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str], device_name: str) -> RunConfig:
     """Profile defaults < environment < flags, then checks that name the offending setting."""
-    values: dict[str, Any] = dict(PROFILES[args.profile])
+    profile = args.profile or env.get("HPCREPRO_WORKLOAD_PROFILE", "").strip() or "full"
+    if profile not in PROFILES:
+        raise UserError(
+            f"HPCREPRO_WORKLOAD_PROFILE='{profile}' is not a profile",
+            hint=f"use one of: {', '.join(sorted(PROFILES))}",
+        )
+    values: dict[str, Any] = dict(PROFILES[profile])
     values.update(_from_env(env))
     for item in fields(RunConfig):
         flag_value = getattr(args, item.name, None)
@@ -162,7 +175,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], device_name: str) 
             "val.rec/val.idx)",
         )
     config = RunConfig(
-        profile=args.profile,
+        profile=profile,
         seed=values.pop("seed", None),
         device=args.device,
         org=env.get("MLPERF_SUBMISSION_ORG") or "hpcrepro",
