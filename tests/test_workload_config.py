@@ -15,11 +15,24 @@ def settle(argv, env):
 
 
 def test_environment_overrides_profile_and_flags_override_environment():
-    env = {"HPCREPRO_DATA_DIR": "/data", "BATCHSIZE": "204", "LR": "3.0", "NUMEPOCHS": "37",
-           "WD": "5.0e-05", "SEED": "42", "OPTIMIZER": "sgdwfastlars"}
+    env = {
+        "HPCREPRO_DATA_DIR": "/data",
+        "BATCHSIZE": "204",
+        "LR": "3.0",
+        "NUMEPOCHS": "37",
+        "WD": "5.0e-05",
+        "SEED": "42",
+        "OPTIMIZER": "sgdwfastlars",
+    }
     cfg = settle(["--lr", "4.5"], env)
     assert cfg.profile == "full" and cfg.image_size == 224 and cfg.width == 64
-    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.weight_decay, cfg.seed) == (204, 4.5, 37, 5e-5, 42)
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.weight_decay, cfg.seed) == (
+        204,
+        4.5,
+        37,
+        5e-5,
+        42,
+    )
     assert cfg.data_dir == Path("/data")
     assert cfg.target_accuracy == 0.759
 
@@ -61,8 +74,14 @@ def test_missing_data_folder_says_how_to_give_it():
 
 
 def test_platform_name_has_nvidia_node_count_prefix():
-    assert platform_name({"MLPERF_SUBMISSION_PLATFORM": "Acme H200", "DGXNNODES": "2"}, "x") == "2xAcme H200"
-    assert platform_name({"MLPERF_SUBMISSION_PLATFORM": "8xNVIDIA DGX H100"}, "x") == "8xNVIDIA DGX H100"
+    assert (
+        platform_name({"MLPERF_SUBMISSION_PLATFORM": "Acme H200", "DGXNNODES": "2"}, "x")
+        == "2xAcme H200"
+    )
+    assert (
+        platform_name({"MLPERF_SUBMISSION_PLATFORM": "8xNVIDIA DGX H100"}, "x")
+        == "8xNVIDIA DGX H100"
+    )
     assert platform_name({"DGXSYSTEM": "DGXH100", "SLURM_JOB_NUM_NODES": "4"}, "x") == "4xDGXH100"
     assert platform_name({}, "NVIDIA H200") == "1xNVIDIA H200"
 

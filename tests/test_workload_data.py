@@ -61,7 +61,7 @@ def test_random_crop_box_stays_inside_the_image_and_respects_area_bounds():
     for _ in range(500):
         width, height = rng.randint(20, 900), rng.randint(20, 900)
         left, top, crop_w, crop_h = random_crop_box(width, height, rng)
-        assert 0 <= left and left + crop_w <= width and 0 <= top and top + crop_h <= height
+        assert left >= 0 and left + crop_w <= width and top >= 0 and top + crop_h <= height
         assert crop_w * crop_h >= 0.04 * width * height or (crop_w, crop_h) == (width, height)
 
 
@@ -87,7 +87,9 @@ def test_training_shards_are_disjoint_equal_and_drop_the_partial_global_batch():
     assert len(seen) == len(set(seen)) == 48
     assert all(epoch == 2 for b in batches for batch in b for _, epoch in batch)
     shards[0].epoch = 3
-    assert [p for batch in shards[0] for p, _ in batch] != [p for batch in batches[0] for p, _ in batch]
+    assert [p for batch in shards[0] for p, _ in batch] != [
+        p for batch in batches[0] for p, _ in batch
+    ]
 
 
 def test_evaluation_shards_count_every_image_once():
@@ -98,7 +100,9 @@ def test_evaluation_shards_count_every_image_once():
 
 
 def test_worker_processes_give_the_same_batches_as_the_main_process(recordio_dir):
-    dataset = RecordImageDataset(recordio_dir / "train.rec", recordio_dir / "train.idx", 16, True, 3)
+    dataset = RecordImageDataset(
+        recordio_dir / "train.rec", recordio_dir / "train.idx", 16, True, 3
+    )
     inline = list(make_loader(dataset, ShardedBatches(len(dataset), 8, 0, 1, 3, True), 0, False))
     workers = list(make_loader(dataset, ShardedBatches(len(dataset), 8, 0, 1, 3, True), 2, False))
     assert len(inline) == len(workers) == 6

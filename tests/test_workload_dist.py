@@ -60,8 +60,14 @@ def test_master_port_from_env_or_job_id():
 
 
 def test_placement_from_slurm_env():
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-           "SLURM_TASKS_PER_NODE": "4(x2)", "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "7"}
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_TASKS_PER_NODE": "4(x2)",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_JOB_ID": "7",
+    }
     place = placement_from_env(env)
     assert (place.rank, place.world_size, place.local_rank, place.local_world_size) == (5, 8, 1, 4)
     assert place.master_addr == "localhost" and place.master_port == master_port(env)
@@ -73,8 +79,9 @@ def test_placement_from_slurm_env():
 
 
 def test_gpu_index_binds_local_rank_or_the_single_visible_gpu():
-    place = Placement(rank=3, world_size=4, local_rank=3, local_world_size=4,
-                      master_addr="h", master_port=1)
+    place = Placement(
+        rank=3, world_size=4, local_rank=3, local_world_size=4, master_addr="h", master_port=1
+    )
     assert gpu_index(place, 4) == 3
     assert gpu_index(place, 1) == 0
     with pytest.raises(UserError, match="sees only 2 GPUs"):

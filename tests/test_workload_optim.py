@@ -33,8 +33,14 @@ def test_lars_step_matches_the_formula():
     bias.grad = torch.tensor([0.5])
     lr, wd, eta, momentum = 2.0, 0.01, 0.001, 0.9
     optimizer = Lars(
-        [{"params": [weight], "lars": True}, {"params": [bias], "lars": False, "weight_decay": 0.0}],
-        lr=lr, momentum=momentum, weight_decay=wd, eta=eta,
+        [
+            {"params": [weight], "lars": True},
+            {"params": [bias], "lars": False, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=wd,
+        eta=eta,
     )
     optimizer.step()
     trust = eta * 5.0 / (1.0 + wd * 5.0)
@@ -58,8 +64,9 @@ def test_zero_weight_layers_are_not_scaled():
 
 
 def test_batch_norm_and_biases_get_neither_lars_nor_weight_decay():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
-                                torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+    )
     scaled, plain = lars_groups(model)
     assert {p.ndim for p in scaled["params"]} == {2, 4}
     assert len(plain["params"]) == 4 and plain["weight_decay"] == 0.0 and not plain["lars"]

@@ -14,19 +14,42 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("PIL")
 
-from hpcrepro.workload.synthetic import pack_dataset, write_synthetic_imagenet  # noqa: E402
+from hpcrepro.workload.synthetic import pack_dataset, write_synthetic_imagenet
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TRAIN = [sys.executable, "-m", "hpcrepro.workload.train", "--profile", "tiny"]
 RECIPE_KEYS = {  # what ruleset 4.0.0 closed ResNet + LARS asks for, besides the events
-    "submission_benchmark", "submission_org", "submission_division", "submission_status",
-    "submission_platform", "cache_clear", "init_start", "init_stop", "run_start", "run_stop",
-    "seed", "global_batch_size", "gradient_accumulation_steps", "opt_name", "lars_epsilon",
-    "lars_opt_base_learning_rate", "lars_opt_end_learning_rate",
-    "lars_opt_learning_rate_decay_poly_power", "lars_opt_learning_rate_decay_steps",
-    "lars_opt_learning_rate_warmup_epochs", "lars_opt_momentum", "lars_opt_weight_decay",
-    "train_samples", "eval_samples", "block_start", "block_stop", "epoch_start", "epoch_stop",
-    "eval_start", "eval_stop", "eval_accuracy",
+    "submission_benchmark",
+    "submission_org",
+    "submission_division",
+    "submission_status",
+    "submission_platform",
+    "cache_clear",
+    "init_start",
+    "init_stop",
+    "run_start",
+    "run_stop",
+    "seed",
+    "global_batch_size",
+    "gradient_accumulation_steps",
+    "opt_name",
+    "lars_epsilon",
+    "lars_opt_base_learning_rate",
+    "lars_opt_end_learning_rate",
+    "lars_opt_learning_rate_decay_poly_power",
+    "lars_opt_learning_rate_decay_steps",
+    "lars_opt_learning_rate_warmup_epochs",
+    "lars_opt_momentum",
+    "lars_opt_weight_decay",
+    "train_samples",
+    "eval_samples",
+    "block_start",
+    "block_stop",
+    "epoch_start",
+    "epoch_stop",
+    "eval_start",
+    "eval_stop",
+    "eval_accuracy",
 }
 
 
@@ -45,15 +68,31 @@ def base_env(data: Path) -> dict[str, str]:
 
 
 def mllog(text: str) -> list[dict]:
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in text.splitlines()
-            if ":::MLLOG " in line]
+    return [
+        json.loads(line.split(":::MLLOG ", 1)[1])
+        for line in text.splitlines()
+        if ":::MLLOG " in line
+    ]
 
 
 def check_compliance(log: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-         "--ruleset", "4.0.0", "--log_output", str(log.with_suffix(".compliance")), str(log)],
-        capture_output=True, text=True, cwd=log.parent, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.compliance_checker",
+            "--usage",
+            "training",
+            "--ruleset",
+            "4.0.0",
+            "--log_output",
+            str(log.with_suffix(".compliance")),
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=log.parent,
+        check=False,
     )
 
 
@@ -65,8 +104,14 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_tiny_profile_trains_to_its_target_and_passes_the_checker(tiny_data, tmp_path):
-    result = subprocess.run([*TRAIN, "--seed", "11"], env=base_env(tiny_data),
-                            capture_output=True, text=True, timeout=240, check=False)
+    result = subprocess.run(
+        [*TRAIN, "--seed", "11"],
+        env=base_env(tiny_data),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     events = mllog(result.stdout)
     keys = {event["key"] for event in events}
@@ -75,7 +120,9 @@ def test_tiny_profile_trains_to_its_target_and_passes_the_checker(tiny_data, tmp
     assert by_key["submission_division"]["value"] == "open"
     assert by_key["run_stop"]["metadata"]["status"] == "success"
     accuracies = [e for e in events if e["key"] == "eval_accuracy"]
-    assert accuracies[-1]["value"] >= 0.80 > max(a["value"] for a in accuracies[:-1] or [{"value": 0}])
+    assert (
+        accuracies[-1]["value"] >= 0.80 > max(a["value"] for a in accuracies[:-1] or [{"value": 0}])
+    )
     assert by_key["train_samples"]["value"] == 1000 and by_key["eval_samples"]["value"] == 200
 
     log = tmp_path / "run.log"
@@ -92,9 +139,12 @@ def test_tiny_profile_trains_to_its_target_and_passes_the_checker(tiny_data, tmp
     assert "closed_resnet_lars.yaml" in checked.stderr
     # ...and the checker really judges accuracy: below 0.759 the closed claim fails.
     low = tmp_path / "closed_low.log"
-    lines = [line if '"eval_accuracy"' not in line else
-             line.replace(f'"value": {accuracies[-1]["value"]}', '"value": 0.75')
-             for line in closed.read_text().splitlines()]
+    lines = [
+        line
+        if '"eval_accuracy"' not in line
+        else line.replace(f'"value": {accuracies[-1]["value"]}', '"value": 0.75')
+        for line in closed.read_text().splitlines()
+    ]
     low.write_text("\n".join(lines) + "\n")
     assert check_compliance(low).returncode != 0
 
@@ -102,14 +152,27 @@ def test_tiny_profile_trains_to_its_target_and_passes_the_checker(tiny_data, tmp
 @pytest.mark.slow
 def test_two_gloo_processes_write_one_compliant_log(tiny_data, tmp_path):
     env = base_env(tiny_data)
-    env.update({"SLURM_NTASKS": "2", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost",
-                "SLURM_TASKS_PER_NODE": "2", "MASTER_PORT": str(free_port()),
-                "SEED": "5", "BATCHSIZE": "16"})
+    env.update(
+        {
+            "SLURM_NTASKS": "2",
+            "SLURM_NODEID": "0",
+            "SLURM_JOB_NODELIST": "localhost",
+            "SLURM_TASKS_PER_NODE": "2",
+            "MASTER_PORT": str(free_port()),
+            "SEED": "5",
+            "BATCHSIZE": "16",
+        }
+    )
     # Two epochs and an unreachable target: the run ends 'aborted' after two evaluations.
     args = [*TRAIN, "--epochs", "3", "--target-accuracy", "0.999"]
     procs = [
-        subprocess.Popen(args, env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            args,
+            env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in range(2)
     ]
     outputs = [proc.communicate(timeout=240) for proc in procs]
@@ -132,10 +195,14 @@ def test_two_gloo_processes_write_one_compliant_log(tiny_data, tmp_path):
 
 def test_settings_mistake_exits_2_with_a_message_and_no_traceback(tmp_path):
     env = base_env(tmp_path / "nowhere")
-    result = subprocess.run(TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 2
     assert "error: data file not found" in result.stderr and "hpcrepro prep" in result.stderr
     assert "Traceback" not in result.stderr
     env["LR"] = "big"
-    result = subprocess.run(TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 2 and "LR='big'" in result.stderr

@@ -1,4 +1,4 @@
-"""`hpcrepro demo`: the reference workload end to end on this machine (see hpcrepro.workload.demo)."""
+"""`hpcrepro demo`: the reference workload end to end on this machine (hpcrepro.workload.demo)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The settings of one training run: profile defaults, then NVIDIA's environment variables, then flags.
+"""The settings of one training run: profile defaults, then NVIDIA's environment, then flags.
 
 The job script exports the same variables NVIDIA's `run_and_time.sh` reads (BATCHSIZE per GPU, LR,
 WARMUP_EPOCHS, NUMEPOCHS, EVAL_OFFSET, EVAL_PERIOD, WD, MOM, LARSETA, LABELSMOOTHING, OPTIMIZER,
@@ -51,24 +51,49 @@ class RunConfig:
         return [
             epoch
             for epoch in range(1, self.epochs + 1)
-            if epoch - 1 >= self.eval_offset and (epoch - 1 - self.eval_offset) % self.eval_period == 0
+            if epoch - 1 >= self.eval_offset
+            and (epoch - 1 - self.eval_offset) % self.eval_period == 0
         ]
 
 
 # The full profile is NVIDIA's single-node DGX H100 recipe (config_DGXH100.sh, v3.0-v4.0).
 FULL = {
-    "batch_size": 400, "lr": 11.0, "warmup_epochs": 2.0, "epochs": 37, "eval_offset": 2,
-    "eval_period": 4, "weight_decay": 5e-5, "momentum": 0.9, "lars_eta": 0.001,
-    "label_smoothing": 0.1, "optimizer": "sgdwfastlars", "target_accuracy": 0.759,
-    "num_classes": 1000, "image_size": 224, "width": 64, "workers": 8,
+    "batch_size": 400,
+    "lr": 11.0,
+    "warmup_epochs": 2.0,
+    "epochs": 37,
+    "eval_offset": 2,
+    "eval_period": 4,
+    "weight_decay": 5e-5,
+    "momentum": 0.9,
+    "lars_eta": 0.001,
+    "label_smoothing": 0.1,
+    "optimizer": "sgdwfastlars",
+    "target_accuracy": 0.759,
+    "num_classes": 1000,
+    "image_size": 224,
+    "width": 64,
+    "workers": 8,
 }
 # The tiny profile: 32-pixel crops, a quarter-width ResNet-50, the 10 classes of the synthetic set
 # (`hpcrepro.workload.synthetic`); reaches its 0.80 target in a few CPU seconds per epoch.
 TINY = {
-    "batch_size": 32, "lr": 2.0, "warmup_epochs": 1.0, "epochs": 16, "eval_offset": 1,
-    "eval_period": 1, "weight_decay": 5e-5, "momentum": 0.9, "lars_eta": 0.001,
-    "label_smoothing": 0.1, "optimizer": "sgdwfastlars", "target_accuracy": 0.80,
-    "num_classes": 10, "image_size": 32, "width": 16, "workers": 1,
+    "batch_size": 32,
+    "lr": 2.0,
+    "warmup_epochs": 1.0,
+    "epochs": 16,
+    "eval_offset": 1,
+    "eval_period": 1,
+    "weight_decay": 5e-5,
+    "momentum": 0.9,
+    "lars_eta": 0.001,
+    "label_smoothing": 0.1,
+    "optimizer": "sgdwfastlars",
+    "target_accuracy": 0.80,
+    "num_classes": 10,
+    "image_size": 32,
+    "width": 16,
+    "workers": 1,
 }
 PROFILES = {"full": FULL, "tiny": TINY}
 
@@ -187,9 +212,15 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], device_name: str) 
 
 
 def _check(config: RunConfig) -> None:
-    positive = {"batch_size": "BATCHSIZE", "epochs": "NUMEPOCHS", "eval_period": "EVAL_PERIOD",
-                "num_classes": "--num-classes", "image_size": "--image-size", "width": "--width",
-                "lr": "LR"}
+    positive = {
+        "batch_size": "BATCHSIZE",
+        "epochs": "NUMEPOCHS",
+        "eval_period": "EVAL_PERIOD",
+        "num_classes": "--num-classes",
+        "image_size": "--image-size",
+        "width": "--width",
+        "lr": "LR",
+    }
     for name, source in positive.items():
         if getattr(config, name) <= 0:
             raise UserError(f"{source} must be positive, got {getattr(config, name)}")

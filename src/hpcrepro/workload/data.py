@@ -31,9 +31,7 @@ MIN_RATIO, MAX_RATIO = 3 / 4, 4 / 3
 EVAL_CROP_FRACTION = 0.875
 
 
-def random_crop_box(
-    width: int, height: int, rng: random.Random
-) -> tuple[int, int, int, int]:
+def random_crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
     """(left, top, crop_width, crop_height) of a random-resized crop; whole image as a fallback."""
     area = width * height
     for _ in range(10):
@@ -47,26 +45,26 @@ def random_crop_box(
 
 
 def decode_train(jpeg: bytes, size: int, rng: random.Random) -> Image.Image:
-    image = Image.open(io.BytesIO(jpeg))
-    width, height = image.size
+    source = Image.open(io.BytesIO(jpeg))
+    width, height = source.size
     left, top, crop_w, crop_h = random_crop_box(width, height, rng)
     # Ask the decoder for the smallest DCT scale that keeps the crop at least `size` pixels wide.
-    image.draft("RGB", (math.ceil(width * size / crop_w), math.ceil(height * size / crop_h)))
-    scale_x, scale_y = image.size[0] / width, image.size[1] / height
+    source.draft("RGB", (math.ceil(width * size / crop_w), math.ceil(height * size / crop_h)))
+    scale_x, scale_y = source.size[0] / width, source.size[1] / height
     box = (left * scale_x, top * scale_y, (left + crop_w) * scale_x, (top + crop_h) * scale_y)
-    image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box)
+    image = source.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return image
 
 
 def decode_eval(jpeg: bytes, size: int) -> Image.Image:
-    image = Image.open(io.BytesIO(jpeg))
+    source = Image.open(io.BytesIO(jpeg))
     short = size / EVAL_CROP_FRACTION
-    width, height = image.size
+    width, height = source.size
     scale = short / min(width, height)
-    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    image = image.convert("RGB")
+    source.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    image = source.convert("RGB")
     width, height = image.size
     scale = short / min(width, height)
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))

@@ -33,7 +33,7 @@ versions:
   r4.0:
     provenance: derived
     source: hpcrepro demo (hpcrepro.workload tiny profile)
-    derived_from: NVIDIA r4.0 config_DGXH100.sh recipe (LARS, poly decay, label smoothing), scaled down
+    derived_from: NVIDIA r4.0 config_DGXH100.sh recipe (LARS, poly decay), scaled down
     note: >-
       Synthetic 10-class data at 32 pixels, quarter-width ResNet-50, target top-1 0.80;
       open division by construction.
@@ -149,8 +149,21 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
     before = set(logs.iterdir())
     step(f"hpcrepro submit --backend local --system {SYSTEM} --version {VERSION} ({runs} runs)")
     _hpcrepro(
-        ["submit", "--backend", "local", "--system", SYSTEM, "--version", VERSION,
-         "--site", str(site), "--set", "workload=reference", "--runs", str(runs)],
+        [
+            "submit",
+            "--backend",
+            "local",
+            "--system",
+            SYSTEM,
+            "--version",
+            VERSION,
+            "--site",
+            str(site),
+            "--set",
+            "workload=reference",
+            "--runs",
+            str(runs),
+        ],
         env,
         "submit",
     )

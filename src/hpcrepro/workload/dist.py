@@ -1,4 +1,4 @@
-"""torch.distributed set up from the environment Slurm (or hpcrepro's local launcher) gives each task.
+"""torch.distributed set up from the environment Slurm (or hpcrepro's local launcher) gives a task.
 
 One process per GPU: rank = SLURM_PROCID, world = SLURM_NTASKS, GPU = SLURM_LOCALID. The rendezvous
 host is MASTER_ADDR if set, else the first host of SLURM_JOB_NODELIST (expanded here, no
@@ -37,7 +37,9 @@ class Placement:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "[":
             depth += 1
@@ -96,7 +98,7 @@ def _resolves(host: str) -> bool:
 
 
 def _slurm_node_addr(node: str) -> str | None:
-    """NodeAddr of a Slurm node whose name is not a resolvable host name (as `scontrol` knows it)."""
+    """NodeAddr of a Slurm node whose name is not a resolvable host name (asks `scontrol`)."""
     if shutil.which("scontrol") is None:
         return None
     try:
@@ -158,14 +160,15 @@ def placement_from_env(env: Mapping[str, str] | None = None) -> Placement:
     local_rank = _int_env(env, "SLURM_LOCALID", 0)
     # SLURM_TASKS_PER_NODE looks like "4(x2)" or "4,3"; the first node's count is what matters
     # for sharing cores, and NVIDIA's launcher falls back to DGXNGPU the same way.
-    per_node = (env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "")
+    per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or ""
     per_node = re.split(r"[(,]", per_node)[0]
     local_world = int(per_node) if per_node.isdigit() else _int_env(env, "DGXNGPU", world)
     if not 0 <= rank < world:
         raise UserError(f"SLURM_PROCID={rank} is outside 0..SLURM_NTASKS-1 ({world} tasks)")
     address = master_address(env) if world > 1 else "localhost"
-    return Placement(rank, world, local_rank, max(1, min(local_world, world)), address,
-                     master_port(env))
+    return Placement(
+        rank, world, local_rank, max(1, min(local_world, world)), address, master_port(env)
+    )
 
 
 def init_process_group(place: Placement, use_gpu: bool) -> None:
@@ -200,7 +203,11 @@ def gpu_index(place: Placement, visible: int) -> int:
     )
 
 
-def cpu_threads(place: Placement) -> int:
-    """Intra-op threads for a CPU run: this node's cores shared among its tasks."""
+def cpu_threads(place: Placement, loader_workers: int) -> int:
+    """Intra-op threads for a CPU run: this task's share of the node's cores, less its loaders.
+
+    Oversubscribing cores is far worse than idling one: OpenMP threads spin waiting for a
+    descheduled peer, and a 2-core run slowed 20-fold that way.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // place.local_world_size)
+    return max(1, (cores or 1) // place.local_world_size - loader_workers)

@@ -48,7 +48,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.memory_format = torch.channels_last if runtime.use_gpu else torch.contiguous_format
         model = ResNet50(num_classes=cfg.num_classes, width=cfg.width)
-        model = model.to(runtime.device, memory_format=self.memory_format)
+        model = model.to(runtime.device).to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model: nn.Module = model
         if self.place.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -70,11 +70,19 @@ class Trainer:
         )
         self.criterion = smoothed_cross_entropy(cfg.label_smoothing)
         self.train_batches = ShardedBatches(
-            len(train_set), cfg.batch_size, self.place.rank, self.place.world_size, cfg.seed,
+            len(train_set),
+            cfg.batch_size,
+            self.place.rank,
+            self.place.world_size,
+            cfg.seed,
             train=True,
         )
         val_batches = ShardedBatches(
-            len(val_set), cfg.batch_size, self.place.rank, self.place.world_size, cfg.seed,
+            len(val_set),
+            cfg.batch_size,
+            self.place.rank,
+            self.place.world_size,
+            cfg.seed,
             train=False,
         )
         pin = runtime.use_gpu
@@ -85,7 +93,9 @@ class Trainer:
         )
         self.step = 0
 
-    def _inputs(self, images: torch.Tensor, labels: torch.Tensor):  # type: ignore[no-untyped-def]
+    def _inputs(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if int(labels.max()) >= self.cfg.num_classes or int(labels.min()) < 0:
             raise UserError(
                 f"a record has label {int(labels.max())}, outside 0..{self.cfg.num_classes - 1}",
@@ -136,14 +146,17 @@ class Trainer:
         log, cfg = self.log, self.cfg
         first = 1
         for eval_epoch in cfg.eval_epochs():
-            log.start(keys.BLOCK_START, metadata={keys.FIRST_EPOCH_NUM: first,
-                                                   keys.EPOCH_COUNT: eval_epoch - first + 1})
+            log.start(
+                keys.BLOCK_START,
+                metadata={keys.FIRST_EPOCH_NUM: first, keys.EPOCH_COUNT: eval_epoch - first + 1},
+            )
             for epoch in range(first, eval_epoch + 1):
                 log.start(keys.EPOCH_START, metadata={keys.EPOCH_NUM: epoch})
                 throughput = self.train_epoch(epoch)
                 log.end(keys.EPOCH_STOP, metadata={keys.EPOCH_NUM: epoch})
-                log.event("tracked_stats", {"throughput": round(throughput, 2)},
-                          metadata={"step": epoch})
+                log.event(
+                    "tracked_stats", {"throughput": round(throughput, 2)}, metadata={"step": epoch}
+                )
             log.start(keys.EVAL_START, metadata={keys.EPOCH_NUM: eval_epoch})
             accuracy = self.evaluate()
             log.end(keys.EVAL_STOP, metadata={keys.EPOCH_NUM: eval_epoch})

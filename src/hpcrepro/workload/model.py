@@ -42,7 +42,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    """Stem (7x7/2 conv, 3x3/2 max-pool), four bottleneck stages, global average pool, classifier."""
+    """Stem (7x7/2 conv, 3x3/2 max-pool), four bottleneck stages, average pool, classifier."""
 
     def __init__(self, num_classes: int = 1000, width: int = 64) -> None:
         super().__init__()

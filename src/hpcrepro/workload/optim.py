@@ -20,17 +20,22 @@ LARS_EPSILON = 0.0
 
 
 class Lars(torch.optim.Optimizer):
-    """Momentum SGD with layer-wise adaptive rate scaling for the groups whose `lars` flag is set."""
+    """Momentum SGD with layer-wise adaptive rate scaling for groups whose `lars` flag is set."""
 
     def __init__(
         self, groups: Iterable[dict], lr: float, momentum: float, weight_decay: float, eta: float
     ) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta,
-                    "lars": True}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "lars": True,
+        }
         super().__init__(list(groups), defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -48,7 +53,7 @@ class Lars(torch.optim.Optimizer):
             else:
                 updates = torch._foreach_mul(grads, group["lr"])
             buffers = []
-            for param, update in zip(params, updates, strict=True):
+            for param in params:
                 state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(param)
@@ -56,12 +61,12 @@ class Lars(torch.optim.Optimizer):
             torch._foreach_mul_(buffers, group["momentum"])
             torch._foreach_add_(buffers, updates)
             torch._foreach_sub_(params, buffers)
-        return None
 
 
 def lars_groups(model: nn.Module) -> list[dict]:
     """Weights (conv, linear) get LARS and weight decay; BN parameters and biases get neither."""
-    scaled, plain = [], []
+    scaled: list[nn.Parameter] = []
+    plain: list[nn.Parameter] = []
     for parameter in model.parameters():
         (scaled if parameter.ndim > 1 else plain).append(parameter)
     return [{"params": scaled, "lars": True}, {"params": plain, "lars": False, "weight_decay": 0.0}]

@@ -1,4 +1,4 @@
-"""A small, learnable, ImageNet-shaped synthetic data set: JPEG files under `train/<wnid>/`, `val/<wnid>/`.
+"""A small, learnable, ImageNet-shaped synthetic data set: JPEGs in `train/<wnid>/`, `val/<wnid>/`.
 
 Each class has its own hue and stripe orientation; every image gets a random shade, stripe phase,
 frequency jitter, noise and size, so a network has to learn colour and texture rather than memorise

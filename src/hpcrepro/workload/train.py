@@ -1,4 +1,4 @@
-"""`python -m hpcrepro.workload.train`: one MLPerf-style ResNet-50 training run, one process per task.
+"""`python -m hpcrepro.workload.train`: one MLPerf-style ResNet-50 training run, a process per task.
 
 Started once per task by srun (or hpcrepro's local launcher); reads NVIDIA's run_and_time.sh
 variables (see `config`), trains with LARS until an evaluation reaches the target accuracy or the
@@ -8,15 +8,21 @@ not (`run_stop` says which: success or aborted); 2 for a settings mistake.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpcrepro.errors import USER_ERROR_EXIT, UserError
 from hpcrepro.workload import config as run_config
 from hpcrepro.workload.dist import Placement
+
+if TYPE_CHECKING:
+    import torch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(args) -> str:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace) -> str:
     """Set up, train, and return the run_stop status ("success" or "aborted")."""
     import torch
     from mlperf_logging.mllog import constants as keys
@@ -58,16 +64,24 @@ def run(args) -> str:  # type: ignore[no-untyped-def]
     else:
         device = torch.device("cpu")
         device_name = "CPU"
-        torch.set_num_threads(dist.cpu_threads(place))
     cfg = run_config.resolve(args, os.environ, device_name)
+    if not use_gpu:
+        torch.set_num_threads(dist.cpu_threads(place, cfg.workers))
     log = MLPerfLogger(enabled=place.rank == 0)
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    sys.stderr.write(
+        f"hpcrepro.workload: rank {place.rank}/{place.world_size} on node {node}, {device_name}, "
+        f"rendezvous {place.master_addr}:{place.master_port}\n"
+    )
 
     data_dir = Path(cfg.data_dir)
     # Index files only: cheap, and the sample counts decide the division before anything is logged.
     train_set = RecordImageDataset(
         data_dir / "train.rec", data_dir / "train.idx", cfg.image_size, True, 0
     )
-    val_set = RecordImageDataset(data_dir / "val.rec", data_dir / "val.idx", cfg.image_size, False, 0)
+    val_set = RecordImageDataset(
+        data_dir / "val.rec", data_dir / "val.idx", cfg.image_size, False, 0
+    )
     log_submission(
         log,
         org=cfg.org,
@@ -121,11 +135,11 @@ def run(args) -> str:  # type: ignore[no-untyped-def]
     return status
 
 
-def _shared_random_seed(place: Placement, device: object) -> int:
+def _shared_random_seed(place: Placement, device: torch.device) -> int:
     """A fresh seed when SEED is unset; rank 0 draws it and every rank uses the same one."""
     import torch
 
-    seed = torch.tensor([secrets.randbelow(2**31)], dtype=torch.int64, device=device)  # type: ignore[call-overload]
+    seed = torch.tensor([secrets.randbelow(2**31)], dtype=torch.int64, device=device)
     if place.world_size > 1:
         torch.distributed.broadcast(seed, src=0)
     return int(seed.item())
