@@ -206,3 +206,33 @@ def test_settings_mistake_exits_2_with_a_message_and_no_traceback(tmp_path):
         TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 2 and "LR='big'" in result.stderr
+
+
+def test_a_corrupt_record_is_reported_by_position_without_traceback(tiny_data, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("train.idx", "val.rec", "val.idx"):
+        (broken / name).write_bytes((tiny_data / name).read_bytes())
+    rec = bytearray((tiny_data / "train.rec").read_bytes())
+    offsets = [
+        int(line.split("\t")[1])
+        for line in (tiny_data / "train.idx").read_text().split("\n")
+        if line
+    ]
+    # Scramble the JPEG bytes of every record (keep the framing and image header intact).
+    for offset in offsets:
+        start = offset + 8 + 24
+        rec[start : start + 40] = bytes(40)
+    (broken / "train.rec").write_bytes(bytes(rec))
+    result = subprocess.run(
+        [*TRAIN, "--seed", "1", "--workers", "1"],
+        env=base_env(broken),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "cannot be read as an image" in result.stderr and "train.rec: record" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hpcrepro prep verify" in result.stderr

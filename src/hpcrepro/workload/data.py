@@ -102,13 +102,21 @@ class RecordImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         position, epoch = item
-        record = self.reader.read_position(position)
-        if self.train:
-            # Seeded per (run, epoch, image): augmentations do not depend on worker scheduling.
-            rng = random.Random(hash((self.seed, epoch, position)))
-            image = decode_train(record.image, self.size, rng)
-        else:
-            image = decode_eval(record.image, self.size)
+        try:
+            record = self.reader.read_position(position)
+            if self.train:
+                # Seeded per (run, epoch, image): augmentations do not depend on worker scheduling.
+                rng = random.Random(hash((self.seed, epoch, position)))
+                image = decode_train(record.image, self.size, rng)
+            else:
+                image = decode_eval(record.image, self.size)
+        except (OSError, SyntaxError, ValueError) as exc:  # Pillow and RecordIOError
+            raise UserError(
+                f"{self.reader.rec_path}: record {position} of the index cannot be read as an "
+                f"image ({exc})",
+                hint="check the data set with `hpcrepro prep verify` and rebuild it with "
+                "`hpcrepro prep imagenet`",
+            ) from None
         return to_chw_uint8(image), int(record.label)
 
 

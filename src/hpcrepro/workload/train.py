@@ -30,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except UserError as error:
-        lines = error.render().splitlines()
+        text = error.render()
+        if "Original Traceback" in text:  # raised in a loader worker: keep the original message
+            text = text.rsplit("UserError: ", 1)[-1]
+        lines = text.splitlines()
         sys.stderr.write(f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))
         return USER_ERROR_EXIT
     return 0
@@ -98,6 +101,8 @@ def run(args: argparse.Namespace) -> str:
     torch.manual_seed(seed)
     train_set.seed = seed
 
+    if len(val_set) == 0:
+        raise UserError(f"{data_dir / 'val.idx'} lists no images", hint="rebuild the data set")
     global_batch = cfg.batch_size * place.world_size
     steps_per_epoch = len(train_set) // global_batch
     if steps_per_epoch == 0:
