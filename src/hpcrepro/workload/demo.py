@@ -1,7 +1,8 @@
 """`hpcrepro demo`: the whole pipeline on one machine, through the same commands a user runs.
 
 synthetic JPEG tree -> `hpcrepro prep imagenet` -> `hpcrepro submit --backend local` (5 tiny
-training runs of the reference workload) -> `hpcrepro collect`. Each step is a subprocess of
+training runs of the reference workload) -> `hpcrepro status --watch` (waits for the detached local
+runner) -> `hpcrepro collect`. Each step is a subprocess of
 `python -m hpcrepro`, so the demo exercises exactly the documented CLI; the demo system and site
 are YAML files written into the demo folder, the system found through `$HPCREPRO_SYSTEMS`.
 Standard library only at import time.
@@ -10,6 +11,7 @@ Standard library only at import time.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -70,12 +72,12 @@ versions:
 
 SITE_YAML = """\
 # Written by `hpcrepro demo`: this machine, no container, the reference workload.
-site: demo
-title: hpcrepro demo on this machine
 runtime: none
 workload: reference
+python: {python}
 dataset_dir: {data}
-log_root: {logs}
+log_dir: {logs}
+drop_caches_command: null
 """
 
 
@@ -107,7 +109,7 @@ def _newest_campaign(logs: Path, before: set[Path]) -> Path:
     if not created:
         raise UserError(
             f"`hpcrepro submit` finished but made no campaign folder under {logs}",
-            hint="check the site's log_root setting in the demo site.yaml",
+            hint="check the site's log_dir setting in the demo site.yaml",
         )
     return max(created, key=lambda path: path.stat().st_mtime)
 
@@ -145,9 +147,17 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
     step(f"hpcrepro prep imagenet --raw {raw} --out {data}")
     _hpcrepro(["prep", "imagenet", "--raw", str(raw), "--out", str(data)], env, "prep")
     (systems / f"{SYSTEM}.yaml").write_text(SYSTEM_YAML, encoding="utf-8")
-    site.write_text(SITE_YAML.format(data=data, logs=logs), encoding="utf-8")
+    site.write_text(
+        SITE_YAML.format(
+            python=json.dumps(sys.executable),
+            data=json.dumps(str(data)),
+            logs=json.dumps(str(logs)),
+        ),
+        encoding="utf-8",
+    )
+    name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     before = set(logs.iterdir())
-    step(f"hpcrepro submit --backend local --system {SYSTEM} --version {VERSION} ({runs} runs)")
+    step(f"hpcrepro submit --backend local --system {SYSTEM} --version {VERSION} --runs {runs}")
     _hpcrepro(
         [
             "submit",
@@ -163,11 +173,18 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
             "workload=reference",
             "--runs",
             str(runs),
+            "--name",
+            name,
         ],
         env,
         "submit",
     )
-    campaign = _newest_campaign(logs, before)
+    campaign = logs / name if (logs / name).is_dir() else _newest_campaign(logs, before)
+    # The local backend runs the stages in a detached runner; `status --watch` returns when
+    # every job of the campaign has ended.
+    step(f"hpcrepro status {campaign} --watch  (training runs in the background)")
+    _hpcrepro(["status", str(campaign), "--watch"], env, "status")
+    say(_hpcrepro(["status", str(campaign)], env, "status").rstrip())
     step(f"hpcrepro collect {campaign}")
     report = _hpcrepro(["collect", str(campaign)], env, "collect")
     say(report.rstrip())
