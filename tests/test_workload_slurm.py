@@ -23,8 +23,7 @@ from test_workload_train import (
 def test_two_nodes_one_task_each_train_with_gloo(slurm_cluster, tmp_path):
     write_synthetic_imagenet(tmp_path / "raw")
     data = pack_dataset(tmp_path / "raw", tmp_path / "data")
-    env = base_env(data)
-    env.update(slurm_cluster.env)
+    env = {**slurm_cluster.env, **base_env(data)}  # the cluster's SLURM_CONF, our PYTHONPATH
     env.update({"SEED": "3", "BATCHSIZE": "16", "DGXNNODES": "2", "DGXNGPU": "1"})
     command = [
         "srun",
