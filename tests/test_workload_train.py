@@ -236,3 +236,20 @@ def test_a_corrupt_record_is_reported_by_position_without_traceback(tiny_data, t
     assert "cannot be read as an image" in result.stderr and "train.rec: record" in result.stderr
     assert "Traceback" not in result.stderr
     assert "hpcrepro prep verify" in result.stderr
+
+
+def test_cache_clear_is_logged_once_by_whoever_dropped_the_cache(tiny_data):
+    env = base_env(tiny_data)
+    args = [*TRAIN, "--seed", "2", "--epochs", "1", "--eval-offset", "0"]
+    mine = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180, check=False)
+    job = subprocess.run(
+        args,
+        env={**env, "HPCREPRO_CACHE_CLEARED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert mine.returncode == job.returncode == 0, mine.stderr + job.stderr
+    assert [e["value"] for e in mllog(mine.stdout) if e["key"] == "cache_clear"] == [False]
+    assert [e for e in mllog(job.stdout) if e["key"] == "cache_clear"] == []

@@ -246,6 +246,10 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def cache_cleared(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the job dropped the page cache before this run (the job script says so)."""
+    """Whether the job dropped the page cache before this run and logged `cache_clear` itself.
+
+    Like NVIDIA's run.sub, the job script drops the cache and logs `cache_clear: true`; it sets
+    HPCREPRO_CACHE_CLEARED=1 so the workload does not log a second, contradicting event.
+    """
     env = os.environ if env is None else env
     return env.get("HPCREPRO_CACHE_CLEARED", "").strip().lower() in ("1", "true", "yes")
