@@ -76,11 +76,13 @@ def _render(job: tuple[int, int]) -> tuple[int, bytes]:
     return label, encode_jpeg(render_image(label, classes, rng, 300, 500))
 
 
-def build_recordio(folder: Path, images: int, classes: int = 1000) -> dict[str, float]:
-    """train.rec/.idx of `images` generated JPEGs, rendered in parallel, packed with hpcrepro."""
+def build_recordio(
+    folder: Path, images: int, classes: int = 1000, split: str = "train"
+) -> dict[str, float]:
+    """<split>.rec/.idx of `images` generated JPEGs, rendered in parallel, packed with hpcrepro."""
     with multiprocessing.Pool() as pool:
         rendered = pool.map(_render, [(i, classes) for i in range(images)], chunksize=64)
-    with open(folder / "train.rec", "wb") as rec, open(folder / "train.idx", "w") as idx:
+    with open(folder / f"{split}.rec", "wb") as rec, open(folder / f"{split}.idx", "w") as idx:
         for key, (label, jpeg) in enumerate(rendered):
             idx.write(f"{key}\t{rec.tell()}\n")
             rec.write(encode_record(pack_image(float(label), key, jpeg)))
