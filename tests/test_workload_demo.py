@@ -33,8 +33,18 @@ def test_demo_system_is_a_valid_catalog_entry_with_the_tiny_recipe():
 
 
 def test_a_missing_cli_command_is_reported_by_name():
-    with pytest.raises(UserError, match="no-such-step"):
+    with pytest.raises(UserError, match="'no-such-step' needs `hpcrepro no-such-command-hpcrepro`"):
         demo._hpcrepro(["no-such-command-hpcrepro"], cli_env(), "no-such-step")
+
+
+def test_a_failing_step_shows_its_command_and_output(tmp_path):
+    with pytest.raises(UserError, match="demo step 'prep' failed") as caught:
+        demo._hpcrepro(
+            ["prep", "imagenet", "--raw", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+            cli_env(),
+            "prep",
+        )
+    assert "nothing" in caught.value.message
 
 
 @pytest.mark.slow
