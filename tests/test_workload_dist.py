@@ -86,3 +86,8 @@ def test_gpu_index_binds_local_rank_or_the_single_visible_gpu():
     assert gpu_index(place, 1) == 0
     with pytest.raises(UserError, match="sees only 2 GPUs"):
         gpu_index(place, 2)
+
+
+def test_local_launcher_job_ids_get_their_own_port():
+    ports = {master_port({"SLURM_JOB_ID": f"local{n}"}) for n in range(50)}
+    assert len(ports) > 45 and all(1024 < port < 32768 for port in ports)

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -139,6 +140,8 @@ def master_port(env: Mapping[str, str]) -> int:
     job_id = env.get("SLURM_JOB_ID", "")
     if job_id.isdigit():
         return PORT_BASE + int(job_id) % PORT_SPAN
+    if job_id:  # a local launcher's id such as "local8748": still one port per job
+        return PORT_BASE + zlib.crc32(job_id.encode()) % PORT_SPAN
     return DEFAULT_PORT
 
 

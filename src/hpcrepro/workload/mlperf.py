@@ -1,8 +1,9 @@
 """MLLOG lines through mlperf-logging's own `mllog`, with every key ruleset 4.0.0 checks for ResNet.
 
 Only rank 0 prints (all ranks share one job log, and two ranks writing on one line would lose a
-record). The division is decided from what actually ran: `closed` only for the full-size recipe
-on a data set with ImageNet's 1,281,167 / 50,000 images, `open` for everything else.
+record). The division is decided from what actually ran: `closed` only for ResNet-50 at 224 pixels
+with 1000 (or 1001) classes, ImageNet's 1,281,167 / 50,000 images and a target of at least 0.759;
+`open` for everything else.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mlperf_logging.mllog import constants, mllog
 IMAGENET_TRAIN_IMAGES = 1_281_167
 IMAGENET_VAL_IMAGES = 50_000
 BENCHMARK = "resnet"
+MLPERF_TARGET = 0.759
 
 
 class MLPerfLogger:
@@ -45,9 +47,19 @@ class MLPerfLogger:
         self._log.end(key=key, value=value, metadata=metadata)
 
 
-def division_for(profile: str, train_samples: int, eval_samples: int) -> str:
-    full_imagenet = train_samples == IMAGENET_TRAIN_IMAGES and eval_samples == IMAGENET_VAL_IMAGES
-    return "closed" if profile == "full" and full_imagenet else "open"
+def division_for(
+    *,
+    width: int,
+    image_size: int,
+    num_classes: int,
+    target: float,
+    train_samples: int,
+    eval_samples: int,
+) -> str:
+    """closed only for ResNet-50 itself, trained on ImageNet's images to MLPerf's target."""
+    resnet50 = width == 64 and image_size == 224 and num_classes in (1000, 1001)
+    imagenet = train_samples == IMAGENET_TRAIN_IMAGES and eval_samples == IMAGENET_VAL_IMAGES
+    return "closed" if resnet50 and imagenet and target >= MLPERF_TARGET else "open"
 
 
 def log_submission(log: MLPerfLogger, *, org: str, platform: str, division: str) -> None:

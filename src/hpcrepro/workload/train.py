@@ -89,7 +89,14 @@ def run(args: argparse.Namespace) -> str:
         log,
         org=cfg.org,
         platform=cfg.platform,
-        division=division_for(cfg.profile, len(train_set), len(val_set)),
+        division=division_for(
+            width=cfg.width,
+            image_size=cfg.image_size,
+            num_classes=cfg.num_classes,
+            target=cfg.target_accuracy,
+            train_samples=len(train_set),
+            eval_samples=len(val_set),
+        ),
     )
     if not run_config.cache_cleared():
         # Nobody dropped the cache: say so, and the log still carries the key the rules ask for.
