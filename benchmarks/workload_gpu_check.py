@@ -116,7 +116,6 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
     }
     result: dict = {
-        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU",
         "torch": torch.__version__,
         "nproc": args.nproc,
     }
@@ -156,6 +155,7 @@ def main() -> None:
         )
         result["full_one_epoch"]["workers_per_gpu"] = workers
         print("full, 1 epoch:", json.dumps(result["full_one_epoch"]), flush=True)
+    result["gpu"] = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
     ok = (
         result["tiny"]["status"] == "success"
         and result["full_one_epoch"]["status"] in ("success", "aborted")

@@ -233,6 +233,16 @@ def main() -> None:
             sys.exit(
                 f"--nproc {args.nproc} but only {torch.cuda.device_count()} GPU(s) are visible"
             )
+    with tempfile.TemporaryDirectory() as tmp:
+        # Rendered in forked processes before this process touches CUDA.
+        started = time.perf_counter()
+        built = build_recordio(Path(tmp), args.images)
+        built["build_seconds"] = time.perf_counter() - started
+        measure_all(args, Path(tmp), built)
+
+
+def measure_all(args: argparse.Namespace, data: Path, built: dict) -> None:
+    if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
         device, name = torch.device("cuda", 0), torch.cuda.get_device_name(0)
     else:
@@ -248,13 +258,9 @@ def main() -> None:
     result["synthetic_images_per_s"] = synthetic
     print(f"synthetic, 1 GPU:        {synthetic:9.1f} images/s", flush=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        built = build_recordio(Path(tmp), args.images)
-        built["build_seconds"] = time.perf_counter() - started
-        recordio = measure_recordio(
-            device, Path(tmp), args.batch, 5, min(args.steps, 30), args.workers
-        )
+    recordio = measure_recordio(
+        device, data, args.batch, min(args.warmup, 5), min(args.steps, 30), args.workers
+    )
     result["recordio"] = {**built, **recordio}
     print(
         f"recordio loader alone:   {recordio['loader_only_images_per_s']:9.1f} images/s "
