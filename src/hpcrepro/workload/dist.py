@@ -1,0 +1,216 @@
+"""torch.distributed set up from the environment Slurm (or hpcrepro's local launcher) gives a task.
+
+One process per GPU: rank = SLURM_PROCID, world = SLURM_NTASKS, GPU = SLURM_LOCALID. The rendezvous
+host is MASTER_ADDR if set, else the first host of SLURM_JOB_NODELIST (expanded here, no
+`scontrol` needed); the port is MASTER_PORT if set, else derived from SLURM_JOB_ID so that two
+jobs sharing a node do not collide. gloo on CPU, NCCL on GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hpcrepro.errors import UserError
+
+DEFAULT_PORT = 29500
+PORT_BASE, PORT_SPAN = 12000, 20000  # stays below Linux's ephemeral range (32768+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part]
+
+
+def _expand_range(spec: str, nodelist: str) -> list[str]:
+    values: list[str] = []
+    for item in spec.split(","):
+        bounds = item.split("-")
+        if len(bounds) == 1 and bounds[0].isdigit():
+            values.append(bounds[0])
+        elif len(bounds) == 2 and bounds[0].isdigit() and bounds[1].isdigit():
+            low, high, width = int(bounds[0]), int(bounds[1]), len(bounds[0])
+            values.extend(str(number).zfill(width) for number in range(low, high + 1))
+        else:
+            raise UserError(
+                f"cannot read node list '{nodelist}': bad range '{item}'",
+                hint="set MASTER_ADDR to the host name of the first task's node",
+            )
+    return values
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand Slurm's compressed host list ('gpu[01-03,7],login-[2-3]x') into host names."""
+    hosts: list[str] = []
+    for item in _split_top_level(nodelist.strip()):
+        pieces = re.split(r"\[([^\]]*)\]", item)
+        if any("[" in piece or "]" in piece for piece in pieces[::2]):
+            raise UserError(
+                f"cannot read node list '{nodelist}': unbalanced brackets",
+                hint="set MASTER_ADDR to the host name of the first task's node",
+            )
+        choices = [
+            [piece] if index % 2 == 0 else _expand_range(piece, nodelist)
+            for index, piece in enumerate(pieces)
+        ]
+        hosts.extend("".join(combo) for combo in itertools.product(*choices))
+    return hosts
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True
+
+
+def _slurm_node_addr(node: str) -> str | None:
+    """NodeAddr of a Slurm node whose name is not a resolvable host name (asks `scontrol`)."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "node", node], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\bNodeAddr=(\S+)", shown)
+    return match.group(1) if match else None
+
+
+def master_address(env: Mapping[str, str]) -> str:
+    if env.get("MASTER_ADDR"):
+        return env["MASTER_ADDR"]
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        return "localhost"
+    first = expand_nodelist(nodelist)[0]
+    if _resolves(first):
+        return first
+    # Node names need not be host names (NodeName=node1 NodeHostname=... NodeAddr=...).
+    address = _slurm_node_addr(first)
+    if address and _resolves(address):
+        return address
+    raise UserError(
+        f"the first node of the job, '{first}', is not a resolvable host name",
+        hint="export MASTER_ADDR with the address of that node before starting the tasks",
+    )
+
+
+def master_port(env: Mapping[str, str]) -> int:
+    raw = env.get("MASTER_PORT") or ""
+    if raw:
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise UserError(f"MASTER_PORT='{raw}' is not a port number", hint="use 1024-65535")
+        return int(raw)
+    job_id = env.get("SLURM_JOB_ID", "")
+    if job_id.isdigit():
+        return PORT_BASE + int(job_id) % PORT_SPAN
+    if job_id:  # a local launcher's id such as "local8748": still one port per job
+        return PORT_BASE + zlib.crc32(job_id.encode()) % PORT_SPAN
+    return DEFAULT_PORT
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{name}='{raw}' is not an integer") from None
+
+
+def placement_from_env(env: Mapping[str, str] | None = None) -> Placement:
+    """This task's rank, world size and rendezvous point from SLURM_* (single process without)."""
+    env = os.environ if env is None else env
+    world = _int_env(env, "SLURM_NTASKS", 1)
+    rank = _int_env(env, "SLURM_PROCID", 0)
+    local_rank = _int_env(env, "SLURM_LOCALID", 0)
+    # SLURM_TASKS_PER_NODE looks like "4(x2)" or "4,3"; the first node's count is what matters
+    # for sharing cores, and NVIDIA's launcher falls back to DGXNGPU the same way.
+    per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or ""
+    per_node = re.split(r"[(,]", per_node)[0]
+    local_world = int(per_node) if per_node.isdigit() else _int_env(env, "DGXNGPU", world)
+    if not 0 <= rank < world:
+        raise UserError(f"SLURM_PROCID={rank} is outside 0..SLURM_NTASKS-1 ({world} tasks)")
+    address = master_address(env) if world > 1 else "localhost"
+    return Placement(
+        rank, world, local_rank, max(1, min(local_world, world)), address, master_port(env)
+    )
+
+
+def init_process_group(place: Placement, use_gpu: bool) -> None:
+    """Join the job's process group (nothing to do for a single process)."""
+    import torch.distributed as dist
+
+    if place.world_size == 1:
+        return
+    os.environ["MASTER_ADDR"] = place.master_addr
+    os.environ["MASTER_PORT"] = str(place.master_port)
+    dist.init_process_group(
+        backend="nccl" if use_gpu else "gloo",
+        init_method=f"tcp://{_url_host(place.master_addr)}:{place.master_port}",
+        rank=place.rank,
+        world_size=place.world_size,
+    )
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def gpu_index(place: Placement, visible: int) -> int:
+    """The GPU of this task: its local rank, or 0 when Slurm binds one GPU per task."""
+    if place.local_rank < visible:
+        return place.local_rank
+    if visible == 1:
+        return 0
+    raise UserError(
+        f"task {place.rank} has local rank {place.local_rank} but sees only {visible} GPUs",
+        hint="start one task per GPU: srun --ntasks-per-node=<GPUs per node>",
+    )
+
+
+def cpu_threads(place: Placement, loader_workers: int) -> int:
+    """Intra-op threads for a CPU run: this task's share of the node's cores, less its loaders.
+
+    Oversubscribing cores is far worse than idling one: OpenMP threads spin waiting for a
+    descheduled peer, and a 2-core run slowed 20-fold that way.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // place.local_world_size - loader_workers)
