@@ -39,6 +39,12 @@ def imagenet(
         raise UserError(f"--on-corrupt '{on_corrupt}' is not 'fail' or 'skip'")
     if shard and join:
         raise UserError("--shard and --join are separate steps", hint="run the shards, then --join")
+    if restart and (shard or join):
+        raise UserError(
+            "--restart cannot be combined with --shard or --join (every array task would "
+            "discard the others' work)",
+            hint="delete OUT/.hpcrepro-prep once, then resubmit the array",
+        )
     if workers < 0:
         raise UserError(f"--workers {workers} must be positive")
     request = Request(

@@ -4,7 +4,7 @@ Decoding 1.28 M JPEGs would cost more than the whole pack, so the check walks th
 segments up to the first scan and then looks for the end-of-image marker (inside entropy-coded
 data 0xFF is always followed by 0x00 or a restart marker, so a 0xFFD9 there is the real end). PNGs
 must end with their IEND chunk. Other formats DALI decodes are accepted by signature. ImageNet
-itself holds a PNG and CMYK JPEGs under `.JPEG` names; both pass, as they do through im2rec and DALI.
+itself holds a PNG and CMYK JPEGs under `.JPEG` names; both pass, as through im2rec and DALI.
 """
 
 from __future__ import annotations

@@ -114,10 +114,15 @@ def make_plan(request: Request, work: Path, log: Log) -> None:
             hint="labels are class positions in sorted order, so both sets need the same classes",
         )
     splits = {}
+    tag = f"{os.uname().nodename}.{os.getpid()}"
     for source, entries in ((train, train_entries), (val, val_entries)):
-        write_lst(work / f"{source.split}.lst", entries)
-        with open(work / f"{source.split}.sources", "w", encoding="ascii") as handle:
+        # Array tasks may plan at the same time: each writes the same bytes and renames them in.
+        lst, sources = work / f"{source.split}.lst", work / f"{source.split}.sources"
+        write_lst(lst.with_name(f"{lst.name}.{tag}"), entries)
+        with open(sources.with_name(f"{sources.name}.{tag}"), "w", encoding="ascii") as handle:
             handle.writelines(f"{e.source.offset}\t{e.source.size}\n" for e in entries)
+        os.replace(lst.with_name(f"{lst.name}.{tag}"), lst)
+        os.replace(sources.with_name(f"{sources.name}.{tag}"), sources)
         splits[source.split] = {
             "kind": source.kind,
             "location": source.location,
@@ -149,6 +154,8 @@ def load_entries(work: Path, split: str, info: dict[str, Any]) -> list[ListEntry
             offset, size = (int(v) for v in source.split("\t"))
             if kind == "folder":
                 file = os.path.join(location, line.relpath)
+            elif kind == "flat-folder":
+                file = os.path.join(location, line.relpath.split("/", 1)[1])
             elif kind == "class-tars":
                 file = os.path.join(location, line.relpath.split("/")[0] + ".tar")
             else:
@@ -172,7 +179,7 @@ def _open_output(request: Request, log: Log) -> tuple[Path, dict[str, Any] | Non
             log(f"--restart: discarding the partial prep in {work}")
             shutil.rmtree(work)
         work.mkdir(exist_ok=True)
-        probe = work / f".write-test.{os.getpid()}"
+        probe = work / f".write-test.{os.uname().nodename}.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     plan_path = work / "plan.json"

@@ -48,7 +48,7 @@ class SplitSource:
     """All candidate images of one split and a description of where they came from."""
 
     split: str
-    kind: str  # "folder", "class-tars" or "tar"
+    kind: str  # "folder", "flat-folder" (val + labels), "class-tars" or "tar"
     location: str
     images: list[SourceImage] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
@@ -243,7 +243,7 @@ def find_val(raw: Path, labels: Path | None, train_classes: list[str]) -> SplitS
                 SourceImage(e.name, e.path, -1, e.stat().st_size)
                 for e in sorted(flat, key=lambda e: e.name)
             ]
-            return _label_flat_val("folder", str(folder), images, raw, labels, train_classes)
+            return _label_flat_val("flat-folder", str(folder), images, raw, labels, train_classes)
     tar = raw / VAL_TAR
     if tar.is_file():
         return _label_flat_val("tar", str(tar), _scan_val_tar(tar), raw, labels, train_classes)

@@ -88,20 +88,20 @@ def check_split(
             + (f" (the manifest lists {skipped} skipped)" if skipped else "")
         )
     with open(paths["rec"], "rb") as rec:
-        expected = 0
+        expected: int | None = 0  # None after a broken record: its end is unknown
         seen: set[int] = set()
         for key, offset in entries:
-            if offset != expected:
+            if expected is not None and offset != expected:
                 report.problem(f"{split}.idx: record {key} at offset {offset}, expected {expected}")
             try:
                 expected = _check_record(rec, key, offset, labels, report, deep)
             except RecordIOError as error:
                 report.problem(f"{split}.rec: record {key} at offset {offset}: {error}")
-                expected = offset
+                expected = None
             if key in seen:
                 report.problem(f"{split}.idx: id {key} appears twice")
             seen.add(key)
-        if entries and expected != report.rec_bytes:
+        if entries and expected is not None and expected != report.rec_bytes:
             report.problem(
                 f"{split}.rec has {report.rec_bytes - expected} bytes after its last record"
             )

@@ -1,0 +1,165 @@
+"""Benchmark: hpcrepro prep vs MXNet's im2rec.py --pass-through vs a plain copy of the same bytes.
+
+Generates (once, cached) a synthetic ImageNet-shaped set of >= 20,000 real JPEGs (~2 GB), then in
+one run times, each from a cold page cache when the machine allows dropping it and each followed by
+`sync` so every tool pays for its writes:
+  * `hpcrepro prep imagenet --workers N` (list + pack + join + manifest, train and val),
+  * `im2rec.py --list --recursive` + `im2rec.py --pass-through --num-thread N` for train and val,
+    run in the MXNet venv the tests build (`tests/mxnet_env.py`),
+  * `cat` of the same files in list order into one file (the physical limit of the disk).
+Prints throughputs and ratios and writes them as JSON. Usage (from the repository root):
+    PYTHONPATH=src python benchmarks/bench_prep.py [--workers N] [--images 20000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import mxnet_env  # noqa: E402
+import prep_data  # noqa: E402
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("HPCREPRO_TEST_CACHE") or os.path.expanduser("~/.cache/hpcrepro-test")
+    return Path(base)
+
+
+def build_set(root: Path, images: int, classes: int) -> None:
+    """Photo-like JPEGs (noise content, 60-150 KB): a pool of encodings, each file made unique."""
+    done = root / "COMPLETE"
+    if done.is_file() and done.read_text() == f"{images} {classes}\n":
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    rng = random.Random(7)
+    pool = [
+        prep_data.jpeg_bytes(rng, rng.randint(280, 420), rng.randint(260, 400), noise=True)
+        for _ in range(64)
+    ]
+    per_class = images // classes
+    val_per_class = max(1, per_class // 20)
+    val_no = 0
+    for c in range(classes):
+        wnid = f"n{10000000 + c * 7919:08d}"
+        for split, count in (("train", per_class), ("val", val_per_class)):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for n in range(count):
+                if split == "val":
+                    val_no += 1
+                    name = f"ILSVRC2012_val_{val_no:08d}.JPEG"
+                else:
+                    name = f"{wnid}_{n}.JPEG"
+                blob = prep_data.with_comment(rng.choice(pool), f"{split} {c} {n}".encode())
+                (folder / name).write_bytes(blob)
+    done.write_text(f"{images} {classes}\n")
+
+
+def drop_caches() -> bool:
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(label: str, command: list[str], cwd: Path, cold: bool, **kwargs: object) -> float:
+    cold_ok = drop_caches() if cold else False
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(["sync"], check=True)
+    seconds = time.perf_counter() - start
+    print(f"  {label}: {seconds:.2f} s ({'cold' if cold_ok else 'warm'} cache)", flush=True)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    data = cache_dir() / f"bench-imagenet-{args.images}"
+    print(f"synthetic set: {data}", flush=True)
+    build_set(data, args.images, args.classes)
+    files = sorted(str(p) for p in data.rglob("*.JPEG"))
+    total = sum(os.path.getsize(f) for f in files)
+    print(f"  {len(files)} JPEGs, {total / 1e9:.2f} GB; workers N={args.workers}", flush=True)
+    python = mxnet_env.ensure_venv()
+    im2rec = mxnet_env.im2rec_script(python)
+    free = shutil.disk_usage(data.parent).free
+    if free < 3 * total:
+        sys.exit(f"need {3 * total / 1e9:.1f} GB free next to {data}, have {free / 1e9:.1f} GB")
+
+    with tempfile.TemporaryDirectory(dir=data.parent, prefix="bench-prep-") as scratch:
+        work = Path(scratch)
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        hpcrepro_out = work / "hpcrepro"
+        seconds_prep = timed(
+            "hpcrepro prep",
+            [sys.executable, "-m", "hpcrepro", "prep", "imagenet", "--raw", str(data),
+             "--out", str(hpcrepro_out), "--workers", str(args.workers)],
+            work, True, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        im2rec_out = work / "im2rec"
+        im2rec_out.mkdir()
+        script = " && ".join(
+            f"{python} {im2rec} --list --recursive {s} {data / s} && "
+            f"{python} {im2rec} --pass-through --num-thread {args.workers} {s} {data / s}"
+            for s in ("train", "val")
+        )
+        seconds_im2rec = timed(
+            f"im2rec.py --pass-through --num-thread {args.workers}",
+            ["bash", "-c", script], im2rec_out, True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        for name in ("train.rec", "train.idx", "val.rec", "val.idx", "train.lst", "val.lst"):
+            same = (hpcrepro_out / name).read_bytes() == (im2rec_out / name).read_bytes()
+            print(f"  {name}: {'identical' if same else 'DIFFERENT'} to im2rec's")
+            if not same:
+                sys.exit(f"{name} differs from im2rec's output")
+        shutil.rmtree(im2rec_out)
+        listing = work / "files.txt"
+        listing.write_text("\0".join(files))
+        seconds_copy = timed(
+            "copy (xargs cat > one file)",
+            ["bash", "-c", f"xargs -0 cat < {listing} > {work / 'copy.bin'}"], work, True,
+        )  # fmt: skip
+
+    result = {
+        "images": len(files),
+        "bytes": total,
+        "workers": args.workers,
+        "seconds": {"hpcrepro": seconds_prep, "im2rec": seconds_im2rec, "copy": seconds_copy},
+        "mb_per_s": {
+            "hpcrepro": total / seconds_prep / 1e6,
+            "im2rec": total / seconds_im2rec / 1e6,
+            "copy": total / seconds_copy / 1e6,
+        },
+        "speedup_vs_im2rec": seconds_im2rec / seconds_prep,
+        "fraction_of_copy": seconds_copy / seconds_prep,
+    }
+    print(json.dumps(result, indent=1))
+    print(
+        f"hpcrepro is {result['speedup_vs_im2rec']:.2f}x im2rec (goal >= 2) and "
+        f"{100 * result['fraction_of_copy']:.0f}% of copy (goal >= 70%)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
