@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from prep_data import SyntheticSet, make_imagenet, write_valprep
 
 SRC = Path(__file__).resolve().parent.parent / "src"

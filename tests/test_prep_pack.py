@@ -8,7 +8,6 @@ import struct
 from pathlib import Path
 
 import pytest
-from prep_data import jpeg_bytes, magic_jpeg, make_imagenet, png_bytes
 
 from hpcrepro.errors import UserError
 from hpcrepro.prep import pack as pack_module
@@ -18,6 +17,7 @@ from hpcrepro.prep.pack import ShardFiles, frame_image, pack
 from hpcrepro.prep.shards import JoinFiles, Shard, join, shard_files
 from hpcrepro.prep.sources import read_val_labels, scan_folder
 from hpcrepro.recordio import MAGIC_BYTES, encode_record, iter_records, pack_image, unpack_image
+from prep_data import jpeg_bytes, magic_jpeg, make_imagenet, png_bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 64, 101])
@@ -94,7 +94,7 @@ def _entries(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_resume_after_failure_continues_from_checkpoint(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    data, entries = _entries(tmp_path)
+    _, entries = _entries(tmp_path)
     reference = ShardFiles(tmp_path / "reference")
     pack(entries, reference, workers=2)
 
