@@ -1,14 +1,14 @@
 """Benchmark: hpcrepro prep vs MXNet's im2rec.py --pass-through vs a plain copy of the same bytes.
 
-Generates (once, cached) a synthetic ImageNet-shaped set of >= 20,000 real JPEGs (~2 GB), then in
-one run times, each from a cold page cache when the machine allows dropping it and each followed by
-`sync` so every tool pays for its writes:
+Generates (once, cached) a synthetic ImageNet-shaped set of >= 20,000 real JPEGs (~2 GB), then
+times, in the same run and each followed by `sync` so every tool pays for its writes:
   * `hpcrepro prep imagenet --workers N` (list + pack + join + manifest, train and val),
   * `im2rec.py --list --recursive` + `im2rec.py --pass-through --num-thread N` for train and val,
     run in the MXNet venv the tests build (`tests/mxnet_env.py`),
-  * `cat` of the same files in list order into one file (the physical limit of the disk).
-Prints throughputs and ratios and writes them as JSON. Usage (from the repository root):
-    PYTHONPATH=src python benchmarks/bench_prep.py [--workers N] [--images 20000] [--json FILE]
+  * `cat` of the same files, in sorted (on-disk) order, into one file: the physical limit.
+`--cache cold` drops the page cache before each tool (as root); `--cache warm` reads the images
+into it first. Best of `--rounds`. Prints throughputs and ratios; `--json FILE` saves them.
+    PYTHONPATH=src python benchmarks/bench_prep.py [--workers N] [--cache cold|warm] [--json F]
 """
 
 from __future__ import annotations
@@ -77,9 +77,12 @@ def drop_caches() -> bool:
         return False
 
 
-def timed(label: str, command: list[str], cwd: Path, **kwargs: Any) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system, children) of `command` + `sync`, cold cache if allowed."""
+def timed(label: str, command: list[str], cwd: Path, listing: Path, cache: str,
+          **kwargs: Any) -> tuple[float, float]:  # fmt: skip
+    """Wall and CPU seconds (user + system) of `command` + `sync`, from a cold or warm cache."""
     cold = drop_caches()
+    if cache == "warm":
+        subprocess.run(["bash", "-c", f"xargs -0 cat < {listing} > /dev/null"], check=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=True, **kwargs)
@@ -87,22 +90,24 @@ def timed(label: str, command: list[str], cwd: Path, **kwargs: Any) -> tuple[flo
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(f"  {label}: {seconds:.2f} s wall, {cpu:.2f} s CPU ({'cold' if cold else 'warm'} cache)",
-          flush=True)  # fmt: skip
+    state = cache if cache == "warm" or cold else "warm (cannot drop caches)"
+    print(f"  {label}: {seconds:.2f} s wall, {cpu:.2f} s CPU ({state} cache)", flush=True)
     return seconds, cpu
 
 
 def one_round(data: Path, work: Path, files: list[str], workers: int, python: Path,
-              im2rec: Path) -> dict[str, tuple[float, float]]:  # fmt: skip
+              im2rec: Path, cache: str) -> dict[str, tuple[float, float]]:  # fmt: skip
     """Time the three contenders once, checking that hpcrepro's files equal im2rec's."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    listing = work / "files.txt"
+    listing.write_text("\0".join(files))
     times = {}
     hpcrepro_out = work / "hpcrepro"
     times["hpcrepro"] = timed(
         "hpcrepro prep",
         [sys.executable, "-m", "hpcrepro", "prep", "imagenet", "--raw", str(data),
          "--out", str(hpcrepro_out), "--workers", str(workers)],
-        work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        work, listing, cache, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     im2rec_out = work / "im2rec"
     im2rec_out.mkdir()
@@ -113,7 +118,7 @@ def one_round(data: Path, work: Path, files: list[str], workers: int, python: Pa
     )
     times["im2rec"] = timed(
         f"im2rec.py --pass-through --num-thread {workers}",
-        ["bash", "-c", script], im2rec_out, stdout=subprocess.DEVNULL,
+        ["bash", "-c", script], im2rec_out, listing, cache, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     for name in ("train.rec", "train.idx", "val.rec", "val.idx", "train.lst", "val.lst"):
         if (hpcrepro_out / name).read_bytes() != (im2rec_out / name).read_bytes():
@@ -121,11 +126,9 @@ def one_round(data: Path, work: Path, files: list[str], workers: int, python: Pa
     print("  all six files identical to im2rec's", flush=True)
     shutil.rmtree(im2rec_out)
     shutil.rmtree(hpcrepro_out)
-    listing = work / "files.txt"
-    listing.write_text("\0".join(files))
     times["copy"] = timed(
         "copy (xargs cat > one file)",
-        ["bash", "-c", f"xargs -0 cat < {listing} > {work / 'copy.bin'}"], work,
+        ["bash", "-c", f"xargs -0 cat < {listing} > {work / 'copy.bin'}"], work, listing, cache,
     )  # fmt: skip
     (work / "copy.bin").unlink()
     return times
@@ -137,6 +140,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds")
+    parser.add_argument("--cache", choices=("cold", "warm"), default="cold",
+                        help="cold: drop the page cache before each tool; warm: read the images "
+                        "into it first")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -157,7 +163,7 @@ def main() -> None:
         print(f"round {number + 1}/{args.rounds}", flush=True)
         with tempfile.TemporaryDirectory(dir=data.parent, prefix="bench-prep-") as scratch:
             for name, value in one_round(data, Path(scratch), files, args.workers, python,
-                                         im2rec).items():  # fmt: skip
+                                         im2rec, args.cache).items():  # fmt: skip
                 best[name] = min(best.get(name, value), value)
     seconds = {name: wall for name, (wall, _) in best.items()}
     result = {
@@ -165,6 +171,7 @@ def main() -> None:
         "bytes": total,
         "workers": args.workers,
         "rounds": args.rounds,
+        "cache": args.cache,
         "seconds": seconds,
         "cpu_seconds": {name: cpu for name, (_, cpu) in best.items()},
         "mb_per_s": {name: total / wall / 1e6 for name, wall in seconds.items()},
