@@ -242,6 +242,8 @@ def test_layout_mistakes(synthetic: SyntheticSet, tmp_path: Path) -> None:
     for out in ("o1", "o2", "o3", "o4", "o5", "o6"):
         assert_not_complete(tmp_path / out)
     user_error(prep(tmp_path / "missing", tmp_path / "o7"), "is not a folder")
+    (tmp_path / "o8").write_text("a file")
+    user_error(prep(raw, tmp_path / "o8"), "--out", "is a file")
 
 
 def test_tars_that_are_not_imagenet(synthetic: SyntheticSet, tmp_path: Path) -> None:
@@ -311,4 +313,17 @@ def test_write_failure_midway_then_resume(
     user_error(prep(synthetic.extracted, out, preexec=limit_file_size), "no space left")
     assert_not_complete(out)
     ok(prep(synthetic.extracted, out))
+    same_outputs(reference, out)
+
+
+def test_resume_after_a_kill_between_renames(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    ok(prep(synthetic.extracted, out, "--shard", "0/1"))
+    work = out / ".hpcrepro-prep"
+    # Killed inside the join: train's index already renamed, its records not yet.
+    os.replace(work / "train.00000-of-00001.idx", work / "train.idx")
+    result = ok(prep(synthetic.extracted, out))
+    assert "packing" not in result.stderr  # the packed shards were kept, not redone
     same_outputs(reference, out)

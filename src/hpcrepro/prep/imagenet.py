@@ -214,13 +214,22 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
     request.out = request.out.resolve()
     if request.val_labels:
         request.val_labels = request.val_labels.resolve()
-    if (request.out / "manifest.json").is_file() and not quick_check(request.out):
-        log(f"{request.out} is already a complete data set (manifest.json); nothing to do")
-        return {"status": "complete", "out": str(request.out)}
+    if (request.out / "manifest.json").is_file():
+        problems = quick_check(request.out)
+        if not problems:
+            log(f"{request.out} is already a complete data set (manifest.json); nothing to do")
+            return {"status": "complete", "out": str(request.out)}
+        raise UserError(
+            f"{request.out} holds a data set that no longer matches its manifest: "
+            + "; ".join(problems),
+            hint="delete the folder's train.*, val.* and manifest.json and prepare it again",
+        )
     if not request.raw.is_dir():
         raise UserError(
             f"--raw {request.raw} is not a folder", hint="pass the folder with train/ and val/"
         )
+    if request.out.exists() and not request.out.is_dir():
+        raise UserError(f"--out {request.out} is a file", hint="pass a folder (it is created)")
     work, plan = _open_output(request, log)
     if plan is None:
         with io_errors("writing the image list", work):
@@ -239,15 +248,18 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
 
 def _pack_split(
     request: Request, work: Path, plan: dict[str, Any], split: str, shard: Shard, log: Log
-) -> PackState:
-    info = plan["splits"][split]
-    entries = load_entries(work, split, info)
-    start, end = shard.range(len(entries))
+) -> None:
+    if (work / f"{split}.joined.json").is_file():
+        return
+    if any((work / f"{split}.{ext}").exists() for ext in ("rec", "idx", "join.json")):
+        log(f"{split}: the join had started; it continues")
+        return
     files = shard_files(work, split, shard)
-    finished = files.finished()
-    if finished is not None:
+    if files.finished() is not None:
         log(f"{split} shard {shard.index}/{shard.count}: already packed, kept")
-        return finished
+        return
+    entries = load_entries(work, split, plan["splits"][split])
+    start, end = shard.range(len(entries))
     part = entries[start:end]
     needed = sum(e.source.size + _RECORD_OVERHEAD for e in part)
     written = files.rec.stat().st_size if files.rec.exists() else 0
@@ -265,7 +277,6 @@ def _pack_split(
         )
     if state.skipped:
         log(f"{split}: skipped {len(state.skipped)} corrupt images (listed in the manifest)")
-    return state
 
 
 def _join_and_finish(

@@ -80,6 +80,8 @@ def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
     if target.checkpoint.is_file():
         saved = read_json(target.checkpoint)
         joined, state = saved["joined"], PackState.from_json(saved["state"])
+    if count == 1 and joined == 0:
+        return _move_single(shards[0], target)
     missing = [i for i in range(joined, count) if shards[i].finished() is None]
     if missing:
         listed = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
@@ -87,13 +89,6 @@ def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
             f"{split}: shards {listed} of {count} are not finished",
             hint="run (or rerun) those array tasks with --shard I/N, then --join again",
         )
-    if count == 1 and joined == 0:
-        done = shards[0].finished()
-        assert done is not None
-        os.replace(shards[0].rec, target.rec)
-        os.replace(shards[0].idx, target.idx)
-        shards[0].remove()
-        return done
     largest = max((s.rec.stat().st_size for s in shards[joined:]), default=0)
     require_space(work, largest, f"joining the {split} shards")
     # Not O_APPEND: copy_file_range refuses an append-mode target.
@@ -122,6 +117,25 @@ def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
             shards[number].remove()
     target.checkpoint.unlink()
     return state
+
+
+def _move_single(shard: ShardFiles, target: JoinFiles) -> PackState:
+    """One shard is already the whole file: rename it (a kill between the renames is harmless)."""
+    if not shard.done.is_file():
+        raise UserError("the shard (0 of 1) is not finished", hint="run without --join to pack it")
+    done = PackState.from_json(read_json(shard.done))
+    for source, destination, size in (
+        (shard.idx, target.idx, done.idx_size),
+        (shard.rec, target.rec, done.rec_size),
+    ):
+        if source.exists() and source.stat().st_size == size:
+            os.replace(source, destination)
+        if not destination.exists() or destination.stat().st_size != size:
+            raise UserError(
+                f"{source.name} is incomplete", hint="run without --join to pack it again"
+            )
+    shard.remove()
+    return done
 
 
 def _shift(line: str, base: int) -> str:
