@@ -267,40 +267,93 @@ class ShardFiles:
 ProgressFn = Callable[[int, int, int], None]
 
 
-class _Checksum:
-    """CRC-32 of the written bytes, computed on its own thread so the writer never waits for it.
+class _Durability:
+    """Checksums and checkpoints, off the writer's path, on two threads of their own.
 
-    It is the last user of a chunk's read buffer, so it hands the buffer back to `spare`.
+    The CRC thread hashes each written chunk in order (then hands its read buffer back to `spare`)
+    and closes a segment when it meets a boundary mark; the sync thread makes everything up to the
+    mark durable (`fdatasync`) and only then writes the checkpoint. The writer keeps writing while
+    the disk catches up, instead of stalling on every sync.
     """
 
-    def __init__(self, spare: queue.Queue[bytearray]) -> None:
-        self._queue: queue.Queue[_Chunk | None] = queue.Queue()
+    def __init__(
+        self, spare: queue.Queue[bytearray], state: PackState, rec_fd: int, idx_fd: int,
+        checkpoint: Path,
+    ) -> None:  # fmt: skip
         self._spare = spare
+        self._segments = list(state.segments)
+        self._start = state.rec_size
         self._crc = 0
-        self._thread = threading.Thread(target=self._run, name="prep-crc", daemon=True)
-        self._thread.start()
+        self._fds = (rec_fd, idx_fd)
+        self._checkpoint = checkpoint
+        self._error: OSError | None = None
+        self._hashing: queue.Queue[_Chunk | PackState | None] = queue.Queue()
+        self._syncing: queue.Queue[PackState | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._hash, name="prep-crc", daemon=True),
+            threading.Thread(target=self._sync, name="prep-sync", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            for buffer in chunk.buffers:
-                self._crc = zlib.crc32(buffer, self._crc)
-            chunk.buffers.clear()
-            self._spare.put(chunk.storage)
-            self._queue.task_done()
-        self._queue.task_done()
+    def _hash(self) -> None:
+        while (item := self._hashing.get()) is not None:
+            if isinstance(item, PackState):
+                if item.rec_size > self._start:
+                    length = item.rec_size - self._start
+                    self._segments.append(
+                        {"offset": self._start, "length": length, "crc32": self._crc}
+                    )
+                self._start, self._crc = item.rec_size, 0
+                item.segments = list(self._segments)
+                self._syncing.put(item)
+            else:
+                for buffer in item.buffers:
+                    self._crc = zlib.crc32(buffer, self._crc)
+                item.buffers.clear()
+                self._spare.put(item.storage)
+            self._hashing.task_done()
+        self._syncing.put(None)
+        self._hashing.task_done()
 
-    def add(self, chunk: _Chunk) -> None:
-        self._queue.put(chunk)
+    def _sync(self) -> None:
+        while (snapshot := self._syncing.get()) is not None:
+            try:
+                if self._error is None:
+                    for fd in self._fds:
+                        os.fdatasync(fd)
+                    write_json(self._checkpoint, snapshot.to_json())
+            except OSError as error:
+                self._error = error
+            self._syncing.task_done()
+        self._syncing.task_done()
 
-    def take(self) -> int:
-        """The CRC of everything added since the last take."""
-        self._queue.join()
-        crc, self._crc = self._crc, 0
-        return crc
+    def written(self, chunk: _Chunk) -> None:
+        self._hashing.put(chunk)
+
+    def mark(self, state: PackState) -> None:
+        """A segment ends here: checksum it and checkpoint `state` once it is on disk."""
+        self.raise_error()
+        snapshot = PackState.from_json(state.to_json())
+        snapshot.skipped = list(state.skipped)
+        self._hashing.put(snapshot)
+
+    def finish(self, state: PackState) -> None:
+        """Close the last segment, wait until it is durable, and put the segments into `state`."""
+        self.mark(state)
+        self._hashing.join()
+        self._syncing.join()
+        self.raise_error()
+        state.segments = list(self._segments)
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        self._hashing.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def pack(
@@ -366,34 +419,26 @@ def _pack_loop(
     spare: queue.Queue[bytearray] = queue.Queue()
     for _ in range(window + 4):  # more buffers than chunks in flight: a reader never starves
         spare.put(bytearray())
-    checksum = _Checksum(spare)
+    durability = _Durability(spare, state, rec_fd, idx.fileno(), files.checkpoint)
     segment_start = state.rec_size
     idx_lines: list[str] = []
 
-    def checkpoint() -> None:
+    def boundary(final: bool) -> None:
         nonlocal segment_start
         idx.write("".join(idx_lines).encode("ascii"))
         idx_lines.clear()
         idx.flush()
-        os.fdatasync(idx.fileno())
-        os.fdatasync(rec_fd)
-        if state.rec_size > segment_start:
-            state.segments.append(
-                {
-                    "offset": segment_start,
-                    "length": state.rec_size - segment_start,
-                    "crc32": checksum.take(),
-                }
-            )
         state.idx_size = idx.tell()
-        write_json(files.checkpoint, state.to_json())
+        if final:
+            durability.finish(state)
+        else:
+            durability.mark(state)
         segment_start = state.rec_size
 
     starts = iter(range(state.position, len(entries), CHUNK))
     pending: deque[Future[_Chunk]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep-read")
-    started = time.monotonic()
-    last_report = started
+    last_report = time.monotonic()
     try:
         for start in starts:
             pending.append(pool.submit(_load_chunk, entries[start : start + CHUNK], reader, spare))
@@ -408,7 +453,7 @@ def _pack_loop(
                 )
             for bad in chunk.skipped:
                 if on_corrupt == "fail":
-                    checkpoint()
+                    boundary(final=True)
                     raise UserError(
                         f"corrupt image {bad['path']}: {bad['reason']}",
                         hint="replace the file, or pass --on-corrupt skip to leave it out "
@@ -417,21 +462,21 @@ def _pack_loop(
                 sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
                 state.skipped.append(bad)
             _write_all(rec_fd, chunk.buffers)
-            checksum.add(chunk)
+            durability.written(chunk)
             base = state.rec_size
             idx_lines.extend(f"{rid}\t{base + offset}\n" for rid, offset in chunk.offsets)
             state.rec_size += chunk.size
             state.records += len(chunk.offsets)
             state.position += chunk.count
             if state.rec_size - segment_start >= segment_bytes:
-                checkpoint()
+                boundary(final=False)
             now = time.monotonic()
             if progress and now - last_report >= 5:
                 progress(state.position, len(entries), state.rec_size)
                 last_report = now
-        checkpoint()
+        boundary(final=True)
     finally:
         for _ in range(workers):  # unblock readers waiting for a buffer after an error
             spare.put(bytearray())
         pool.shutdown(wait=True, cancel_futures=True)
-        checksum.stop()
+        durability.stop()
