@@ -53,6 +53,8 @@ def default_workers() -> int:
 
 @dataclass
 class Request:
+    """What `hpcrepro prep imagenet` was asked to do (one CLI call)."""
+
     raw: Path
     out: Path
     workers: int
