@@ -171,6 +171,7 @@ def scan_folder(split: str, folder: Path) -> SplitSource:
     """Index an extracted tree the way im2rec's `os.walk(root, followlinks=True)` sees it."""
     source = SplitSource(split, "folder", str(folder))
     root = str(folder)
+    prefix = root if root.endswith(os.sep) else root + os.sep  # os.walk paths all start with it
     for path, dirs, files in os.walk(root, followlinks=True):
         dirs.sort()
         found = False
@@ -181,11 +182,11 @@ def scan_folder(split: str, folder: Path) -> SplitSource:
             except OSError:
                 continue  # a dangling link: im2rec's isfile() skips it too
             if stat.S_ISREG(info.st_mode):
-                rel = os.path.relpath(full, root)
+                rel = full[len(prefix) :]
                 source.images.append(SourceImage(rel, full, -1, info.st_size))
                 found = found or is_listed(rel)
         if path != root and not found and not dirs:
-            source.empty_classes.append(os.path.relpath(path, root))
+            source.empty_classes.append(path[len(prefix) :])
     return source
 
 
