@@ -327,3 +327,25 @@ def test_resume_after_a_kill_between_renames(
     result = ok(prep(synthetic.extracted, out))
     assert "packing" not in result.stderr  # the packed shards were kept, not redone
     same_outputs(reference, out)
+
+
+def test_killed_at_any_moment_then_rerun_gives_the_same_files(tmp_path: Path) -> None:
+    data = make_imagenet(tmp_path / "raw", classes=6, train_per_class=60, val_per_class=5,
+                         noise=True, tars=False)  # fmt: skip
+    reference = tmp_path / "reference"
+    ok(prep(data.extracted, reference))
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for number, delay in enumerate((0.15, 0.3, 0.45, 0.6)):
+        out = tmp_path / f"out{number}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hpcrepro", "prep", "imagenet", "--raw", str(data.extracted),
+             "--out", str(out), "--workers", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ok(prep(data.extracted, out))
+        same_outputs(reference, out)
