@@ -1,0 +1,1 @@
+"""ImageNet → MXNet RecordIO, byte-identical to `im2rec.py --pass-through`; sharded, resumable."""

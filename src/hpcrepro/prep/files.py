@@ -1,0 +1,83 @@
+"""Writes that never leave a half-written file under a final name; readable I/O errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.errors import UserError
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def gib(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{size / 2**20:.1f} MiB"
+
+
+@contextmanager
+def io_errors(what: str, folder: Path) -> Iterator[None]:
+    """Turn a full disk or a read-only/forbidden output folder into a UserError."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _NO_SPACE:
+            raise UserError(
+                f"no space left while {what} in {folder} ({error.strerror})",
+                hint="free space there (or pass another --out) and run the same command again: "
+                "finished parts are kept and the prep resumes",
+            ) from error
+        if error.errno in _NO_WRITE:
+            raise UserError(
+                f"cannot write in {folder} while {what} ({error.strerror})",
+                hint="choose an --out folder you can write to, or fix its permissions",
+            ) from error
+        raise
+
+
+def require_space(folder: Path, needed: int, what: str) -> None:
+    """Fail before starting when the file system cannot hold what is about to be written."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(
+            f"{what} needs {gib(needed)} in {folder}, but only {gib(free)} is free",
+            hint="free space there or pass another --out; nothing was written",
+        )
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a unique temporary name and rename: readers see old or new, never half."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp")
+    with open(temp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"{path} is unreadable or damaged ({error})",
+            hint="delete it and run the prep again (with --restart if it is the plan)",
+        ) from error

@@ -1,0 +1,350 @@
+"""ImageNet → `train/val.{lst,rec,idx}` + manifest: plan, pack (whole or one shard), join, finish.
+
+Everything in progress lives in `<out>/.hpcrepro-prep/`; the final names appear only when both
+splits are packed, joined and checked, and `manifest.json` is written last, so a folder without a
+manifest is never a finished data set. Re-running the same command resumes: the plan is reused,
+finished shards are kept, a half-packed shard continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.errors import UserError
+from hpcrepro.prep.files import gib, io_errors, read_json, require_space, write_json
+from hpcrepro.prep.listing import (
+    ListEntry,
+    build_list,
+    check_relpath,
+    class_names,
+    read_lst,
+    write_lst,
+)
+from hpcrepro.prep.pack import PackState, pack
+from hpcrepro.prep.shards import JoinFiles, Shard, find_shard_count, join, shard_files
+from hpcrepro.prep.sources import SourceImage, SplitSource, find_train, find_val
+from hpcrepro.prep.verify import SPLITS, check_split, file_entry, quick_check, write_manifest
+
+WORK_DIR = ".hpcrepro-prep"
+PLAN_VERSION = 1
+_RECORD_OVERHEAD = 8 + 24 + 3 + 8  # record header, image header, padding, a possible split
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def default_workers() -> int:
+    """Slurm's CPU allocation when inside a job, else the CPUs this process may use."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass
+class Request:
+    """What `hpcrepro prep imagenet` was asked to do (one CLI call)."""
+
+    raw: Path
+    out: Path
+    workers: int
+    val_labels: Path | None = None
+    on_corrupt: str = "fail"
+    shard: Shard | None = None
+    join_only: bool = False
+    restart: bool = False
+
+
+# ---------------------------------------------------------------- plan
+
+
+def _check_split(source: SplitSource) -> list[ListEntry]:
+    where = source.location
+    if source.empty_classes:
+        raise UserError(
+            f"class folder '{source.empty_classes[0]}' of the {source.split} set has no images "
+            f"({len(source.empty_classes)} such folders)",
+            where=where,
+            hint="im2rec would give every later class a different label: restore the images "
+            "of that class (or remove the folder if the class is not meant to be there)",
+        )
+    entries = build_list(source.images)
+    if not entries:
+        raise UserError(
+            f"the {source.split} set holds no .jpeg/.jpg/.png images",
+            where=where,
+            hint="pass --raw the folder that holds train/ and val/ (or the ILSVRC2012 tars)",
+        )
+    for entry in entries:
+        check_relpath(entry.relpath, where)
+        if entry.relpath.count("/") != 1:
+            kind = "outside any class folder" if "/" not in entry.relpath else "in a nested folder"
+            raise UserError(
+                f"image '{entry.relpath}' of the {source.split} set is {kind}",
+                where=where,
+                hint="ImageNet images sit exactly one level down, in <wnid>/ class folders; "
+                "im2rec would make it a class of its own. Move or delete it",
+            )
+    return entries
+
+
+def make_plan(request: Request, work: Path, log: Log) -> None:
+    log(f"listing {request.raw} ...")
+    train = find_train(request.raw)
+    train_entries = _check_split(train)
+    train_classes = class_names(train_entries)
+    val = find_val(request.raw, request.val_labels, train_classes)
+    val_entries = _check_split(val)
+    val_classes = class_names(val_entries)
+    if val_classes != train_classes:
+        lacking = sorted(set(train_classes) - set(val_classes))
+        extra = sorted(set(val_classes) - set(train_classes))
+        detail = f"missing {lacking[:5]}" if lacking else f"extra {extra[:5]}"
+        raise UserError(
+            f"the val set's class folders differ from the train set's ({detail})",
+            where=val.location,
+            hint="labels are class positions in sorted order, so both sets need the same classes",
+        )
+    splits = {}
+    tag = f"{os.uname().nodename}.{os.getpid()}"
+    for source, entries in ((train, train_entries), (val, val_entries)):
+        # Array tasks may plan at the same time: each writes the same bytes and renames them in.
+        lst, sources = work / f"{source.split}.lst", work / f"{source.split}.sources"
+        write_lst(lst.with_name(f"{lst.name}.{tag}"), entries)
+        with open(sources.with_name(f"{sources.name}.{tag}"), "w", encoding="ascii") as handle:
+            handle.writelines(f"{e.source.offset}\t{e.source.size}\n" for e in entries)
+        os.replace(lst.with_name(f"{lst.name}.{tag}"), lst)
+        os.replace(sources.with_name(f"{sources.name}.{tag}"), sources)
+        splits[source.split] = {
+            "kind": source.kind,
+            "location": source.location,
+            "images": len(entries),
+            "classes": len(train_classes),
+            "source_bytes": sum(e.source.size for e in entries),
+        }
+        log(
+            f"{source.split}: {len(entries)} images in {len(train_classes)} classes "
+            f"({source.kind} {source.location})"
+        )
+    write_json(work / "plan.json", {**_identity(request), "splits": splits})
+
+
+def _identity(request: Request) -> dict[str, Any]:
+    return {
+        "version": PLAN_VERSION,
+        "raw": str(request.raw),
+        "val_labels": str(request.val_labels) if request.val_labels else None,
+    }
+
+
+def load_entries(work: Path, split: str, info: dict[str, Any]) -> list[ListEntry]:
+    """The plan's list with each entry's source location."""
+    kind, location = info["kind"], info["location"]
+    entries = []
+    with open(work / f"{split}.sources", encoding="ascii") as sources:
+        for line, source in zip(read_lst(work / f"{split}.lst"), sources, strict=True):
+            offset, size = (int(v) for v in source.split("\t"))
+            if kind == "folder":
+                file = os.path.join(location, line.relpath)
+            elif kind == "flat-folder":
+                file = os.path.join(location, line.relpath.split("/", 1)[1])
+            elif kind == "class-tars":
+                file = os.path.join(location, line.relpath.split("/")[0] + ".tar")
+            else:
+                file = location
+            image = SourceImage(line.relpath, file, offset, size)
+            entries.append(ListEntry(line.index, int(line.label), line.relpath, image))
+    if len(entries) != info["images"]:
+        raise UserError(f"{work}: the plan is damaged", hint="rerun with --restart")
+    return entries
+
+
+# ---------------------------------------------------------------- output folder
+
+
+def _open_output(request: Request, log: Log) -> tuple[Path, dict[str, Any] | None]:
+    """Create or reopen `<out>/.hpcrepro-prep`; returns it and the plan if one exists."""
+    out, work = request.out, request.out / WORK_DIR
+    with io_errors("creating the output folder", out):
+        out.mkdir(parents=True, exist_ok=True)
+        if request.restart and work.exists():
+            log(f"--restart: discarding the partial prep in {work}")
+            shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
+        probe = work / f".write-test.{os.uname().nodename}.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    plan_path = work / "plan.json"
+    if not plan_path.is_file():
+        finals = [
+            p.name
+            for s in SPLITS
+            for p in out.glob(f"{s}.*")
+            if p.suffix in (".rec", ".idx", ".lst")
+        ]
+        if finals:
+            raise UserError(
+                f"{out} already holds {', '.join(sorted(finals))} but no hpcrepro manifest: "
+                "an unfinished or foreign data set",
+                hint="choose an empty --out folder, or delete those files; a data set made by "
+                "im2rec can be adopted with 'hpcrepro prep verify DIR --write-manifest'",
+            )
+        return work, None
+    plan = read_json(plan_path)
+    if {k: plan.get(k) for k in _identity(request)} != _identity(request):
+        raise UserError(
+            f"{out} holds a partial prep of other input (raw {plan.get('raw')}, "
+            f"val labels {plan.get('val_labels')})",
+            hint="run the same command as before to resume it, or add --restart to discard it",
+        )
+    return work, plan
+
+
+def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
+    """Run the part of the prep the request asks for; returns a summary."""
+    request.raw = request.raw.resolve()
+    request.out = request.out.resolve()
+    if request.val_labels:
+        request.val_labels = request.val_labels.resolve()
+    if (request.out / "manifest.json").is_file():
+        problems = quick_check(request.out)
+        if not problems:
+            log(f"{request.out} is already a complete data set (manifest.json); nothing to do")
+            return {"status": "complete", "out": str(request.out)}
+        raise UserError(
+            f"{request.out} holds a data set that no longer matches its manifest: "
+            + "; ".join(problems),
+            hint="delete the folder's train.*, val.* and manifest.json and prepare it again",
+        )
+    if not request.raw.is_dir():
+        raise UserError(
+            f"--raw {request.raw} is not a folder", hint="pass the folder with train/ and val/"
+        )
+    if request.out.exists() and not request.out.is_dir():
+        raise UserError(f"--out {request.out} is a file", hint="pass a folder (it is created)")
+    work, plan = _open_output(request, log)
+    if plan is None:
+        with io_errors("writing the image list", work):
+            make_plan(request, work, log)
+        plan = read_json(work / "plan.json")
+    if request.join_only:
+        return _join_and_finish(request, work, plan, log)
+    shard = request.shard or Shard(0, 1)
+    for split in SPLITS:
+        _pack_split(request, work, plan, split, shard, log)
+    if request.shard is not None:
+        log(f"shard {shard.index}/{shard.count} done; run with --join once all shards are done")
+        return {"status": "shard-done", "shard": f"{shard.index}/{shard.count}"}
+    return _join_and_finish(request, work, plan, log)
+
+
+def _pack_split(
+    request: Request, work: Path, plan: dict[str, Any], split: str, shard: Shard, log: Log
+) -> None:
+    if (work / f"{split}.joined.json").is_file():
+        return
+    if any((work / f"{split}.{ext}").exists() for ext in ("rec", "idx", "join.json")):
+        log(f"{split}: the join had started; it continues")
+        return
+    files = shard_files(work, split, shard)
+    if files.finished() is not None:
+        log(f"{split} shard {shard.index}/{shard.count}: already packed, kept")
+        return
+    entries = load_entries(work, split, plan["splits"][split])
+    start, end = shard.range(len(entries))
+    part = entries[start:end]
+    needed = sum(e.source.size + _RECORD_OVERHEAD for e in part)
+    written = files.rec.stat().st_size if files.rec.exists() else 0
+    require_space(
+        work, max(0, needed - written), f"packing {split} shard {shard.index}/{shard.count}"
+    )
+    log(f"{split}: packing {len(part)} images ({gib(needed)}) with {request.workers} readers")
+
+    def progress(done: int, total: int, size: int) -> None:
+        log(f"{split}: {done}/{total} images, {gib(size)}")
+
+    with io_errors(f"packing {split}", work):
+        state = pack(
+            part, files, workers=request.workers, on_corrupt=request.on_corrupt, progress=progress
+        )
+    if state.skipped:
+        log(f"{split}: skipped {len(state.skipped)} corrupt images (listed in the manifest)")
+
+
+def _join_and_finish(
+    request: Request, work: Path, plan: dict[str, Any], log: Log
+) -> dict[str, Any]:
+    out = request.out
+    states = {}
+    for split in SPLITS:
+        joined = work / f"{split}.joined.json"
+        if joined.is_file():
+            states[split] = PackState.from_json(read_json(joined))
+            continue
+        count = find_shard_count(work, split)
+        target = JoinFiles(
+            work / f"{split}.rec", work / f"{split}.idx", work / f"{split}.join.json"
+        )
+        with io_errors(f"joining {split}", work):
+            state = join(work, split, count, target)
+            write_json(joined, state.to_json())
+        states[split] = state
+    files: dict[str, Any] = {}
+    summary: dict[str, Any] = {"status": "complete", "out": str(out), "splits": {}}
+    manifest_splits = {}
+    for split in SPLITS:
+        state, info = states[split], plan["splits"][split]
+        report = check_split(
+            work if (work / f"{split}.rec").exists() else out,
+            split,
+            skipped=len(state.skipped),
+            num_classes=info["classes"],
+        )
+        if report.problem_count:
+            raise UserError(
+                f"the packed {split} set failed its check: {'; '.join(report.problems)}",
+                hint="rerun with --restart; if it happens again, report it as a bug",
+            )
+        folder = work if (work / f"{split}.rec").exists() else out
+        files[f"{split}.rec"] = {"size": state.rec_size, "segments": state.segments}
+        files[f"{split}.idx"] = file_entry(folder / f"{split}.idx")
+        files[f"{split}.lst"] = file_entry(folder / f"{split}.lst")
+        manifest_splits[split] = {
+            "images": state.records,
+            "listed": info["images"],
+            "classes": info["classes"],
+            "skipped": state.skipped,
+        }
+        summary["splits"][split] = {
+            "images": state.records,
+            "skipped": len(state.skipped),
+            "rec_bytes": state.rec_size,
+        }
+    with io_errors("moving the finished files into place", out):
+        for split in SPLITS:
+            for ext in ("lst", "idx", "rec"):
+                if (work / f"{split}.{ext}").exists():
+                    os.replace(work / f"{split}.{ext}", out / f"{split}.{ext}")
+        write_manifest(
+            out,
+            manifest_splits,
+            files,
+            {
+                "raw": plan["raw"],
+                "val_labels": plan["val_labels"],
+                "kinds": {s: plan["splits"][s]["kind"] for s in SPLITS},
+            },
+        )
+        shutil.rmtree(work)
+    log(f"done: {out} (train {states['train'].records}, val {states['val'].records} images)")
+    return summary

@@ -1,0 +1,163 @@
+"""Split a list into contiguous shards (one per Slurm array task) and join the packed shards.
+
+Shard `i` of `n` packs list positions `[total*i//n, total*(i+1)//n)`, so concatenating the shards
+in order gives exactly the file one process would write. The join appends each shard's records
+(with `copy_file_range`, in the kernel where the file system allows), adds the shard's start offset
+to its index lines and segment offsets, and deletes the shard once it is safely appended: a killed
+join resumes after the last appended shard and never needs more free space than one shard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from hpcrepro.errors import UserError
+from hpcrepro.prep.files import read_json, require_space, write_json
+from hpcrepro.prep.pack import PackState, ShardFiles
+
+_SHARD_SPEC = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def range(self, total: int) -> tuple[int, int]:
+        return total * self.index // self.count, total * (self.index + 1) // self.count
+
+    def stem(self, work: Path, split: str) -> Path:
+        return work / f"{split}.{self.index:05d}-of-{self.count:05d}"
+
+
+def parse_shard(spec: str) -> Shard:
+    """'I/N' with 0 <= I < N (Slurm array task ids start at 0)."""
+    match = _SHARD_SPEC.match(spec.strip())
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise UserError(
+            f"--shard '{spec}' is not 'I/N' with 0 <= I < N",
+            hint='in a Slurm array use --shard "${SLURM_ARRAY_TASK_ID}/N" with --array=0-(N-1)',
+        )
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_files(work: Path, split: str, shard: Shard) -> ShardFiles:
+    return ShardFiles(shard.stem(work, split))
+
+
+def find_shard_count(work: Path, split: str) -> int:
+    """The N of the shards on disk; refuses a mix of runs with different N."""
+    counts = {
+        int(m.group(1))
+        for p in work.glob(f"{split}.*-of-*.*")
+        if (m := re.search(r"-of-(\d{5})\.", p.name))
+    }
+    if len(counts) > 1:
+        raise UserError(
+            f"{work} holds {split} shards of runs with different shard counts {sorted(counts)}",
+            hint="rerun with --restart and one shard count for every task",
+        )
+    return counts.pop() if counts else 1
+
+
+@dataclass
+class JoinFiles:
+    rec: Path
+    idx: Path
+    checkpoint: Path
+
+
+def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
+    """Concatenate shards 0..count-1 of `split` into `target`; returns the joined state."""
+    shards = [shard_files(work, split, Shard(i, count)) for i in range(count)]
+    state = PackState()
+    joined = 0
+    if target.checkpoint.is_file():
+        saved = read_json(target.checkpoint)
+        joined, state = saved["joined"], PackState.from_json(saved["state"])
+    if count == 1 and joined == 0:
+        return _move_single(shards[0], target)
+    missing = [i for i in range(joined, count) if shards[i].finished() is None]
+    if missing:
+        listed = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise UserError(
+            f"{split}: shards {listed} of {count} are not finished",
+            hint="run (or rerun) those array tasks with --shard I/N, then --join again",
+        )
+    largest = max((s.rec.stat().st_size for s in shards[joined:]), default=0)
+    require_space(work, largest, f"joining the {split} shards")
+    # Not O_APPEND: copy_file_range refuses an append-mode target.
+    rec_fd = os.open(target.rec, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(rec_fd, "r+b", buffering=0) as rec, open(target.idx, "ab") as idx:
+        rec.truncate(state.rec_size)
+        idx.truncate(state.idx_size)
+        for number in range(joined, count):
+            part = shards[number].finished()
+            assert part is not None
+            base = rec.seek(0, os.SEEK_END)
+            _append(shards[number].rec, rec)
+            idx.seek(0, os.SEEK_END)
+            with open(shards[number].idx, encoding="ascii") as lines:
+                idx.write("".join(_shift(line, base) for line in lines).encode("ascii"))
+            rec.flush()
+            idx.flush()
+            os.fsync(rec.fileno())
+            os.fsync(idx.fileno())
+            state.segments += [{**s, "offset": s["offset"] + base} for s in part.segments]
+            state.skipped += part.skipped
+            state.records += part.records
+            state.position += part.position
+            state.rec_size, state.idx_size = rec.tell(), idx.tell()
+            write_json(target.checkpoint, {"joined": number + 1, "state": state.to_json()})
+            shards[number].remove()
+    target.checkpoint.unlink()
+    return state
+
+
+def _move_single(shard: ShardFiles, target: JoinFiles) -> PackState:
+    """One shard is already the whole file: rename it (a kill between the renames is harmless)."""
+    if not shard.done.is_file():
+        raise UserError("the shard (0 of 1) is not finished", hint="run without --join to pack it")
+    done = PackState.from_json(read_json(shard.done))
+    for source, destination, size in (
+        (shard.idx, target.idx, done.idx_size),
+        (shard.rec, target.rec, done.rec_size),
+    ):
+        if source.exists() and source.stat().st_size == size:
+            os.replace(source, destination)
+        if not destination.exists() or destination.stat().st_size != size:
+            raise UserError(
+                f"{source.name} is incomplete", hint="run without --join to pack it again"
+            )
+    shard.remove()
+    return done
+
+
+def _shift(line: str, base: int) -> str:
+    key, offset = line.split("\t")
+    return f"{key}\t{int(offset) + base}\n"
+
+
+def _append(source: Path, target: BinaryIO) -> None:
+    """Append a file's bytes, in the kernel when possible (NFS 4.2, XFS, Btrfs, Lustre...)."""
+    size = source.stat().st_size
+    with open(source, "rb") as handle:
+        copied = 0
+        try:
+            while copied < size:
+                step = os.copy_file_range(handle.fileno(), target.fileno(), size - copied)
+                if step == 0:
+                    break
+                copied += step
+        except OSError:
+            if copied:
+                raise
+        if copied < size:
+            handle.seek(copied)
+            target.seek(0, os.SEEK_END)
+            shutil.copyfileobj(handle, target, 8 << 20)

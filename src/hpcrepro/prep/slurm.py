@@ -1,0 +1,109 @@
+"""Render the Slurm script of a sharded prep: a job array packs the shards, a dependent job joins.
+
+Pure: parameters in, script text out. Every value reaches the script through `shell.quote` (the `q`
+filter); a plain string printed without it is a render error, as in the training templates. The
+job scripts are fed to `sbatch` through quoted here-documents, so values are never expanded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hpcrepro import __version__
+from hpcrepro.errors import UserError
+from hpcrepro.resources import templates_dir
+from hpcrepro.shell import quote
+
+TEMPLATE = "prep.sbatch.j2"
+
+
+class _Quoted(str):
+    """Text already safe on a shell line."""
+
+
+@dataclass(frozen=True)
+class PrepJob:
+    """What the prep job array needs; paths as the compute nodes see them."""
+
+    raw: str
+    out: str
+    log_dir: str
+    shards: int = 1
+    workers: int = 8
+    pack_time: str = "04:00:00"
+    join_time: str = "02:00:00"
+    job_name: str = "hpcrepro-prep"
+    command: tuple[str, ...] = ("hpcrepro",)
+    val_labels: str | None = None
+    on_corrupt: str = "fail"
+    sbatch_options: tuple[str, ...] = field(default_factory=tuple)
+
+    def prep_args(self) -> list[str]:
+        args = ["--raw", self.raw, "--out", self.out, "--on-corrupt", self.on_corrupt]
+        if self.val_labels:
+            args += ["--val-labels", self.val_labels]
+        return args
+
+
+def _check(job: PrepJob) -> None:
+    if job.shards < 1 or job.workers < 1:
+        raise UserError(f"prep needs at least 1 shard and 1 worker, got {job.shards}/{job.workers}")
+    if job.on_corrupt not in ("fail", "skip"):
+        raise UserError(f"on_corrupt '{job.on_corrupt}' is not 'fail' or 'skip'")
+    values = [job.raw, job.out, job.log_dir, job.pack_time, job.join_time, job.job_name,
+              *job.command, *job.sbatch_options, job.val_labels or ""]  # fmt: skip
+    for value in values:
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise UserError(
+                f"prep job value {value!r} contains a line break",
+                hint="paths and options on a job script line cannot hold line breaks",
+            )
+    if not job.command:
+        raise UserError(
+            "the prep command is empty", hint="use ['hpcrepro'] or a container launcher"
+        )
+
+
+def _q(value: object) -> _Quoted:
+    return _Quoted(quote(value))
+
+
+def _qjoin(values: Iterable[object]) -> _Quoted:
+    return _Quoted(" ".join(quote(v) for v in values))
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, _Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"unquoted value {value!r} in {TEMPLATE}: use the q filter")
+
+
+def render_prep_script(job: PrepJob) -> str:
+    """The bash script that submits the pack array and the join job, and prints the join job id."""
+    import jinja2
+
+    _check(job)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["q"] = _q
+    env.filters["qjoin"] = _qjoin
+    return env.get_template(TEMPLATE).render(
+        version=__version__,
+        shards=job.shards,
+        workers=job.workers,
+        pack_time=job.pack_time,
+        join_time=job.join_time,
+        job_name=job.job_name,
+        log_dir=job.log_dir,
+        command=job.command,
+        prep_args=job.prep_args(),
+        sbatch_options=job.sbatch_options,
+    )

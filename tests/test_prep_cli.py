@@ -1,0 +1,351 @@
+"""`hpcrepro prep` end to end through the CLI: input layouts, shards, verify, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from prep_data import SyntheticSet, make_imagenet, write_valprep
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+OUTPUTS = ("train.lst", "train.rec", "train.idx", "val.lst", "val.rec", "val.idx")
+
+
+def hpcrepro(*args: str | Path, preexec=None) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(
+        [sys.executable, "-m", "hpcrepro", *map(str, args)],
+        capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=120,
+    )  # fmt: skip
+
+
+def prep(
+    raw: Path, out: Path, *extra: str | Path, preexec=None
+) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return hpcrepro("prep", "imagenet", "--raw", raw, "--out", out, "--workers", "2", *extra,
+                    preexec=preexec)  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def user_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2, an 'error:' message containing every needle, and no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("error:") == 1
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    return result.stderr
+
+
+def assert_not_complete(out: Path) -> None:
+    """Nothing under a final name: no manifest, no train/val files."""
+    if out.exists():
+        finals = {p.name for p in out.iterdir()} & {*OUTPUTS, "manifest.json"}
+        assert not finals, finals
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSet:
+    return make_imagenet(tmp_path_factory.mktemp("imagenet"))
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic: SyntheticSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "out"
+    ok(prep(synthetic.extracted, out))
+    return out
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def copy_raw(synthetic: SyntheticSet, tmp_path: Path) -> Path:
+    raw = tmp_path / "raw"
+    shutil.copytree(synthetic.extracted, raw)
+    return raw
+
+
+def test_every_input_layout_gives_the_same_files(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    ok(prep(synthetic.tars, tmp_path / "from-tars"))
+    same_outputs(reference, tmp_path / "from-tars")
+
+    # The README's half-way state: train/ holds class tars, val/ is flat with valprep.sh.
+    raw = tmp_path / "half"
+    (raw / "train").mkdir(parents=True)
+    (raw / "val").mkdir()
+    with tarfile.open(synthetic.tars / "ILSVRC2012_img_train.tar") as outer:
+        outer.extractall(raw / "train", filter="data")
+    with tarfile.open(synthetic.tars / "ILSVRC2012_img_val.tar") as val:
+        val.extractall(raw / "val", filter="data")
+    write_valprep(synthetic, raw / "val" / "valprep.sh")
+    ok(prep(raw, tmp_path / "from-half"))
+    same_outputs(reference, tmp_path / "from-half")
+
+    # The val tar with one wnid per line, passed explicitly.
+    labels = tmp_path / "synsets.txt"
+    labels.write_text("".join(f"{synthetic.val[name]}\n" for name in sorted(synthetic.val)))
+    raw2 = tmp_path / "tars2"
+    raw2.mkdir()
+    for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+        os.symlink(synthetic.tars / name, raw2 / name)
+    ok(prep(raw2, tmp_path / "from-synsets", "--val-labels", labels))
+    same_outputs(reference, tmp_path / "from-synsets")
+
+
+def test_verify_reports_and_manifest(reference: Path) -> None:
+    result = ok(hpcrepro("prep", "verify", reference, "--json", "--checksums"))
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["manifest"] and report["checksums_checked"]
+    assert report["splits"]["train"]["records"] == 20 and report["splits"]["val"]["records"] == 8
+    assert report["splits"]["train"]["classes"] == 4 and not report["full_imagenet"]
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["files"]["train.rec"]["size"] == (reference / "train.rec").stat().st_size
+    text = ok(hpcrepro("prep", "verify", reference)).stdout
+    assert "train: 20 records of 20 listed, 4 classes" in text and text.endswith("ok\n")
+    again = ok(prep(Path("/nonexistent-is-not-read"), reference))
+    assert "already a complete data set" in again.stderr
+
+
+def test_verify_finds_damage(reference: Path, tmp_path: Path) -> None:
+    def damaged(name: str, change) -> Path:  # type: ignore[no-untyped-def]
+        folder = tmp_path / name
+        shutil.copytree(reference, folder)
+        change(folder)
+        return folder
+
+    def flip_image_byte(folder: Path) -> None:
+        data = bytearray((folder / "train.rec").read_bytes())
+        data[len(data) // 2] ^= 0x55
+        (folder / "train.rec").write_bytes(bytes(data))
+
+    folder = damaged("bytes", flip_image_byte)
+    user_error(hpcrepro("prep", "verify", folder, "--checksums"), "CRC-32 mismatch")
+
+    def shift_offset(folder: Path) -> None:
+        lines = (folder / "val.idx").read_text().splitlines()
+        key, offset = lines[3].split("\t")
+        lines[3] = f"{key}\t{int(offset) + 4}"
+        (folder / "val.idx").write_text("\n".join(lines) + "\n")
+
+    user_error(hpcrepro("prep", "verify", damaged("offset", shift_offset)), "val.idx: record")
+
+    def relabel(folder: Path) -> None:
+        lines = (folder / "train.lst").read_text().splitlines()
+        index, label, path = lines[0].split("\t")
+        lines[0] = f"{index}\t{(float(label) + 1) % 4:f}\t{path}"
+        (folder / "train.lst").write_text("\n".join(lines) + "\n")
+
+    user_error(hpcrepro("prep", "verify", damaged("label", relabel)), "train.lst says")
+
+    def truncate(folder: Path) -> None:
+        with open(folder / "train.rec", "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) - 10)
+
+    user_error(hpcrepro("prep", "verify", damaged("short", truncate)), "ends inside a record")
+
+
+def test_shards_then_join(synthetic: SyntheticSet, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for index in (1, 2):
+        result = ok(prep(synthetic.tars, out, "--shard", f"{index}/3"))
+        assert json.loads(result.stdout)["status"] == "shard-done"
+    user_error(prep(synthetic.tars, out, "--join"), "shards 0 of 3 are not finished")
+    assert_not_complete(out)
+    ok(prep(synthetic.tars, out, "--shard", "0/3"))
+    assert "already packed, kept" in ok(prep(synthetic.tars, out, "--shard", "1/3")).stderr
+    ok(prep(synthetic.tars, out, "--join"))
+    same_outputs(reference, out)
+    assert not (out / ".hpcrepro-prep").exists()
+    user_error(prep(synthetic.tars, tmp_path / "x", "--shard", "3/3"), "--shard '3/3'")
+
+
+def _truncate_first_image(raw: Path) -> tuple[Path, bytes]:
+    victim = sorted((raw / "train").rglob("*.JPEG"))[-1]
+    original = victim.read_bytes()
+    victim.write_bytes(original[: len(original) // 2])
+    return victim, original
+
+
+def test_corrupt_image_fails_then_resumes_after_fix(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    raw = copy_raw(synthetic, tmp_path)
+    victim, original = _truncate_first_image(raw)
+    out = tmp_path / "out"
+    name = f"{victim.parent.name}/{victim.name}"
+    user_error(prep(raw, out), f"corrupt image {name}", "truncated JPEG", "--on-corrupt skip")
+    assert_not_complete(out)
+    victim.write_bytes(original)
+    ok(prep(raw, out))
+    same_outputs(reference, out)
+
+
+def test_corrupt_image_skipped_on_request(synthetic: SyntheticSet, tmp_path: Path) -> None:
+    raw = copy_raw(synthetic, tmp_path)
+    victim, _ = _truncate_first_image(raw)
+    (raw / "val" / synthetic.wnids[0] / "junk.JPEG").write_bytes(b"<html>not an image</html>")
+    out = tmp_path / "out"
+    result = ok(prep(raw, out, "--on-corrupt", "skip"))
+    assert f"skipped {victim.parent.name}/{victim.name}: truncated JPEG" in result.stderr
+    assert "not a JPEG or PNG" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["path"] for s in manifest["splits"]["train"]["skipped"]] == [
+        f"{victim.parent.name}/{victim.name}"
+    ]
+    report = json.loads(ok(hpcrepro("prep", "verify", out, "--json")).stdout)
+    assert report["splits"]["train"]["records"] == 19 and report["splits"]["val"]["records"] == 8
+    assert report["splits"]["val"]["listed"] == 9
+
+
+def test_layout_mistakes(synthetic: SyntheticSet, tmp_path: Path) -> None:
+    raw = copy_raw(synthetic, tmp_path)
+    empty = raw / "train" / "n00000001"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    user_error(prep(raw, tmp_path / "o1"), "class folder 'n00000001'", "has no images")
+    shutil.rmtree(empty)
+
+    shutil.rmtree(raw / "val" / synthetic.wnids[2])
+    user_error(prep(raw, tmp_path / "o2"), "val set's class folders differ", synthetic.wnids[2])
+    shutil.rmtree(raw / "val")
+    user_error(prep(raw, tmp_path / "o3"), "no validation images")
+
+    (raw / "val").mkdir()
+    for name, wnid in synthetic.val.items():
+        shutil.copy(synthetic.extracted / "val" / wnid / name, raw / "val" / name)
+    user_error(prep(raw, tmp_path / "o4"), "no labels file was found", "--val-labels")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{n} {w}\n" for n, w in list(synthetic.val.items())[1:]))
+    user_error(prep(raw, tmp_path / "o5", "--val-labels", labels), "gives no class for 1 of the 8")
+
+    (raw / "train" / "stray.jpg").write_bytes(b"x")
+    user_error(prep(raw, tmp_path / "o6"), "'stray.jpg'", "outside any class folder")
+    for out in ("o1", "o2", "o3", "o4", "o5", "o6"):
+        assert_not_complete(tmp_path / out)
+    user_error(prep(tmp_path / "missing", tmp_path / "o7"), "is not a folder")
+    (tmp_path / "o8").write_text("a file")
+    user_error(prep(raw, tmp_path / "o8"), "--out", "is a file")
+
+
+def test_tars_that_are_not_imagenet(synthetic: SyntheticSet, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with tarfile.open(raw / "ILSVRC2012_img_train.tar", "w") as tar:
+        tar.add(__file__, arcname="holiday/photo.jpg")
+    user_error(prep(raw, tmp_path / "o1"), "not the ImageNet train tar", "holiday/photo.jpg")
+    (raw / "ILSVRC2012_img_train.tar").write_bytes(b"this is not a tar at all" * 100)
+    user_error(prep(raw, tmp_path / "o2"), "not a readable tar file")
+    (raw / "ILSVRC2012_img_train.tar").unlink()
+    os.symlink(synthetic.tars / "ILSVRC2012_img_train.tar", raw / "ILSVRC2012_img_train.tar")
+    os.symlink(synthetic.tars / "ILSVRC2012_img_train.tar", raw / "ILSVRC2012_img_val.tar")
+    shutil.copy(synthetic.tars / "LOC_val_solution.csv", raw)
+    user_error(prep(raw, tmp_path / "o3"), "not the ImageNet val tar", "swap")
+
+
+def test_existing_outputs(synthetic: SyntheticSet, reference: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "train.rec").write_bytes(b"from somewhere else")
+    user_error(prep(synthetic.extracted, foreign), "already holds train.rec", "--write-manifest")
+    assert (foreign / "train.rec").read_bytes() == b"from somewhere else"
+
+    raw = copy_raw(synthetic, tmp_path)
+    _truncate_first_image(raw)
+    out = tmp_path / "out"
+    user_error(prep(raw, out), "truncated JPEG")
+    user_error(prep(synthetic.extracted, out), "partial prep of other input", "--restart")
+    ok(prep(synthetic.extracted, out, "--restart"))
+    same_outputs(reference, out)
+
+
+@contextmanager
+def small_filesystem(path: Path, size: str, *options: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (needs root, as in CI)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs",
+                    str(path)], check=True)  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_full_disk_is_caught_before_writing(synthetic: SyntheticSet, tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "small", "40k") as small:
+        user_error(prep(synthetic.extracted, small / "out"), "needs", "only", "is free")
+        assert_not_complete(small / "out")
+
+
+def test_read_only_output(synthetic: SyntheticSet, tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "ro", "1m", "ro") as readonly:
+        user_error(prep(synthetic.extracted, readonly / "out"), "cannot write in", "Read-only")
+
+
+def test_write_failure_midway_then_resume(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    def limit_file_size() -> None:  # the kernel refuses writes past 30 kB, like a full quota
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    out = tmp_path / "out"
+    user_error(prep(synthetic.extracted, out, preexec=limit_file_size), "no space left")
+    assert_not_complete(out)
+    ok(prep(synthetic.extracted, out))
+    same_outputs(reference, out)
+
+
+def test_resume_after_a_kill_between_renames(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    ok(prep(synthetic.extracted, out, "--shard", "0/1"))
+    work = out / ".hpcrepro-prep"
+    # Killed inside the join: train's index already renamed, its records not yet.
+    os.replace(work / "train.00000-of-00001.idx", work / "train.idx")
+    result = ok(prep(synthetic.extracted, out))
+    assert "packing" not in result.stderr  # the packed shards were kept, not redone
+    same_outputs(reference, out)
+
+
+def test_killed_at_any_moment_then_rerun_gives_the_same_files(tmp_path: Path) -> None:
+    data = make_imagenet(tmp_path / "raw", classes=6, train_per_class=60, val_per_class=5,
+                         noise=True, tars=False)  # fmt: skip
+    reference = tmp_path / "reference"
+    ok(prep(data.extracted, reference))
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for number, delay in enumerate((0.15, 0.3, 0.45, 0.6)):
+        out = tmp_path / f"out{number}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hpcrepro", "prep", "imagenet", "--raw", str(data.extracted),
+             "--out", str(out), "--workers", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ok(prep(data.extracted, out))
+        same_outputs(reference, out)
