@@ -1,25 +1,18 @@
 """Render the Slurm script of a sharded prep: a job array packs the shards, a dependent job joins.
 
-Pure: parameters in, script text out. Every value reaches the script through `shell.quote` (the `q`
-filter); a plain string printed without it is a render error, as in the training templates. The
+Pure: parameters in, script text out, through the training script's strict Jinja environment
+(`render.render_template`): a plain string printed without the `q` filter is a render error. The
 job scripts are fed to `sbatch` through quoted here-documents, so values are never expanded twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hpcrepro import __version__
 from hpcrepro.errors import UserError
-from hpcrepro.resources import templates_dir
-from hpcrepro.shell import quote
 
 TEMPLATE = "prep.sbatch.j2"
-
-
-class _Quoted(str):
-    """Text already safe on a shell line."""
 
 
 @dataclass(frozen=True)
@@ -65,37 +58,13 @@ def _check(job: PrepJob) -> None:
         )
 
 
-def _q(value: object) -> _Quoted:
-    return _Quoted(quote(value))
-
-
-def _qjoin(values: Iterable[object]) -> _Quoted:
-    return _Quoted(" ".join(quote(v) for v in values))
-
-
-def _finalize(value: object) -> object:
-    if isinstance(value, _Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ValueError(f"unquoted value {value!r} in {TEMPLATE}: use the q filter")
-
-
 def render_prep_script(job: PrepJob) -> str:
     """The bash script that submits the pack array and the join job, and prints the join job id."""
-    import jinja2
+    from hpcrepro.render import render_template
 
     _check(job)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    env.filters["q"] = _q
-    env.filters["qjoin"] = _qjoin
-    return env.get_template(TEMPLATE).render(
+    return render_template(
+        TEMPLATE,
         version=__version__,
         shards=job.shards,
         workers=job.workers,
