@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 5, 6 and 7 in one unattended session on an NVIDIA machine (used on a
+# lent 2 x H200 node): DALI reads hpcrepro's RecordIO, detect captures the node, the reference
+# workload trains on the GPUs and is timed. Results go under $OUT/gpu (also tarred to one file).
+#
+#   bash benchmarks/gpu_session.sh checks       # DALI, detect, workload end-to-end check
+#   bash benchmarks/gpu_session.sh throughput   # workload images/s on 1 and 2 GPUs
+#
+# DALI and its wheels are expected as .dali/part-* or /tmp/dali-parts/part-* (a split tar of
+# wheels), or already installed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$PWD/gpu-out}
+results=/tmp/gpu-results  # many files: only the tarball goes to $OUT
+mkdir -p "$results"
+
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv | tee "$results/gpus.csv"
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())'
+
+case "${1:-checks}" in
+checks)
+    if ! python3 -c 'import nvidia.dali' 2>/dev/null; then
+        mkdir -p /tmp/dali-wheels /tmp/dali-site
+        # The parts may have been staged in /tmp/dali-parts by earlier transfers (the wheels are
+        # larger than one transfer).
+        parts_dir=.dali
+        [[ -d /tmp/dali-parts ]] && cp .dali/part-* /tmp/dali-parts/ 2>/dev/null && parts_dir=/tmp/dali-parts
+        cat "$parts_dir"/part-* | tar xf - -C /tmp/dali-wheels
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/dali-site \
+            /tmp/dali-wheels/wheels/*.whl
+        export PYTHONPATH="/tmp/dali-site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    mkdir -p "$results/detect" "$results/dali" "$results/workload-check"
+    OUT="$results/detect" timeout 300 python3 benchmarks/detect_capture.py 2>&1 | tee "$results/detect.log"
+    OUT="$results/dali" PYTHONPATH="src:${PYTHONPATH:-}" timeout 400 python3 benchmarks/dali_read.py \
+        2>&1 | tee "$results/dali.log"
+    PYTHONPATH="src:.device-carry" timeout 400 python3 benchmarks/workload_gpu_check.py --nproc 2 \
+        --out "$results/workload-check" 2>&1 | tee "$results/workload-check.log"
+    ;;
+throughput)
+    mkdir -p "$results/throughput-1" "$results/throughput-2"
+    CUDA_VISIBLE_DEVICES=0 PYTHONPATH=src timeout 280 python3 benchmarks/workload_throughput.py \
+        --out "$results/throughput-1" 2>&1 | tee "$results/throughput-1.log"
+    PYTHONPATH=src timeout 280 python3 benchmarks/workload_throughput.py --nproc 2 \
+        --out "$results/throughput-2" 2>&1 | tee "$results/throughput-2.log"
+    ;;
+esac
+tar czf "$OUT/gpu-${1:-checks}.tgz" -C "$results" .
