@@ -1,0 +1,252 @@
+"""Resolve system x version x site x overrides into one validated configuration.
+
+Layers, lowest first: the system catalog (NVIDIA's config, common file under it), the site YAML,
+then `--set key=value` overrides. Every value remembers where it came from so that
+`hpcrepro config show --explain` can answer "why is LR 10.5 here?".
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from hpcrepro.catalog import SystemVersion, load_catalog
+from hpcrepro.errors import UserError, location
+from hpcrepro.site import DEFAULT_SITE_PATH, SITE_ENV_VAR, Site
+from hpcrepro.validation import KeyPath, raise_validation_error
+from hpcrepro.yamlio import YamlDocument, load_yaml
+
+# Site keys that hold paths: relative values are taken relative to the file that wrote them.
+_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir")
+DEFAULT_ORIGIN = "default"
+SET_ORIGIN = "--set"
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """Everything needed to render and submit one system x version on one site."""
+
+    system: str
+    version: str
+    spec: SystemVersion
+    site: Site
+    site_path: Path | None
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        return self.site.runs
+
+    def time_limit_minutes(self, runs: int) -> int:
+        """Wall time for a job of `runs` runs: NVIDIA's per-run formula, for all runs, plus margin.
+
+        NVIDIA's configs evaluate `NEXP*a+b` with NEXP unset at source time, so their jobs get the
+        limit of one run while doing five; here the run count is always explicit.
+        """
+        minutes = runs * self.spec.minutes_per_run + self.spec.walltime_overhead_minutes
+        return math.ceil(minutes + self.site.time_margin_minutes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, written into campaign folders and shown by `config show`."""
+        spec = self.spec.model_dump(mode="json")
+        spec["global_batch"] = self.spec.global_batch
+        spec["eval_epochs"] = self.spec.eval_epochs()
+        spec["target_epoch"] = self.spec.target_epoch()
+        return {
+            "system": self.system,
+            "version": self.version,
+            "site_file": str(self.site_path) if self.site_path else None,
+            "spec": spec,
+            "site": self.site.model_dump(mode="json"),
+            "time_limit_minutes": self.time_limit_minutes(self.runs),
+        }
+
+    def origin_of(self, dotted: str) -> str:
+        """Where the value at `dotted` (e.g. 'spec.hparams.LR') came from."""
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):
+            origin = self.origins.get(".".join(parts[:end]))
+            if origin:
+                return origin
+        if dotted in ("spec.global_batch", "spec.eval_epochs", "spec.target_epoch"):
+            return "derived"
+        if dotted == "time_limit_minutes":
+            return "derived: runs x minutes_per_run + overhead + margin"
+        return DEFAULT_ORIGIN
+
+
+def find_site_file(explicit: Path | None) -> Path | None:
+    """`--site`, else $HPCREPRO_SITE, else ~/.config/hpcrepro/site.yaml if it exists."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(SITE_ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    default = DEFAULT_SITE_PATH.expanduser()
+    return default if default.is_file() else None
+
+
+def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
+    for key in _SITE_PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+            data[key] = str((base / value).resolve())
+        elif isinstance(value, str):
+            data[key] = os.path.expanduser(value)
+    image = data.get("image")
+    if isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs")):
+        if not os.path.isabs(os.path.expanduser(image)):
+            data["image"] = str((base / image).resolve())
+
+
+def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:
+    if path is None:
+        return {}, None
+    doc = load_yaml(path)
+    if doc.data is None:
+        return {}, doc
+    if not isinstance(doc.data, dict):
+        raise UserError(
+            "a site file must be a mapping of keys to values",
+            where=str(path),
+            hint="see docs/site.md for an example",
+        )
+    data = copy.deepcopy(doc.data)
+    _absolutize_site_paths(data, path.resolve().parent)
+    return data, doc
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'a.b=value' into (['a', 'b'], value); the value is read as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(
+            f"'{text}' is not KEY=VALUE",
+            where="--set",
+            hint="for example --set partition=gpu or --set hparams.LR=10.5",
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict):
+        value = raw  # 'a: b' is meant as text, not as a mapping
+    return key.split("."), value
+
+
+def _route(parts: list[str], site_keys: set[str], system_keys: set[str]) -> tuple[str, list[str]]:
+    """Decide whether an override targets the site or the system layer."""
+    head = parts[0]
+    if head in ("site", "system") and len(parts) > 1:
+        return head, parts[1:]
+    if head in site_keys:
+        return "site", parts
+    if head in system_keys:
+        return "system", parts
+    valid = sorted(site_keys | system_keys)
+    close = difflib.get_close_matches(head, valid, n=3)
+    raise UserError(
+        f"unknown key '{'.'.join(parts)}'",
+        where="--set",
+        hint=(f"did you mean {', '.join(close)}? " if close else "")
+        + f"valid keys: {', '.join(valid)} (prefix with site. or system. to be explicit)",
+    )
+
+
+def _assign(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve(
+    system: str,
+    version: str,
+    site_path: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> ResolvedConfig:
+    """Build and validate the configuration; every user mistake becomes a UserError."""
+    catalog = load_catalog()
+    catalog.get(system, version)  # unknown system or version: a UserError with close matches
+    system_data = copy.deepcopy(catalog.raw(system, version))
+    origins = {f"spec.{key}": origin for key, origin in catalog.origin(system, version).items()}
+
+    site_file = find_site_file(site_path)
+    site_data, site_doc = _load_site(site_file)
+    if site_doc is not None:
+        for key_path, line in site_doc.lines.items():
+            dotted = ".".join(str(part) for part in key_path)
+            origins[f"site.{dotted}"] = location(str(site_file), line=line)
+
+    site_keys = set(Site.model_fields)
+    system_keys = set(SystemVersion.model_fields)
+    set_keys: set[tuple[str, ...]] = set()
+    for text in overrides:
+        parts, value = parse_override(text)
+        layer, path = _route(parts, site_keys, system_keys)
+        if layer == "site" and path[0] in _SITE_PATH_KEYS and isinstance(value, str) and value:
+            value = str(Path(value).expanduser().resolve())
+        _assign(site_data if layer == "site" else system_data, path, value)
+        prefix = "site" if layer == "site" else "spec"
+        origins[f"{prefix}.{'.'.join(path)}"] = f"{SET_ORIGIN} {text.partition('=')[0]}"
+        set_keys.add((layer, *path))
+
+    def site_where(loc: KeyPath) -> str:
+        dotted = ".".join(str(part) for part in loc)
+        if ("site", *[str(part) for part in loc[:1]]) in {k[:2] for k in set_keys}:
+            return f"--set {dotted}"
+        if site_doc is not None:
+            return site_doc.where(loc)
+        return location(str(site_file) if site_file else "site settings", dotted)
+
+    try:
+        site = Site.model_validate(site_data)
+    except ValidationError as exc:
+        hint_missing = any(
+            e["type"] == "missing" and e["loc"][0] in ("dataset_dir", "log_dir")
+            for e in exc.errors()
+        )
+        if site_file is None and hint_missing:
+            raise UserError(
+                "no site configuration: dataset_dir and log_dir are required",
+                hint="pass --site site.yaml, set $HPCREPRO_SITE, create "
+                "~/.config/hpcrepro/site.yaml, or use --set dataset_dir=... --set log_dir=...",
+            ) from None
+        raise_validation_error(exc, Site, site_where)
+        raise  # unreachable: raise_validation_error always raises
+
+    def system_where(loc: KeyPath) -> str:
+        dotted = ".".join(str(part) for part in loc)
+        if ("system", *[str(part) for part in loc[:1]]) in {k[:2] for k in set_keys}:
+            return f"--set {dotted}"
+        origin = origins.get(f"spec.{dotted}") or origins.get(f"spec.{loc[0]}")
+        return f"{origin} key '{dotted}'" if origin else f"system {system} {version} key '{dotted}'"
+
+    try:
+        spec = SystemVersion.model_validate(system_data)
+    except ValidationError as exc:
+        raise_validation_error(exc, SystemVersion, system_where)
+        raise
+
+    return ResolvedConfig(
+        system=system,
+        version=version,
+        spec=spec,
+        site=site,
+        site_path=site_file.resolve() if site_file else None,
+        origins=origins,
+    )

@@ -1,0 +1,221 @@
+"""Rendered sbatch scripts: golden files, shell syntax, shellcheck, and runs under stand-ins.
+
+pyxis and Apptainer cannot be installed here, so `tests/fakes/` holds strict stand-ins for
+`srun` (with pyxis' options), `apptainer` and `enroot`: they reject any option or syntax the real
+tools would not accept, record every call, and run the task command on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcrepro.config import resolve
+from hpcrepro.render import apptainer_image, pyxis_image, render_training
+
+HERE = Path(__file__).parent
+SITES = HERE / "data" / "sites"
+GOLDEN = HERE / "golden"
+FAKES = HERE / "fakes"
+
+CASES = {
+    "dgxa100_8x8-r3.0-pyxis": ("dgxa100_8x8", "r3.0", "pyxis.yaml"),
+    "dgxh100_1x8-r4.0-pyxis": ("dgxh100_1x8", "r4.0", "pyxis.yaml"),
+    "dgxa100_1x8-r2.1-apptainer": ("dgxa100_1x8", "r2.1", "apptainer.yaml"),
+    "dgxh100_64x8-r3.0-apptainer": ("dgxh100_64x8", "r3.0", "apptainer.yaml"),
+}
+
+
+def rendered(name: str) -> str:
+    system, version, site = CASES[name]
+    cfg = resolve(system, version, SITES / site)
+    return render_training(
+        cfg, job_name=f"hpcrepro-{system}-{version}", run_indices=[1, 2, 3, 4, 5]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_golden_file(name: str) -> None:
+    text = rendered(name)
+    golden = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"regenerate with UPDATE_GOLDEN=1 if intended ({golden})"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bash_syntax_and_shellcheck(name: str, tmp_path: Path) -> None:
+    script = tmp_path / "job.sbatch"
+    script.write_text(rendered(name))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_sbatch_lines_carry_site_options() -> None:
+    text = rendered("dgxa100_8x8-r3.0-pyxis")
+    lines = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --nodes=8" in lines and "#SBATCH --ntasks-per-node=8" in lines
+    assert "#SBATCH --partition=batch" in lines and "#SBATCH --account=mlperf" in lines
+    assert "#SBATCH --gpus-per-node=8" in lines and "#SBATCH --exclusive" in lines
+    cfg = resolve("dgxa100_8x8", "r3.0", SITES / "pyxis.yaml")
+    assert f"#SBATCH --time={cfg.time_limit_minutes(5)}" in lines
+    gres = rendered("dgxa100_1x8-r2.1-apptainer")
+    assert "#SBATCH --gres=gpu:8" in gres and "--exclusive" not in gres
+    assert "#SBATCH --network=sharp" in rendered("dgxh100_64x8-r3.0-apptainer")
+
+
+def test_ruleset_is_the_versions_own() -> None:
+    assert "export MLPERF_RULESET=3.0.0" in rendered("dgxa100_8x8-r3.0-pyxis")
+    assert "export MLPERF_RULESET=2.1.0" in rendered("dgxa100_1x8-r2.1-apptainer")
+
+
+def test_every_catalog_export_reaches_the_script() -> None:
+    cfg = resolve("dgxh100_64x8", "r3.0", SITES / "pyxis.yaml")
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    for name in [*cfg.spec.env, *cfg.spec.hparams.exports()]:
+        assert f"\nexport {name}=" in text, name
+
+
+def test_image_references() -> None:
+    assert pyxis_image("nvcr.io/nvidia/mxnet:23.04-py3") == "nvcr.io#nvidia/mxnet:23.04-py3"
+    assert pyxis_image("nvcr.io#nvidia/mxnet:23.04-py3") == "nvcr.io#nvidia/mxnet:23.04-py3"
+    assert pyxis_image("docker://ubuntu:22.04") == "ubuntu:22.04"
+    assert pyxis_image("/images/rn50.sqsh") == "/images/rn50.sqsh"
+    assert apptainer_image("nvcr.io#nvidia/mxnet:23.04-py3") == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+    assert apptainer_image("/images/rn50.sif") == "/images/rn50.sif"
+
+
+def run_under_fakes(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list]:
+    """Run a rendered script with the stand-ins first on PATH, as sbatch would on one node."""
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    log = tmp_path / "calls.jsonl"
+    env = dict(
+        os.environ,
+        PATH=f"{FAKES}:{os.environ['PATH']}",
+        FAKE_SRUN_LOG=str(log),
+        FAKE_SRUN_STATE=str(tmp_path / "containers"),
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NUM_NODES="1",
+        SLURM_JOB_NODELIST="node1",
+    )
+    result = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=120)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls
+
+
+def recorder(tmp_path: Path) -> str:
+    """A training command that records its environment and working folder as JSON."""
+    script = tmp_path / "record.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "out = os.path.join(os.environ['HPCREPRO_RUN_RECORD'], 'rank%s-%s.json' % (os.environ['SLURM_PROCID'], os.environ['SEED']))\n"
+        "json.dump({'env': dict(os.environ), 'cwd': os.getcwd()}, open(out, 'w'))\n"
+        "print(':::MLLOG {\"key\": \"run_stop\", \"value\": null}')\n"
+    )
+    return f"{sys.executable} {script}"
+
+
+@pytest.mark.parametrize("runtime", ["pyxis", "apptainer"])
+def test_script_runs_under_strict_stand_ins(runtime: str, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    data, logs, cache = tmp_path / "data", tmp_path / "logs", tmp_path / "cache"
+    data.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"runtime: {runtime}\nimage: nvcr.io/nvidia/mxnet:23.04-py3\n"
+        f"dataset_dir: {data}\nlog_dir: {logs}\nimage_cache_dir: {cache}\n"
+        f"drop_caches_command: 'true'\ncheck_compliance: false\nworkdir: {tmp_path}\n"
+        f"srun_args: [--cpu-bind=none]\n"
+    )
+    cfg = resolve(
+        "dgxh100_1x8", "r4.0", site,
+        [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "gpus_per_node=2"],
+    )
+    result, calls = run_under_fakes(render_training(cfg, job_name="t", run_indices=[1, 2]), tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert sorted(p.name for p in logs.iterdir() if p.suffix == ".log") == ["run-01.log", "run-02.log"]
+    run_log = (logs / "run-01.log").read_text()
+    assert '"key": "cache_clear", "value": true' in run_log
+    assert len(list(records.iterdir())) == 4  # 2 runs x 2 tasks
+    seeds = {p.name.split("-")[1] for p in records.iterdir()}
+    assert len(seeds) == 2  # a fresh seed per run
+    if runtime == "pyxis":
+        imports = [c for c in calls if "--container-image" in c.get("options", {})]
+        assert len(imports) == 1 and imports[0]["options"]["--container-image"] == "nvcr.io#nvidia/mxnet:23.04-py3"
+        train = [c for c in calls if c.get("options", {}).get("--mpi") == "pmix"]
+        assert len(train) == 2
+        assert train[0]["options"]["--ntasks-per-node"] == "2"
+        assert train[0]["options"]["--container-mounts"] == f"{data}:/data,{logs}:/results"
+        removed = [c for c in calls if c.get("command", [None])[0] == "bash" and "enroot list" in " ".join(c["command"])]
+        assert removed and removed[-1]["command"][-1] == "hpcrepro_4242"
+    else:
+        builds = [c for c in calls if c.get("apptainer", [None])[0] == "build"]
+        assert len(builds) == 1 and builds[0]["apptainer"][2] == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+        execs = [c["apptainer"] for c in calls if c.get("apptainer", [None])[0] == "exec"]
+        assert execs and all("--nv" in e and "--pwd" in e for e in execs)
+
+
+HOSTILE = [
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a b  c",
+    "quote'single\"double",
+    "new\nline",
+    "semi; touch PWNED",
+    "back\\slash $HOME ${PATH}",
+]
+
+
+def test_hostile_values_arrive_intact_and_never_execute(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    weird = tmp_path / "data $(touch PWNED) `id`"
+    weird.mkdir()
+    logs = tmp_path / "logs 'x'"
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "runtime: none\ncheck_compliance: false\ndrop_caches_command: null\n"
+        f"dataset_dir: {json.dumps(str(weird))}\nlog_dir: {json.dumps(str(logs))}\n"
+        "env:\n" + "".join(f"  HOSTILE_{i}: {json.dumps(v)}\n" for i, v in enumerate(HOSTILE))
+    )
+    cfg = resolve(
+        "dgxh100_1x8", "r4.0", site,
+        [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "gpus_per_node=1"],
+    )
+    script = render_training(cfg, job_name="t", run_indices=[1], launcher="local")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not list(tmp_path.rglob("PWNED")), "a value was executed"
+    (record,) = records.iterdir()
+    env = json.loads(record.read_text())["env"]
+    for i, value in enumerate(HOSTILE):
+        assert env[f"HOSTILE_{i}"] == value
+    assert env["HPCREPRO_DATA_DIR"] == str(weird)
+    assert (logs / "run-01.log").is_file()
+
+
+def test_local_launcher_starts_one_process_per_gpu(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(f"runtime: none\ncheck_compliance: false\ndrop_caches_command: null\ndataset_dir: {tmp_path}\nlog_dir: {tmp_path / 'logs'}\n")
+    cfg = resolve("l40s_2x4", "r4.0", site, [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "nodes=1"])
+    script = render_training(cfg, job_name="t", run_indices=[1], launcher="local")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    ranks = sorted(json.loads(p.read_text())["env"]["SLURM_PROCID"] for p in records.iterdir())
+    assert ranks == ["0", "1", "2", "3"]
