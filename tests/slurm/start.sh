@@ -123,6 +123,7 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
+EnforcePartLimits=ALL
 ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2,defer_batch
@@ -140,7 +141,7 @@ InactiveLimit=0
 MessageTimeout=20
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=node[1-2] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$NODE_PORTS] CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=2000 State=UNKNOWN
+NodeName=node[1-2] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$NODE_PORTS] CPUs=16 Boards=1 SocketsPerBoard=1 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=batch Nodes=node[1-2] Default=NO MaxTime=120 MaxNodes=2 State=UP
 CONF
