@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "hpcrepro.commands.prep",
     "hpcrepro.commands.workload",
     "hpcrepro.commands.detect",
+    "hpcrepro.commands.systems",
 )
 
 app = typer.Typer(

@@ -1,0 +1,551 @@
+"""The system catalog: NVIDIA's ResNet-50 configs as validated objects.
+
+Each `systems/<name>.yaml` holds one system (a node count and GPU type) with a block per
+MLPerf version; `systems/_common.yaml` holds the exports of NVIDIA's `config_DGXA100_common.sh`
+per version, which every node config sources first. A system's `env` is laid over that common
+layer. Extra folders (`$HPCREPRO_SYSTEMS`) let a site add or replace systems without touching
+the installed package.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+
+from hpcrepro.errors import UserError, location
+from hpcrepro.shell import check_env_name
+from hpcrepro.yamlio import KeyPath, YamlDocument, load_yaml
+
+VERSIONS = ("r2.1", "r3.0", "r3.1", "r4.0")
+COMMON_FILE = "_common.yaml"
+EXTRA_DIRS_ENV = "HPCREPRO_SYSTEMS"
+
+# Exports that the catalog keeps as structured fields, never inside `env`.
+STRUCTURED_EXPORTS = {
+    "DGXNNODES": "nodes",
+    "DGXNGPU": "gpus_per_node",
+    "BATCHSIZE": "batch_per_gpu",
+    "DGXSYSTEM": "dgxsystem",
+    "WALLTIME": "minutes_per_run and walltime_overhead_minutes",
+    "SBATCH_NETWORK": "sbatch_network",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Published(_Strict):
+    """NVIDIA's published result for this system and version."""
+
+    score_minutes: float = Field(gt=0)
+    result_dir: str
+    result_id: str | None = None
+
+
+class Hyperparameters(_Strict):
+    """Training hyperparameters; exported to the job under these exact names."""
+
+    OPTIMIZER: str
+    LR: float
+    WARMUP_EPOCHS: int = Field(ge=0)
+    NUMEPOCHS: int = Field(ge=1)
+    EVAL_OFFSET: int = Field(ge=0)
+    EVAL_PERIOD: int = Field(default=4, ge=1)
+    WD: float
+    MOM: float
+    LARSETA: float
+    LABELSMOOTHING: float
+    LRSCHED: str
+    NETWORK: str
+    KVSTORE: str = "horovod"
+    BN_GROUP: int | None = Field(default=None, ge=1)
+    INPUT_BATCH_MULTIPLIER: int | None = Field(default=None, ge=1)
+
+    # Text of values given as strings ("5.0e-05"), so exports keep NVIDIA's spelling.
+    _texts: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_texts(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        model = handler(data)
+        if isinstance(data, dict):
+            model._texts = {k: v.strip() for k, v in data.items() if isinstance(v, str)}
+        return model
+
+    @model_validator(mode="after")
+    def _has_an_eval(self) -> Hyperparameters:
+        if self.EVAL_OFFSET + 1 > self.NUMEPOCHS:
+            raise ValueError(
+                f"EVAL_OFFSET {self.EVAL_OFFSET} leaves no evaluation within NUMEPOCHS "
+                f"{self.NUMEPOCHS}; evaluations happen at epochs EVAL_OFFSET+1 + k*EVAL_PERIOD"
+            )
+        return self
+
+    def exports(self) -> dict[str, str]:
+        """NAME -> value text as NVIDIA wrote it (None values are not exported)."""
+        result: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            result[name] = self._text_of(name, value)
+        return result
+
+    def _text_of(self, name: str, value: object) -> str:
+        text = self._texts.get(name)
+        if text is not None and _same_value(text, value):
+            return text
+        return str(value)
+
+
+def _same_value(text: str, value: object) -> bool:
+    """True when `text` still spells `value` (it may have been changed after loading)."""
+    if isinstance(value, str):
+        return text == value
+    try:
+        return float(text) == float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+
+
+def _env_to_text(value: Any) -> Any:
+    """Check env names and turn numbers into text; booleans become 1/0 as in NVIDIA's configs."""
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for name, item in value.items():
+        name = str(name)
+        try:
+            check_env_name(name)
+        except UserError as error:
+            raise ValueError(f"{error.message} ({error.hint})") from None
+        if name in STRUCTURED_EXPORTS:
+            raise ValueError(
+                f"{name} is not set in env: it comes from '{STRUCTURED_EXPORTS[name]}'"
+            )
+        if name in Hyperparameters.model_fields:
+            raise ValueError(f"{name} is a hyperparameter: set it under 'hparams', not 'env'")
+        if isinstance(item, bool):
+            item = "1" if item else "0"
+        elif isinstance(item, (int, float)):
+            item = str(item)
+        elif item is None:
+            raise ValueError(f'env {name} has no value: write a string, e.g. {name}: "1"')
+        result[name] = item
+    return result
+
+
+class SystemVersion(_Strict):
+    """One system in one MLPerf version: scale, hyperparameters, environment, provenance."""
+
+    provenance: Literal["published", "derived"]
+    source: str
+    derived_from: str | None = None
+    note: str | None = None
+    dgxsystem: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+    batch_per_gpu: int = Field(ge=1)
+    minutes_per_run: float = Field(gt=0)
+    walltime_overhead_minutes: float = Field(ge=0)
+    implementation: str
+    container_base: str
+    ruleset: Literal["2.1.0", "3.0.0", "3.1.0", "4.0.0"]
+    sbatch_network: str | None = None
+    published: Published | None = None
+    hparams: Hyperparameters
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_text(cls, value: Any) -> Any:
+        return _env_to_text(value)
+
+    @model_validator(mode="after")
+    def _provenance_is_explained(self) -> SystemVersion:
+        if self.provenance == "derived" and not self.derived_from:
+            raise ValueError("a derived entry needs 'derived_from': say what it is built from")
+        return self
+
+    @property
+    def global_batch(self) -> int:
+        return self.nodes * self.gpus_per_node * self.batch_per_gpu
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def eval_epochs(self) -> list[int]:
+        """1-based epochs with an evaluation (NVIDIA's fit.py: epoch % period == offset)."""
+        hp = self.hparams
+        return list(range(hp.EVAL_OFFSET + 1, hp.NUMEPOCHS + 1, hp.EVAL_PERIOD))
+
+    def target_epoch(self) -> int:
+        """The last evaluation epoch: a run that has not converged there is aborted."""
+        return self.eval_epochs()[-1]
+
+
+class SystemEntry(_Strict):
+    """One `systems/<name>.yaml` file."""
+
+    system: str
+    title: str
+    gpu_model: str
+    versions: dict[str, SystemVersion]
+
+    @field_validator("versions")
+    @classmethod
+    def _known_versions(cls, value: dict[str, SystemVersion]) -> dict[str, SystemVersion]:
+        for version in value:
+            if version not in VERSIONS:
+                raise ValueError(f"unknown version '{version}'{_suggest(version, VERSIONS)}")
+        if not value:
+            raise ValueError(f"no versions: add at least one of {', '.join(VERSIONS)}")
+        return value
+
+
+class _CommonVersion(_Strict):
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_text(cls, value: Any) -> Any:
+        return _env_to_text(value)
+
+
+class _CommonFile(_Strict):
+    versions: dict[Literal["r2.1", "r3.0", "r3.1", "r4.0"], _CommonVersion]
+
+
+def _natural_key(name: str) -> list[tuple[int, str]]:
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+@dataclass
+class _Source:
+    """Where a system's data came from: its document and the common layer documents."""
+
+    doc: YamlDocument
+    label: str
+
+
+@dataclass
+class Catalog:
+    """All systems, validated, with the line each value came from."""
+
+    systems: dict[str, SystemEntry]
+    path: Path
+    _sources: dict[str, _Source] = field(default_factory=dict, repr=False)
+    _common: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _raw: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def names(self) -> list[str]:
+        """System names in natural order (dgxh100_4x8 before dgxh100_64x8)."""
+        return sorted(self.systems, key=_natural_key)
+
+    def entry(self, system: str) -> SystemEntry:
+        found = self.systems.get(system)
+        if found is None:
+            raise UserError(
+                f"unknown system '{system}'{_suggest(system, self.names())}",
+                hint=f"systems in the catalog: {', '.join(self.names())} (see `hpcrepro systems`)",
+            )
+        return found
+
+    def get(self, system: str, version: str) -> SystemVersion:
+        entry = self.entry(system)
+        found = entry.versions.get(version)
+        if found is None:
+            have = ", ".join(entry.versions)
+            close = _suggest(version, list(entry.versions))
+            raise UserError(
+                f"system '{system}' has no version '{version}'{close}",
+                hint=f"versions of {system}: {have}",
+            )
+        return found
+
+    def raw(self, system: str, version: str) -> dict[str, Any]:
+        """Plain merged data (common env under the system's env) before validation."""
+        self.get(system, version)
+        data = copy.deepcopy(self._raw[system]["versions"][version])
+        env = {name: text for name, (text, _) in self._common.get(version, {}).items()}
+        env.update(data.get("env") or {})
+        data["env"] = env
+        return data
+
+    def origin(self, system: str, version: str) -> dict[str, str]:
+        """Dotted key -> 'file:line' for every value of this system and version."""
+        chosen = self.get(system, version)
+        source = self._sources[system]
+        base: KeyPath = ("versions", version)
+        result: dict[str, str] = {}
+        for key in ("system", "title", "gpu_model"):
+            result[key] = self._at(source, (key,))
+        for name in SystemVersion.model_fields:
+            if name in ("hparams", "env", "published"):
+                continue
+            result[name] = self._at(source, (*base, name))
+        for name in Hyperparameters.model_fields:
+            result[f"hparams.{name}"] = self._at(source, (*base, "hparams", name))
+        if chosen.published is not None:
+            for name in Published.model_fields:
+                result[f"published.{name}"] = self._at(source, (*base, "published", name))
+        else:
+            result["published"] = self._at(source, (*base, "published"))
+        for name, (_, where) in self._common.get(version, {}).items():
+            result[f"env.{name}"] = where
+        for name in self._raw[system]["versions"][version].get("env") or {}:
+            result[f"env.{name}"] = self._at(source, (*base, "env", str(name)))
+        return result
+
+    @staticmethod
+    def _at(source: _Source, key_path: KeyPath) -> str:
+        line = source.doc.lines.get(key_path)
+        return f"{source.label}:{line}" if line else f"{source.label} (default)"
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _label(path: Path, shipped: Path) -> str:
+    """'systems/x.yaml' for shipped files, the full path for a user's own folder."""
+    return f"systems/{path.name}" if path.parent == shipped else str(path)
+
+
+def _validation_error(error: ValidationError, doc: YamlDocument, prefix: KeyPath = ()) -> UserError:
+    """Turn pydantic's first error into a message naming file, line, key and the fix."""
+    problems = _ordered(error)
+    first = problems[0]
+    loc = tuple(str(part) for part in first["loc"])
+    key_path: KeyPath = (*prefix, *loc)
+    dotted = ".".join(str(part) for part in key_path)
+    where = location(str(doc.path), dotted or None, doc.line_of(key_path))
+    kind = first["type"]
+    more = len(problems) - 1
+    also = f" ({more} more problem{'s' if more > 1 else ''} in this file)" if more else ""
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        return UserError(
+            f"unknown key '{loc[-1]}'{_suggest(loc[-1], valid)}{also}",
+            where=where,
+            hint=f"valid keys here: {', '.join(valid)}",
+        )
+    if kind == "missing":
+        return UserError(
+            f"required key '{loc[-1]}' is missing{also}",
+            where=where,
+            hint=f"add '{loc[-1]}:' with its value",
+        )
+    message = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    return UserError(f"{message}{shown}{also}", where=where, hint=_hint_for(kind, loc))
+
+
+def _ordered(error: ValidationError) -> list[Any]:
+    """Unknown keys first: a typo also makes the real key 'missing', and the typo is the cause."""
+    problems = error.errors(include_url=False)
+    return sorted(problems, key=lambda problem: problem["type"] != "extra_forbidden")
+
+
+def _hint_for(kind: str, loc: tuple[str, ...]) -> str:
+    if kind.startswith(("int", "float")):
+        return "write a plain number without quotes or units"
+    if kind == "literal_error":
+        return "use one of the values listed"
+    if kind in ("dict_type", "model_type"):
+        return "this key needs a mapping of 'name: value' lines below it"
+    if (loc and loc[-1] == "env") or "env" in loc:
+        return "env maps variable names to text values"
+    return "see docs/catalog.md for the file format"
+
+
+def _valid_keys(loc: tuple[str, ...]) -> list[str]:
+    """Valid keys of the model found at `loc` inside a system file."""
+    model: type[BaseModel] = SystemEntry
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if model is SystemEntry and part == "versions":
+            if not parts:
+                return list(VERSIONS)
+            parts.pop(0)
+            model = SystemVersion
+        elif model is _CommonFile and part == "versions":
+            if not parts:
+                return list(VERSIONS)
+            parts.pop(0)
+            model = _CommonVersion
+        elif part == "hparams":
+            model = Hyperparameters
+        elif part == "published":
+            model = Published
+        else:
+            break
+    return list(model.model_fields)
+
+
+def _load_common(path: Path) -> tuple[YamlDocument, _CommonFile]:
+    doc = load_yaml(path)
+    if doc.data is None:
+        doc.data = {"versions": {}}
+    try:
+        return doc, _CommonFile.model_validate(doc.data)
+    except ValidationError as error:
+        raise _validation_error(error, doc) from None
+
+
+def _merge_common(
+    layers: dict[str, dict[str, tuple[str, str]]],
+    doc: YamlDocument,
+    parsed: _CommonFile,
+    label: str,
+) -> None:
+    for version, block in parsed.versions.items():
+        target = layers.setdefault(version, {})
+        for name, text in block.env.items():
+            line = doc.lines.get(("versions", version, "env", name))
+            target[name] = (text, f"{label}:{line}" if line else label)
+
+
+def _load_system(
+    path: Path, label: str, common: dict[str, dict[str, tuple[str, str]]]
+) -> tuple[YamlDocument, SystemEntry]:
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise UserError(
+            "a system file must be a mapping with system, title, gpu_model, versions",
+            where=str(path),
+            hint="see docs/catalog.md for the file format",
+        )
+    if data.get("system") != path.stem:
+        raise UserError(
+            f"'system: {data.get('system')}' does not match the file name '{path.name}'",
+            where=doc.where(("system",)),
+            hint=f"write 'system: {path.stem}' or rename the file to '{data.get('system')}.yaml'",
+        )
+    merged = copy.deepcopy(data)
+    versions = merged.get("versions")
+    if isinstance(versions, dict):
+        for version, block in versions.items():
+            if isinstance(block, dict) and isinstance(block.get("env", {}), dict):
+                env = {name: text for name, (text, _) in common.get(str(version), {}).items()}
+                env.update(block.get("env") or {})
+                block["env"] = env
+    try:
+        entry = SystemEntry.model_validate(merged)
+    except ValidationError as error:
+        converted = _validation_error(error, doc)
+        loc = tuple(str(p) for p in _ordered(error)[0]["loc"])
+        if len(loc) >= 4 and loc[2] == "env" and doc.lines.get(loc) is None:
+            where = common.get(loc[1], {}).get(loc[3], (None, None))[1]
+            if where:
+                converted.where = f"{where} key 'versions.{loc[1]}.env.{loc[3]}'"
+        raise converted from None
+    return doc, entry
+
+
+def _extra_dirs() -> list[Path]:
+    value = os.environ.get(EXTRA_DIRS_ENV, "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+def _fingerprint(folders: Sequence[Path]) -> tuple[tuple[str, int], ...]:
+    stamps: list[tuple[str, int]] = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.y*ml")):
+            stamps.append((str(path), path.stat().st_mtime_ns))
+    return tuple(stamps)
+
+
+_CACHE: dict[tuple[Any, ...], Catalog] = {}
+
+
+def load_catalog(directory: Path | None = None, *, extra: Sequence[Path] | None = None) -> Catalog:
+    """Load and validate the catalog.
+
+    `directory` defaults to the shipped `systems/` folder. `extra` folders (default: the
+    `$HPCREPRO_SYSTEMS` list, only when `directory` is not given) are laid over it in order:
+    a system file there replaces the one of the same name, and an extra `_common.yaml` overrides
+    the common env key by key. The result is cached until a file changes.
+    """
+    from hpcrepro.resources import systems_dir
+
+    shipped = systems_dir()
+    primary = Path(directory) if directory is not None else shipped
+    extras = list(extra) if extra is not None else (_extra_dirs() if directory is None else [])
+    folders = [primary, *extras]
+    for folder in folders:
+        if not folder.is_dir():
+            origin = f" (from ${EXTRA_DIRS_ENV})" if folder in extras and extra is None else ""
+            raise UserError(
+                f"systems folder not found: {folder}{origin}",
+                hint="give an existing folder with <system>.yaml files",
+            )
+    key = (tuple(str(f.resolve()) for f in folders), _fingerprint(folders))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    catalog = _build(folders, shipped)
+    _CACHE.clear()
+    _CACHE[key] = catalog
+    return catalog
+
+
+def _build(folders: Sequence[Path], shipped: Path) -> Catalog:
+    common: dict[str, dict[str, tuple[str, str]]] = {}
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix == ".yml":
+                raise UserError(
+                    f"{path.name} ends in .yml",
+                    where=str(path),
+                    hint=f"rename it to {path.stem}.yaml; only .yaml files are read",
+                )
+            if path.suffix != ".yaml":
+                continue
+            if path.name == COMMON_FILE:
+                doc, parsed = _load_common(path)
+                _merge_common(common, doc, parsed, _label(path, shipped))
+            elif path.name.startswith("_"):
+                raise UserError(
+                    f"unexpected file {path.name}",
+                    where=str(path),
+                    hint=f"only {COMMON_FILE} may start with '_'; "
+                    "system files are named <system>.yaml",
+                )
+            else:
+                files[path.stem] = path
+    catalog = Catalog(systems={}, path=folders[0], _common=common)
+    for name in sorted(files):
+        path = files[name]
+        doc, entry = _load_system(path, _label(path, shipped), common)
+        catalog.systems[name] = entry
+        catalog._sources[name] = _Source(doc=doc, label=_label(path, shipped))
+        catalog._raw[name] = doc.data
+    return catalog
