@@ -21,7 +21,7 @@ from hpcrepro.scheduler import states
 _SACCT_FIELDS = "JobIDRaw,JobName,State,Start,End,Elapsed,NNodes,NodeList,Reason,ExitCode"
 _SQUEUE_FORMAT = "%i|%j|%T|%S|%e|%M|%D|%N|%r|%k"
 _MAX_IDS_PER_CALL = 2000  # keeps the argument list far below ARG_MAX
-_NOT_SET = {"", "Unknown", "None", "N/A", "(null)"}
+_NOT_SET = {"", "Unknown", "None", "None assigned", "N/A", "(null)"}
 
 
 class SlurmUnavailable(UserError):
@@ -152,7 +152,9 @@ class Slurm:
         if missing or not accounting:
             queued = self._squeue_mine()
             for job in missing if accounting else wanted:
-                if job in queued:
+                # With accounting on, a job squeue already shows as ended is left for sacct's
+                # complete record (squeue drops nodes that finished first) on the next pass.
+                if job in queued and not (accounting and states.is_finished(queued[job].state)):
                     found[job] = queued[job]
         return {job: found[job] for job in wanted if job in found}
 
