@@ -73,10 +73,10 @@ def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.Ca
         st.new_stage("collect", "collect", "scripts/collect.sbatch", after=["run-01", "run-02"],
                      dependency=st.AFTER_ANY),
     ]
+    manifest = {"format": 1, "name": name, "id": st.new_id(), "created": st.now(),
+                "backend": "slurm", "runs_required": 2, "runs_per_job": 1, "stages": stages}
     for item in stages:
-        st.plan_attempt(name, item)
-    manifest = {"format": 1, "name": name, "created": st.now(), "backend": "slurm",
-                "runs_required": 2, "runs_per_job": 1, "stages": stages}  # fmt: skip
+        st.plan_attempt(manifest, item)
     manifest_io.save(paths.manifest, manifest)
     return paths, manifest
 
@@ -178,10 +178,13 @@ def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(
     assert "nothing to resubmit" in hpcrepro("resume", "kill", env=env).stdout
 
 
-def _jobs_named(env: dict[str, str], prefix: str) -> list[str]:
+def _jobs_of(env: dict[str, str], root: Path, name: str) -> list[str]:
+    """'stage.attempt' of every job Slurm knows for the campaign (by its unique token prefix)."""
+    manifest = manifest_io.load(layout.CampaignPaths(root / "logs" / name).manifest)
+    prefix = f"hpcrepro.{st.key(manifest)}."
     out = subprocess.run(["squeue", "-h", "--me", "-t", "all", "-o", "%j"], env=env,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return sorted(line for line in out.split() if line.startswith(prefix))
+    return sorted(line.removeprefix(prefix) for line in out.split() if line.startswith(prefix))
 
 
 def test_concurrent_submits_make_one_set_of_jobs(slurm_cluster, tmp_path: Path) -> None:
@@ -201,8 +204,8 @@ def test_concurrent_submits_make_one_set_of_jobs(slurm_cluster, tmp_path: Path) 
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     outputs = sorted(r.stdout.splitlines()[0] for r in results)
     assert outputs.count("campaign twice: already submitted: nothing to do") == 2
-    assert _jobs_named(slurm_cluster.env, "hpcrepro.twice.") == [
-        "hpcrepro.twice.collect.1", "hpcrepro.twice.run-01.1", "hpcrepro.twice.run-02.1"]
+    assert _jobs_of(slurm_cluster.env, tmp_path, "twice") == [
+        "collect.1", "run-01.1", "run-02.1"]
     wait_for(all_finished("twice", env), 90, "the campaign to end")
 
 
@@ -214,11 +217,10 @@ def test_crash_right_after_sbatch_leaves_no_duplicate(slurm_cluster, tmp_path: P
     assert crashed.returncode == 75
     left = manifest_io.load(layout.CampaignPaths(tmp_path / "logs" / "crash").manifest)
     assert [st.state_of(s) for s in left["stages"]] == ["submitting"] * 3
-    assert _jobs_named(slurm_cluster.env, "hpcrepro.crash.") == [
-        "hpcrepro.crash.run-01.1", "hpcrepro.crash.run-02.1"]
+    assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == ["run-01.1", "run-02.1"]
     hpcrepro("resume", "crash", env=env)
-    assert _jobs_named(slurm_cluster.env, "hpcrepro.crash.") == [
-        "hpcrepro.crash.collect.1", "hpcrepro.crash.run-01.1", "hpcrepro.crash.run-02.1"]
+    assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == [
+        "collect.1", "run-01.1", "run-02.1"]
     final = wait_for(all_finished("crash", env), 90, "the repaired campaign")
     assert final["runs"]["valid"] == 2
 

@@ -128,7 +128,7 @@ def dry_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
     lines = [f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
              "# graph: " + graph_text(manifest)]  # fmt: skip
     for stage in manifest["stages"]:
-        job = st.current(stage) or {"token": st.token(manifest["name"], stage["name"], 1)}
+        job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
         deps = [f"${_var(name)}" for name in stage["after"]]
         words = ["sbatch", "--parsable"]
         for arg in engine.sbatch_args(paths, manifest, stage, job, deps):

@@ -58,7 +58,7 @@ def check_scripts(paths: CampaignPaths, manifest: Manifest, backend: Backend) ->
         if stage["kind"] in seen or st.state_of(stage) != states.PLANNED:
             continue
         seen.add(stage["kind"])
-        job = st.current(stage) or {"token": st.token(manifest["name"], stage["name"], 0)}
+        job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 0)}
         args = sbatch_args(paths, manifest, stage, job, [])
         backend.test_only(paths.root / stage["script"], args)
 
@@ -208,7 +208,7 @@ def plan_resume(manifest: Manifest) -> list[str]:
             continue
         state = st.state_of(stage)
         if state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED:
-            st.plan_attempt(manifest["name"], stage)
+            st.plan_attempt(manifest, stage)
             planned.append(stage["name"])
     counts = run_counts(manifest)
     missing = manifest["runs_required"] - counts["valid"] - counts["coming"]
@@ -229,7 +229,7 @@ def plan_resume(manifest: Manifest) -> list[str]:
         stage = st.new_stage(name, st.TRAIN, f"scripts/{name}.sbatch", after=template["after"],
                              dependency=st.AFTER_OK, runs=indices,
                              replaces=sorted({old["name"] for old, _ in group}))  # fmt: skip
-        st.plan_attempt(manifest["name"], stage)
+        st.plan_attempt(manifest, stage)
         manifest["stages"].insert(insert_at, stage)
         insert_at += 1
         planned.append(name)
@@ -239,7 +239,7 @@ def plan_resume(manifest: Manifest) -> list[str]:
         new_runs = any(names.get(n) is None for n in planned)
         if new_runs or (state != states.COMPLETED and not states.is_active(state)
                         and state != states.PLANNED):  # fmt: skip
-            st.plan_attempt(manifest["name"], collect)
+            st.plan_attempt(manifest, collect)
             planned.append("collect")
     return planned
 

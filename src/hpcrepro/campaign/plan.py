@@ -105,6 +105,7 @@ def build(
     manifest: dict[str, Any] = {
         "format": 1,
         "name": name,
+        "id": st.new_id(),
         "created": st.now(),
         "backend": backend,
         "system": cfg.system,
@@ -121,7 +122,7 @@ def build(
     paths.resolved_config.write_text(json.dumps(cfg.to_dict(), indent=1, default=str) + "\n")
     for stage in stages:
         write_script(cfg, paths, manifest, stage, backend)
-        st.plan_attempt(name, stage)
+        st.plan_attempt(manifest, stage)
     return manifest
 
 
@@ -132,7 +133,7 @@ def write_script(cfg: ResolvedConfig, paths: CampaignPaths, manifest: dict[str, 
 
     name = manifest["name"]
     output = str(paths.job_output / f"{stage['name']}-%j.out")
-    job_name = st.token(name, stage["name"], 1)
+    job_name = st.token(st.key(manifest), stage["name"], 1)
     if stage["kind"] == st.TRAIN:
         text = render_training(training_config(cfg), job_name=job_name, run_indices=stage["runs"],
                                log_dir=paths.logs, output=output,

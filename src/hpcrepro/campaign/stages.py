@@ -8,6 +8,7 @@ name instead of submitting it twice.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,8 +49,19 @@ def new_stage(
     }
 
 
-def token(campaign: str, stage: str, attempt: int) -> str:
-    return f"hpcrepro.{campaign}.{stage}.{attempt}"
+def new_id() -> str:
+    """A short random id, so that two campaigns of one name (in two log folders, or one deleted
+    and submitted again) never share job tokens."""
+    return os.urandom(3).hex()
+
+
+def key(manifest: dict[str, Any]) -> str:
+    """The campaign part of job tokens: name and id."""
+    return f"{manifest['name']}.{manifest['id']}"
+
+
+def token(campaign_key: str, stage: str, attempt: int) -> str:
+    return f"hpcrepro.{campaign_key}.{stage}.{attempt}"
 
 
 def current(stage: Stage) -> Job | None:
@@ -62,11 +74,11 @@ def state_of(stage: Stage) -> str:
     return job["state"] if job else states.PLANNED
 
 
-def plan_attempt(campaign: str, stage: Stage) -> Job:
+def plan_attempt(manifest: dict[str, Any], stage: Stage) -> Job:
     """Add a new, not yet submitted job to `stage` and return it."""
     attempt = len(stage["jobs"]) + 1
     job: Job = {
-        "token": token(campaign, stage["name"], attempt),
+        "token": token(key(manifest), stage["name"], attempt),
         "job_id": None,
         "state": states.PLANNED,
         "slurm_state": None,
