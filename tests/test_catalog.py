@@ -319,6 +319,38 @@ def test_bad_values_are_explained(tmp_path: Path, old: str, new: str, expected: 
         assert part in message, message
 
 
+def test_version_keys_are_checked_with_their_line(tmp_path: Path) -> None:
+    text = base_text().replace("  r3.1:", "  3.1:", 1)
+    message = load_error(user_folder(tmp_path, text))
+    assert f"mysite_2x8.yaml:{line_of(text, '  3.1:')}" in message
+    assert "unknown version '3.1'" in message and "'r3.1'" in message
+
+
+def test_missing_system_key_and_empty_versions(tmp_path: Path) -> None:
+    message = load_error(user_folder(tmp_path, "title: t\ngpu_model: g\nversions: {}\n"))
+    assert "required key 'system' is missing" in message and "system: mysite_2x8" in message
+    text = "system: mysite_2x8\ntitle: t\ngpu_model: g\nversions: {}\n"
+    assert "no versions" in load_error(user_folder(tmp_path, text))
+    assert "must be a mapping" in load_error(user_folder(tmp_path, "- just a list\n"))
+
+
+@pytest.mark.parametrize(
+    ("common", "expected"),
+    [
+        ("versions:\n  r3.0:\n    envv: {}\n", ["_common.yaml:3", "did you mean 'env'"]),
+        ("versions:\n  r9.0:\n    env: {}\n", ["_common.yaml:2", "unknown version 'r9.0'"]),
+        ('versions:\n  r3.0:\n    env:\n      DGXNGPU: "4"\n', ["DGXNGPU", "gpus_per_node"]),
+        ("- a\n", ["_common.yaml", "must be a mapping"]),
+    ],
+)
+def test_bad_common_file(tmp_path: Path, common: str, expected: list[str]) -> None:
+    folder = user_folder(tmp_path, base_text())
+    (folder / "_common.yaml").write_text(common, encoding="utf-8")
+    message = load_error(folder)
+    for part in expected:
+        assert part in message, message
+
+
 def test_derived_entry_needs_derived_from(tmp_path: Path) -> None:
     text = base_text().replace("provenance: published", "provenance: derived", 1)
     assert "needs 'derived_from'" in load_error(user_folder(tmp_path, text))
@@ -352,6 +384,16 @@ def test_user_folder_adds_systems_and_overrides_common(tmp_path: Path) -> None:
     assert own.get("dgxh100_8x8", "r3.0").env["DGXSOCKETCORES"] == "56"
     assert own.origin("mysite_2x8", "r3.0")["nodes"] == f"{folder / 'mysite_2x8.yaml'}:15"
     assert own.origin("mysite_2x8", "r3.0")["env.DGXSOCKETCORES"].endswith("_common.yaml:4")
+
+
+def test_user_folder_replaces_a_shipped_system(tmp_path: Path) -> None:
+    text = (systems_dir() / "dgxh100_8x8.yaml").read_text(encoding="utf-8")
+    text = text.replace("    nodes: 8\n", "    nodes: 6\n", 1)
+    folder = user_folder(tmp_path, text, name="dgxh100_8x8")
+    own = load_catalog(systems_dir(), extra=[folder])
+    assert own.get("dgxh100_8x8", "r3.0").nodes == 6
+    assert own.origin("dgxh100_8x8", "r3.0")["nodes"].startswith(str(folder))
+    assert load_catalog(systems_dir(), extra=[]).get("dgxh100_8x8", "r3.0").nodes == 8
 
 
 def test_cli_table_and_json(tmp_path: Path) -> None:

@@ -41,7 +41,9 @@ def test_layers_system_site_and_overrides() -> None:
     assert cfg.runs == 3
     assert cfg.origin_of("spec.hparams.LR") == "--set hparams.LR"
     assert cfg.origin_of("site.account").endswith("pyxis.yaml:3")
-    assert cfg.origin_of("spec.nodes").startswith("systems/dgxa100_8x8.yaml") or "dgxa100_8x8.yaml:" in cfg.origin_of("spec.nodes")
+    assert cfg.origin_of("spec.nodes").startswith(
+        "systems/dgxa100_8x8.yaml"
+    ) or "dgxa100_8x8.yaml:" in cfg.origin_of("spec.nodes")
     assert cfg.origin_of("site.mpi") == "default"
 
 
@@ -71,16 +73,45 @@ def test_site_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("site_text", "overrides", "expected"),
     [
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\npartiton: gpu\n", [], ["site.yaml:4", "unknown key", "partition"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nexclusive: maybe\n", [], ["site.yaml:4", "exclusive"]),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\npartiton: gpu\n",
+            [],
+            ["site.yaml:4", "unknown key", "partition"],
+        ),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\nexclusive: maybe\n",
+            [],
+            ["site.yaml:4", "exclusive"],
+        ),
         ("runtime: none\ndataset_dir: data\nlog_dir: /l\n", ["dataset_dir="], ["dataset_dir"]),
         ("runtime: pyxis\ndataset_dir: /d\nlog_dir: /l\n", [], ["needs 'image'"]),
         ("runtime: none\ndataset_dir: /d\nlog_dir: /l\npartition: 'a b'\n", [], ["#SBATCH"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nsbatch_args: ['--comment=nvcr.io#nvidia/mxnet']\n", [], ["#SBATCH", "registry URI"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nenv: {'BAD-NAME': x}\n", [], ["BAD-NAME", "environment variable"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\n", ["hparams.LR=fast"], ["--set hparams.LR"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\n", ["nodez=2"], ["unknown key 'nodez'", "nodes"]),
-        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nruntime: pyxis\n", [], ["site.yaml:4", "given twice"]),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\n"
+            "sbatch_args: ['--comment=nvcr.io#nvidia/mxnet']\n",
+            [],
+            ["#SBATCH", "registry URI"],
+        ),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\nenv: {'BAD-NAME': x}\n",
+            [],
+            ["BAD-NAME", "environment variable"],
+        ),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\n",
+            ["hparams.LR=fast"],
+            ["--set hparams.LR"],
+        ),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\n",
+            ["nodez=2"],
+            ["unknown key 'nodez'", "nodes"],
+        ),
+        (
+            "runtime: none\ndataset_dir: /d\nlog_dir: /l\nruntime: pyxis\n",
+            [],
+            ["site.yaml:4", "given twice"],
+        ),
         ("runtime: none\ndataset_dir: /d\n  log_dir: /l\n", [], ["site.yaml:", "invalid YAML"]),
         ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nmounts: ['relative:/x']\n", [], ["mount"]),
     ],
@@ -118,8 +149,18 @@ def test_missing_site_says_how_to_give_one(tmp_path: Path) -> None:
 
 def test_explain_shows_origins() -> None:
     result = run_cli(
-        "config", "show", "--system", "dgxa100_8x8", "--version", "r3.0",
-        "--site", str(SITES / "pyxis.yaml"), "--set", "hparams.LR=9", "--explain", "--json",
+        "config",
+        "show",
+        "--system",
+        "dgxa100_8x8",
+        "--version",
+        "r3.0",
+        "--site",
+        str(SITES / "pyxis.yaml"),
+        "--set",
+        "hparams.LR=9",
+        "--explain",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     import json

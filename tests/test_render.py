@@ -59,7 +59,9 @@ def test_bash_syntax_and_shellcheck(name: str, tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True, text=True)
+    result = subprocess.run(
+        [shellcheck, "-S", "style", str(script)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -93,7 +95,10 @@ def test_image_references() -> None:
     assert pyxis_image("nvcr.io#nvidia/mxnet:23.04-py3") == "nvcr.io#nvidia/mxnet:23.04-py3"
     assert pyxis_image("docker://ubuntu:22.04") == "ubuntu:22.04"
     assert pyxis_image("/images/rn50.sqsh") == "/images/rn50.sqsh"
-    assert apptainer_image("nvcr.io#nvidia/mxnet:23.04-py3") == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+    assert (
+        apptainer_image("nvcr.io#nvidia/mxnet:23.04-py3")
+        == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+    )
     assert apptainer_image("/images/rn50.sif") == "/images/rn50.sif"
 
 
@@ -111,7 +116,9 @@ def run_under_fakes(script: str, tmp_path: Path) -> tuple[subprocess.CompletedPr
         SLURM_JOB_NUM_NODES="1",
         SLURM_JOB_NODELIST="node1",
     )
-    result = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        ["bash", str(path)], capture_output=True, text=True, env=env, timeout=120
+    )
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return result, calls
 
@@ -121,9 +128,10 @@ def recorder(tmp_path: Path) -> str:
     script = tmp_path / "record.py"
     script.write_text(
         "import json, os, sys\n"
-        "out = os.path.join(os.environ['HPCREPRO_RUN_RECORD'], 'rank%s-%s.json' % (os.environ['SLURM_PROCID'], os.environ['SEED']))\n"
+        "name = 'rank%s-%s.json' % (os.environ['SLURM_PROCID'], os.environ['SEED'])\n"
+        "out = os.path.join(os.environ['HPCREPRO_RUN_RECORD'], name)\n"
         "json.dump({'env': dict(os.environ), 'cwd': os.getcwd()}, open(out, 'w'))\n"
-        "print(':::MLLOG {\"key\": \"run_stop\", \"value\": null}')\n"
+        'print(\':::MLLOG {"key": "run_stop", "value": null}\')\n'
     )
     return f"{sys.executable} {script}"
 
@@ -142,12 +150,23 @@ def test_script_runs_under_strict_stand_ins(runtime: str, tmp_path: Path) -> Non
         f"srun_args: [--cpu-bind=none]\n"
     )
     cfg = resolve(
-        "dgxh100_1x8", "r4.0", site,
-        [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "gpus_per_node=2"],
+        "dgxh100_1x8",
+        "r4.0",
+        site,
+        [
+            f"train_command={recorder(tmp_path)}",
+            f"env.HPCREPRO_RUN_RECORD={records}",
+            "gpus_per_node=2",
+        ],
     )
-    result, calls = run_under_fakes(render_training(cfg, job_name="t", run_indices=[1, 2]), tmp_path)
+    result, calls = run_under_fakes(
+        render_training(cfg, job_name="t", run_indices=[1, 2]), tmp_path
+    )
     assert result.returncode == 0, result.stderr + result.stdout
-    assert sorted(p.name for p in logs.iterdir() if p.suffix == ".log") == ["run-01.log", "run-02.log"]
+    assert sorted(p.name for p in logs.iterdir() if p.suffix == ".log") == [
+        "run-01.log",
+        "run-02.log",
+    ]
     run_log = (logs / "run-01.log").read_text()
     assert '"key": "cache_clear", "value": true' in run_log
     assert len(list(records.iterdir())) == 4  # 2 runs x 2 tasks
@@ -155,16 +174,26 @@ def test_script_runs_under_strict_stand_ins(runtime: str, tmp_path: Path) -> Non
     assert len(seeds) == 2  # a fresh seed per run
     if runtime == "pyxis":
         imports = [c for c in calls if "--container-image" in c.get("options", {})]
-        assert len(imports) == 1 and imports[0]["options"]["--container-image"] == "nvcr.io#nvidia/mxnet:23.04-py3"
+        assert (
+            len(imports) == 1
+            and imports[0]["options"]["--container-image"] == "nvcr.io#nvidia/mxnet:23.04-py3"
+        )
         train = [c for c in calls if c.get("options", {}).get("--mpi") == "pmix"]
         assert len(train) == 2
         assert train[0]["options"]["--ntasks-per-node"] == "2"
         assert train[0]["options"]["--container-mounts"] == f"{data}:/data,{logs}:/results"
-        removed = [c for c in calls if c.get("command", [None])[0] == "bash" and "enroot list" in " ".join(c["command"])]
+        removed = [
+            c
+            for c in calls
+            if c.get("command", [None])[0] == "bash" and "enroot list" in " ".join(c["command"])
+        ]
         assert removed and removed[-1]["command"][-1] == "hpcrepro_4242"
     else:
         builds = [c for c in calls if c.get("apptainer", [None])[0] == "build"]
-        assert len(builds) == 1 and builds[0]["apptainer"][2] == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+        assert (
+            len(builds) == 1
+            and builds[0]["apptainer"][2] == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+        )
         execs = [c["apptainer"] for c in calls if c.get("apptainer", [None])[0] == "exec"]
         assert execs and all("--nv" in e and "--pwd" in e for e in execs)
 
@@ -193,11 +222,19 @@ def test_hostile_values_arrive_intact_and_never_execute(tmp_path: Path) -> None:
         "env:\n" + "".join(f"  HOSTILE_{i}: {json.dumps(v)}\n" for i, v in enumerate(HOSTILE))
     )
     cfg = resolve(
-        "dgxh100_1x8", "r4.0", site,
-        [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "gpus_per_node=1"],
+        "dgxh100_1x8",
+        "r4.0",
+        site,
+        [
+            f"train_command={recorder(tmp_path)}",
+            f"env.HPCREPRO_RUN_RECORD={records}",
+            "gpus_per_node=1",
+        ],
     )
     script = render_training(cfg, job_name="t", run_indices=[1], launcher="local")
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert not list(tmp_path.rglob("PWNED")), "a value was executed"
     (record,) = records.iterdir()
@@ -212,8 +249,16 @@ def test_local_launcher_starts_one_process_per_gpu(tmp_path: Path) -> None:
     records = tmp_path / "records"
     records.mkdir()
     site = tmp_path / "site.yaml"
-    site.write_text(f"runtime: none\ncheck_compliance: false\ndrop_caches_command: null\ndataset_dir: {tmp_path}\nlog_dir: {tmp_path / 'logs'}\n")
-    cfg = resolve("l40s_2x4", "r4.0", site, [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "nodes=1"])
+    site.write_text(
+        "runtime: none\ncheck_compliance: false\ndrop_caches_command: null\n"
+        f"dataset_dir: {tmp_path}\nlog_dir: {tmp_path / 'logs'}\n"
+    )
+    cfg = resolve(
+        "l40s_2x4",
+        "r4.0",
+        site,
+        [f"train_command={recorder(tmp_path)}", f"env.HPCREPRO_RUN_RECORD={records}", "nodes=1"],
+    )
     script = render_training(cfg, job_name="t", run_indices=[1], launcher="local")
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -25,26 +25,47 @@ def test_wheel_renders_from_a_clean_venv(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True
-    )
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", *RENDER_DEPENDENCIES], check=True)
     site = tmp_path / "site.yaml"
-    site.write_text("runtime: pyxis\nimage: /images/rn50.sqsh\ndataset_dir: /data\nlog_dir: /logs\n")
+    site.write_text(
+        "runtime: pyxis\nimage: /images/rn50.sqsh\ndataset_dir: /data\nlog_dir: /logs\n"
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     result = subprocess.run(
-        [env_dir / "bin" / "hpcrepro", "render", "--system", "dgxh100_8x8", "--version", "r3.0",
-         "--site", str(site), "-o", "review"],
-        cwd=work, capture_output=True, text=True,
+        [
+            env_dir / "bin" / "hpcrepro",
+            "render",
+            "--system",
+            "dgxh100_8x8",
+            "--version",
+            "r3.0",
+            "--site",
+            str(site),
+            "-o",
+            "review",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     script = (work / "review" / "train.sbatch").read_text()
     assert "#SBATCH --nodes=8" in script and "export BATCHSIZE=50" in script
     assert (work / "review" / "resolved-config.yaml").is_file()
     listing = subprocess.run(
-        [env_dir / "bin" / "python", "-c",
-         "import hpcrepro.resources as r; print(r.templates_dir(), r.systems_dir())"],
-        cwd=work, capture_output=True, text=True, check=True,
+        [
+            env_dir / "bin" / "python",
+            "-c",
+            "import hpcrepro.resources as r; print(r.templates_dir(), r.systems_dir())",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    assert "site-packages/hpcrepro/templates" in listing and "site-packages/hpcrepro/systems" in listing
+    assert (
+        "site-packages/hpcrepro/templates" in listing
+        and "site-packages/hpcrepro/systems" in listing
+    )

@@ -209,17 +209,7 @@ class SystemEntry(_Strict):
     system: str
     title: str
     gpu_model: str
-    versions: dict[str, SystemVersion]
-
-    @field_validator("versions")
-    @classmethod
-    def _known_versions(cls, value: dict[str, SystemVersion]) -> dict[str, SystemVersion]:
-        for version in value:
-            if version not in VERSIONS:
-                raise ValueError(f"unknown version '{version}'{_suggest(version, VERSIONS)}")
-        if not value:
-            raise ValueError(f"no versions: add at least one of {', '.join(VERSIONS)}")
-        return value
+    versions: dict[str, SystemVersion] = Field(min_length=1)
 
 
 class _CommonVersion(_Strict):
@@ -232,7 +222,7 @@ class _CommonVersion(_Strict):
 
 
 class _CommonFile(_Strict):
-    versions: dict[Literal["r2.1", "r3.0", "r3.1", "r4.0"], _CommonVersion]
+    versions: dict[str, _CommonVersion]
 
 
 def _natural_key(name: str) -> list[tuple[int, str]]:
@@ -335,19 +325,21 @@ def _label(path: Path, shipped: Path) -> str:
     return f"systems/{path.name}" if path.parent == shipped else str(path)
 
 
-def _validation_error(error: ValidationError, doc: YamlDocument, prefix: KeyPath = ()) -> UserError:
+def _validation_error(
+    error: ValidationError, doc: YamlDocument, root: type[BaseModel]
+) -> UserError:
     """Turn pydantic's first error into a message naming file, line, key and the fix."""
     problems = _ordered(error)
     first = problems[0]
-    loc = tuple(str(part) for part in first["loc"])
-    key_path: KeyPath = (*prefix, *loc)
+    loc = tuple(str(part) for part in first["loc"] if part != "[key]")
+    key_path: KeyPath = loc
     dotted = ".".join(str(part) for part in key_path)
     where = location(str(doc.path), dotted or None, doc.line_of(key_path))
     kind = first["type"]
     more = len(problems) - 1
     also = f" ({more} more problem{'s' if more > 1 else ''} in this file)" if more else ""
     if kind == "extra_forbidden":
-        valid = _valid_keys(loc[:-1])
+        valid = _valid_keys(root, loc[:-1])
         return UserError(
             f"unknown key '{loc[-1]}'{_suggest(loc[-1], valid)}{also}",
             where=where,
@@ -359,8 +351,14 @@ def _validation_error(error: ValidationError, doc: YamlDocument, prefix: KeyPath
             where=where,
             hint=f"add '{loc[-1]}:' with its value",
         )
-    message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
+    if kind == "too_short" and loc[-1:] == ("versions",):
+        return UserError(
+            f"no versions{also}",
+            where=where,
+            hint=f"add a block for at least one of {', '.join(VERSIONS)}",
+        )
+    message = first["msg"].removeprefix("Value error, ")
     shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
     return UserError(f"{message}{shown}{also}", where=where, hint=_hint_for(kind, loc))
 
@@ -383,22 +381,17 @@ def _hint_for(kind: str, loc: tuple[str, ...]) -> str:
     return "see docs/catalog.md for the file format"
 
 
-def _valid_keys(loc: tuple[str, ...]) -> list[str]:
-    """Valid keys of the model found at `loc` inside a system file."""
-    model: type[BaseModel] = SystemEntry
+def _valid_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """Valid keys of the model found at `loc` below `root` (a system or the common file)."""
+    model = root
     parts = list(loc)
     while parts:
         part = parts.pop(0)
-        if model is SystemEntry and part == "versions":
+        if part == "versions" and model in (SystemEntry, _CommonFile):
             if not parts:
                 return list(VERSIONS)
             parts.pop(0)
-            model = SystemVersion
-        elif model is _CommonFile and part == "versions":
-            if not parts:
-                return list(VERSIONS)
-            parts.pop(0)
-            model = _CommonVersion
+            model = SystemVersion if model is SystemEntry else _CommonVersion
         elif part == "hparams":
             model = Hyperparameters
         elif part == "published":
@@ -410,12 +403,11 @@ def _valid_keys(loc: tuple[str, ...]) -> list[str]:
 
 def _load_common(path: Path) -> tuple[YamlDocument, _CommonFile]:
     doc = load_yaml(path)
-    if doc.data is None:
-        doc.data = {"versions": {}}
+    data = _mapping(doc, "versions: {<version>: {env: {NAME: value}}}")
     try:
-        return doc, _CommonFile.model_validate(doc.data)
+        return doc, _CommonFile.model_validate(data)
     except ValidationError as error:
-        raise _validation_error(error, doc) from None
+        raise _validation_error(error, doc, _CommonFile) from None
 
 
 def _merge_common(
@@ -431,42 +423,55 @@ def _merge_common(
             target[name] = (text, f"{label}:{line}" if line else label)
 
 
-def _load_system(
-    path: Path, label: str, common: dict[str, dict[str, tuple[str, str]]]
-) -> tuple[YamlDocument, SystemEntry]:
-    doc = load_yaml(path)
-    data = doc.data
-    if not isinstance(data, dict):
+def _mapping(doc: YamlDocument, what: str) -> dict[str, Any]:
+    """The top level as a mapping, version keys as text (YAML reads a bare 3.0 as a float)."""
+    if not isinstance(doc.data, dict):
         raise UserError(
-            "a system file must be a mapping with system, title, gpu_model, versions",
-            where=str(path),
+            f"{doc.path.name} must be a mapping of keys to values ({what})",
+            where=str(doc.path),
             hint="see docs/catalog.md for the file format",
         )
-    if data.get("system") != path.stem:
+    data = copy.deepcopy(doc.data)
+    if isinstance(data.get("versions"), dict):
+        data["versions"] = {str(key): value for key, value in data["versions"].items()}
+        for version in data["versions"]:
+            if version not in VERSIONS:
+                raise UserError(
+                    f"unknown version '{version}'{_suggest(version, VERSIONS)}",
+                    where=doc.where(("versions", version)),
+                    hint=f"versions: {', '.join(VERSIONS)}",
+                )
+    return data
+
+
+def _load_system(
+    path: Path, common: dict[str, dict[str, tuple[str, str]]]
+) -> tuple[YamlDocument, dict[str, Any], SystemEntry]:
+    doc = load_yaml(path)
+    data = _mapping(doc, "system, title, gpu_model, versions")
+    if "system" not in data:
         raise UserError(
-            f"'system: {data.get('system')}' does not match the file name '{path.name}'",
+            "required key 'system' is missing",
+            where=str(path),
+            hint=f"add 'system: {path.stem}' (the file name without .yaml)",
+        )
+    if data["system"] != path.stem:
+        raise UserError(
+            f"'system: {data['system']}' does not match the file name '{path.name}'",
             where=doc.where(("system",)),
-            hint=f"write 'system: {path.stem}' or rename the file to '{data.get('system')}.yaml'",
+            hint=f"write 'system: {path.stem}' or rename the file to '{data['system']}.yaml'",
         )
     merged = copy.deepcopy(data)
-    versions = merged.get("versions")
-    if isinstance(versions, dict):
-        for version, block in versions.items():
-            if isinstance(block, dict) and isinstance(block.get("env", {}), dict):
-                env = {name: text for name, (text, _) in common.get(str(version), {}).items()}
-                env.update(block.get("env") or {})
-                block["env"] = env
+    for version, block in (merged.get("versions") or {}).items():
+        if isinstance(block, dict) and isinstance(block.get("env") or {}, dict):
+            env = {name: text for name, (text, _) in common.get(version, {}).items()}
+            env.update(block.get("env") or {})
+            block["env"] = env
     try:
         entry = SystemEntry.model_validate(merged)
     except ValidationError as error:
-        converted = _validation_error(error, doc)
-        loc = tuple(str(p) for p in _ordered(error)[0]["loc"])
-        if len(loc) >= 4 and loc[2] == "env" and doc.lines.get(loc) is None:
-            where = common.get(loc[1], {}).get(loc[3], (None, None))[1]
-            if where:
-                converted.where = f"{where} key 'versions.{loc[1]}.env.{loc[3]}'"
-        raise converted from None
-    return doc, entry
+        raise _validation_error(error, doc, SystemEntry) from None
+    return doc, data, entry
 
 
 def _extra_dirs() -> list[Path]:
@@ -544,8 +549,8 @@ def _build(folders: Sequence[Path], shipped: Path) -> Catalog:
     catalog = Catalog(systems={}, path=folders[0], _common=common)
     for name in sorted(files):
         path = files[name]
-        doc, entry = _load_system(path, _label(path, shipped), common)
+        doc, data, entry = _load_system(path, common)
         catalog.systems[name] = entry
         catalog._sources[name] = _Source(doc=doc, label=_label(path, shipped))
-        catalog._raw[name] = doc.data
+        catalog._raw[name] = data
     return catalog

@@ -103,8 +103,8 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
             data[key] = os.path.expanduser(value)
     image = data.get("image")
     if isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs")):
-        if not os.path.isabs(os.path.expanduser(image)):
-            data["image"] = str((base / image).resolve())
+        image = os.path.expanduser(image)
+        data["image"] = image if os.path.isabs(image) else str((base / image).resolve())
 
 
 def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:

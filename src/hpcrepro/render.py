@@ -212,7 +212,9 @@ def container_plan(cfg: ResolvedConfig) -> ContainerPlan:
             image="",
             data_dir=str(site.dataset_dir),
             results_dir=str(site.log_dir),
-            workdir=site.workdir if site.train_command is None and site.workload == "nvidia" else "",
+            workdir=site.workdir
+            if site.train_command is None and site.workload == "nvidia"
+            else "",
             mounts="",
             binds=[],
             build_sif="",
@@ -252,7 +254,7 @@ def container_plan(cfg: ResolvedConfig) -> ContainerPlan:
 
 
 def train_command(cfg: ResolvedConfig) -> list[str]:
-    """The command each task runs: NVIDIA's run_and_time.sh, the reference workload, or the site's."""
+    """Each task's command: NVIDIA's run_and_time.sh, the reference workload, or the site's."""
     site = cfg.site
     if site.train_command:
         try:
@@ -270,7 +272,7 @@ def train_command(cfg: ResolvedConfig) -> list[str]:
 
 
 def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str]]:
-    """Every variable the job exports, in order: NVIDIA's config, then hpcrepro's, then the site's."""
+    """Every variable the job exports: NVIDIA's config, then hpcrepro's, then the site's."""
     spec = cfg.spec
     exports: dict[str, str] = {
         "DGXSYSTEM": spec.dgxsystem,
@@ -291,6 +293,7 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
             "HPCREPRO_VERSION": cfg.version,
             "HPCREPRO_DATA_DIR": plan.data_dir,
             "HPCREPRO_RESULTS_DIR": plan.results_dir,
+            "HPCREPRO_PYTHON": cfg.site.python,
         }
     )
     if cfg.site.cluster_name:

@@ -40,9 +40,7 @@ class Mount(BaseModel):
                 f"mount '{text}' is not 'HOST_PATH:CONTAINER_PATH[:ro]' with two absolute paths "
                 "(commas and colons are not allowed inside the paths)"
             )
-        return cls(
-            source=Path(match["src"]), target=match["dst"], read_only=match["opts"] == "ro"
-        )
+        return cls(source=Path(match["src"]), target=match["dst"], read_only=match["opts"] == "ro")
 
     def spec(self) -> str:
         """`src:dst[:ro]`, the syntax shared by pyxis' --container-mounts and apptainer's -B."""

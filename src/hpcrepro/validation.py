@@ -33,7 +33,7 @@ def valid_keys(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
     return sorted(current.model_fields) if hasattr(current, "model_fields") else []
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[KeyPath, str, str | None]:
+def _describe(error: Any, model: type[BaseModel]) -> tuple[KeyPath, str, str | None]:
     loc: KeyPath = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":

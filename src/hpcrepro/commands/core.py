@@ -87,7 +87,9 @@ def render(
     site: Path | None = SiteOption,
     overrides: list[str] = SetOption,
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the scripts."),
-    runs: int | None = typer.Option(None, "--runs", min=1, help="Runs in the job (site default 5)."),
+    runs: int | None = typer.Option(
+        None, "--runs", min=1, help="Runs in the job (site default 5)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace files that differ."),
 ) -> None:
     """Write the sbatch script and the resolved configuration into a folder for review."""
