@@ -67,9 +67,14 @@ def bench_hpcrepro(root: Path, jobs: int, log: Path) -> tuple[dict[str, float], 
     from hpcrepro.campaign import actions
 
     os.environ["HPCREPRO_STATE_DIR"] = str(root / "state")
-    request = actions.SubmitRequest(system="dgxa100_1x8", version="r2.1", site=write_site(root),
-                                    overrides=["nodes=1", "gpus_per_node=1"], name="bench",
-                                    runs=jobs - 1)  # fmt: skip
+    request = actions.SubmitRequest(
+        system="dgxa100_1x8",
+        version="r2.1",
+        site=write_site(root),
+        overrides=["nodes=1", "gpus_per_node=1"],
+        name="bench",
+        runs=jobs - 1,
+    )
     counted(log)
     start = time.perf_counter()
     outcome = actions.submit(request)
@@ -84,8 +89,10 @@ def bench_hpcrepro(root: Path, jobs: int, log: Path) -> tuple[dict[str, float], 
     ids = [job["job_id"] for stage in campaigns[0][1]["stages"] for job in stage["jobs"]]
     subprocess.run(["scancel", *ids], check=True)
     counted(log)
-    return ({"submit": submit_s, "status": status_s},
-            {"submit": describe(submit_calls), "status": describe(status_calls)})
+    return (
+        {"submit": submit_s, "status": status_s},
+        {"submit": describe(submit_calls), "status": describe(status_calls)},
+    )
 
 
 def _noop() -> int:
@@ -96,8 +103,12 @@ def bench_submitit(root: Path, jobs: int, log: Path) -> tuple[dict[str, float], 
     import submitit
 
     executor = submitit.AutoExecutor(folder=root / "submitit", cluster="slurm")
-    executor.update_parameters(slurm_partition="debug", timeout_min=5, tasks_per_node=1,
-                               slurm_additional_parameters={"hold": True})  # fmt: skip
+    executor.update_parameters(
+        slurm_partition="debug",
+        timeout_min=5,
+        tasks_per_node=1,
+        slurm_additional_parameters={"hold": True},
+    )
     counted(log)
     start = time.perf_counter()
     submitted = [executor.submit(_noop) for _ in range(jobs)]
@@ -116,9 +127,14 @@ def bench_submitit(root: Path, jobs: int, log: Path) -> tuple[dict[str, float], 
     ids = [job.job_id for job in submitted] + [array[0].job_id.split("_")[0]]
     subprocess.run(["scancel", *ids], check=True)
     counted(log)
-    return ({"submit": submit_s, "status": status_s, "array": array_s},
-            {"submit": describe(submit_calls), "status": describe(status_calls),
-             "array": describe(array_calls)})  # fmt: skip
+    return (
+        {"submit": submit_s, "status": status_s, "array": array_s},
+        {
+            "submit": describe(submit_calls),
+            "status": describe(status_calls),
+            "array": describe(array_calls),
+        },
+    )
 
 
 def main() -> None:

@@ -53,13 +53,20 @@ def cli_env(root: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def hpcrepro(*args: str, env: dict[str, str], check: bool = True,
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "hpcrepro", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+def hpcrepro(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hpcrepro", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"hpcrepro {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"hpcrepro {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

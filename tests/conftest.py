@@ -39,10 +39,16 @@ def slurm_cluster() -> SlurmCluster:
         _unavailable(f"{conf} does not exist")
     env = dict(os.environ, SLURM_CONF=str(conf))
     try:
-        ping = subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True,
-                              timeout=20)
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env,
-                               capture_output=True, text=True, timeout=20)
+        ping = subprocess.run(
+            ["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=20
+        )
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except subprocess.TimeoutExpired:
         _unavailable("slurmctld did not answer within 20 s")
     if ping.returncode != 0 or " is UP" not in ping.stdout:

@@ -45,8 +45,9 @@ def main() -> int:
         logger.start(key=constants.EPOCH_START, metadata={"epoch_num": epoch})
         time.sleep(pause)
         accuracy = 0.76 * epoch / epochs if status == constants.SUCCESS else 0.5 * epoch / epochs
-        logger.event(key=constants.EVAL_ACCURACY, value=round(accuracy, 4),
-                     metadata={"epoch_num": epoch})
+        logger.event(
+            key=constants.EVAL_ACCURACY, value=round(accuracy, 4), metadata={"epoch_num": epoch}
+        )
         sys.stdout.flush()
         deadline = time.monotonic() + 120
         while hold and os.path.exists(hold) and time.monotonic() < deadline:

@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from campaign_helpers import SYSTEM, all_finished, cli_env, hpcrepro, make_site, stage, wait_for
 
+from campaign_helpers import SYSTEM, all_finished, cli_env, hpcrepro, make_site, stage, wait_for
 from hpcrepro.campaign import engine, verdict
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
 from hpcrepro.errors import UserError
 
-MLLOG = ':::MLLOG {{"namespace": "", "time_ms": 1, "event_type": "{kind}", "key": "{key}", ' \
-        '"value": {value}, "metadata": {meta}}}\n'
+MLLOG = (
+    ':::MLLOG {{"namespace": "", "time_ms": 1, "event_type": "{kind}", "key": "{key}", '
+    '"value": {value}, "metadata": {meta}}}\n'
+)
 
 
 def mllog(key: str, value: object = None, **meta: object) -> str:
-    return MLLOG.format(kind="POINT_IN_TIME", key=key, value=json.dumps(value),
-                        meta=json.dumps(meta))
+    return MLLOG.format(
+        kind="POINT_IN_TIME", key=key, value=json.dumps(value), meta=json.dumps(meta)
+    )
 
 
 # --- manifest and lock
@@ -41,8 +43,9 @@ def _bump(lock: str, path: str, times: int) -> None:
 def test_locked_read_modify_write_loses_no_update(tmp_path: Path) -> None:
     path, lock = tmp_path / "campaign.json", tmp_path / ".lock"
     manifest_io.save(path, {"format": 1, "count": 0})
-    workers = [multiprocessing.Process(target=_bump, args=(str(lock), str(path), 25))
-               for _ in range(4)]  # fmt: skip
+    workers = [
+        multiprocessing.Process(target=_bump, args=(str(lock), str(path), 25)) for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -53,8 +56,10 @@ def test_locked_read_modify_write_loses_no_update(tmp_path: Path) -> None:
 
 def test_lock_left_by_a_killed_process_is_broken(tmp_path: Path) -> None:
     lock = tmp_path / ".lock"
-    code = ("import os, sys; from pathlib import Path; from hpcrepro.campaign import manifest as m\n"
-            f"held = m.locked(Path({str(lock)!r})); held.__enter__(); os._exit(9)")
+    code = (
+        "import os, sys; from pathlib import Path; from hpcrepro.campaign import manifest as m\n"
+        f"held = m.locked(Path({str(lock)!r})); held.__enter__(); os._exit(9)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert lock.exists()
     with manifest_io.locked(lock, timeout=10):
@@ -78,28 +83,48 @@ def _log(tmp_path: Path, *lines: str) -> Path:
 
 
 def test_verdict_comes_from_the_log_not_the_exit_code(tmp_path: Path) -> None:
-    good = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.7612, epoch_num=37),
-                mllog("run_stop", status="success"))
+    good = _log(
+        tmp_path,
+        mllog("run_start"),
+        mllog("eval_accuracy", 0.7612, epoch_num=37),
+        mllog("run_stop", status="success"),
+    )
     assert verdict.judge(good, "failed")[0] == verdict.VALID  # compliance step may have failed
-    aborted = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.7612, epoch_num=37),
-                   mllog("run_stop", status="aborted"))
+    aborted = _log(
+        tmp_path,
+        mllog("run_start"),
+        mllog("eval_accuracy", 0.7612, epoch_num=37),
+        mllog("run_stop", status="aborted"),
+    )
     assert verdict.judge(aborted, "completed") == (verdict.INVALID, "run_stop status aborted")
-    short = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.74, epoch_num=37),
-                 mllog("run_stop", status="success"))
+    short = _log(
+        tmp_path,
+        mllog("run_start"),
+        mllog("eval_accuracy", 0.74, epoch_num=37),
+        mllog("run_stop", status="success"),
+    )
     assert verdict.judge(short, "completed")[0] == verdict.INVALID
 
 
 @pytest.mark.parametrize("state", ["timeout", "node_fail", "out_of_memory", "cancelled", "failed"])
 def test_a_run_cut_short_is_void(tmp_path: Path, state: str) -> None:
-    cut = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.5, epoch_num=4),
-               '::MLLOG {"namespace": "", "time_ms"')
+    cut = _log(
+        tmp_path,
+        mllog("run_start"),
+        mllog("eval_accuracy", 0.5, epoch_num=4),
+        '::MLLOG {"namespace": "", "time_ms"',
+    )
     assert verdict.judge(cut, state)[0] == verdict.VOID
 
 
 @pytest.mark.parametrize("state", ["preempted", "requeued"])
 def test_preempted_or_requeued_is_void_even_with_a_good_log(tmp_path: Path, state: str) -> None:
-    good = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.77, epoch_num=37),
-                mllog("run_stop", status="success"))
+    good = _log(
+        tmp_path,
+        mllog("run_start"),
+        mllog("eval_accuracy", 0.77, epoch_num=37),
+        mllog("run_stop", status="success"),
+    )
     assert verdict.judge(good, state)[0] == verdict.VOID
 
 
@@ -107,7 +132,11 @@ def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
     log = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.61, epoch_num=12))
     outcome = verdict.read_log(log)
     assert (outcome.started, outcome.stopped, outcome.epoch, outcome.last_accuracy) == (
-        True, False, 12.0, 0.61)
+        True,
+        False,
+        12.0,
+        0.61,
+    )
     assert verdict.judge(tmp_path / "missing.log", "blocked")[0] == verdict.NOT_RUN
 
 
@@ -116,25 +145,46 @@ def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
 
 def _campaign(runs: list[tuple[str, str]], collect_state: str = "completed") -> dict:
     """A manifest with finished training stages given as (job state, verdict)."""
-    manifest = {"format": 1, "name": "c", "id": "abc123", "created": st.now(), "backend": "slurm",
-                "runs_required": len(runs), "runs_per_job": 1, "stages": []}  # fmt: skip
+    manifest = {
+        "format": 1,
+        "name": "c",
+        "id": "abc123",
+        "created": st.now(),
+        "backend": "slurm",
+        "runs_required": len(runs),
+        "runs_per_job": 1,
+        "stages": [],
+    }
     for index, (state, outcome) in enumerate(runs, start=1):
-        stage_ = st.new_stage(f"run-{index:02d}", st.TRAIN, f"scripts/run-{index:02d}.sbatch",
-                              runs=[index])  # fmt: skip
+        stage_ = st.new_stage(
+            f"run-{index:02d}", st.TRAIN, f"scripts/run-{index:02d}.sbatch", runs=[index]
+        )
         job = st.plan_attempt(manifest, stage_)
         job.update(state=state, job_id=str(100 + index))
         stage_["verdicts"][str(index)] = {"verdict": outcome, "reason": "", "job_id": job["job_id"]}
         manifest["stages"].append(stage_)
-    collect = st.new_stage("collect", "collect", "scripts/collect.sbatch",
-                           after=[s["name"] for s in manifest["stages"]], dependency=st.AFTER_ANY)
+    collect = st.new_stage(
+        "collect",
+        "collect",
+        "scripts/collect.sbatch",
+        after=[s["name"] for s in manifest["stages"]],
+        dependency=st.AFTER_ANY,
+    )
     st.plan_attempt(manifest, collect).update(state=collect_state, job_id="200")
     manifest["stages"].append(collect)
     return manifest
 
 
 def test_resume_replaces_only_lost_runs_with_fresh_indices() -> None:
-    manifest = _campaign([("completed", "valid"), ("timeout", "void"), ("completed", "valid"),
-                          ("completed", "invalid"), ("completed", "valid")])  # fmt: skip
+    manifest = _campaign(
+        [
+            ("completed", "valid"),
+            ("timeout", "void"),
+            ("completed", "valid"),
+            ("completed", "invalid"),
+            ("completed", "valid"),
+        ]
+    )
     assert engine.plan_resume(manifest) == ["run-06", "run-07", "collect"]
     by = st.by_name(manifest)
     assert by["run-06"]["replaces"] == ["run-02"] and by["run-07"]["replaces"] == ["run-04"]
@@ -193,8 +243,9 @@ def _no_slurm_env(tmp_path: Path) -> dict[str, str]:
 
 def test_submit_without_slurm_says_so_in_one_line(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    done = hpcrepro("submit", *SYSTEM, "--site", str(site), env=_no_slurm_env(tmp_path),
-                    check=False)  # fmt: skip
+    done = hpcrepro(
+        "submit", *SYSTEM, "--site", str(site), env=_no_slurm_env(tmp_path), check=False
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     first, hint = done.stderr.splitlines()
     assert first == "error: no Slurm here: 'sbatch' is not on PATH"
@@ -203,8 +254,18 @@ def test_submit_without_slurm_says_so_in_one_line(tmp_path: Path) -> None:
 
 def test_dry_run_prints_the_graph_and_exact_sbatch_lines(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    done = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "dry",
-                    "--dry-run", env=_no_slurm_env(tmp_path))  # fmt: skip
+    done = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "2",
+        "--name",
+        "dry",
+        "--dry-run",
+        env=_no_slurm_env(tmp_path),
+    )
     lines = done.stdout.splitlines()
     assert "sbatch --test-only" in lines[0]  # it says the check was skipped, and why
     assert lines[2] == "# graph: run-01; run-02; collect (afterany run-01, run-02)"
@@ -213,7 +274,8 @@ def test_dry_run_prints_the_graph_and_exact_sbatch_lines(tmp_path: Path) -> None
     assert f"--output={folder}/jobs/run-01-%j.out" in lines[3] and "--no-requeue" in lines[3]
     assert lines[5].endswith(
         '"--dependency=afterany:$job_run_01:$job_run_02" --kill-on-invalid-dep=yes '
-        f"{folder}/scripts/collect.sbatch)")
+        f"{folder}/scripts/collect.sbatch)"
+    )
     assert not (folder / "campaign.json").exists()  # nothing submitted, no campaign recorded
     assert (folder / "scripts" / "run-02.sbatch").is_file()  # the scripts are there to review
     assert "no campaigns yet" in hpcrepro("status", env=_no_slurm_env(tmp_path)).stdout
@@ -222,8 +284,16 @@ def test_dry_run_prints_the_graph_and_exact_sbatch_lines(tmp_path: Path) -> None
 def test_missing_dataset_files_are_named(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     (tmp_path / "data" / "val.idx").unlink()
-    done = hpcrepro("submit", *SYSTEM, "--site", str(site), "--backend", "local",
-                    env=_no_slurm_env(tmp_path), check=False)  # fmt: skip
+    done = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--backend",
+        "local",
+        env=_no_slurm_env(tmp_path),
+        check=False,
+    )
     assert done.returncode == 2 and "val.idx is missing" in done.stderr
 
 
@@ -238,9 +308,23 @@ def test_unknown_campaign_lists_close_names(tmp_path: Path) -> None:
 def test_local_backend_runs_the_same_graph_without_slurm(tmp_path: Path) -> None:
     site = make_site(tmp_path, env={"FAKE_TRAIN_MARKERS": str(tmp_path)})
     env = _no_slurm_env(tmp_path)
-    out = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "here",
-                   "--set", "nodes=1", "--set", "gpus_per_node=2", "--backend", "local",
-                   env=env).stdout  # fmt: skip
+    out = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "2",
+        "--name",
+        "here",
+        "--set",
+        "nodes=1",
+        "--set",
+        "gpus_per_node=2",
+        "--backend",
+        "local",
+        env=env,
+    ).stdout
     assert "submitted 3 job(s)" in out
     status = wait_for(all_finished("here", env), 60, "the local campaign")
     assert [row["state"] for row in status["stages"]] == ["completed"] * 3
@@ -251,9 +335,23 @@ def test_local_backend_runs_the_same_graph_without_slurm(tmp_path: Path) -> None
     text = hpcrepro("status", "here", env=env).stdout
     assert "runs: 2/2 valid" in text and "run 01 valid" in text
     # a second submit is idempotent, for the local backend too
-    again = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "here",
-                     "--set", "nodes=1", "--set", "gpus_per_node=2", "--backend", "local",
-                     env=env).stdout  # fmt: skip
+    again = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "2",
+        "--name",
+        "here",
+        "--set",
+        "nodes=1",
+        "--set",
+        "gpus_per_node=2",
+        "--backend",
+        "local",
+        env=env,
+    ).stdout
     assert "already submitted" in again
 
 
@@ -262,11 +360,33 @@ def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> No
     hold.write_text("")
     site = make_site(tmp_path, env={"FAKE_TRAIN_HOLD": str(hold)})
     env = _no_slurm_env(tmp_path)
-    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "stop",
-             "--set", "nodes=1", "--set", "gpus_per_node=1", "--backend", "local", env=env)
-    wait_for(lambda: "epoch 1" in stage(
-        json.loads(hpcrepro("status", "stop", "--json", env=env).stdout)[0], "run-01")["note"],
-        60, "run-01 to start")  # fmt: skip
+    hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "2",
+        "--name",
+        "stop",
+        "--set",
+        "nodes=1",
+        "--set",
+        "gpus_per_node=1",
+        "--backend",
+        "local",
+        env=env,
+    )
+    wait_for(
+        lambda: (
+            "epoch 1"
+            in stage(json.loads(hpcrepro("status", "stop", "--json", env=env).stdout)[0], "run-01")[
+                "note"
+            ]
+        ),
+        60,
+        "run-01 to start",
+    )
     assert "cancelled 3 job(s)" in hpcrepro("cancel", "stop", env=env).stdout
     status = json.loads(hpcrepro("status", "stop", "--json", env=env).stdout)[0]
     assert [row["state"] for row in status["stages"]] == ["cancelled"] * 3

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from campaign_helpers import (
     FAKE_TRAIN,
     SYSTEM,
@@ -22,7 +23,6 @@ from campaign_helpers import (
     status_json,
     wait_for,
 )
-
 from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
@@ -36,9 +36,13 @@ def sacct_times(env: dict[str, str], job_ids: list[str]) -> dict[str, tuple[str,
     """job id -> (state, start, end) from accounting, waiting until slurmdbd has the end times."""
 
     def ask() -> dict[str, tuple[str, str, str]] | None:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o",
-                              "JobIDRaw,State,Start,End"], env=env, capture_output=True,
-                             text=True, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobIDRaw,State,Start,End"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows = {line.split("|")[0]: tuple(line.split("|")[1:4]) for line in out.splitlines()}
         done = len(rows) == len(job_ids) and all(r[2] not in ("Unknown", "") for r in rows.values())
         return rows if done else None  # type: ignore[return-value]
@@ -47,8 +51,13 @@ def sacct_times(env: dict[str, str], job_ids: list[str]) -> dict[str, tuple[str,
 
 
 def sacct_nodes(env: dict[str, str], job_id: str) -> str:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes,NodeList"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes,NodeList"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.strip()
 
 
@@ -70,11 +79,24 @@ def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.Ca
         st.new_stage("prep", "prep", "scripts/prep.sbatch"),
         st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["prep"], runs=[1]),
         st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["prep"], runs=[2]),
-        st.new_stage("collect", "collect", "scripts/collect.sbatch", after=["run-01", "run-02"],
-                     dependency=st.AFTER_ANY),
+        st.new_stage(
+            "collect",
+            "collect",
+            "scripts/collect.sbatch",
+            after=["run-01", "run-02"],
+            dependency=st.AFTER_ANY,
+        ),
     ]
-    manifest = {"format": 1, "name": name, "id": st.new_id(), "created": st.now(),
-                "backend": "slurm", "runs_required": 2, "runs_per_job": 1, "stages": stages}
+    manifest = {
+        "format": 1,
+        "name": name,
+        "id": st.new_id(),
+        "created": st.now(),
+        "backend": "slurm",
+        "runs_required": 2,
+        "runs_per_job": 1,
+        "stages": stages,
+    }
     for item in stages:
         st.plan_attempt(manifest, item)
     manifest_io.save(paths.manifest, manifest)
@@ -100,8 +122,10 @@ def test_prep_runs_and_collect_run_in_dependency_order(slurm_cluster, tmp_path: 
     prep, run1, run2, collect = (times[jobs[n]["job_id"]] for n in jobs)
     assert run1[1] >= prep[2] and run2[1] >= prep[2], "runs started before prep ended"
     assert collect[1] >= max(run1[2], run2[2]), "collect started before the runs ended"
-    assert {s["name"]: s["verdicts"].get(str(s["runs"][0]), {}).get("verdict")
-            for s in st.train_stages(manifest)} == {"run-01": "valid", "run-02": "valid"}
+    assert {
+        s["name"]: s["verdicts"].get(str(s["runs"][0]), {}).get("verdict")
+        for s in st.train_stages(manifest)
+    } == {"run-01": "valid", "run-02": "valid"}
 
 
 def test_failing_prep_cancels_its_dependents(slurm_cluster, tmp_path: Path) -> None:
@@ -125,8 +149,21 @@ def test_two_node_job_runs_tasks_on_both_nodes(slurm_cluster, tmp_path: Path) ->
     markers.mkdir()
     site = make_site(tmp_path, env={"FAKE_TRAIN_MARKERS": str(markers)})
     env = cli_env(tmp_path, slurm_cluster.env)
-    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "1", "--name", "twonode",
-             "--set", "nodes=2", "--set", "gpus_per_node=2", env=env)  # fmt: skip
+    hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "1",
+        "--name",
+        "twonode",
+        "--set",
+        "nodes=2",
+        "--set",
+        "gpus_per_node=2",
+        env=env,
+    )
     status = wait_for(all_finished("twonode", env), 90, "the two-node campaign")
     run = stage(status, "run-01")
     assert run["state"] == "completed"
@@ -146,18 +183,29 @@ def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(
     hold.write_text("")
     site = make_site(tmp_path, env={"FAKE_TRAIN_HOLD": str(hold), "FAKE_TRAIN_EPOCHS": "4"})
     env = cli_env(tmp_path, slurm_cluster.env)
-    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "kill", *ONE_NODE,
-             env=env)  # fmt: skip
+    hpcrepro(
+        "submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "kill", *ONE_NODE, env=env
+    )
     first = status_json("kill", env)
     assert stage(first, "collect")["state"] == "pending"
-    running = wait_for(lambda: (s := status_json("kill", env)) and all(
-        stage(s, r)["state"] == "running" and "epoch 1/" in stage(s, r)["note"]
-        for r in ("run-01", "run-02")) and s, 60, "both runs running at epoch 1")  # fmt: skip
+    running = wait_for(
+        lambda: (
+            (s := status_json("kill", env))
+            and all(
+                stage(s, r)["state"] == "running" and "epoch 1/" in stage(s, r)["note"]
+                for r in ("run-01", "run-02")
+            )
+            and s
+        ),
+        60,
+        "both runs running at epoch 1",
+    )
     assert "Dependency" in stage(running, "collect")["note"]
     text = hpcrepro("status", "kill", env=env).stdout
     assert "running" in text and "pending" in text
-    subprocess.run(["scancel", stage(running, "run-02")["job_id"]], env=slurm_cluster.env,
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["scancel", stage(running, "run-02")["job_id"]], env=slurm_cluster.env, check=True
+    )
     time.sleep(1)
     hold.unlink()
     done = wait_for(all_finished("kill", env), 90, "the campaign to end")
@@ -182,8 +230,13 @@ def _jobs_of(env: dict[str, str], root: Path, name: str) -> list[str]:
     """'stage.attempt' of every job Slurm knows for the campaign (by its unique token prefix)."""
     manifest = manifest_io.load(layout.CampaignPaths(root / "logs" / name).manifest)
     prefix = f"hpcrepro.{st.key(manifest)}."
-    out = subprocess.run(["squeue", "-h", "--me", "-t", "all", "-o", "%j"], env=env,
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "--me", "-t", "all", "-o", "%j"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sorted(line.removeprefix(prefix) for line in out.split() if line.startswith(prefix))
 
 
@@ -193,8 +246,19 @@ def test_concurrent_submits_make_one_set_of_jobs(slurm_cluster, tmp_path: Path) 
     results: list[Any] = [None] * 3
 
     def submit(slot: int) -> None:
-        results[slot] = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2",
-                                 "--name", "twice", *ONE_NODE, env=env, check=False)  # fmt: skip
+        results[slot] = hpcrepro(
+            "submit",
+            *SYSTEM,
+            "--site",
+            str(site),
+            "--runs",
+            "2",
+            "--name",
+            "twice",
+            *ONE_NODE,
+            env=env,
+            check=False,
+        )
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(3)]
     for thread in threads:
@@ -204,23 +268,32 @@ def test_concurrent_submits_make_one_set_of_jobs(slurm_cluster, tmp_path: Path) 
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     outputs = sorted(r.stdout.splitlines()[0] for r in results)
     assert outputs.count("campaign twice: already submitted: nothing to do") == 2
-    assert _jobs_of(slurm_cluster.env, tmp_path, "twice") == [
-        "collect.1", "run-01.1", "run-02.1"]
+    assert _jobs_of(slurm_cluster.env, tmp_path, "twice") == ["collect.1", "run-01.1", "run-02.1"]
     wait_for(all_finished("twice", env), 90, "the campaign to end")
 
 
 def test_crash_right_after_sbatch_leaves_no_duplicate(slurm_cluster, tmp_path: Path) -> None:
     site = make_site(tmp_path)
     env = cli_env(tmp_path, slurm_cluster.env)
-    crashed = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "crash",
-                       *ONE_NODE, env=env | {engine.CRASH_HOOK: "run-02"}, check=False)
+    crashed = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "2",
+        "--name",
+        "crash",
+        *ONE_NODE,
+        env=env | {engine.CRASH_HOOK: "run-02"},
+        check=False,
+    )
     assert crashed.returncode == 75
     left = manifest_io.load(layout.CampaignPaths(tmp_path / "logs" / "crash").manifest)
     assert [st.state_of(s) for s in left["stages"]] == ["submitting"] * 3
     assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == ["run-01.1", "run-02.1"]
     hpcrepro("resume", "crash", env=env)
-    assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == [
-        "collect.1", "run-01.1", "run-02.1"]
+    assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == ["collect.1", "run-01.1", "run-02.1"]
     final = wait_for(all_finished("crash", env), 90, "the repaired campaign")
     assert final["runs"]["valid"] == 2
 
@@ -228,16 +301,51 @@ def test_crash_right_after_sbatch_leaves_no_duplicate(slurm_cluster, tmp_path: P
 def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path: Path) -> None:
     site = make_site(tmp_path)
     env = cli_env(tmp_path, slurm_cluster.env)
-    bad = hpcrepro("submit", *SYSTEM, "--site", str(site), "--name", "bad", *ONE_NODE,
-                   "--set", "partition=nosuch", env=env, check=False)  # fmt: skip
+    bad = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--name",
+        "bad",
+        *ONE_NODE,
+        "--set",
+        "partition=nosuch",
+        env=env,
+        check=False,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "invalid partition specified: nosuch" in bad.stderr
     assert "sinfo" in bad.stderr  # the hint says where to look
-    many = hpcrepro("submit", *SYSTEM, "--site", str(site), "--name", "many",
-                    "--set", "nodes=3", "--set", "gpus_per_node=1", env=env, check=False)
+    many = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--name",
+        "many",
+        "--set",
+        "nodes=3",
+        "--set",
+        "gpus_per_node=1",
+        env=env,
+        check=False,
+    )
     assert many.returncode == 2 and "Node count specification invalid" in many.stderr
-    long = hpcrepro("submit", *SYSTEM, "--site", str(site), "--name", "long", *ONE_NODE,
-                    "--set", "partition=batch", "--set", "time_margin_minutes=500", env=env,
-                    check=False)  # fmt: skip
+    long = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--name",
+        "long",
+        *ONE_NODE,
+        "--set",
+        "partition=batch",
+        "--set",
+        "time_margin_minutes=500",
+        env=env,
+        check=False,
+    )
     assert long.returncode == 2 and "time limit" in long.stderr.lower()
     assert not (tmp_path / "logs" / "bad" / "campaign.json").exists()

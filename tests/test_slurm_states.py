@@ -11,15 +11,32 @@ from hpcrepro.scheduler.slurm import Backoff, SubmitError, _parse_sacct, _parse_
 
 # Every state sacct(1)/squeue(1) document for Slurm 22.05-24.x, with what a campaign makes of it.
 EVERY_SLURM_STATE = {
-    "BOOT_FAIL": "failed", "CANCELLED": "cancelled", "COMPLETED": "completed",
-    "CONFIGURING": "pending", "COMPLETING": "running", "DEADLINE": "failed", "FAILED": "failed",
-    "NODE_FAIL": "node_fail", "OUT_OF_MEMORY": "out_of_memory", "PENDING": "pending",
-    "PREEMPTED": "preempted", "RUNNING": "running", "RESV_DEL_HOLD": "pending",
-    "REQUEUE_FED": "pending", "REQUEUE_HOLD": "pending", "REQUEUED": "requeued",
-    "RESIZING": "running", "REVOKED": "cancelled", "SIGNALING": "running",
-    "SPECIAL_EXIT": "pending", "STAGE_OUT": "running", "STOPPED": "suspended",
-    "SUSPENDED": "suspended", "TIMEOUT": "timeout", "LAUNCH_FAILED": "failed",
-}  # fmt: skip
+    "BOOT_FAIL": "failed",
+    "CANCELLED": "cancelled",
+    "COMPLETED": "completed",
+    "CONFIGURING": "pending",
+    "COMPLETING": "running",
+    "DEADLINE": "failed",
+    "FAILED": "failed",
+    "NODE_FAIL": "node_fail",
+    "OUT_OF_MEMORY": "out_of_memory",
+    "PENDING": "pending",
+    "PREEMPTED": "preempted",
+    "RUNNING": "running",
+    "RESV_DEL_HOLD": "pending",
+    "REQUEUE_FED": "pending",
+    "REQUEUE_HOLD": "pending",
+    "REQUEUED": "requeued",
+    "RESIZING": "running",
+    "REVOKED": "cancelled",
+    "SIGNALING": "running",
+    "SPECIAL_EXIT": "pending",
+    "STAGE_OUT": "running",
+    "STOPPED": "suspended",
+    "SUSPENDED": "suspended",
+    "TIMEOUT": "timeout",
+    "LAUNCH_FAILED": "failed",
+}
 
 
 @pytest.mark.parametrize(("raw", "ours"), sorted(EVERY_SLURM_STATE.items()))
@@ -27,11 +44,18 @@ def test_every_slurm_state_is_mapped(raw: str, ours: str) -> None:
     assert states.from_slurm(raw) == ours
 
 
-@pytest.mark.parametrize(("raw", "ours"), [
-    ("CANCELLED by 1000", "cancelled"), ("CD", "completed"), ("PD", "pending"),
-    ("OOM", "out_of_memory"), ("RUNNING+", "running"), (" TIMEOUT ", "timeout"),
-    ("SOMETHING_NEW", "unknown"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "ours"),
+    [
+        ("CANCELLED by 1000", "cancelled"),
+        ("CD", "completed"),
+        ("PD", "pending"),
+        ("OOM", "out_of_memory"),
+        ("RUNNING+", "running"),
+        (" TIMEOUT ", "timeout"),
+        ("SOMETHING_NEW", "unknown"),
+    ],
+)
 def test_sacct_suffixes_and_squeue_short_codes(raw: str, ours: str) -> None:
     assert states.from_slurm(raw) == ours
 
@@ -55,15 +79,25 @@ def test_sacct_lines_are_parsed_field_by_field() -> None:
     assert set(jobs) == {"41", "42"}
     run, collect = jobs["41"], jobs["42"]
     assert (run.state, run.slurm_state, run.nodes, run.nodelist) == (
-        "cancelled", "CANCELLED by 0", 2, "node[1-2]")
+        "cancelled",
+        "CANCELLED by 0",
+        2,
+        "node[1-2]",
+    )
     assert run.start == "2026-11-28T10:00:01" and run.exit_code == "0:15" and run.reason is None
     assert (collect.state, collect.start, collect.nodelist, collect.reason) == (
-        "pending", None, None, "Dependency")
+        "pending",
+        None,
+        None,
+        "Dependency",
+    )
 
 
 def test_squeue_lines_hide_times_that_do_not_apply() -> None:
-    text = ("7|name|PENDING|2026-11-28T11:00:00|2026-11-28T12:00:00|0:00|1||Priority|c\n"
-            "8|name|RUNNING|2026-11-28T10:00:00|2026-11-28T12:00:00|5:00|2|node[1-2]|None|c\n")
+    text = (
+        "7|name|PENDING|2026-11-28T11:00:00|2026-11-28T12:00:00|0:00|1||Priority|c\n"
+        "8|name|RUNNING|2026-11-28T10:00:00|2026-11-28T12:00:00|5:00|2|node[1-2]|None|c\n"
+    )
     jobs = _parse_squeue(text)
     assert jobs["7"].start is None and jobs["7"].reason == "Priority"  # expected start, not real
     assert jobs["8"].start == "2026-11-28T10:00:00" and jobs["8"].end is None
@@ -79,8 +113,11 @@ def test_backoff_grows_to_a_cap_restarts_on_change_and_jitters() -> None:
 
 
 def test_submit_errors_name_the_script_and_hint_at_the_fix(tmp_path) -> None:
-    error = SubmitError(tmp_path / "run-01.sbatch",
-                        "sbatch: error: invalid partition specified: gpu\n", test_only=True)
+    error = SubmitError(
+        tmp_path / "run-01.sbatch",
+        "sbatch: error: invalid partition specified: gpu\n",
+        test_only=True,
+    )
     text = error.render()
     assert "run-01.sbatch" in text and "invalid partition specified: gpu" in text
     assert "sinfo" in text

@@ -1,1 +1,1 @@
-"""Campaigns: a folder, a manifest of stages and jobs, and the rules to submit, repair and resume."""
+"""Campaigns: a folder, a manifest of stages and jobs, the rules to submit, repair, resume."""

@@ -83,9 +83,12 @@ def submit(request: SubmitRequest) -> Outcome:
                 raise
             slurm_note = f"# {error.message}: scripts not checked with sbatch --test-only"
     plan.verify_dataset(cfg)
-    inputs = {"system": request.system, "version": request.version,
-              "site": str(cfg.site_path) if cfg.site_path else None,
-              "overrides": list(request.overrides)}  # fmt: skip
+    inputs = {
+        "system": request.system,
+        "version": request.version,
+        "site": str(cfg.site_path) if cfg.site_path else None,
+        "overrides": list(request.overrides),
+    }
     paths.root.mkdir(parents=True, exist_ok=True)
     with manifest_io.locked(paths.lock):
         if paths.manifest.exists():
@@ -102,10 +105,14 @@ def submit(request: SubmitRequest) -> Outcome:
             engine.refresh(paths, manifest, backend)
             submitted = engine.submit_planned(paths, manifest, backend)
             _after_submit(paths, manifest, backend)
-            note = (f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
-                    if submitted else "already submitted: nothing to do")  # fmt: skip
-            return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted,
-                           list(backend.commands))  # fmt: skip
+            note = (
+                f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
+                if submitted
+                else "already submitted: nothing to do"
+            )
+            return Outcome(
+                paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands)
+            )
         manifest = plan.build(cfg, paths, name, runs, request.runs_per_job, request.backend, inputs)
         if request.backend == "local":
             backend = make_backend("local", manifest)
@@ -118,15 +125,21 @@ def submit(request: SubmitRequest) -> Outcome:
         layout.register(name, paths.root)
         submitted = engine.submit_planned(paths, manifest, backend)
         _after_submit(paths, manifest, backend)
-    return Outcome(paths, manifest, [f"campaign {name}: submitted {len(submitted)} job(s)",
-                                     f"folder: {paths.root}"], submitted,
-                   list(backend.commands))  # fmt: skip
+    return Outcome(
+        paths,
+        manifest,
+        [f"campaign {name}: submitted {len(submitted)} job(s)", f"folder: {paths.root}"],
+        submitted,
+        list(backend.commands),
+    )
 
 
 def dry_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
     """The graph and the exact sbatch commands, runnable as a shell script."""
-    lines = [f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
-             "# graph: " + graph_text(manifest)]  # fmt: skip
+    lines = [
+        f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
+        "# graph: " + graph_text(manifest),
+    ]
     for stage in manifest["stages"]:
         job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
         deps = [f"${_var(name)}" for name in stage["after"]]
@@ -168,13 +181,18 @@ def load_campaigns(campaign: str | None) -> list[tuple[CampaignPaths, dict[str, 
     return found
 
 
-def refresh_all(campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
-                slurm: Slurm | None = None) -> Slurm:  # fmt: skip
+def refresh_all(
+    campaigns: list[tuple[CampaignPaths, dict[str, Any]]], slurm: Slurm | None = None
+) -> Slurm:
     """One status pass: one sacct call for the active jobs of every Slurm campaign together
     (plus one squeue for jobs too new for accounting), then save what changed."""
     slurm = slurm or Slurm()
-    ids = [job_id for paths, m in campaigns if m["backend"] == "slurm"
-           for job_id in engine.active_job_ids(m)]  # fmt: skip
+    ids = [
+        job_id
+        for paths, m in campaigns
+        if m["backend"] == "slurm"
+        for job_id in engine.active_job_ids(m)
+    ]
     infos = {}
     if ids:
         try:
@@ -190,16 +208,27 @@ def refresh_all(campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
         else:
             backend = slurm
             changed = engine.apply_infos(paths, manifest, infos)
-        needs_repair = any(job["state"] == states.SUBMITTING
-                           for s in manifest["stages"] for job in s["jobs"])  # fmt: skip
+        needs_repair = any(
+            job["state"] == states.SUBMITTING for s in manifest["stages"] for job in s["jobs"]
+        )
         if changed or needs_repair:
-            _save_if_free(paths, manifest, infos if manifest["backend"] == "slurm" else {},
-                          backend, needs_repair)  # fmt: skip
+            _save_if_free(
+                paths,
+                manifest,
+                infos if manifest["backend"] == "slurm" else {},
+                backend,
+                needs_repair,
+            )
     return slurm
 
 
-def _save_if_free(paths: CampaignPaths, manifest: dict[str, Any], infos: dict[str, Any],
-                  backend: engine.Backend, repair: bool) -> None:  # fmt: skip
+def _save_if_free(
+    paths: CampaignPaths,
+    manifest: dict[str, Any],
+    infos: dict[str, Any],
+    backend: engine.Backend,
+    repair: bool,
+) -> None:
     """Write status updates unless another process holds the lock (it will write its own)."""
     with manifest_io.try_locked(paths.lock) as got:
         if not got:
@@ -239,8 +268,12 @@ def cancel(campaign: str) -> Outcome:
             engine.apply_infos(paths, manifest, backend.query(ids))
         engine.judge_runs(paths, manifest)
         manifest_io.save(paths.manifest, manifest)
-    return Outcome(paths, manifest, [f"campaign {manifest['name']}: cancelled {len(ids)} job(s)"],
-                   commands=list(backend.commands))  # fmt: skip
+    return Outcome(
+        paths,
+        manifest,
+        [f"campaign {manifest['name']}: cancelled {len(ids)} job(s)"],
+        commands=list(backend.commands),
+    )
 
 
 def resume(campaign: str) -> Outcome:
@@ -258,8 +291,11 @@ def resume(campaign: str) -> Outcome:
             if job and job["state"] == states.CANCELLED and not job.get("job_id"):
                 job["state"] = states.PLANNED
         planned = engine.plan_resume(manifest)
-        new_stages = [s for s in manifest["stages"] if s["name"] in planned
-                      and not (paths.root / s["script"]).exists()]  # fmt: skip
+        new_stages = [
+            s
+            for s in manifest["stages"]
+            if s["name"] in planned and not (paths.root / s["script"]).exists()
+        ]
         if new_stages:
             cfg = _config_of(manifest)
             from hpcrepro.campaign import plan
@@ -270,11 +306,18 @@ def resume(campaign: str) -> Outcome:
         submitted = engine.submit_planned(paths, manifest, backend)
         _after_submit(paths, manifest, backend)
     counts = engine.run_counts(manifest)
-    note = (f"submitted {', '.join(submitted)}" if submitted else "nothing to resubmit")
-    return Outcome(paths, manifest, [
-        f"campaign {manifest['name']}: {note}",
-        f"runs: {counts['valid']} valid, {counts['coming']} to come, {counts['lost']} lost, "
-        f"{manifest['runs_required']} required"], submitted, list(backend.commands))  # fmt: skip
+    note = f"submitted {', '.join(submitted)}" if submitted else "nothing to resubmit"
+    return Outcome(
+        paths,
+        manifest,
+        [
+            f"campaign {manifest['name']}: {note}",
+            f"runs: {counts['valid']} valid, {counts['coming']} to come, {counts['lost']} lost, "
+            f"{manifest['runs_required']} required",
+        ],
+        submitted,
+        list(backend.commands),
+    )
 
 
 def _config_of(manifest: dict[str, Any]) -> Any:

@@ -24,16 +24,18 @@ def summary(paths: CampaignPaths, manifest: dict[str, Any]) -> dict[str, Any]:
         job = st.current(stage) or {}
         for index in stage["runs"]:
             judged = stage["verdicts"].get(str(index), {})
-            runs.append({
-                "run": index,
-                "stage": stage["name"],
-                "log": str(paths.run_log(index)),
-                "job_id": job.get("job_id"),
-                "job_state": job.get("state"),
-                "verdict": judged.get("verdict", "pending"),
-                "reason": judged.get("reason"),
-                "replaces": stage["replaces"],
-            })  # fmt: skip
+            runs.append(
+                {
+                    "run": index,
+                    "stage": stage["name"],
+                    "log": str(paths.run_log(index)),
+                    "job_id": job.get("job_id"),
+                    "job_state": job.get("state"),
+                    "verdict": judged.get("verdict", "pending"),
+                    "reason": judged.get("reason"),
+                    "replaces": stage["replaces"],
+                }
+            )
     counts = engine.run_counts(manifest)
     return {
         "campaign": manifest["name"],

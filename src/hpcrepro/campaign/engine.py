@@ -35,8 +35,13 @@ class Backend(Protocol):
     def cancel(self, job_ids: list[str]) -> None: ...
 
 
-def sbatch_args(paths: CampaignPaths, manifest: Manifest, stage: st.Stage, job: st.Job,
-                dependency_ids: list[str]) -> list[str]:  # fmt: skip
+def sbatch_args(
+    paths: CampaignPaths,
+    manifest: Manifest,
+    stage: st.Stage,
+    job: st.Job,
+    dependency_ids: list[str],
+) -> list[str]:
     """Command-line options added to the stage script's own #SBATCH lines."""
     args = [
         f"--job-name={job['token']}",
@@ -84,8 +89,9 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
         if blocked:
             job.update(state=states.BLOCKED, reason=blocked)
             continue
-        job_id = backend.submit(paths.root / stage["script"],
-                                sbatch_args(paths, manifest, stage, job, ids))  # fmt: skip
+        job_id = backend.submit(
+            paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
+        )
         if crash_at == stage["name"]:
             os._exit(75)
         job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
@@ -100,8 +106,12 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
 def repair(manifest: Manifest, backend: Backend) -> bool:
     """Settle jobs left `submitting` by a crash: adopt the job Slurm knows by its token, or mark
     it planned again when sbatch never ran. Extra jobs with one token are cancelled."""
-    pending = [job for stage in manifest["stages"] for job in stage["jobs"]
-               if job["state"] == states.SUBMITTING]  # fmt: skip
+    pending = [
+        job
+        for stage in manifest["stages"]
+        for job in stage["jobs"]
+        if job["state"] == states.SUBMITTING
+    ]
     if not pending:
         return False
     since = _day_before(manifest["created"])
@@ -127,15 +137,25 @@ def _day_before(created: str) -> str:
 
 def _apply(job: st.Job, info: JobInfo) -> None:
     job.update(
-        state=info.state, slurm_state=info.slurm_state, start=info.start, end=info.end,
-        elapsed=info.elapsed, nodes=info.nodes, nodelist=info.nodelist, reason=info.reason,
+        state=info.state,
+        slurm_state=info.slurm_state,
+        start=info.start,
+        end=info.end,
+        elapsed=info.elapsed,
+        nodes=info.nodes,
+        nodelist=info.nodelist,
+        reason=info.reason,
         exit_code=info.exit_code,
-    )  # fmt: skip
+    )
 
 
 def active_job_ids(manifest: Manifest) -> list[str]:
-    return [job["job_id"] for stage in manifest["stages"] for job in stage["jobs"]
-            if job["job_id"] and states.is_active(job["state"])]  # fmt: skip
+    return [
+        job["job_id"]
+        for stage in manifest["stages"]
+        for job in stage["jobs"]
+        if job["job_id"] and states.is_active(job["state"])
+    ]
 
 
 def apply_infos(paths: CampaignPaths, manifest: Manifest, infos: dict[str, JobInfo]) -> bool:
@@ -212,10 +232,13 @@ def plan_resume(manifest: Manifest) -> list[str]:
             planned.append(stage["name"])
     counts = run_counts(manifest)
     missing = manifest["runs_required"] - counts["valid"] - counts["coming"]
-    lost = [(stage, index) for stage in st.train_stages(manifest)
-            if not states.is_active(st.state_of(stage)) and st.state_of(stage) != states.PLANNED
-            for index in stage["runs"]
-            if stage["verdicts"].get(str(index), {}).get("verdict") != verdict.VALID]  # fmt: skip
+    lost = [
+        (stage, index)
+        for stage in st.train_stages(manifest)
+        if not states.is_active(st.state_of(stage)) and st.state_of(stage) != states.PLANNED
+        for index in stage["runs"]
+        if stage["verdicts"].get(str(index), {}).get("verdict") != verdict.VALID
+    ]
     per_job = max(1, int(manifest.get("runs_per_job", 1)))
     replacements = lost[: max(0, missing)]
     template = st.train_stages(manifest)[0]
@@ -226,9 +249,15 @@ def plan_resume(manifest: Manifest) -> list[str]:
         first = st.next_run_index(manifest)
         indices = list(range(first, first + len(group)))
         name = stage_name_for_runs(indices)
-        stage = st.new_stage(name, st.TRAIN, f"scripts/{name}.sbatch", after=template["after"],
-                             dependency=st.AFTER_OK, runs=indices,
-                             replaces=sorted({old["name"] for old, _ in group}))  # fmt: skip
+        stage = st.new_stage(
+            name,
+            st.TRAIN,
+            f"scripts/{name}.sbatch",
+            after=template["after"],
+            dependency=st.AFTER_OK,
+            runs=indices,
+            replaces=sorted({old["name"] for old, _ in group}),
+        )
         st.plan_attempt(manifest, stage)
         manifest["stages"].insert(insert_at, stage)
         insert_at += 1
@@ -237,8 +266,9 @@ def plan_resume(manifest: Manifest) -> list[str]:
         collect["after"] = [stage["name"] for stage in st.train_stages(manifest)]
         state = st.state_of(collect)
         new_runs = any(names.get(n) is None for n in planned)
-        if new_runs or (state != states.COMPLETED and not states.is_active(state)
-                        and state != states.PLANNED):  # fmt: skip
+        if new_runs or (
+            state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED
+        ):
             st.plan_attempt(manifest, collect)
             planned.append("collect")
     return planned
@@ -255,5 +285,8 @@ def collects_to_cancel(manifest: Manifest) -> list[str]:
     collect = st.by_name(manifest).get("collect")
     if collect is None:
         return []
-    return [job["job_id"] for job in collect["jobs"][:-1]
-            if job["job_id"] and states.is_active(job["state"])]  # fmt: skip
+    return [
+        job["job_id"]
+        for job in collect["jobs"][:-1]
+        if job["job_id"] and states.is_active(job["state"])
+    ]

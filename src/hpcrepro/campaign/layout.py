@@ -63,7 +63,8 @@ def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise UserError(
             f"'{name}' is not a usable campaign name",
-            hint="use letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit",
+            hint="use letters, digits, '.', '_' and '-' (at most 100), "
+            "starting with a letter or digit",
         )
     return name
 
@@ -125,8 +126,11 @@ def find(campaign: str) -> CampaignPaths:
     import difflib
 
     close = difflib.get_close_matches(campaign, list(known), n=3)
-    hint = f"did you mean {', '.join(close)}?" if close else (
-        "known campaigns: " + ", ".join(known) if known else "no campaign submitted yet"
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else ("known campaigns: " + ", ".join(known) if known else "no campaign submitted yet")
     )
-    raise UserError(f"no campaign '{campaign}' (neither a known name nor a campaign folder)",
-                    hint=hint)  # fmt: skip
+    raise UserError(
+        f"no campaign '{campaign}' (neither a known name nor a campaign folder)", hint=hint
+    )

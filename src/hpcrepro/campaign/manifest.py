@@ -28,11 +28,15 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError as error:
         raise UserError(f"{path} does not exist", hint="is this a campaign folder?") from error
     except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error})",
-                        hint="the file was damaged or edited by hand; restore it from a backup") from error  # fmt: skip
+        raise UserError(
+            f"{path} is not valid JSON ({error})",
+            hint="the file was damaged or edited by hand; restore it from a backup",
+        ) from error
     if data.get("format") != FORMAT:
-        raise UserError(f"{path} has manifest format {data.get('format')!r}, expected {FORMAT}",
-                        hint="use the hpcrepro version that created this campaign")  # fmt: skip
+        raise UserError(
+            f"{path} has manifest format {data.get('format')!r}, expected {FORMAT}",
+            hint="use the hpcrepro version that created this campaign",
+        )
     return data
 
 

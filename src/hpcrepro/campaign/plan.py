@@ -84,9 +84,14 @@ def training_config(cfg: ResolvedConfig) -> ResolvedConfig:
 
 
 def build(
-    cfg: ResolvedConfig, paths: CampaignPaths, name: str, runs: int, runs_per_job: int,
-    backend: str, inputs: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+    cfg: ResolvedConfig,
+    paths: CampaignPaths,
+    name: str,
+    runs: int,
+    runs_per_job: int,
+    backend: str,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
     """Write every script into the campaign folder and return the new manifest."""
     paths.make()
     stages: list[st.Stage] = []
@@ -97,11 +102,25 @@ def build(
     for start in range(0, runs, runs_per_job):
         indices = list(range(start + 1, min(runs, start + runs_per_job) + 1))
         stage_name = engine.stage_name_for_runs(indices)
-        stages.append(st.new_stage(stage_name, st.TRAIN, f"scripts/{stage_name}.sbatch",
-                                   after=before, dependency=st.AFTER_OK, runs=indices))  # fmt: skip
-    stages.append(st.new_stage("collect", "collect", "scripts/collect.sbatch",
-                               after=[s["name"] for s in stages if s["kind"] == st.TRAIN],
-                               dependency=st.AFTER_ANY))  # fmt: skip
+        stages.append(
+            st.new_stage(
+                stage_name,
+                st.TRAIN,
+                f"scripts/{stage_name}.sbatch",
+                after=before,
+                dependency=st.AFTER_OK,
+                runs=indices,
+            )
+        )
+    stages.append(
+        st.new_stage(
+            "collect",
+            "collect",
+            "scripts/collect.sbatch",
+            after=[s["name"] for s in stages if s["kind"] == st.TRAIN],
+            dependency=st.AFTER_ANY,
+        )
+    )
     manifest: dict[str, Any] = {
         "format": 1,
         "name": name,
@@ -126,8 +145,13 @@ def build(
     return manifest
 
 
-def write_script(cfg: ResolvedConfig, paths: CampaignPaths, manifest: dict[str, Any],
-                 stage: st.Stage, backend: str) -> None:  # fmt: skip
+def write_script(
+    cfg: ResolvedConfig,
+    paths: CampaignPaths,
+    manifest: dict[str, Any],
+    stage: st.Stage,
+    backend: str,
+) -> None:
     """Render the script of one stage into the campaign's scripts/ folder."""
     from hpcrepro.render import ShellText, render_template, render_training, sbatch_header
 
@@ -135,27 +159,56 @@ def write_script(cfg: ResolvedConfig, paths: CampaignPaths, manifest: dict[str, 
     output = str(paths.job_output / f"{stage['name']}-%j.out")
     job_name = st.token(st.key(manifest), stage["name"], 1)
     if stage["kind"] == st.TRAIN:
-        text = render_training(training_config(cfg), job_name=job_name, run_indices=stage["runs"],
-                               log_dir=paths.logs, output=output,
-                               launcher="local" if backend == "local" else "srun")  # fmt: skip
+        text = render_training(
+            training_config(cfg),
+            job_name=job_name,
+            run_indices=stage["runs"],
+            log_dir=paths.logs,
+            output=output,
+            launcher="local" if backend == "local" else "srun",
+        )
     elif stage["kind"] == "image":
         from hpcrepro.render import apptainer_image, pyxis_image
 
-        header = sbatch_header(small_job_config(cfg), job_name=job_name, nodes=1, ntasks_per_node=1,
-                               time_minutes=IMAGE_STAGE_MINUTES, output=output, gpus=False)  # fmt: skip
+        header = sbatch_header(
+            small_job_config(cfg),
+            job_name=job_name,
+            nodes=1,
+            ntasks_per_node=1,
+            time_minutes=IMAGE_STAGE_MINUTES,
+            output=output,
+            gpus=False,
+        )
         image = cfg.site.image or ""
         source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
-        text = render_template("image.sbatch.j2", header=ShellText(header), uri=image,
-                               source=source, runtime=cfg.site.runtime,
-                               target=str(image_cache_file(cfg)),
-                               hpcrepro_version=__version__)  # fmt: skip
+        text = render_template(
+            "image.sbatch.j2",
+            header=ShellText(header),
+            uri=image,
+            source=source,
+            runtime=cfg.site.runtime,
+            target=str(image_cache_file(cfg)),
+            hpcrepro_version=__version__,
+        )
     else:
-        header = sbatch_header(small_job_config(cfg), job_name=job_name, nodes=1, ntasks_per_node=1,
-                               time_minutes=COLLECT_MINUTES, output=output, gpus=False)  # fmt: skip
-        text = render_template("collect.sbatch.j2", header=ShellText(header), campaign=name,
-                               campaign_dir=str(paths.root), python=sys.executable,
-                               pythonpath=str(Path(__file__).resolve().parents[2]),
-                               hpcrepro_version=__version__)  # fmt: skip
+        header = sbatch_header(
+            small_job_config(cfg),
+            job_name=job_name,
+            nodes=1,
+            ntasks_per_node=1,
+            time_minutes=COLLECT_MINUTES,
+            output=output,
+            gpus=False,
+        )
+        text = render_template(
+            "collect.sbatch.j2",
+            header=ShellText(header),
+            campaign=name,
+            campaign_dir=str(paths.root),
+            python=sys.executable,
+            pythonpath=str(Path(__file__).resolve().parents[2]),
+            hpcrepro_version=__version__,
+        )
     script = paths.root / stage["script"]
     script.write_text(text)
     script.chmod(0o755)

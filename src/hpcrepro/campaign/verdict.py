@@ -68,10 +68,10 @@ def read_log(path: Path) -> LogOutcome:
                 outcome.best_accuracy = max(value, outcome.best_accuracy or value)
                 if isinstance(metadata.get("epoch_num"), (int, float)):
                     outcome.epoch = float(metadata["epoch_num"])
-            elif key in ("epoch_start", "block_start", "eval_start") and isinstance(
-                metadata.get("epoch_num", metadata.get("first_epoch_num")), (int, float)
-            ):
-                outcome.epoch = float(metadata.get("epoch_num", metadata.get("first_epoch_num")))
+            elif key in ("epoch_start", "block_start", "eval_start"):
+                epoch = metadata.get("epoch_num", metadata.get("first_epoch_num"))
+                if isinstance(epoch, (int, float)):
+                    outcome.epoch = float(epoch)
     return outcome
 
 
@@ -85,8 +85,10 @@ def judge(log: Path, job_state: str, target: float = RESNET_TARGET) -> tuple[str
     if not log.exists() or not outcome.started:
         if job_state == states.CANCELLED:
             return NOT_RUN, "cancelled before the run started"
-        return (VOID if states.is_void(job_state) else NOT_RUN,
-                f"job {job_state}; no run_start in {log.name}")  # fmt: skip
+        return (
+            VOID if states.is_void(job_state) else NOT_RUN,
+            f"job {job_state}; no run_start in {log.name}",
+        )
     if not outcome.stopped:
         return VOID, f"job {job_state} before run_stop: the run was cut short"
     if outcome.status != "success":

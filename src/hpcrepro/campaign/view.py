@@ -23,8 +23,11 @@ def _elapsed(job: dict[str, Any]) -> str:
         return ""
     try:
         begin = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-        end = (datetime.strptime(job["end"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-               if job.get("end") else datetime.now(timezone.utc))  # fmt: skip
+        end = (
+            datetime.strptime(job["end"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            if job.get("end")
+            else datetime.now(timezone.utc)
+        )
     except ValueError:
         return ""
     seconds = int((end - begin).total_seconds())
@@ -38,8 +41,11 @@ def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) ->
         outcome = read_log(paths.run_log(index))
         if not outcome.started:
             continue
-        text = f"run {index:02d} epoch {outcome.epoch:g}" if outcome.epoch is not None else (
-            f"run {index:02d} started")
+        text = (
+            f"run {index:02d} epoch {outcome.epoch:g}"
+            if outcome.epoch is not None
+            else (f"run {index:02d} started")
+        )
         if manifest.get("target_epoch") and outcome.epoch is not None:
             text += f"/{manifest['target_epoch']}"
         if outcome.last_accuracy is not None:
@@ -54,52 +60,65 @@ def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> li
         job = st.current(stage) or {}
         state = job.get("state", states.PLANNED)
         note = ""
-        if state == states.PENDING:
-            note = job.get("reason") or ""
-        elif state in (states.BLOCKED,) or (states.is_finished(state) and job.get("reason")
-                                            and state != states.COMPLETED):  # fmt: skip
+        if (
+            state == states.PENDING
+            or state in (states.BLOCKED,)
+            or (states.is_finished(state) and job.get("reason") and state != states.COMPLETED)
+        ):
             note = job.get("reason") or ""
         if stage["kind"] == st.TRAIN:
             verdicts = [stage["verdicts"].get(str(i), {}).get("verdict") for i in stage["runs"]]
             if any(verdicts) and states.is_finished(state):
-                note = ", ".join(f"run {i:02d} {v}" for i, v in zip(stage["runs"], verdicts))
+                note = ", ".join(
+                    f"run {i:02d} {v}" for i, v in zip(stage["runs"], verdicts, strict=False)
+                )
             elif live and state == states.RUNNING:
                 note = progress(paths, manifest, stage)
         if stage["replaces"]:
             note = (note + f" (replaces {', '.join(stage['replaces'])})").strip()
-        rows.append({
-            "stage": stage["name"],
-            "job_id": job.get("job_id") or "",
-            "state": state,
-            "slurm_state": job.get("slurm_state") or "",
-            "elapsed": _elapsed(job) if job else "",
-            "nodes": job.get("nodelist") or (str(job["nodes"]) if job.get("nodes") else ""),
-            "note": note,
-            "attempts": len(stage["jobs"]),
-            "runs": stage["runs"],
-            "verdicts": stage["verdicts"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "stage": stage["name"],
+                "job_id": job.get("job_id") or "",
+                "state": state,
+                "slurm_state": job.get("slurm_state") or "",
+                "elapsed": _elapsed(job) if job else "",
+                "nodes": job.get("nodelist") or (str(job["nodes"]) if job.get("nodes") else ""),
+                "note": note,
+                "attempts": len(stage["jobs"]),
+                "runs": stage["runs"],
+                "verdicts": stage["verdicts"],
+            }
+        )
     return rows
 
 
 def as_json(campaigns: list[tuple[CampaignPaths, dict[str, Any]]]) -> str:
     out = []
     for paths, manifest in campaigns:
-        out.append({
-            "campaign": manifest["name"],
-            "folder": str(paths.root),
-            "backend": manifest["backend"],
-            "system": manifest.get("system"),
-            "version": manifest.get("version"),
-            "cancelled": manifest.get("cancelled", False),
-            "runs": engine.run_counts(manifest) | {"required": manifest["runs_required"]},
-            "stages": stage_rows(paths, manifest, live=True),
-        })  # fmt: skip
+        out.append(
+            {
+                "campaign": manifest["name"],
+                "folder": str(paths.root),
+                "backend": manifest["backend"],
+                "system": manifest.get("system"),
+                "version": manifest.get("version"),
+                "cancelled": manifest.get("cancelled", False),
+                "runs": engine.run_counts(manifest) | {"required": manifest["runs_required"]},
+                "stages": stage_rows(paths, manifest, live=True),
+            }
+        )
     return json.dumps(out, indent=1)
 
 
-_COLUMNS = (("stage", "STAGE"), ("job_id", "JOB"), ("state", "STATE"), ("elapsed", "ELAPSED"),
-            ("nodes", "NODES"), ("note", "REASON / PROGRESS"))  # fmt: skip
+_COLUMNS = (
+    ("stage", "STAGE"),
+    ("job_id", "JOB"),
+    ("state", "STATE"),
+    ("elapsed", "ELAPSED"),
+    ("nodes", "NODES"),
+    ("note", "REASON / PROGRESS"),
+)
 
 
 def as_text(campaigns: list[tuple[CampaignPaths, dict[str, Any]]], live: bool = False) -> str:
@@ -108,17 +127,23 @@ def as_text(campaigns: list[tuple[CampaignPaths, dict[str, Any]]], live: bool = 
     blocks = []
     for paths, manifest in campaigns:
         counts = engine.run_counts(manifest)
-        title = (f"{manifest['name']}  ({manifest['backend']}, {manifest.get('system')} "
-                 f"{manifest.get('version')})  runs: {counts['valid']}/{manifest['runs_required']}"
-                 f" valid, {counts['coming']} to come, {counts['lost']} lost"
-                 + ("  [cancelled]" if manifest.get("cancelled") else ""))  # fmt: skip
+        title = (
+            f"{manifest['name']}  ({manifest['backend']}, {manifest.get('system')} "
+            f"{manifest.get('version')})  runs: {counts['valid']}/{manifest['runs_required']}"
+            f" valid, {counts['coming']} to come, {counts['lost']} lost"
+            + ("  [cancelled]" if manifest.get("cancelled") else "")
+        )
         rows = stage_rows(paths, manifest, live)
         table = [[head for _, head in _COLUMNS]]
         table += [[str(row[key]) for key, _ in _COLUMNS] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
         lines = [title]
         for line in table:
-            lines.append("  " + "  ".join(cell.ljust(width) for cell, width
-                                           in zip(line, widths)).rstrip())  # fmt: skip
+            lines.append(
+                "  "
+                + "  ".join(
+                    cell.ljust(width) for cell, width in zip(line, widths, strict=False)
+                ).rstrip()
+            )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

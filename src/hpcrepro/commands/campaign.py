@@ -9,34 +9,41 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 # typer reads these annotations at runtime, so they keep the Optional[...] spelling.
-# ruff: noqa: UP007
 
 
 def submit(
     system: str = typer.Option(..., "--system", help="system name from `hpcrepro systems`"),
     version: str = typer.Option(..., "--version", help="MLPerf round: r2.1, r3.0, r3.1, r4.0"),
-    site: Optional[Path] = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
+    site: Path | None = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, overrides any setting"),
-    runs: Optional[int] = typer.Option(None, "--runs", help="training runs (site default: 5)"),
-    runs_per_job: int = typer.Option(1, "--runs-per-job",
-                                     help="runs in one job (1: each run can be replaced alone)"),
-    name: Optional[str] = typer.Option(None, "--name",
-                                       help="campaign name (default SYSTEM-VERSION)"),
+    runs: int | None = typer.Option(None, "--runs", help="training runs (site default: 5)"),
+    runs_per_job: int = typer.Option(
+        1, "--runs-per-job", help="runs in one job (1: each run can be replaced alone)"
+    ),
+    name: str | None = typer.Option(None, "--name", help="campaign name (default SYSTEM-VERSION)"),
     backend: str = typer.Option("slurm", "--backend", help="slurm, or local for this machine"),
-    dry_run: bool = typer.Option(False, "--dry-run",
-                                 help="print the graph and sbatch commands, submit nothing"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the graph and sbatch commands, submit nothing"
+    ),
 ) -> None:
     """Submit the whole stage graph (image, runs, collect) so you can log out."""
     from hpcrepro.campaign import actions
 
-    request = actions.SubmitRequest(system=system, version=version, site=site,
-                                    overrides=list(overrides), name=name, runs=runs,
-                                    runs_per_job=runs_per_job, backend=backend, dry_run=dry_run)
+    request = actions.SubmitRequest(
+        system=system,
+        version=version,
+        site=site,
+        overrides=list(overrides),
+        name=name,
+        runs=runs,
+        runs_per_job=runs_per_job,
+        backend=backend,
+        dry_run=dry_run,
+    )
     outcome = actions.submit(request)
     typer.echo("\n".join(outcome.lines))
     if not dry_run:
@@ -44,7 +51,7 @@ def submit(
 
 
 def status(
-    campaign: Optional[str] = typer.Argument(None, help="campaign name or folder (default: all)"),
+    campaign: str | None = typer.Argument(None, help="campaign name or folder (default: all)"),
     watch: bool = typer.Option(False, "--watch", help="refresh until every job has ended"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:

@@ -8,6 +8,7 @@ status into the manifest, where `hpcrepro status` reads them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,10 +83,14 @@ class Local:
             for job in stage["jobs"]:
                 if job["job_id"] in job_ids:
                     lost[job["job_id"]] = JobInfo(
-                        job_id=job["job_id"], name=job["token"], state=states.FAILED,
-                        slurm_state="RUNNER_GONE", start=job.get("start"), end=job.get("end"),
+                        job_id=job["job_id"],
+                        name=job["token"],
+                        state=states.FAILED,
+                        slurm_state="RUNNER_GONE",
+                        start=job.get("start"),
+                        end=job.get("end"),
                         reason="the local runner process ended before this job ran",
-                    )  # fmt: skip
+                    )
         return lost
 
     def find_by_names(self, names: list[str], since: str) -> dict[str, list[JobInfo]]:
@@ -94,10 +99,8 @@ class Local:
     def cancel(self, job_ids: list[str]) -> None:
         runner = self.manifest.get("local_runner") or {}
         if job_ids and self.runner_alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(runner["pid"]), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def start_runner(self, campaign_dir: Path) -> None:
         """Start the detached runner unless one is alive; record it in the manifest."""
@@ -107,9 +110,13 @@ class Local:
         env = dict(os.environ, PYTHONPATH=package_pythonpath())
         process = subprocess.Popen(
             [sys.executable, "-m", "hpcrepro.scheduler.local", str(campaign_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, cwd=campaign_dir,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=campaign_dir,
+        )
         log.close()
         self.manifest["local_runner"] = {"pid": process.pid, "host": socket.gethostname()}
 
@@ -145,20 +152,32 @@ def run_campaign(campaign_dir: Path) -> None:
                 engine.judge_runs(paths, manifest)
                 manifest_io.save(paths.manifest, manifest)
                 continue
-            job.update(state=states.RUNNING, slurm_state="RUNNING", start=st.now(), nodes=1,
-                       nodelist=host, pid=os.getpid())  # fmt: skip
+            job.update(
+                state=states.RUNNING,
+                slurm_state="RUNNING",
+                start=st.now(),
+                nodes=1,
+                nodelist=host,
+                pid=os.getpid(),
+            )
             manifest_io.save(paths.manifest, manifest)
         output = paths.job_output / f"{stage['name']}-{job['job_id'].replace(':', '_')}.out"
         env = dict(os.environ, HPCREPRO_LOCAL="1", PYTHONPATH=package_pythonpath())
         with open(output, "w") as out:
-            status = subprocess.call(["bash", str(paths.root / stage["script"])], stdout=out,
-                                     stderr=subprocess.STDOUT, env=env, cwd=paths.root)  # fmt: skip
+            status = subprocess.call(
+                ["bash", str(paths.root / stage["script"])],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=paths.root,
+            )
         with manifest_io.locked(paths.lock):
             manifest = manifest_io.load(paths.manifest)
             job = st.by_name(manifest)[stage["name"]]["jobs"][-1]
             state = states.COMPLETED if status == 0 else states.FAILED
-            job.update(state=state, slurm_state=state.upper(), end=st.now(),
-                       exit_code=f"{status}:0")  # fmt: skip
+            job.update(
+                state=state, slurm_state=state.upper(), end=st.now(), exit_code=f"{status}:0"
+            )
             engine.judge_runs(paths, manifest)
             manifest_io.save(paths.manifest, manifest)
 

@@ -68,7 +68,9 @@ class Slurm:
     def __init__(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
         self.env = env
         self.timeout = timeout
-        self.commands: list[str] = []  # the tool name of every command made, for status and benchmarks
+        self.commands: list[
+            str
+        ] = []  # the tool name of every command made, for status and benchmarks
 
     # --- plumbing
 
@@ -107,7 +109,8 @@ class Slurm:
         if done.returncode != 0 or " is UP" not in done.stdout:
             detail = (done.stdout + done.stderr).strip().splitlines()
             raise SlurmUnavailable(
-                "no Slurm controller answers: " + (detail[-1] if detail else "scontrol ping failed"),
+                "no Slurm controller answers: "
+                + (detail[-1] if detail else "scontrol ping failed"),
                 hint="use --backend local to run the same stages on this machine",
             )
 
@@ -167,17 +170,29 @@ class Slurm:
                 result[job.name][job.job_id] = job
         for chunk in _chunks(sorted(wanted), 500):
             done = self.run(
-                ["sacct", "-X", "-n", "-P", "-S", since, "--name", ",".join(chunk),
-                 "-o", _SACCT_FIELDS],
+                [
+                    "sacct",
+                    "-X",
+                    "-n",
+                    "-P",
+                    "-S",
+                    since,
+                    "--name",
+                    ",".join(chunk),
+                    "-o",
+                    _SACCT_FIELDS,
+                ],
                 check=False,
-            )  # fmt: skip
+            )
             if done.returncode != 0:
                 break
             for job in _parse_sacct(done.stdout).values():
                 if job.name in wanted:
                     result[job.name].setdefault(job.job_id, job)
-        return {name: sorted(jobs.values(), key=lambda j: int(j.job_id.split("_")[0]))
-                for name, jobs in result.items()}  # fmt: skip
+        return {
+            name: sorted(jobs.values(), key=lambda j: int(j.job_id.split("_")[0]))
+            for name, jobs in result.items()
+        }
 
     def _squeue_mine(self) -> dict[str, JobInfo]:
         done = self.run(["squeue", "-h", "--me", "-t", "all", "-o", _SQUEUE_FORMAT], check=False)
@@ -199,18 +214,24 @@ class SubmitError(UserError):
         lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
         problem = "; ".join(lines) or "sbatch gave no reason"
         verb = "would not accept" if test_only else "refused"
-        super().__init__(f"Slurm {verb} {script.name}: {problem}", where=str(script),
-                         hint=_hint_for(problem))  # fmt: skip
+        super().__init__(
+            f"Slurm {verb} {script.name}: {problem}", where=str(script), hint=_hint_for(problem)
+        )
         self.problem = problem
 
 
 def _hint_for(problem: str) -> str:
     text = problem.lower()
     if "partition" in text:
-        return "set an existing partition in the site file (`sinfo -s` lists them) or --set partition=NAME"
+        return (
+            "set an existing partition in the site file (`sinfo -s` lists them) "
+            "or --set partition=NAME"
+        )
     if "node configuration is not available" in text or "node count" in text:
-        return ("the cluster cannot give this many nodes/CPUs/GPUs in that partition; check `sinfo`, "
-                "the site's gpu_request and constraint, or pick a smaller system")
+        return (
+            "the cluster cannot give this many nodes/CPUs/GPUs in that partition; check `sinfo`, "
+            "the site's gpu_request and constraint, or pick a smaller system"
+        )
     if "time" in text:
         return "the time limit exceeds the partition's limit; lower --runs or time_margin_minutes"
     if "account" in text or "association" in text or "qos" in text:
@@ -228,11 +249,18 @@ def _parse_sacct(text: str) -> dict[str, JobInfo]:
             continue
         job_id, name, raw, start, end, elapsed, nnodes, nodelist, reason, exit_code = fields[:10]
         jobs[job_id] = JobInfo(
-            job_id=job_id, name=name, state=states.from_slurm(raw), slurm_state=raw.strip(),
-            start=_clean(start), end=_clean(end), elapsed=_clean(elapsed),
-            nodes=_int_or_none(nnodes), nodelist=_clean(nodelist), reason=_clean(reason),
+            job_id=job_id,
+            name=name,
+            state=states.from_slurm(raw),
+            slurm_state=raw.strip(),
+            start=_clean(start),
+            end=_clean(end),
+            elapsed=_clean(elapsed),
+            nodes=_int_or_none(nnodes),
+            nodelist=_clean(nodelist),
+            reason=_clean(reason),
             exit_code=_clean(exit_code),
-        )  # fmt: skip
+        )
     return jobs
 
 
@@ -245,12 +273,17 @@ def _parse_squeue(text: str) -> dict[str, JobInfo]:
         job_id, name, raw, start, end, elapsed, nnodes, nodelist, reason = fields[:9]
         state = states.from_slurm(raw)
         jobs[job_id] = JobInfo(
-            job_id=job_id, name=name, state=state, slurm_state=raw.strip(),
+            job_id=job_id,
+            name=name,
+            state=state,
+            slurm_state=raw.strip(),
             start=_clean(start) if state != states.PENDING else None,
             end=_clean(end) if states.is_finished(state) else None,
-            elapsed=_clean(elapsed), nodes=_int_or_none(nnodes), nodelist=_clean(nodelist),
+            elapsed=_clean(elapsed),
+            nodes=_int_or_none(nnodes),
+            nodelist=_clean(nodelist),
             reason=_clean(reason),
-        )  # fmt: skip
+        )
     return jobs
 
 

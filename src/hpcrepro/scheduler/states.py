@@ -8,7 +8,7 @@ training run void for time-to-train (timeout, preempted, node failure, out of me
 
 from __future__ import annotations
 
-# Our states. "planned" and "submitting" exist only in the manifest (no job yet, or sbatch in flight).
+# Our states. "planned" and "submitting" exist only in the manifest (no job yet; sbatch in flight).
 PLANNED = "planned"
 SUBMITTING = "submitting"
 PENDING = "pending"
@@ -60,13 +60,31 @@ SLURM_STATES: dict[str, str] = {
 
 # squeue's compact codes (%t) for completeness; sacct and `squeue -o %T` print the long names.
 SLURM_SHORT: dict[str, str] = {
-    "PD": "PENDING", "CF": "CONFIGURING", "RH": "REQUEUE_HOLD", "RF": "REQUEUE_FED",
-    "RD": "RESV_DEL_HOLD", "SE": "SPECIAL_EXIT", "R": "RUNNING", "CG": "COMPLETING",
-    "RS": "RESIZING", "SI": "SIGNALING", "SO": "STAGE_OUT", "S": "SUSPENDED", "ST": "STOPPED",
-    "CD": "COMPLETED", "F": "FAILED", "BF": "BOOT_FAIL", "DL": "DEADLINE", "CA": "CANCELLED",
-    "RV": "REVOKED", "TO": "TIMEOUT", "PR": "PREEMPTED", "NF": "NODE_FAIL", "OOM": "OUT_OF_MEMORY",
+    "PD": "PENDING",
+    "CF": "CONFIGURING",
+    "RH": "REQUEUE_HOLD",
+    "RF": "REQUEUE_FED",
+    "RD": "RESV_DEL_HOLD",
+    "SE": "SPECIAL_EXIT",
+    "R": "RUNNING",
+    "CG": "COMPLETING",
+    "RS": "RESIZING",
+    "SI": "SIGNALING",
+    "SO": "STAGE_OUT",
+    "S": "SUSPENDED",
+    "ST": "STOPPED",
+    "CD": "COMPLETED",
+    "F": "FAILED",
+    "BF": "BOOT_FAIL",
+    "DL": "DEADLINE",
+    "CA": "CANCELLED",
+    "RV": "REVOKED",
+    "TO": "TIMEOUT",
+    "PR": "PREEMPTED",
+    "NF": "NODE_FAIL",
+    "OOM": "OUT_OF_MEMORY",
     "RQ": "REQUEUED",
-}  # fmt: skip
+}
 
 
 def from_slurm(raw: str) -> str:
