@@ -396,3 +396,103 @@ def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> No
     assert "submitted run-03, run-04, collect" in hpcrepro("resume", "stop", env=env).stdout
     final = wait_for(all_finished("stop", env), 60, "the resumed local campaign")
     assert final["runs"]["valid"] == 2
+
+
+# --- image stage, watch, start-up
+
+
+def test_registry_image_gets_one_import_stage_and_runs_use_the_cached_file(tmp_path: Path) -> None:
+    site = make_site(
+        tmp_path,
+        runtime="pyxis",
+        image="nvcr.io/nvidia/mxnet:23.04-py3",
+        image_cache_dir=str(tmp_path / "cache"),
+        train_command=None,
+    )
+    done = hpcrepro(
+        "submit",
+        "--system",
+        "dgxa100_8x8",
+        "--version",
+        "r3.0",
+        "--site",
+        str(site),
+        "--name",
+        "img",
+        "--dry-run",
+        env=_no_slurm_env(tmp_path),
+    )
+    assert "# graph: image; run-01 (afterok image);" in done.stdout
+    assert '"--dependency=afterok:$job_image" --kill-on-invalid-dep=yes' in done.stdout
+    scripts = tmp_path / "logs" / "img" / "scripts"
+    cached = tmp_path / "cache" / "nvcr.io_nvidia_mxnet_23.04-py3.sqsh"
+    image_script = (scripts / "image.sbatch").read_text()
+    assert "enroot import --output \"$PARTIAL\" 'docker://nvcr.io#nvidia/mxnet:23.04-py3'" in (
+        image_script
+    )
+    assert f"readonly TARGET={cached}" in image_script and "--exclusive" not in image_script
+    assert f"readonly IMAGE={cached}" in (scripts / "run-05.sbatch").read_text()
+    for script in scripts.iterdir():
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+    # the stage scripts of this area pass shellcheck (Debian package shellcheck)
+    check = subprocess.run(
+        ["shellcheck", str(scripts / "image.sbatch"), str(scripts / "collect.sbatch")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout
+    # once the image is cached, a new campaign has no image stage
+    cached.parent.mkdir()
+    cached.write_bytes(b"sqsh")
+    again = hpcrepro(
+        "submit",
+        "--system",
+        "dgxa100_8x8",
+        "--version",
+        "r3.0",
+        "--site",
+        str(site),
+        "--name",
+        "img2",
+        "--dry-run",
+        env=_no_slurm_env(tmp_path),
+    )
+    assert (
+        "# graph: run-01; run-02;" in again.stdout
+        and "image" not in again.stdout.split("# graph:")[1].splitlines()[0]
+    )
+
+
+def test_watch_ends_when_every_job_has_ended(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    env = _no_slurm_env(tmp_path)
+    hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        "--runs",
+        "1",
+        "--name",
+        "w",
+        "--set",
+        "nodes=1",
+        "--set",
+        "gpus_per_node=1",
+        "--backend",
+        "local",
+        env=env,
+    )
+    out = hpcrepro("status", "w", "--watch", env=env, timeout=90).stdout
+    assert out.count("(updated ") >= 1 and "runs: 1/1 valid" in out.split("(updated ")[-2]
+
+
+def test_status_path_imports_no_heavy_module() -> None:
+    code = (
+        "import sys, hpcrepro.commands.campaign, hpcrepro.campaign.actions, "
+        "hpcrepro.campaign.view\n"
+        "heavy = {'pydantic', 'jinja2', 'yaml', 'mlperf_logging', 'submitit', 'filelock'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
