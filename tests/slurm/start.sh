@@ -54,7 +54,8 @@ if cluster_answers; then
     exit 0
 fi
 
-for tool in munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sacctmgr scontrol sinfo; do
+for tool in munged munge unmunge mariadbd mariadb-install-db mariadb mariadb-admin slurmdbd slurmctld \
+    slurmd sacctmgr scontrol sinfo; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "test Slurm: '$tool' is missing; run tests/slurm/install.sh as root first" >&2
         exit 1
@@ -66,9 +67,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # A half-started or stale cluster: stop what is left of it, then start from a clean folder.
+# Only a folder this script made (it holds the marker) is ever deleted.
+MARKER="$DIR/.hpcrepro-test-slurm"
+if [ -e "$DIR" ] && [ ! -e "$MARKER" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
+    echo "test Slurm: $DIR exists and was not made by start.sh; set HPCREPRO_SLURM_DIR to a new folder" >&2
+    exit 1
+fi
 "$HERE/stop.sh" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mkdir -p "$DIR"/{etc,run,log,state,spool,munge,mysql,tmp}
+touch "$MARKER"
 chmod 755 "$DIR"
 chmod 755 "$DIR/munge"
 

@@ -9,7 +9,8 @@ for name in slurmd-node2 slurmd-node1 slurmctld slurmdbd mariadbd munged; do
     pidfile="$DIR/run/$name.pid"
     [ -s "$pidfile" ] || continue
     pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
+    # The pid must still belong to that daemon (not a process that reused the number).
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${name%-node*}" ]; then
         kill -TERM "$pid" 2>/dev/null
         for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break

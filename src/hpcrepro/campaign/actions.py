@@ -235,7 +235,10 @@ def _save_if_free(
             return
         fresh = manifest_io.load(paths.manifest)
         if repair:
-            engine.repair(fresh, backend)
+            try:
+                engine.repair(fresh, backend)
+            except SlurmUnavailable:
+                pass  # repaired by the next command that reaches Slurm
         if fresh["backend"] == "local":
             from hpcrepro.scheduler.local import Local
 
