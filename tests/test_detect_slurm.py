@@ -1,0 +1,110 @@
+"""`detect --all-nodes` on the real two-node test cluster (tests/slurm/start.sh): submitit runs
+the detection once on each node and the descriptions come back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcrepro.detect.host import parse_slurm_version
+from hpcrepro.detect.model import NodeDescription
+
+START = Path(__file__).parent / "slurm" / "start.sh"
+SLURM_DIR = Path(os.environ.get("HPCREPRO_SLURM_DIR", "/tmp/hpcrepro-slurm"))
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """Environment that talks to the test cluster, started (idempotently) if it is not up."""
+    problem = None
+    if not START.is_file():
+        problem = f"{START} is missing"
+    else:
+        done = subprocess.run(
+            ["bash", str(START)], capture_output=True, text=True, check=False, timeout=300
+        )
+        if done.returncode != 0:
+            problem = f"test Slurm did not start: {done.stderr.strip()[-500:]}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(SLURM_DIR / "etc" / "slurm.conf")
+    return env
+
+
+@pytest.mark.slurm
+def test_all_nodes_runs_on_each_node(tmp_path: Path, slurm_env: dict[str, str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("partition: debug\n")
+    jobs = tmp_path / "jobs"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpcrepro",
+            "detect",
+            "--all-nodes",
+            "--nodes",
+            "2",
+            "--site",
+            str(site),
+            "--job-folder",
+            str(jobs),
+            "--timeout-min",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        env=slurm_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "submitted detection job" in done.stderr
+        and "all 2 nodes are alike (node1, node2)" in done.stderr
+    )
+    nodes = [NodeDescription.from_dict(item) for item in json.loads(done.stdout)]
+    assert sorted(node.slurm_node or "" for node in nodes) == ["node1", "node2"]
+    version = subprocess.run(
+        ["sinfo", "--version"], capture_output=True, text=True, check=True, env=slurm_env
+    )
+    assert {node.slurm_version for node in nodes} == {parse_slurm_version(version.stdout)}
+    assert list(jobs.glob("*_submission.sh")), "submitit's job files are in --job-folder"
+
+
+@pytest.mark.slurm
+def test_refused_job_is_a_user_error(tmp_path: Path, slurm_env: dict[str, str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("partition: no_such_partition\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpcrepro",
+            "detect",
+            "--all-nodes",
+            "--nodes",
+            "2",
+            "--site",
+            str(site),
+            "--job-folder",
+            str(tmp_path / "jobs"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=slurm_env,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "error: sbatch refused the detection job" in done.stderr
+    assert "invalid partition" in done.stderr.lower() and "Traceback" not in done.stderr
