@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,10 +236,9 @@ def _save_if_free(
             return
         fresh = manifest_io.load(paths.manifest)
         if repair:
-            try:
+            # when Slurm does not answer, the next command that reaches it repairs instead
+            with contextlib.suppress(SlurmUnavailable):
                 engine.repair(fresh, backend)
-            except SlurmUnavailable:
-                pass  # repaired by the next command that reaches Slurm
         if fresh["backend"] == "local":
             from hpcrepro.scheduler.local import Local
 
