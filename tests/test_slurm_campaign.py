@@ -349,3 +349,24 @@ def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path
     )
     assert long.returncode == 2 and "time limit" in long.stderr.lower()
     assert not (tmp_path / "logs" / "bad" / "campaign.json").exists()
+
+
+def test_sbatch_refusing_midway_keeps_what_was_submitted(slurm_cluster, tmp_path: Path) -> None:
+    from hpcrepro.scheduler.slurm import SubmitError
+
+    slurm = Slurm(env=slurm_cluster.env)
+    paths, manifest = hand_made_campaign(tmp_path, "midway", prep_exit=0)
+    script = paths.scripts / "run-02.sbatch"
+    script.write_text(script.read_text().replace("#SBATCH --time=5", "#SBATCH --partition=nosuch"))
+    with pytest.raises(SubmitError, match="nosuch"):
+        engine.submit_planned(paths, manifest, slurm)
+    saved = manifest_io.load(paths.manifest)
+    assert [st.state_of(s) for s in saved["stages"]] == [
+        "pending",
+        "pending",
+        "submitting",
+        "submitting",
+    ]
+    assert engine.repair(saved, slurm)  # nothing under run-02's token: planned again
+    assert [st.state_of(s) for s in saved["stages"]][2:] == ["planned", "planned"]
+    slurm.cancel(engine.active_job_ids(saved))

@@ -305,7 +305,7 @@ def resume(campaign: str) -> Outcome:
 
             for stage in new_stages:
                 plan.write_script(cfg, paths, manifest, stage, manifest["backend"])
-        backend.cancel(engine.collects_to_cancel(manifest))
+        backend.cancel(engine.jobs_to_cancel_on_resume(manifest))
         submitted = engine.submit_planned(paths, manifest, backend)
         _after_submit(paths, manifest, backend)
     counts = engine.run_counts(manifest)

@@ -83,23 +83,27 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
     crash_at = os.environ.get(CRASH_HOOK)
     submitted: list[str] = []
     last_save = time.monotonic()
-    for stage in todo:
-        job = stage["jobs"][-1]
-        ids, blocked = st.dependency_ids(manifest, stage)
-        if blocked:
-            job.update(state=states.BLOCKED, reason=blocked)
-            continue
-        job_id = backend.submit(
-            paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
-        )
-        if crash_at == stage["name"]:
-            os._exit(75)
-        job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
-        submitted.append(stage["name"])
-        if time.monotonic() - last_save > _SAVE_EVERY_S:
-            manifest_io.save(paths.manifest, manifest)
-            last_save = time.monotonic()
-    manifest_io.save(paths.manifest, manifest)
+    try:
+        for stage in todo:
+            job = stage["jobs"][-1]
+            ids, blocked = st.dependency_ids(manifest, stage)
+            if blocked:
+                job.update(state=states.BLOCKED, reason=blocked)
+                continue
+            job_id = backend.submit(
+                paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
+            )
+            if crash_at == stage["name"]:
+                os._exit(75)
+            job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
+            submitted.append(stage["name"])
+            if time.monotonic() - last_save > _SAVE_EVERY_S:
+                manifest_io.save(paths.manifest, manifest)
+                last_save = time.monotonic()
+    finally:
+        # Also when sbatch fails midway: the jobs already submitted keep their ids, and the
+        # rest stay `submitting` for `repair` to settle.
+        manifest_io.save(paths.manifest, manifest)
     return submitted
 
 
@@ -280,13 +284,18 @@ def stage_name_for_runs(indices: list[int]) -> str:
     return f"runs-{indices[0]:02d}-{indices[-1]:02d}"
 
 
-def collects_to_cancel(manifest: Manifest) -> list[str]:
-    """Job ids of earlier collection jobs still waiting: a new one replaces them after resume."""
-    collect = st.by_name(manifest).get("collect")
-    if collect is None:
-        return []
-    return [
-        job["job_id"]
-        for job in collect["jobs"][:-1]
-        if job["job_id"] and states.is_active(job["state"])
-    ]
+def jobs_to_cancel_on_resume(manifest: Manifest) -> list[str]:
+    """Jobs a resume replaces that Slurm may still run: earlier collection jobs still waiting,
+    and void jobs that Slurm could start again (requeued or preempted with requeue)."""
+    ids = []
+    for stage in manifest["stages"]:
+        for index, job in enumerate(stage["jobs"]):
+            if not job["job_id"]:
+                continue
+            older_collect = stage["kind"] == "collect" and index < len(stage["jobs"]) - 1
+            if (older_collect and states.is_active(job["state"])) or job["state"] in (
+                states.REQUEUED,
+                states.PREEMPTED,
+            ):
+                ids.append(job["job_id"])
+    return ids
