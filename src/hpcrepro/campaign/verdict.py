@@ -5,8 +5,10 @@ the target. A job that ended PREEMPTED or REQUEUED is void whatever its log says
 restart); a job that ended TIMEOUT, NODE_FAIL or OUT_OF_MEMORY voids the runs whose log has no
 `run_stop` (a run that finished before the job died is judged by its log).
 
-`read_log` is a small streaming reader of ':::MLLOG' lines, cheap enough to call on growing logs
-while `status --watch` polls.
+The log is read by the results area (`hpcrepro.results.runs.summarize_run` for a finished run,
+`progress` for a growing one) when it is installed, so a campaign and its report agree; otherwise
+by `read_log` below, a small reader of the same ':::MLLOG' lines. Compliance is not part of the
+verdict: it decides whether a valid run may be scored, which is the results area's question.
 """
 
 from __future__ import annotations
@@ -75,13 +77,48 @@ def read_log(path: Path) -> LogOutcome:
     return outcome
 
 
+def finished_log(path: Path) -> LogOutcome:
+    """What the log of a run that has ended says (results' summarize_run when available)."""
+    try:
+        from hpcrepro.results.runs import summarize_run
+    except ImportError:
+        return read_log(path)
+    if not path.is_file():
+        return LogOutcome()
+    result = summarize_run(path)
+    return LogOutcome(
+        started=result.run_start,
+        status=result.status if result.run_stop else None,
+        best_accuracy=result.best_accuracy,
+        last_accuracy=result.last_accuracy,
+        epoch=result.last_epoch,
+    )
+
+
+def live_progress(path: Path) -> LogOutcome:
+    """Epoch and last accuracy of a growing log (results' tail reader when available)."""
+    try:
+        from hpcrepro.results.runs import progress
+    except ImportError:
+        return read_log(path)
+    if not path.is_file():
+        return LogOutcome()
+    epoch, accuracy, status = progress(path)
+    return LogOutcome(
+        started=status != "not started",
+        status=status if status in ("success", "aborted", "failed") else None,
+        last_accuracy=accuracy,
+        epoch=epoch,
+    )
+
+
 def judge(log: Path, job_state: str, target: float = RESNET_TARGET) -> tuple[str, str]:
     """(verdict, reason) for one run whose job ended in `job_state`."""
     if job_state in (states.BLOCKED, states.PLANNED):
         return NOT_RUN, "never started: a stage it depends on failed"
     if job_state in _LOG_RESTARTS:
         return VOID, f"job {job_state}: void for time-to-train"
-    outcome = read_log(log)
+    outcome = finished_log(log)
     if not log.exists() or not outcome.started:
         if job_state == states.CANCELLED:
             return NOT_RUN, "cancelled before the run started"

@@ -9,7 +9,7 @@ from typing import Any
 from hpcrepro.campaign import engine
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
-from hpcrepro.campaign.verdict import read_log
+from hpcrepro.campaign.verdict import live_progress
 from hpcrepro.scheduler import states
 
 
@@ -38,7 +38,7 @@ def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) ->
     """'epoch 12/35 acc 0.6123' for a running training job, read from its growing MLLOG."""
     parts = []
     for index in stage["runs"]:
-        outcome = read_log(paths.run_log(index))
+        outcome = live_progress(paths.run_log(index))
         if not outcome.started:
             continue
         text = (
