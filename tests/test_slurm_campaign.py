@@ -370,3 +370,22 @@ def test_sbatch_refusing_midway_keeps_what_was_submitted(slurm_cluster, tmp_path
     assert engine.repair(saved, slurm)  # nothing under run-02's token: planned again
     assert [st.state_of(s) for s in saved["stages"]][2:] == ["planned", "planned"]
     slurm.cancel(engine.active_job_ids(saved))
+
+
+def test_a_controller_that_does_not_answer_is_one_line(slurm_cluster, tmp_path: Path) -> None:
+    dead = tmp_path / "dead.conf"
+    dead.write_text(
+        "\n".join(
+            "SlurmctldPort=17999" if line.startswith("SlurmctldPort=") else line
+            for line in slurm_cluster.conf.read_text().splitlines()
+        )
+    )
+    site = make_site(tmp_path)
+    env = cli_env(tmp_path, slurm_cluster.env) | {"SLURM_CONF": str(dead)}
+    done = hpcrepro("submit", *SYSTEM, "--site", str(site), *ONE_NODE, env=env, check=False)
+    assert done.returncode == 2
+    first, hint = done.stderr.splitlines()
+    assert first == "error: no Slurm controller answers: Slurmctld(primary) at vm is DOWN".replace(
+        "vm", subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    )
+    assert "--backend local" in hint

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages of the test Slurm cluster when they are missing (root only).
 # Idempotent: does nothing when slurmctld, slurmd, slurmdbd, munged and mariadbd are all present.
+# HPCREPRO_SKIP_APT_UPDATE=1 skips `apt-get update` (the caller just ran it).
 set -euo pipefail
 
 missing=()
@@ -17,7 +18,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "test Slurm: installing slurm-wlm slurmdbd munge mariadb-server (missing: ${missing[*]})"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+if [ "${HPCREPRO_SKIP_APT_UPDATE:-0}" != 1 ]; then
+    apt-get update -qq
+fi
 # policy-rc.d keeps the packages' own services from starting: start.sh runs every daemon itself.
 policy=/usr/sbin/policy-rc.d
 created_policy=0

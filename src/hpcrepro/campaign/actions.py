@@ -198,8 +198,10 @@ def refresh_all(
     if ids:
         try:
             infos = slurm.query(ids)
-        except SlurmUnavailable:
+            slurm.unavailable = None
+        except SlurmUnavailable as error:
             infos = {}
+            slurm.unavailable = error.message
     for paths, manifest in campaigns:
         backend: engine.Backend
         if manifest["backend"] == "local":

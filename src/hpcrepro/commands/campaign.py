@@ -61,6 +61,8 @@ def status(
 
     campaigns = actions.load_campaigns(campaign)
     slurm = actions.refresh_all(campaigns)
+    if slurm.unavailable:
+        typer.echo(f"note: {slurm.unavailable}; Slurm jobs show their last known state", err=True)
     if not watch:
         typer.echo(view.as_json(campaigns) if as_json else view.as_text(campaigns))
         return

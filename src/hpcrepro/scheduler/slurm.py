@@ -68,9 +68,11 @@ class Slurm:
     def __init__(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
         self.env = env
         self.timeout = timeout
-        self.commands: list[
-            str
-        ] = []  # the tool name of every command made, for status and benchmarks
+        # the tool name of every command made, for status and benchmarks
+        self.commands: list[str] = []
+        # why the last status pass got no answer from Slurm, when it did not
+        self.unavailable: str | None = None
+        self.last_error = ""  # the last line a failing squeue printed
 
     # --- plumbing
 
@@ -107,10 +109,10 @@ class Slurm:
             )
         done = self.run(["scontrol", "ping"], check=False)
         if done.returncode != 0 or " is UP" not in done.stdout:
-            detail = (done.stdout + done.stderr).strip().splitlines()
+            # scontrol's first line says which controller is DOWN; banners of '*' follow
+            detail = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
             raise SlurmUnavailable(
-                "no Slurm controller answers: "
-                + (detail[-1] if detail else "scontrol ping failed"),
+                "no Slurm controller answers: " + (detail[0] if detail else "scontrol ping failed"),
                 hint="use --backend local to run the same stages on this machine",
             )
 
@@ -154,6 +156,13 @@ class Slurm:
         missing = [job for job in wanted if job not in found]
         if missing or not accounting:
             queued = self._squeue_mine()
+            if queued is None:
+                if not accounting:
+                    raise SlurmUnavailable(
+                        f"neither sacct nor squeue answered ({self.last_error})",
+                        hint="check that slurmctld is up (scontrol ping)",
+                    )
+                queued = {}
             for job in missing if accounting else wanted:
                 # With accounting on, a job squeue already shows as ended is left for sacct's
                 # complete record (squeue drops nodes that finished first) on the next pass.
@@ -165,7 +174,14 @@ class Slurm:
         """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together."""
         wanted = set(names)
         result: dict[str, dict[str, JobInfo]] = {name: {} for name in wanted}
-        for job in self._squeue_mine().values():
+        queued = self._squeue_mine()
+        if queued is None:  # "not found" must never come from a failed lookup: that resubmits
+            raise SlurmUnavailable(
+                f"squeue did not answer ({self.last_error}), so interrupted submissions "
+                "cannot be checked",
+                hint="try again when `scontrol ping` says the controller is UP",
+            )
+        for job in queued.values():
             if job.name in wanted:
                 result[job.name][job.job_id] = job
         for chunk in _chunks(sorted(wanted), 500):
@@ -194,10 +210,13 @@ class Slurm:
             for name, jobs in result.items()
         }
 
-    def _squeue_mine(self) -> dict[str, JobInfo]:
+    def _squeue_mine(self) -> dict[str, JobInfo] | None:
+        """This user's jobs known to slurmctld, or None when squeue fails."""
         done = self.run(["squeue", "-h", "--me", "-t", "all", "-o", _SQUEUE_FORMAT], check=False)
         if done.returncode != 0:
-            return {}
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            self.last_error = lines[-1] if lines else f"exit {done.returncode}"
+            return None
         return _parse_squeue(done.stdout)
 
 
