@@ -496,3 +496,17 @@ def test_status_path_imports_no_heavy_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_prep_manifest_that_disagrees_with_the_files_stops_submit(tmp_path: Path) -> None:
+    """With the prep area installed, its manifest is the judge of a prepared data set."""
+    prep_verify = pytest.importorskip("hpcrepro.prep.verify")
+    site = make_site(tmp_path)
+    data = tmp_path / "data"
+    files = {name: prep_verify.file_entry(data / name) for name in ("train.rec", "val.rec")}
+    prep_verify.write_manifest(data, {}, files, {"kind": "test"})
+    (data / "val.rec").write_bytes(b"\0" * 3)  # truncated after prep
+    done = hpcrepro("submit", *SYSTEM, "--site", str(site), "--backend", "local",
+                    env=_no_slurm_env(tmp_path), check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "val.rec has 3 bytes, the manifest says 16" in done.stderr

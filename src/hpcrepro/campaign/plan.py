@@ -35,9 +35,35 @@ def fingerprint(cfg: ResolvedConfig, runs: int, runs_per_job: int, backend: str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _prep_manifest_problems(folder: Path) -> list[str] | None:
+    """Problems hpcrepro prep's manifest reports for `folder`; None when there is no manifest
+    (or no prep module): the data set was then made some other way."""
+    try:
+        from hpcrepro.prep.verify import MANIFEST, quick_check
+    except ImportError:
+        return None
+    if not (folder / MANIFEST).is_file():
+        return None
+    return quick_check(folder)
+
+
 def verify_dataset(cfg: ResolvedConfig) -> None:
-    """The four RecordIO files exist and can be read (the prep stage makes them)."""
+    """The data set is ready: hpcrepro prep's manifest agrees with the files when there is one,
+    else the four RecordIO files exist and can be read."""
     folder = cfg.site.dataset_dir
+    problems = _prep_manifest_problems(folder)
+    if problems is None:
+        problems = _missing_files(folder)
+    if problems:
+        raise UserError(
+            f"the dataset in {folder} is not ready: {', '.join(problems)}",
+            where="site key 'dataset_dir'",
+            hint="prepare ImageNet as RecordIO there with `hpcrepro prep` (train.rec/.idx, "
+            "val.rec/.idx), or point dataset_dir at a prepared copy",
+        )
+
+
+def _missing_files(folder: Path) -> list[str]:
     problems = []
     for name in DATASET_FILES:
         path = folder / name
@@ -45,13 +71,7 @@ def verify_dataset(cfg: ResolvedConfig) -> None:
             problems.append(f"{name} is missing")
         elif not os.access(path, os.R_OK):
             problems.append(f"{name} is not readable")
-    if problems:
-        raise UserError(
-            f"the dataset in {folder} is not ready: {', '.join(problems)}",
-            where="site key 'dataset_dir'",
-            hint="prepare ImageNet as RecordIO there (train.rec/.idx, val.rec/.idx), or point "
-            "dataset_dir at a prepared copy",
-        )
+    return problems
 
 
 def image_cache_file(cfg: ResolvedConfig) -> Path:
