@@ -389,3 +389,16 @@ def test_a_controller_that_does_not_answer_is_one_line(slurm_cluster, tmp_path: 
         "vm", subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     )
     assert "--backend local" in hint
+
+
+def test_runs_per_job_puts_several_runs_in_one_job(slurm_cluster, tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    env = cli_env(tmp_path, slurm_cluster.env)
+    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "3", "--runs-per-job", "2",
+             "--name", "grouped", *ONE_NODE, env=env)  # fmt: skip
+    status = wait_for(all_finished("grouped", env), 90, "the grouped campaign")
+    assert [row["stage"] for row in status["stages"]] == ["runs-01-02", "run-03", "collect"]
+    assert stage(status, "runs-01-02")["verdicts"].keys() == {"1", "2"}
+    assert status["runs"] == {"valid": 3, "coming": 0, "lost": 0, "required": 3}
+    script = (tmp_path / "logs" / "grouped" / "scripts" / "runs-01-02.sbatch").read_text()
+    assert "readonly RUN_INDICES=(1 2)" in script
