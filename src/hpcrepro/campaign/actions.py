@@ -122,8 +122,8 @@ def submit(request: SubmitRequest) -> Outcome:
         if request.dry_run:
             lines = dry_run_lines(paths, manifest)
             return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
+        layout.register(name, paths.root)  # refuses a name taken by another folder's campaign
         manifest_io.save(paths.manifest, manifest)
-        layout.register(name, paths.root)
         submitted = engine.submit_planned(paths, manifest, backend)
         _after_submit(paths, manifest, backend)
     return Outcome(

@@ -45,7 +45,8 @@ def sbatch_args(
     """Command-line options added to the stage script's own #SBATCH lines."""
     args = [
         f"--job-name={job['token']}",
-        f"--output={paths.job_output}/{stage['name']}-%j.out",
+        # '%' in the folder must reach sbatch as '%%', or it reads a filename pattern
+        f"--output={str(paths.job_output).replace('%', '%%')}/{stage['name']}-%j.out",
         f"--comment=hpcrepro campaign={manifest['name']} stage={stage['name']}",
     ]
     if stage["kind"] == st.TRAIN:
