@@ -402,3 +402,17 @@ def test_runs_per_job_puts_several_runs_in_one_job(slurm_cluster, tmp_path: Path
     assert status["runs"] == {"valid": 3, "coming": 0, "lost": 0, "required": 3}
     script = (tmp_path / "logs" / "grouped" / "scripts" / "runs-01-02.sbatch").read_text()
     assert "readonly RUN_INDICES=(1 2)" in script
+
+
+def test_hostile_log_folder_arrives_intact_and_never_runs(slurm_cluster, tmp_path: Path) -> None:
+    hostile = tmp_path / "we ird 100% $(touch pwned) `touch pwned2`"
+    site = make_site(tmp_path, log_dir=str(hostile))
+    env = cli_env(tmp_path, slurm_cluster.env)
+    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "1", "--name", "odd", *ONE_NODE,
+             env=env)  # fmt: skip
+    status = wait_for(all_finished("odd", env), 90, "the campaign in an odd folder")
+    assert status["folder"] == str(hostile / "odd")
+    assert status["runs"]["valid"] == 1
+    outputs = sorted(p.name.split("-")[0] for p in (hostile / "odd" / "jobs").iterdir())
+    assert outputs == ["collect", "run"]  # '%' reached sbatch as a literal percent sign
+    assert not list(tmp_path.rglob("pwned*")) and not Path("pwned").exists()
