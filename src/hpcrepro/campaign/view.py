@@ -54,6 +54,12 @@ def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) ->
     return "; ".join(parts)
 
 
+def _verdict_text(index: int, judged: dict[str, Any]) -> str:
+    """'run 02 valid', or with the reason when the run does not count."""
+    text = f"run {index:02d} {judged['verdict']}"
+    return text if judged["verdict"] == "valid" else f"{text}: {judged.get('reason')}"
+
+
 def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> list[dict[str, Any]]:
     rows = []
     for stage in manifest["stages"]:
@@ -67,10 +73,10 @@ def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> li
         ):
             note = job.get("reason") or ""
         if stage["kind"] == st.TRAIN:
-            verdicts = [stage["verdicts"].get(str(i), {}).get("verdict") for i in stage["runs"]]
-            if any(verdicts) and states.is_finished(state):
+            judged = [stage["verdicts"].get(str(i)) for i in stage["runs"]]
+            if all(judged) and states.is_finished(state):
                 note = ", ".join(
-                    f"run {i:02d} {v}" for i, v in zip(stage["runs"], verdicts, strict=False)
+                    _verdict_text(i, v) for i, v in zip(stage["runs"], judged, strict=True)
                 )
             elif live and state == states.RUNNING:
                 note = progress(paths, manifest, stage)
