@@ -1,7 +1,76 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`hpcrepro collect`: score a campaign's (or a folder's) run logs, report, plot, package.
+
+Only typer and the standard library are imported here; the results package loads on use.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import typer
 
+from hpcrepro.errors import UserError
+
+FORMATS = ("table", "json", "csv", "md")
+SCALING_MODES = ("auto", "folder", "rcp")
+
+
+def collect(
+    folder: Path = typer.Argument(..., help="Campaign folder or folder of run logs."),
+    version: str | None = typer.Option(None, "--version", help="MLPerf version, e.g. r4.0."),
+    system: str | None = typer.Option(None, "--system", help="System name (catalog entry)."),
+    fmt: str = typer.Option("table", "--format", help="table, json, csv or md."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot here."),
+    package: Path | None = typer.Option(None, "--package", help="Write a submission tree here."),
+    published: float | None = typer.Option(
+        None, "--published", help="NVIDIA's published score in minutes (overrides the catalog)."),
+    scaling: str = typer.Option(
+        "auto", "--scaling",
+        help="auto: scaling.json if present, else the RCP factor; folder: scaling.json or 1.0 "
+             "(like mlperf-logging's summarizer); rcp: always the RCP factor."),
+    official: bool = typer.Option(
+        True, "--official-check/--no-official-check",
+        help="Also run mlperf-logging's compliance checker on every log (subprocess)."),
+) -> None:
+    """Score run logs: per-run table, olympic score, RCP verdict, ratio to NVIDIA's score.
+
+    Exit code 0 when a valid score exists, 1 when not (the reason is printed), 2 for user errors.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'", where="--format",
+                        hint="use one of: " + ", ".join(FORMATS))
+    if scaling not in SCALING_MODES:
+        raise UserError(f"unknown scaling mode '{scaling}'", where="--scaling",
+                        hint="use one of: " + ", ".join(SCALING_MODES))
+    from hpcrepro.results.collect import collect as run_collect
+    from hpcrepro.results.inputs import resolve
+    from hpcrepro.results.report import render
+
+    inputs = resolve(folder, version, system, published)
+    collection = run_collect(inputs, official=official, scaling=scaling)
+    sys.stdout.write(render(collection, fmt))
+    if plot is not None:
+        from hpcrepro.results.plot import write_plot
+
+        write_plot(collection, plot)
+        sys.stderr.write(f"plot written to {plot}\n")
+    if package is not None and not collection.score.valid:
+        sys.stderr.write("no submission tree written: the runs have no valid score\n")
+    elif package is not None:
+        from hpcrepro.results.package import write_package
+
+        written = write_package(collection, package, system)
+        sys.stderr.write(f"submission tree written to {written.folder} "
+                         f"(system {written.system_name})\n")
+        if written.missing_fields:
+            sys.stderr.write("system fields to fill in: " + ", ".join(written.missing_fields)
+                             + "\n")
+    if not collection.score.valid:
+        sys.stderr.write(f"no valid score: {collection.score.reason}\n")
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    """Add `collect` to the main app."""
+    app.command("collect")(collect)

@@ -1,0 +1,126 @@
+"""Where `collect` finds run logs, the MLPerf version and NVIDIA's published score.
+
+A campaign folder has `manifest.json`, `resolved-config.json` and run logs under `logs/`; a plain
+folder of logs works too, with the version taken from `--version` or from the path (`v4.0`, `r3.1`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.errors import UserError
+from hpcrepro.results.rules import SUPPORTED_RULESETS
+
+_VERSION = re.compile(r"^[rv]?(\d+)\.(\d+)(?:\.(\d+))?$")
+_PATH_VERSION = re.compile(r"(?:^|[/_-])[rv](\d)\.(\d)(?:$|[/_-])")
+
+
+def ruleset_for(version: str, where: str = "--version") -> str:
+    """'r4.0', 'v4.0', '4.0' or '4.0.0' → '4.0.0'; refuse rulesets without ResNet."""
+    match = _VERSION.match(version.strip())
+    if not match:
+        raise UserError(f"'{version}' is not an MLPerf Training version", where=where,
+                        hint="use r2.1, r3.0, r3.1 or r4.0")
+    ruleset = f"{match[1]}.{match[2]}.{match[3] or 0}"
+    if ruleset not in SUPPORTED_RULESETS:
+        raise UserError(f"MLPerf Training {version} has no ResNet-50 rules", where=where,
+                        hint="ResNet-50 was retired after v4.0; use r2.1, r3.0, r3.1 or r4.0")
+    return ruleset
+
+
+def natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+@dataclass
+class Inputs:
+    folder: Path
+    logs: list[Path]
+    version: str  # "r4.0"
+    ruleset: str  # "4.0.0"
+    system: str | None
+    published_minutes: float | None
+    campaign: dict[str, Any] = field(default_factory=dict)  # resolved-config.json, if any
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read JSON ({error})", where=str(path),
+                        hint="the campaign folder looks damaged; re-create it") from error
+
+
+def find_logs(folder: Path) -> list[Path]:
+    """Run logs: `*.log` and `result_*.txt` files below the folder, in natural order."""
+    found = {p for p in folder.rglob("*.log") if p.is_file()}
+    found |= {p for p in folder.rglob("result_*.txt") if p.is_file()}
+    return sorted(found, key=natural_key)
+
+
+def _catalog_published(system: str | None, version: str) -> float | None:
+    if not system:
+        return None
+    try:
+        from hpcrepro.catalog import load_catalog
+    except ImportError:
+        return None
+    try:
+        entry = load_catalog().get(system, version)
+        return entry.published.score_minutes if entry.published else None
+    except (KeyError, LookupError, AttributeError, UserError):
+        return None
+
+
+def resolve(folder: Path, version: str | None, system: str | None,
+            published: float | None) -> Inputs:
+    """Gather everything `collect` needs from a campaign or a plain folder of logs."""
+    if not folder.is_dir():
+        raise UserError("no such folder", where=str(folder),
+                        hint="pass a campaign folder or a folder of run logs")
+    config: dict[str, Any] = {}
+    log_root = folder
+    if (folder / "resolved-config.json").is_file():
+        config = _read_json(folder / "resolved-config.json")
+        if not isinstance(config, dict):
+            raise UserError("resolved-config.json is not a JSON object", where=str(folder))
+        log_root = folder / "logs" if (folder / "logs").is_dir() else folder
+    logs = find_logs(log_root)
+    if not logs:
+        raise UserError("no run logs found (looked for *.log and result_*.txt)",
+                        where=str(log_root), hint="point collect at a campaign or a log folder")
+    result_dirs = sorted({str(p.parent) for p in logs if p.name.startswith("result_")})
+    if not config and len(result_dirs) > 1:
+        raise UserError(f"the folder holds {len(result_dirs)} result sets", where=str(folder),
+                        hint="collect one result set at a time, e.g. " + result_dirs[0])
+    spec = config["spec"] if isinstance(config.get("spec"), dict) else {}
+    system = system or config.get("system")
+    ruleset = None
+    if version:
+        ruleset = ruleset_for(version)
+    elif config.get("version"):
+        version = str(config["version"])
+        ruleset = ruleset_for(version, where=f"{folder / 'resolved-config.json'} key 'version'")
+    elif spec.get("ruleset"):
+        version = "r" + str(spec["ruleset"]).rsplit(".", 1)[0]
+        ruleset = ruleset_for(str(spec["ruleset"]), where="resolved-config.json key 'spec.ruleset'")
+    else:
+        match = _PATH_VERSION.search(str(folder.resolve()))
+        if match:
+            version = f"r{match[1]}.{match[2]}"
+            ruleset = ruleset_for(version, where=str(folder))
+    if not version or not ruleset:
+        raise UserError("cannot tell which MLPerf version these logs belong to", where=str(folder),
+                        hint="pass --version r4.0 (or r2.1, r3.0, r3.1)")
+    version = "r" + ruleset.rsplit(".", 1)[0]
+    if published is None:
+        block = spec.get("published")
+        if isinstance(block, dict) and isinstance(block.get("score_minutes"), int | float):
+            published = float(block["score_minutes"])
+        elif "published" not in spec:  # a plain folder, or a campaign that does not say
+            published = _catalog_published(system, version)
+    return Inputs(folder, logs, version, ruleset, system, published, config)

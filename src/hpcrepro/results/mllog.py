@@ -1,0 +1,235 @@
+"""Streaming reader for `:::MLLOG` records in raw training logs.
+
+Real logs carry rank prefixes (`0: `, `[1,0]<stdout>:`), noise, `\\r` progress bars, several
+records on one physical line, truncated JSON, latin-1 bytes and files of gigabytes. This reader
+scans fixed-size blocks with C-level `bytes.find`, so noise costs almost nothing, never holds a
+whole file in memory, and reports every problem with its file and line instead of raising.
+
+It also marks, for each record, whether mlperf-logging's own parser would see it: that parser
+splits lines like Python's text mode (`\\n`, `\\r`, `\\r\\n`), keeps only the last `:::MLLOG ` of a
+line and decodes it with `json.loads` after `str.strip()`. Scoring uses that view so scores agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+_fast_loads: Callable[[bytes], Any]
+try:  # orjson is several times faster; json stays the reference for anything it rejects
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installation
+    _fast_loads = json.loads
+
+TOKEN = b":::MLLOG "
+BLOCK_SIZE = 8 << 20
+# str.strip() whitespace within latin-1/ASCII that bytes.strip() would miss.
+_STRIP = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+_DECODER = json.JSONDecoder()
+
+
+class Record(NamedTuple):
+    """One MLLOG event. `official` is False for a record mlperf-logging would not see."""
+
+    time_ms: float
+    key: str
+    value: Any
+    metadata: Any
+    event_type: str
+    namespace: str
+    line: int
+    official: bool
+    copy: bool = False  # same bytes as a recent record except time_ms: another rank's copy
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in a log, located by file and line."""
+
+    path: str
+    line: int
+    message: str
+    official_parse_error: bool  # mlperf-logging's parser would also reject (or crash on) it
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+ProblemSink = Callable[[Problem], None]
+
+
+def _decode(payload: bytes) -> Any:
+    """Decode like mlperf-logging (latin-1 text, str.strip, json.loads), fast when ASCII."""
+    if payload.isascii():
+        stripped = payload.strip(_STRIP)
+        try:
+            return _fast_loads(stripped)
+        except ValueError:
+            return json.loads(stripped.decode("ascii"))
+    return json.loads(payload.decode("latin-1").strip())
+
+
+def _decode_prefix(payload: bytes) -> Any:
+    """Decode the JSON object at the start of `payload`; what follows is another rank's text."""
+    text = payload.decode("latin-1").lstrip()
+    return _DECODER.raw_decode(text)[0]
+
+
+def _to_record(obj: Any, line: int, official: bool) -> Record | str:
+    """Build a Record or return why the object is not a valid MLLOG record."""
+    if not isinstance(obj, dict):
+        return f"MLLOG payload is a JSON {type(obj).__name__}, not an object"
+    missing = [k for k in ("time_ms", "key", "value", "metadata") if k not in obj]
+    if missing:
+        return f"MLLOG record lacks {', '.join(repr(k) for k in missing)}"
+    try:
+        time_ms = float(obj["time_ms"])
+    except (TypeError, ValueError):
+        return f"MLLOG record has a non-numeric time_ms {obj['time_ms']!r}"
+    key = obj["key"]
+    if not isinstance(key, str):
+        return f"MLLOG record has a non-string key {key!r}"
+    return Record(
+        time_ms, key, obj["value"], obj["metadata"], str(obj.get("event_type", "")),
+        str(obj.get("namespace", "")), line, official,
+    )
+
+
+def iter_records(
+    path: str | Path, on_problem: ProblemSink | None = None, *, start: int = 0
+) -> Iterator[Record]:
+    """Yield every MLLOG record of a file in order; report problems to `on_problem`.
+
+    `start` is a byte offset to begin at (used to read only the tail of a growing log); line
+    numbers are then counted from that offset.
+    """
+    name = str(path)
+    report: ProblemSink = on_problem or (lambda _p: None)
+    line_no = 1  # line number at byte `counted` of the current buffer
+    copies = _RecentRecords()
+    with open(path, "rb") as handle:
+        if start:
+            handle.seek(start)
+        carry = b""
+        final = False
+        while not final:
+            block = handle.read(BLOCK_SIZE)
+            buf = carry + block if carry else block
+            final = not block
+            end = len(buf)
+            if not final:
+                cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+                if cut == -1:  # one line longer than the block: keep reading
+                    carry = buf
+                    continue
+                end = cut + 1
+            find, count = buf.find, buf.count
+            counted = 0
+            pos = find(TOKEN, 0, end)
+            while pos != -1:
+                line_no += count(b"\n", counted, pos)
+                counted = pos
+                eol = find(b"\n", pos, end)
+                if eol == -1:
+                    eol = end
+                cr = find(b"\r", pos, eol)
+                if cr != -1:
+                    eol = cr
+                nxt = find(TOKEN, pos + 9, eol)
+                if nxt != -1:
+                    starts = [pos]
+                    while nxt != -1:
+                        starts.append(nxt)
+                        nxt = find(TOKEN, nxt + 9, eol)
+                    report(Problem(name, line_no, f"{len(starts)} MLLOG records on one line; "
+                                   "mlperf-logging keeps only the last", False))
+                    for here, following in itertools.pairwise(starts):
+                        hidden = _parse(buf[here + 9 : following], name, line_no, report, False)
+                        if hidden is not None:
+                            yield hidden
+                    pos = starts[-1]
+                payload = buf[pos + 9 : eol]
+                record = copies.lookup(payload, line_no)
+                if record is None:
+                    record = _parse(payload, name, line_no, report, True)
+                    if record is not None:
+                        copies.remember(payload, record)
+                if record is not None:
+                    yield record
+                pos = find(TOKEN, eol, end)
+            line_no += count(b"\n", counted, end)
+            carry = buf[end:]
+
+
+class _RecentRecords:
+    """Recognise another rank's copy of a recent record without decoding it again.
+
+    Every rank logs the same event a few ms apart, so raw logs repeat each payload with only the
+    time_ms digits changed. A payload whose bytes outside those digits equal a recent decoded
+    record's is that record at another time (the digits are checked to be a plain integer, so the
+    JSON is as valid as the original); it is returned with `copy=True`.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.seen: dict[bytes, Record] = {}
+
+    @staticmethod
+    def _split(payload: bytes) -> tuple[bytes, bytes] | None:
+        at = payload.find(b'"time_ms": ', 0, 64)
+        if at == -1:
+            return None
+        comma = payload.find(b",", at + 11, at + 40)
+        if comma == -1:
+            return None
+        return payload[:at] + payload[comma:], payload[at + 11 : comma]
+
+    def lookup(self, payload: bytes, line: int) -> Record | None:
+        parts = self._split(payload)
+        if parts is None:
+            return None
+        known = self.seen.get(parts[0])
+        if known is None or not parts[1].isdigit():
+            return None
+        return Record(float(int(parts[1])), known.key, known.value, known.metadata,
+                      known.event_type, known.namespace, line, True, True)
+
+    def remember(self, payload: bytes, record: Record) -> None:
+        parts = self._split(payload)
+        if parts is None or not parts[1].isdigit() or float(int(parts[1])) != record.time_ms:
+            return
+        if len(self.seen) >= self.LIMIT:
+            self.seen.clear()
+        self.seen[parts[0]] = record
+
+
+def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: bool
+           ) -> Record | None:
+    """Decode one payload; an `official=False` payload may have another rank's text after it."""
+    try:
+        obj = _decode(payload) if official else _decode_prefix(payload)
+    except ValueError as error:
+        report(Problem(name, line, f"invalid MLLOG JSON ({error}): {_clip(payload)}", official))
+        return None
+    try:  # the common case, without per-field checks
+        key = obj["key"]
+        if type(key) is str:
+            return Record(float(obj["time_ms"]), key, obj["value"], obj["metadata"],
+                          obj.get("event_type", ""), obj.get("namespace", ""), line, official)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    reason = _to_record(obj, line, official)
+    if isinstance(reason, str):
+        report(Problem(name, line, f"{reason}: {_clip(payload)}", official))
+        return None
+    return reason
+
+
+def _clip(payload: bytes, width: int = 80) -> str:
+    text = payload.decode("latin-1").strip()
+    return text if len(text) <= width else text[: width - 3] + "..."

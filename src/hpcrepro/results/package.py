@@ -1,0 +1,167 @@
+"""Write an MLPerf Training submission tree for a scored campaign.
+
+Layout (mlcommons/policies submission_rules, Training):
+`systems/<name>.json`, `results/<name>/resnet/result_<i>.txt` (only the MLLOG lines of each run),
+`results/<name>/resnet/scaling.json` when the score is scaled, and
+`benchmarks/resnet/implementations/<impl>/` with the scripts that produced the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.errors import UserError
+from hpcrepro.results.collect import Collection
+from hpcrepro.results.mllog import iter_records
+from hpcrepro.results.runs import RunResult
+
+SYSTEM_KEYS = (
+    "submitter", "division", "status", "system_name", "number_of_nodes",
+    "host_processors_per_node", "host_processor_model_name", "host_processor_core_count",
+    "host_processor_vcpu_count", "host_processor_frequency", "host_processor_caches",
+    "host_processor_interconnect", "host_memory_capacity", "host_storage_type",
+    "host_storage_capacity", "host_networking", "host_networking_topology",
+    "host_memory_configuration", "accelerators_per_node", "accelerator_model_name",
+    "accelerator_host_interconnect", "accelerator_frequency", "accelerator_on-chip_memories",
+    "accelerator_memory_configuration", "accelerator_memory_capacity", "accelerator_interconnect",
+    "accelerator_interconnect_topology", "cooling", "hw_notes", "framework",
+    "other_software_stack", "operating_system", "sw_notes",
+)
+# The checker for 4.0.0 already insists on the long availability strings; they pass every ruleset.
+STATUS_LONG = {
+    "onprem": "Available on-premise", "cloud": "Available cloud", "preview": "Preview",
+    "research": "Research, Development, or Internal (RDI)",
+}
+SCRIPT_SUFFIXES = (".sh", ".sub", ".sbatch", ".py", ".def", ".j2", ".yaml", ".yml")
+
+
+@dataclass
+class PackageResult:
+    folder: Path
+    system_name: str
+    runs: list[RunResult]
+    missing_fields: list[str]
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "system"
+
+
+def system_description(collection: Collection, runs: list[RunResult]) -> tuple[dict[str, Any],
+                                                                                list[str]]:
+    """All 33 required keys, from a published system.json, the campaign and the logs."""
+    desc: dict[str, Any] = {}
+    log_dir = Path(runs[0].path).parent
+    if (log_dir / "system.json").is_file():
+        try:
+            desc.update(json.loads((log_dir / "system.json").read_text()))
+        except ValueError as error:
+            raise UserError(f"cannot read system.json ({error})", where=str(log_dir)) from error
+    config = collection.inputs.campaign
+    spec: dict[str, Any] = config["spec"] if isinstance(config.get("spec"), dict) else {}
+    site: dict[str, Any] = config["site"] if isinstance(config.get("site"), dict) else {}
+    if spec.get("nodes") is not None:
+        desc["number_of_nodes"] = str(spec["nodes"])
+    if spec.get("gpus_per_node") is not None:
+        desc["accelerators_per_node"] = str(spec["gpus_per_node"])
+    for source in (site.get("system_description"), spec.get("system_description")):
+        if isinstance(source, dict):
+            desc.update({k: v for k, v in source.items() if k in SYSTEM_KEYS})
+    first = runs[0]
+    desc.setdefault("submitter", first.org or site.get("organization") or "")
+    desc.setdefault("division", first.division or "closed")
+    desc.setdefault("system_name", first.platform or collection.inputs.system or "")
+    status = str(desc.get("status") or "onprem")
+    desc["status"] = STATUS_LONG.get(status, status)
+    for count in ("number_of_nodes", "host_processors_per_node", "accelerators_per_node"):
+        if not str(desc.get(count, "")).strip().isdigit():
+            desc[count] = "1" if count == "host_processors_per_node" else str(
+                desc.get(count) or "1")
+    missing = [k for k in SYSTEM_KEYS if desc.get(k) in (None, "", {})]
+    for key in SYSTEM_KEYS:
+        desc.setdefault(key, "")
+    return desc, missing
+
+
+# Every rank logs these at its own time; the score uses the first run_start/run_stop pair, so all
+# copies stay. Other events are kept once: the seed checker rejects a seed logged twice.
+_KEEP_ALL_COPIES = frozenset({"run_start", "run_stop"})
+
+
+def _mllog_only(source: str, target: Path) -> None:
+    """Copy the records mlperf-logging would read, one per line, without prefixes, noise or
+    other ranks' duplicates."""
+    seen: set[str] = set()
+    with open(target, "w", encoding="utf-8") as out:
+        for record in iter_records(source):
+            if not record.official:
+                continue
+            identity = json.dumps([record.key, record.value, record.metadata], sort_keys=True)
+            if record.key not in _KEEP_ALL_COPIES:
+                if identity in seen:
+                    continue
+                seen.add(identity)
+            time_ms = int(record.time_ms) if record.time_ms.is_integer() else record.time_ms
+            out.write(":::MLLOG " + json.dumps({
+                "namespace": record.namespace, "time_ms": time_ms,
+                "event_type": record.event_type, "key": record.key, "value": record.value,
+                "metadata": record.metadata,
+            }) + "\n")
+
+
+def _copy_scripts(collection: Collection, target: Path) -> list[str]:
+    folder = collection.inputs.folder
+    copied = []
+    if collection.inputs.campaign:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if (path.is_file() and path.suffix in SCRIPT_SUFFIXES
+                    and relative.parts[0] not in ("logs", "results")):
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / relative)
+                copied.append(str(relative))
+        if (folder / "resolved-config.json").is_file():
+            shutil.copy2(folder / "resolved-config.json", target / "resolved-config.json")
+            copied.append("resolved-config.json")
+    return copied
+
+
+def write_package(collection: Collection, out: Path, system: str | None = None) -> PackageResult:
+    """Write the submission tree into `out` (the submitter's folder)."""
+    runs = collection.scored_runs
+    if not collection.score.valid:
+        raise UserError(f"no submission without a valid score: {collection.score.reason}",
+                        hint="fix or re-run the failed runs, then collect again")
+    desc, missing = system_description(collection, runs)
+    name = _safe_name(system or collection.inputs.system or Path(runs[0].path).parent.name)
+    spec = collection.inputs.campaign.get("spec") or {}
+    implementation = _safe_name(str(spec.get("implementation") or f"{name}_hpcrepro"))
+    results = out / "results" / name / "resnet"
+    if results.exists() and any(results.iterdir()):
+        raise UserError("the package folder already holds results for this system",
+                        where=str(results), hint="pass an empty --package folder")
+    results.mkdir(parents=True, exist_ok=True)
+    for index, run in enumerate(runs):
+        _mllog_only(run.path, results / f"result_{index}.txt")
+    if collection.score.scaling_factor != 1.0:
+        (results / "scaling.json").write_text(
+            json.dumps({"scaling_factor": collection.score.scaling_factor}))
+    systems = out / "systems"
+    systems.mkdir(parents=True, exist_ok=True)
+    (systems / f"{name}.json").write_text(json.dumps(desc, indent=4) + "\n")
+    implementation_dir = out / "benchmarks" / "resnet" / "implementations" / implementation
+    implementation_dir.mkdir(parents=True, exist_ok=True)
+    copied = _copy_scripts(collection, implementation_dir)
+    readme = [f"# {implementation}", "", "ResNet-50 runs produced with hpcrepro.", ""]
+    readme += [f"- {c}" for c in copied] or ["The scripts that produced these logs were not "
+                                             "available to hpcrepro; add them here."]
+    if missing:
+        readme += ["", "System description fields hpcrepro could not know (fill them in "
+                   f"systems/{name}.json):", "", *(f"- {m}" for m in missing)]
+    (implementation_dir / "README.md").write_text("\n".join(readme) + "\n")
+    return PackageResult(out, name, runs, missing)

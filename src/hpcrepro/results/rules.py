@@ -1,0 +1,330 @@
+"""mlperf-logging's compliance rules, evaluated while the log streams past.
+
+The official checker re-reads the log for every YAML config in its chain and compiles every CHECK
+string again for every line, which makes it the slowest part of scoring. This engine loads the same
+YAML files from the installed mlperf-logging package (so the rules are theirs, not a transcription),
+compiles each snippet once, and feeds every record to all configs the chain can reach for ResNet at
+once; at the end it replays the official queue order to merge messages exactly as the checker does.
+The verdict therefore matches `mlperf_logging.compliance_checker` on the same lines; the official
+checker itself still runs as a subprocess for the reported compliance column (see compliance.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+USAGE = "training"
+SUPPORTED_RULESETS = ("2.1.0", "3.0.0", "3.1.0", "4.0.0")
+# Values that the ResNet chain can enqueue: division, benchmark, optimizer.
+_CHAIN_VALUES = ("closed", "open", "resnet", "lars", "sgd")
+_ENQUEUE = re.compile(r"enqueue_config\('([^']*)'")
+
+
+def checker_dir() -> Path:
+    """The installed mlperf_logging/compliance_checker folder holding the YAML rules."""
+    import mlperf_logging.compliance_checker as package
+
+    return Path(package.__file__).resolve().parent
+
+
+@dataclass
+class _KeyRule:
+    req: str | None
+    pre: CodeType | None
+    checks: list[CodeType]
+    post: CodeType | None
+    first_checks: list[CodeType]
+    atleast: CodeType | None
+    atleast_src: str
+    sources: list[str]  # PRE, POST and CHECK text, to tell whether the rule keeps state
+
+
+@dataclass
+class _Config:
+    name: str
+    begin: CodeType | None
+    keys: dict[str, _KeyRule]
+    end_pre: CodeType | None
+    end_checks: list[CodeType]
+    enqueue_patterns: list[str]
+
+
+def _compile(src: Any, mode: str) -> CodeType:
+    return compile(str(src).strip(), "<mlperf-rule>", mode)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+@cache
+def load_config(name: str) -> _Config:
+    """Load and compile one YAML rule file, e.g. 'training_4.0.0/common.yaml'."""
+    import yaml
+
+    text = (checker_dir() / name).read_text()
+    records = yaml.load(text, Loader=yaml.BaseLoader) or []
+    begin = end_pre = None
+    end_checks: list[CodeType] = []
+    keys: dict[str, _KeyRule] = {}
+    for record in records:
+        kind = next(iter(record))
+        body = record[kind]
+        if kind == "BEGIN":
+            begin = _compile(body["CODE"], "exec")
+        elif kind == "END":
+            end_pre = _compile(body["PRE"], "exec") if "PRE" in body else None
+            end_checks = [_compile(c, "eval") for c in _as_list(body.get("CHECK"))]
+        elif kind == "KEY":
+            keys[body["NAME"]] = _KeyRule(
+                req=body.get("REQ"),
+                pre=_compile(body["PRE"], "exec") if body.get("PRE") else None,
+                checks=[_compile(c, "eval") for c in _as_list(body.get("CHECK"))],
+                post=_compile(body["POST"], "exec") if body.get("POST") else None,
+                first_checks=[_compile(c, "eval") for c in _as_list(body.get("FIRST_CHECK"))],
+                atleast=_compile(body["ATLEAST_ONE_CHECK"], "eval")
+                if body.get("ATLEAST_ONE_CHECK") else None,
+                atleast_src=str(body.get("ATLEAST_ONE_CHECK", "")),
+                sources=[str(body.get("PRE", "")), str(body.get("POST", "")),
+                         *map(str, _as_list(body.get("CHECK")))],
+            )
+    return _Config(name, begin, keys, end_pre, end_checks, _ENQUEUE.findall(text))
+
+
+@cache
+def reachable_configs(ruleset: str) -> tuple[str, ...]:
+    """Every config the ResNet chain can enqueue from `training_<ruleset>/common.yaml`."""
+    found: list[str] = []
+    todo = [f"{USAGE}_{ruleset}/common.yaml"]
+    while todo:
+        name = todo.pop(0)
+        if name in found:
+            continue
+        found.append(name)
+        for pattern in load_config(name).enqueue_patterns:
+            for value in _CHAIN_VALUES:
+                candidate = pattern.format(value)
+                if (checker_dir() / candidate).is_file():
+                    todo.append(candidate)
+    return tuple(found)
+
+
+class LogLine:
+    """What the official rules see as `ll`: the same attribute names as mlp_parser's LogLine."""
+
+    __slots__ = ("full_string", "key", "lineno", "timestamp", "value")
+
+    def __init__(self, timestamp: float, key: str, value: Any, metadata: Any, lineno: int) -> None:
+        self.timestamp = timestamp
+        self.key = key
+        self.value = {"value": value, "metadata": metadata}
+        self.lineno = lineno
+        self.full_string = f"line {lineno}"
+
+
+def _is_integer(value: float) -> bool:
+    return abs(round(value) - value) < 0.00001
+
+
+def _all_same(values: list[Any]) -> bool:
+    return not values or len(values) == values.count(values[0])
+
+
+class _ConfigPass:
+    """One config's pass over the lines, with its own state `s`, as in configured_checks()."""
+
+    def __init__(self, config: _Config) -> None:
+        self.config = config
+        self.enqueued: list[str] = []
+        self.keyed: dict[str, str] = {}
+        self.unkeyed: list[str] = []
+        self.crash: str | None = None
+        self.state: dict[str, Any] = {
+            "enqueue_config": self.enqueued.append, "s": {}, "is_integer": _is_integer,
+            "math": math,
+        }
+        if config.begin is not None:
+            exec(config.begin, self.state)
+        self.reported: dict[str, list[Any]] = {k: [] for k in config.keys}
+        self.has_been_exec: set[str] = set()
+        self.first_seen: set[str] = set()
+        self.atleast: dict[str, list[Any]] = {}
+
+    def feed(self, ll: LogLine) -> None:
+        key = ll.key
+        rule = self.config.keys[key]
+        self.reported[key].append(ll.value["value"])
+        scope = {"ll": ll, "v": ll.value}
+        if key not in self.has_been_exec:
+            self._exec(rule.pre, ll, scope, "PRE")
+            for check in rule.checks:
+                self._eval(check, ll, scope)
+            self._exec(rule.post, ll, scope, "POST")
+        if rule.first_checks and key not in self.first_seen:
+            self.first_seen.add(key)
+            for check in rule.first_checks:
+                self._eval(check, ll, scope)
+        if rule.atleast is not None:
+            counter = self.atleast.setdefault(key, [0, rule.atleast_src])
+            try:
+                if eval(rule.atleast, self.state, scope):
+                    counter[0] += 1
+            except Exception as error:  # mlperf-logging does not catch this: it crashes
+                self.crash = self.crash or f"ATLEAST_ONE_CHECK for '{key}' raised {error!r}"
+        if "submission_" in key:
+            self.has_been_exec.add(key)
+
+    def _exec(self, code: CodeType | None, ll: LogLine, scope: dict[str, Any], what: str) -> None:
+        if code is None:
+            return
+        try:
+            exec(code, self.state, scope)
+        except Exception:
+            self.keyed[ll.key] = f"{what} code for '{ll.key}' failed at {ll.full_string}"
+
+    def _eval(self, check: CodeType, ll: LogLine, scope: dict[str, Any]) -> None:
+        try:
+            ok = eval(check, self.state, scope)
+        except Exception:
+            ok = False
+        if not ok:
+            self.keyed[ll.key] = f"CHECK for '{ll.key}' failed at {ll.full_string}"
+
+    def finish(self) -> None:
+        for name, (hits, source) in self.atleast.items():
+            if hits == 0:
+                self.unkeyed.append(f"no '{name}' line satisfies {source.strip()}")
+        alternatives: set[tuple[str, ...]] = set()
+        for key, rule in self.config.keys.items():
+            values = self.reported[key]
+            req = rule.req or ""
+            if req == "EXACTLY_ONE" and len(values) != 1 and not (values and _all_same(values)):
+                self.keyed[key] = (f"Required EXACTLY_ONE occurrence of '{key}' "
+                                   f"but found {len(values)}")
+            elif req == "AT_LEAST_ONE" and not values:
+                self.keyed[key] = f"Required AT_LEAST_ONE occurrence of '{key}' but found 0"
+            elif req.startswith("AT_LEAST(") and len(values) < int(req[len("AT_LEAST("):-1]):
+                self.keyed[key] = f"Required {req} occurrence of '{key}' but found {len(values)}"
+            elif req.startswith("AT_LEAST_ONE_OR("):
+                others = [s.strip() for s in req[len("AT_LEAST_ONE_OR("):-1].split(",")]
+                alternatives.add(tuple({key, *others}))
+        for alts in alternatives:
+            if not any(self.reported.get(k) for k in alts):
+                self.unkeyed.append("Required AT_LEAST_ONE occurrence of "
+                                    + " or ".join(f"'{k}'" for k in sorted(alts)))
+        if self.config.end_pre is not None:
+            exec(self.config.end_pre, self.state)
+        for check in self.config.end_checks:
+            try:
+                ok = eval(check, self.state)
+            except Exception:
+                ok = False
+            if not ok:
+                self.unkeyed.append(f"END check of {self.config.name} failed")
+
+
+@dataclass
+class Verdict:
+    """The compliance verdict for one log and the messages that explain it."""
+
+    valid: bool
+    messages: list[str] = field(default_factory=list)
+    official_crash: str | None = None  # mlperf-logging's checker would crash instead of answering
+
+
+def _copy_safe(rule: _KeyRule, key: str) -> bool:
+    """Whether another identical line of `key` (at another time) cannot change the verdict: the
+    rule keeps no state and reads no timestamp, and counts only matter as 'one, or several
+    identical' (EXACTLY_ONE tolerates identical repeats). submission_* code runs only once."""
+    if "submission_" in key:
+        return True
+    if rule.pre or rule.post or rule.first_checks or (rule.req or "").startswith("AT_LEAST("):
+        return False
+    return not any("s[" in src or "ll." in src for src in rule.sources)
+
+
+@cache
+def _copy_unsafe_keys(ruleset: str) -> frozenset[str]:
+    return frozenset(key for name in reachable_configs(ruleset)
+                     for key, rule in load_config(name).keys.items() if not _copy_safe(rule, key))
+
+
+class StreamingChecker:
+    """Feed records in log order, then call `verdict()`."""
+
+    def __init__(self, ruleset: str) -> None:
+        self.ruleset = ruleset
+        self.passes = {name: _ConfigPass(load_config(name)) for name in reachable_configs(ruleset)}
+        self.by_key: dict[str, list[_ConfigPass]] = {}
+        for config_pass in self.passes.values():
+            for key in config_pass.config.keys:
+                self.by_key.setdefault(key, []).append(config_pass)
+        self.lines = 0
+        self.parse_errors = 0
+        self.crash: str | None = None
+
+    def skip_copy(self) -> None:
+        """Count a rank's copy of a record that `copy_safe` says cannot change the verdict."""
+        self.lines += 1
+
+    def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
+        lineno = self.lines
+        self.lines += 1
+        interested = self.by_key.get(key)
+        if interested:
+            ll = LogLine(time_ms, key, value, metadata, lineno)
+            for config_pass in interested:
+                config_pass.feed(ll)
+
+    @property
+    def copy_unsafe(self) -> frozenset[str]:
+        """Keys whose repeated identical lines may change the verdict (see `_copy_safe`)."""
+        return _copy_unsafe_keys(self.ruleset)
+
+    def parse_error(self, crashes_official: bool, message: str) -> None:
+        """A line mlperf-logging's parser rejects (or, for missing keys, crashes on)."""
+        self.parse_errors += 1
+        if crashes_official and self.crash is None:
+            self.crash = message
+
+    def verdict(self) -> Verdict:
+        messages: dict[str, str] = {}
+        unkeyed: list[str] = []
+        crash = self.crash
+        if self.parse_errors:
+            unkeyed.append(f"Log lines had parsing errors ({self.parse_errors}).")
+        if self.lines == 0:
+            unkeyed.append("No log lines detected")
+        queue = [f"{USAGE}_{self.ruleset}/common.yaml"]
+        runs = 0
+        finished: set[str] = set()
+        while queue and runs < 50:
+            name = queue.pop(0)
+            runs += 1
+            config_pass = self.passes.get(name)
+            if config_pass is None:
+                exists = (checker_dir() / name).is_file()
+                problem = (f"the log asks for rules {name}, which are not ResNet rules" if exists
+                           else f"the log asks for rules {name}, which do not exist")
+                unkeyed.append(problem)
+                crash = crash or (None if exists else f"missing config {name}")
+                continue
+            if name not in finished:
+                config_pass.finish()
+                finished.add(name)
+            for key in config_pass.config.keys:
+                messages.pop(key, None)
+            messages.update(config_pass.keyed)
+            unkeyed.extend(config_pass.unkeyed)
+            crash = crash or config_pass.crash
+            queue.extend(config_pass.enqueued)
+        all_messages = [*messages.values(), *unkeyed]
+        return Verdict(not all_messages and crash is None, all_messages, crash)
