@@ -174,6 +174,8 @@ def test_two_node_job_runs_tasks_on_both_nodes(slurm_cluster, tmp_path: Path) ->
     assert run["verdicts"]["1"]["verdict"] == "valid"
     summary = json.loads((tmp_path / "logs" / "twonode" / "results" / "summary.json").read_text())
     assert summary["valid_runs"] == 1 and summary["complete"] is True
+    report = (tmp_path / "logs" / "twonode" / "results" / "report.md").read_text()
+    assert "logs/run-01.log" in report  # the results area scored the campaign's log
 
 
 def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(

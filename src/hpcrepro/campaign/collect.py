@@ -1,8 +1,9 @@
-"""The collection stage: settle every job's state, judge every run, write results/summary.json.
+"""The collection stage: settle every job's state, judge every run, write the results.
 
 Runs as the campaign's last job (`python -m hpcrepro.campaign.collect CAMPAIGN_DIR`), after all
-runs in any state, and again on demand. The summary lists every run with its verdict, so the
-results area (scores, compliance, reports) starts from a settled campaign.
+runs in any state. `results/summary.json` lists every run with its verdict; when the results area
+is installed, `results/report.md` and `report.json` hold its score, compliance and RCP verdicts
+(the same as `hpcrepro collect CAMPAIGN_DIR`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hpcrepro.campaign import engine
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.errors import UserError
 
 
 def summary(paths: CampaignPaths, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -64,11 +66,36 @@ def collect(campaign_dir: Path) -> dict[str, Any]:
     return result
 
 
+def write_report(paths: CampaignPaths) -> str | None:
+    """The results area's score report of the campaign's logs; returns its one-line outcome."""
+    try:
+        from hpcrepro.results.collect import collect as score_logs
+        from hpcrepro.results.inputs import resolve
+        from hpcrepro.results.report import render
+    except ImportError:
+        return None
+    try:
+        collection = score_logs(resolve(paths.root, None, None, None))
+    except UserError as error:
+        text = f"no report: {error.render()}"
+        (paths.results / "report.md").write_text(text + "\n")
+        return text
+    (paths.results / "report.md").write_text(render(collection, "md"))
+    (paths.results / "report.json").write_text(render(collection, "json"))
+    if collection.score.valid:
+        return f"score written to {paths.results / 'report.md'}"
+    return f"no valid score yet ({collection.score.reason}); see {paths.results / 'report.md'}"
+
+
 def main(argv: list[str]) -> int:
-    result = collect(Path(argv[0]))
+    paths = CampaignPaths(Path(argv[0]))
+    result = collect(paths.root)
     print(f"hpcrepro: {result['valid_runs']} of {result['runs_required']} required runs valid")
     for run in result["runs"]:
         print(f"  run {run['run']:02d}: {run['verdict']} ({run['reason']})")
+    report = write_report(paths)
+    if report:
+        print(f"hpcrepro: {report}")
     return 0
 
 
