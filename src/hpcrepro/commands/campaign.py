@@ -56,7 +56,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Stages of every campaign: state, elapsed, nodes, pending reason, run verdicts."""
-    from hpcrepro.campaign import actions, view
+    from hpcrepro.campaign import actions, engine, view
     from hpcrepro.scheduler.slurm import Backoff
 
     campaigns = actions.load_campaigns(campaign)
@@ -73,7 +73,7 @@ def status(
         if sys.stdout.isatty() and not as_json:
             sys.stdout.write("\x1b[H\x1b[J")
         typer.echo(text + ("" if as_json else f"\n(updated {time.strftime('%H:%M:%S')})"))
-        if not any(actions.engine.active_job_ids(m) for _, m in campaigns):
+        if not any(engine.active_job_ids(m) for _, m in campaigns):
             return
         time.sleep(backoff.next(changed=text != previous))
         previous = text
