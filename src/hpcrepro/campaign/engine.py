@@ -1,0 +1,302 @@
+"""Submit, repair, refresh, resume and cancel a campaign's stage graph on a backend.
+
+The backend is `hpcrepro.scheduler.slurm.Slurm` or `hpcrepro.scheduler.local.Local`; both submit a
+script with arguments and answer state queries. Every change to a manifest happens under the
+campaign lock (see `manifest.locked`), so two hpcrepro processes never submit the same stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from hpcrepro.campaign import manifest as manifest_io
+from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import verdict
+from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.scheduler import states
+from hpcrepro.scheduler.slurm import JobInfo
+
+Manifest = dict[str, Any]
+CRASH_HOOK = "HPCREPRO_TEST_CRASH_AFTER_SBATCH"  # test-only fault point: die right after sbatch
+_SAVE_EVERY_S = 2.0
+
+
+class Backend(Protocol):
+    name: str
+    commands: list[str]
+
+    def submit(self, script: Path, args: list[str]) -> str: ...
+    def test_only(self, script: Path, args: list[str]) -> None: ...
+    def query(self, job_ids: list[str]) -> dict[str, JobInfo]: ...
+    def find_by_names(self, names: list[str], since: str) -> dict[str, list[JobInfo]]: ...
+    def cancel(self, job_ids: list[str]) -> None: ...
+
+
+def sbatch_args(
+    paths: CampaignPaths,
+    manifest: Manifest,
+    stage: st.Stage,
+    job: st.Job,
+    dependency_ids: list[str],
+) -> list[str]:
+    """Command-line options added to the stage script's own #SBATCH lines."""
+    args = [
+        f"--job-name={job['token']}",
+        # '%' in the folder must reach sbatch as '%%', or it reads a filename pattern
+        f"--output={str(paths.job_output).replace('%', '%%')}/{stage['name']}-%j.out",
+        f"--comment=hpcrepro campaign={manifest['name']} stage={stage['name']}",
+    ]
+    if stage["kind"] == st.TRAIN:
+        args.append("--no-requeue")  # a requeued run restarts its log: void, so never requeue
+    if dependency_ids:
+        args.append(f"--dependency={stage['dependency']}:{':'.join(dependency_ids)}")
+        args.append("--kill-on-invalid-dep=yes")
+    return args
+
+
+def check_scripts(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> None:
+    """`sbatch --test-only` one script of each kind (runs differ only by index)."""
+    seen: set[str] = set()
+    for stage in manifest["stages"]:
+        if stage["kind"] in seen or st.state_of(stage) != states.PLANNED:
+            continue
+        seen.add(stage["kind"])
+        job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 0)}
+        args = sbatch_args(paths, manifest, stage, job, [])
+        backend.test_only(paths.root / stage["script"], args)
+
+
+def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> list[str]:
+    """Submit every stage whose current job is planned, in graph order; return their names.
+
+    All of them are first marked `submitting` and saved, so a crash at any point leaves tokens that
+    `repair` can look up in Slurm.
+    """
+    todo = [s for s in manifest["stages"] if s["jobs"] and s["jobs"][-1]["state"] == states.PLANNED]
+    if not todo:
+        return []
+    for stage in todo:
+        stage["jobs"][-1]["state"] = states.SUBMITTING
+    manifest_io.save(paths.manifest, manifest)
+    crash_at = os.environ.get(CRASH_HOOK)
+    submitted: list[str] = []
+    last_save = time.monotonic()
+    try:
+        for stage in todo:
+            job = stage["jobs"][-1]
+            ids, blocked = st.dependency_ids(manifest, stage)
+            if blocked:
+                job.update(state=states.BLOCKED, reason=blocked)
+                continue
+            job_id = backend.submit(
+                paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
+            )
+            if crash_at == stage["name"]:
+                os._exit(75)
+            job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
+            submitted.append(stage["name"])
+            if time.monotonic() - last_save > _SAVE_EVERY_S:
+                manifest_io.save(paths.manifest, manifest)
+                last_save = time.monotonic()
+    finally:
+        # Also when sbatch fails midway: the jobs already submitted keep their ids, and the
+        # rest stay `submitting` for `repair` to settle.
+        manifest_io.save(paths.manifest, manifest)
+    return submitted
+
+
+def repair(manifest: Manifest, backend: Backend) -> bool:
+    """Settle jobs left `submitting` by a crash: adopt the job Slurm knows by its token, or mark
+    it planned again when sbatch never ran. Extra jobs with one token are cancelled."""
+    pending = [
+        job
+        for stage in manifest["stages"]
+        for job in stage["jobs"]
+        if job["state"] == states.SUBMITTING
+    ]
+    if not pending:
+        return False
+    since = _day_before(manifest["created"])
+    found = backend.find_by_names([job["token"] for job in pending], since)
+    for job in pending:
+        matches = found.get(job["token"], [])
+        if not matches:
+            job.update(state=states.PLANNED, job_id=None)
+            continue
+        keep, extra = matches[0], matches[1:]
+        backend.cancel([info.job_id for info in extra if states.is_active(info.state)])
+        job.update(job_id=keep.job_id, submitted=job.get("submitted") or st.now())
+        _apply(job, keep)
+    return True
+
+
+def _day_before(created: str) -> str:
+    from datetime import datetime, timedelta
+
+    moment = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ") - timedelta(days=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _apply(job: st.Job, info: JobInfo) -> None:
+    job.update(
+        state=info.state,
+        slurm_state=info.slurm_state,
+        start=info.start,
+        end=info.end,
+        elapsed=info.elapsed,
+        nodes=info.nodes,
+        nodelist=info.nodelist,
+        reason=info.reason,
+        exit_code=info.exit_code,
+    )
+
+
+def active_job_ids(manifest: Manifest) -> list[str]:
+    return [
+        job["job_id"]
+        for stage in manifest["stages"]
+        for job in stage["jobs"]
+        if job["job_id"] and states.is_active(job["state"])
+    ]
+
+
+def apply_infos(paths: CampaignPaths, manifest: Manifest, infos: dict[str, JobInfo]) -> bool:
+    """Update jobs from scheduler answers and judge finished runs; True when anything changed."""
+    changed = False
+    for stage in manifest["stages"]:
+        for job in stage["jobs"]:
+            info = infos.get(job["job_id"] or "")
+            if info is None or not states.is_active(job["state"]):
+                continue
+            before = (job["state"], job.get("elapsed"), job.get("reason"))
+            _apply(job, info)
+            changed |= before != (job["state"], job.get("elapsed"), job.get("reason"))
+    return judge_runs(paths, manifest) or changed
+
+
+def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
+    """Give every run of a finished training job its verdict (once)."""
+    changed = False
+    target = float(manifest.get("target_accuracy", verdict.RESNET_TARGET))
+    for stage in st.train_stages(manifest):
+        job = st.current(stage)
+        state = job["state"] if job else states.PLANNED
+        if job is None or not states.is_finished(state):
+            continue
+        for index in stage["runs"]:
+            key = str(index)
+            known = stage["verdicts"].get(key)
+            if known and known.get("job_id") == job["job_id"]:
+                continue
+            outcome, reason = verdict.judge(paths.run_log(index), state, target)
+            stage["verdicts"][key] = {"verdict": outcome, "reason": reason, "job_id": job["job_id"]}
+            changed = True
+    return changed
+
+
+def refresh(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> bool:
+    changed = repair(manifest, backend)
+    ids = active_job_ids(manifest)
+    infos = backend.query(ids) if ids else {}
+    return apply_infos(paths, manifest, infos) or changed
+
+
+def run_counts(manifest: Manifest) -> dict[str, int]:
+    """How many runs are valid, still to come (submitted or planned), or lost."""
+    counts = {"valid": 0, "coming": 0, "lost": 0}
+    for stage in st.train_stages(manifest):
+        state = st.state_of(stage)
+        for index in stage["runs"]:
+            if states.is_active(state) or state == states.PLANNED:
+                counts["coming"] += 1
+            elif stage["verdicts"].get(str(index), {}).get("verdict") == verdict.VALID:
+                counts["valid"] += 1
+            else:
+                counts["lost"] += 1
+    return counts
+
+
+def plan_resume(manifest: Manifest) -> list[str]:
+    """Plan new jobs for what failed or never ran, until enough valid runs can exist.
+
+    Failed image/prep stages get a new attempt. Each lost run (invalid, void, never ran) is
+    replaced by a new run with a fresh index (its log is kept), only as many as are missing.
+    Collection runs again after the new runs. Returns the names of stages that got a new job.
+    """
+    names = st.by_name(manifest)
+    planned: list[str] = []
+    for stage in manifest["stages"]:
+        if stage["kind"] in (st.TRAIN, "collect"):
+            continue
+        state = st.state_of(stage)
+        if state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED:
+            st.plan_attempt(manifest, stage)
+            planned.append(stage["name"])
+    counts = run_counts(manifest)
+    missing = manifest["runs_required"] - counts["valid"] - counts["coming"]
+    lost = [
+        (stage, index)
+        for stage in st.train_stages(manifest)
+        if not states.is_active(st.state_of(stage)) and st.state_of(stage) != states.PLANNED
+        for index in stage["runs"]
+        if stage["verdicts"].get(str(index), {}).get("verdict") != verdict.VALID
+    ]
+    per_job = max(1, int(manifest.get("runs_per_job", 1)))
+    replacements = lost[: max(0, missing)]
+    template = st.train_stages(manifest)[0]
+    collect = names.get("collect")
+    insert_at = manifest["stages"].index(collect) if collect else len(manifest["stages"])
+    for start in range(0, len(replacements), per_job):
+        group = replacements[start : start + per_job]
+        first = st.next_run_index(manifest)
+        indices = list(range(first, first + len(group)))
+        name = stage_name_for_runs(indices)
+        stage = st.new_stage(
+            name,
+            st.TRAIN,
+            f"scripts/{name}.sbatch",
+            after=template["after"],
+            dependency=st.AFTER_OK,
+            runs=indices,
+            replaces=sorted({old["name"] for old, _ in group}),
+        )
+        st.plan_attempt(manifest, stage)
+        manifest["stages"].insert(insert_at, stage)
+        insert_at += 1
+        planned.append(name)
+    if collect is not None:
+        collect["after"] = [stage["name"] for stage in st.train_stages(manifest)]
+        state = st.state_of(collect)
+        new_runs = any(names.get(n) is None for n in planned)
+        if new_runs or (
+            state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED
+        ):
+            st.plan_attempt(manifest, collect)
+            planned.append("collect")
+    return planned
+
+
+def stage_name_for_runs(indices: list[int]) -> str:
+    if len(indices) == 1:
+        return f"run-{indices[0]:02d}"
+    return f"runs-{indices[0]:02d}-{indices[-1]:02d}"
+
+
+def jobs_to_cancel_on_resume(manifest: Manifest) -> list[str]:
+    """Jobs a resume replaces that Slurm may still run: earlier collection jobs still waiting,
+    and void jobs that Slurm could start again (requeued or preempted with requeue)."""
+    ids = []
+    for stage in manifest["stages"]:
+        for index, job in enumerate(stage["jobs"]):
+            if not job["job_id"]:
+                continue
+            older_collect = stage["kind"] == "collect" and index < len(stage["jobs"]) - 1
+            if (older_collect and states.is_active(job["state"])) or job["state"] in (
+                states.REQUEUED,
+                states.PREEMPTED,
+            ):
+                ids.append(job["job_id"])
+    return ids

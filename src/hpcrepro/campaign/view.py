@@ -1,0 +1,155 @@
+"""Status as text (a table per campaign) or JSON, with live progress of running training jobs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from hpcrepro.campaign import engine
+from hpcrepro.campaign import stages as st
+from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.verdict import live_progress
+from hpcrepro.scheduler import states
+
+
+def _elapsed(job: dict[str, Any]) -> str:
+    if job["state"] in (states.PENDING, states.PLANNED, states.SUBMITTING, states.BLOCKED):
+        return ""
+    if job.get("elapsed"):
+        return str(job["elapsed"])
+    start = job.get("start")
+    if not start:
+        return ""
+    try:
+        begin = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        end = (
+            datetime.strptime(job["end"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            if job.get("end")
+            else datetime.now(timezone.utc)
+        )
+    except ValueError:
+        return ""
+    seconds = int((end - begin).total_seconds())
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) -> str:
+    """'epoch 12/35 acc 0.6123' for a running training job, read from its growing MLLOG."""
+    parts = []
+    for index in stage["runs"]:
+        outcome = live_progress(paths.run_log(index))
+        if not outcome.started:
+            continue
+        text = (
+            f"run {index:02d} epoch {outcome.epoch:g}"
+            if outcome.epoch is not None
+            else (f"run {index:02d} started")
+        )
+        if manifest.get("target_epoch") and outcome.epoch is not None:
+            text += f"/{manifest['target_epoch']}"
+        if outcome.last_accuracy is not None:
+            text += f" acc {outcome.last_accuracy:.4f}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _verdict_text(index: int, judged: dict[str, Any]) -> str:
+    """'run 02 valid', or with the reason when the run does not count."""
+    text = f"run {index:02d} {judged['verdict']}"
+    return text if judged["verdict"] == "valid" else f"{text}: {judged.get('reason')}"
+
+
+def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> list[dict[str, Any]]:
+    rows = []
+    for stage in manifest["stages"]:
+        job = st.current(stage) or {}
+        state = job.get("state", states.PLANNED)
+        note = ""
+        if (
+            state == states.PENDING
+            or state in (states.BLOCKED,)
+            or (states.is_finished(state) and job.get("reason") and state != states.COMPLETED)
+        ):
+            note = job.get("reason") or ""
+        if stage["kind"] == st.TRAIN:
+            judged = [stage["verdicts"].get(str(i)) for i in stage["runs"]]
+            if all(judged) and states.is_finished(state):
+                note = ", ".join(
+                    _verdict_text(i, v) for i, v in zip(stage["runs"], judged, strict=True)
+                )
+            elif live and state == states.RUNNING:
+                note = progress(paths, manifest, stage)
+        if stage["replaces"]:
+            note = (note + f" (replaces {', '.join(stage['replaces'])})").strip()
+        rows.append(
+            {
+                "stage": stage["name"],
+                "job_id": job.get("job_id") or "",
+                "state": state,
+                "slurm_state": job.get("slurm_state") or "",
+                "elapsed": _elapsed(job) if job else "",
+                "nodes": job.get("nodelist") or (str(job["nodes"]) if job.get("nodes") else ""),
+                "note": note,
+                "attempts": len(stage["jobs"]),
+                "runs": stage["runs"],
+                "verdicts": stage["verdicts"],
+            }
+        )
+    return rows
+
+
+def as_json(campaigns: list[tuple[CampaignPaths, dict[str, Any]]]) -> str:
+    out = []
+    for paths, manifest in campaigns:
+        out.append(
+            {
+                "campaign": manifest["name"],
+                "folder": str(paths.root),
+                "backend": manifest["backend"],
+                "system": manifest.get("system"),
+                "version": manifest.get("version"),
+                "cancelled": manifest.get("cancelled", False),
+                "runs": engine.run_counts(manifest) | {"required": manifest["runs_required"]},
+                "stages": stage_rows(paths, manifest, live=True),
+            }
+        )
+    return json.dumps(out, indent=1)
+
+
+_COLUMNS = (
+    ("stage", "STAGE"),
+    ("job_id", "JOB"),
+    ("state", "STATE"),
+    ("elapsed", "ELAPSED"),
+    ("nodes", "NODES"),
+    ("note", "REASON / PROGRESS"),
+)
+
+
+def as_text(campaigns: list[tuple[CampaignPaths, dict[str, Any]]], live: bool = False) -> str:
+    if not campaigns:
+        return "no campaigns yet: start one with `hpcrepro submit --system ... --version ...`"
+    blocks = []
+    for paths, manifest in campaigns:
+        counts = engine.run_counts(manifest)
+        title = (
+            f"{manifest['name']}  ({manifest['backend']}, {manifest.get('system')} "
+            f"{manifest.get('version')})  runs: {counts['valid']}/{manifest['runs_required']}"
+            f" valid, {counts['coming']} to come, {counts['lost']} lost"
+            + ("  [cancelled]" if manifest.get("cancelled") else "")
+        )
+        rows = stage_rows(paths, manifest, live)
+        table = [[head for _, head in _COLUMNS]]
+        table += [[str(row[key]) for key, _ in _COLUMNS] for row in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
+        lines = [title]
+        for line in table:
+            lines.append(
+                "  "
+                + "  ".join(
+                    cell.ljust(width) for cell, width in zip(line, widths, strict=False)
+                ).rstrip()
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -1,0 +1,327 @@
+"""The Slurm backend: sbatch, one batched sacct (squeue when accounting is off), scancel.
+
+Every call goes through `Slurm.run`, which counts the commands made, so status and the benchmark can
+show that a status pass costs one or two commands whatever the number of jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hpcrepro.errors import UserError
+from hpcrepro.scheduler import states
+
+# sacct and squeue fields, in the order we ask for them; '|' never occurs in our job names.
+_SACCT_FIELDS = "JobIDRaw,JobName,State,Start,End,Elapsed,NNodes,NodeList,Reason,ExitCode"
+_SQUEUE_FORMAT = "%i|%j|%T|%S|%e|%M|%D|%N|%r|%k"
+_MAX_IDS_PER_CALL = 2000  # keeps the argument list far below ARG_MAX
+_NOT_SET = {"", "Unknown", "None", "None assigned", "N/A", "(null)"}
+
+
+class SlurmUnavailable(UserError):
+    """No Slurm answers here (no sbatch, or the controller does not respond)."""
+
+
+@dataclass
+class JobInfo:
+    """What the scheduler says about one job."""
+
+    job_id: str
+    name: str
+    state: str  # one of hpcrepro.scheduler.states
+    slurm_state: str
+    start: str | None = None
+    end: str | None = None
+    elapsed: str | None = None
+    nodes: int | None = None
+    nodelist: str | None = None
+    reason: str | None = None
+    exit_code: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _clean(value: str) -> str | None:
+    value = value.strip()
+    return None if value in _NOT_SET else value
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class Slurm:
+    """Talks to one Slurm cluster through its command-line tools."""
+
+    name = "slurm"
+
+    def __init__(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        self.env = env
+        self.timeout = timeout
+        # the tool name of every command made, for status and benchmarks
+        self.commands: list[str] = []
+        # why the last status pass got no answer from Slurm, when it did not
+        self.unavailable: str | None = None
+        self.last_error = ""  # the last line a failing squeue printed
+
+    # --- plumbing
+
+    def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one Slurm command; a missing tool or a timeout becomes SlurmUnavailable."""
+        self.commands.append(argv[0])
+        try:
+            done = subprocess.run(
+                list(argv), capture_output=True, text=True, env=self.env, timeout=self.timeout
+            )
+        except FileNotFoundError as error:
+            raise SlurmUnavailable(
+                f"'{argv[0]}' is not installed here, so no Slurm cluster can be used",
+                hint="run on a Slurm login node, or use --backend local to run on this machine",
+            ) from error
+        except subprocess.TimeoutExpired as error:
+            raise SlurmUnavailable(
+                f"'{argv[0]}' did not answer within {self.timeout:.0f} s",
+                hint="check that slurmctld is up (scontrol ping), or use --backend local",
+            ) from error
+        if check and done.returncode != 0:
+            raise SlurmCommandError(argv, done)
+        return done
+
+    def _path(self) -> str | None:
+        return (self.env or os.environ).get("PATH")
+
+    def check_available(self) -> None:
+        """Raise SlurmUnavailable with a one-line reason unless a controller answers."""
+        if shutil.which("sbatch", path=self._path()) is None:
+            raise SlurmUnavailable(
+                "no Slurm here: 'sbatch' is not on PATH",
+                hint="use --backend local to run the same stages on this machine",
+            )
+        done = self.run(["scontrol", "ping"], check=False)
+        if done.returncode != 0 or " is UP" not in done.stdout:
+            # scontrol's first line says which controller is DOWN; banners of '*' follow
+            detail = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+            raise SlurmUnavailable(
+                "no Slurm controller answers: " + (detail[0] if detail else "scontrol ping failed"),
+                hint="use --backend local to run the same stages on this machine",
+            )
+
+    # --- submission
+
+    def submit(self, script: Path, args: Sequence[str]) -> str:
+        """Submit one batch script with `sbatch --parsable`; return its job id."""
+        done = self.run(["sbatch", "--parsable", *args, str(script)], check=False)
+        if done.returncode != 0:
+            raise SubmitError(script, done.stderr or done.stdout)
+        return done.stdout.strip().splitlines()[-1].split(";", 1)[0]
+
+    def test_only(self, script: Path, args: Sequence[str]) -> None:
+        """Ask the controller whether it would accept the script (`sbatch --test-only`)."""
+        done = self.run(["sbatch", "--test-only", *args, str(script)], check=False)
+        if done.returncode != 0:
+            raise SubmitError(script, done.stderr or done.stdout, test_only=True)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self.run(["scancel", *job_ids], check=False)
+
+    # --- state
+
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """State of every given job: one sacct call, plus one squeue call for jobs sacct does not
+        know yet (just submitted) or for all of them when accounting is off."""
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        found: dict[str, JobInfo] = {}
+        accounting = True
+        for chunk in _chunks(wanted, _MAX_IDS_PER_CALL):
+            done = self.run(
+                ["sacct", "-X", "-n", "-P", "-j", ",".join(chunk), "-o", _SACCT_FIELDS], check=False
+            )
+            if done.returncode != 0:
+                accounting = False
+                break
+            found.update(_parse_sacct(done.stdout))
+        missing = [job for job in wanted if job not in found]
+        if missing or not accounting:
+            queued = self._squeue_mine()
+            if queued is None:
+                if not accounting:
+                    raise SlurmUnavailable(
+                        f"neither sacct nor squeue answered ({self.last_error})",
+                        hint="check that slurmctld is up (scontrol ping)",
+                    )
+                queued = {}
+            for job in missing if accounting else wanted:
+                # With accounting on, a job squeue already shows as ended is left for sacct's
+                # complete record (squeue drops nodes that finished first) on the next pass.
+                if job in queued and not (accounting and states.is_finished(queued[job].state)):
+                    found[job] = queued[job]
+        return {job: found[job] for job in wanted if job in found}
+
+    def find_by_names(self, names: Sequence[str], since: str) -> dict[str, list[JobInfo]]:
+        """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together."""
+        wanted = set(names)
+        result: dict[str, dict[str, JobInfo]] = {name: {} for name in wanted}
+        queued = self._squeue_mine()
+        if queued is None:  # "not found" must never come from a failed lookup: that resubmits
+            raise SlurmUnavailable(
+                f"squeue did not answer ({self.last_error}), so interrupted submissions "
+                "cannot be checked",
+                hint="try again when `scontrol ping` says the controller is UP",
+            )
+        for job in queued.values():
+            if job.name in wanted:
+                result[job.name][job.job_id] = job
+        for chunk in _chunks(sorted(wanted), 500):
+            done = self.run(
+                [
+                    "sacct",
+                    "-X",
+                    "-n",
+                    "-P",
+                    "-S",
+                    since,
+                    "--name",
+                    ",".join(chunk),
+                    "-o",
+                    _SACCT_FIELDS,
+                ],
+                check=False,
+            )
+            if done.returncode != 0:
+                break
+            for job in _parse_sacct(done.stdout).values():
+                if job.name in wanted:
+                    result[job.name].setdefault(job.job_id, job)
+        return {
+            name: sorted(jobs.values(), key=lambda j: int(j.job_id.split("_")[0]))
+            for name, jobs in result.items()
+        }
+
+    def _squeue_mine(self) -> dict[str, JobInfo] | None:
+        """This user's jobs known to slurmctld, or None when squeue fails."""
+        done = self.run(["squeue", "-h", "--me", "-t", "all", "-o", _SQUEUE_FORMAT], check=False)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            self.last_error = lines[-1] if lines else f"exit {done.returncode}"
+            return None
+        return _parse_squeue(done.stdout)
+
+
+class SlurmCommandError(UserError):
+    def __init__(self, argv: Sequence[str], done: subprocess.CompletedProcess[str]) -> None:
+        detail = (done.stderr or done.stdout).strip()
+        super().__init__(f"'{' '.join(argv[:2])}' failed (exit {done.returncode}): {detail}")
+
+
+class SubmitError(UserError):
+    """sbatch refused a script; the message names the script and says what Slurm objected to."""
+
+    def __init__(self, script: Path, output: str, *, test_only: bool = False) -> None:
+        lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+        problem = "; ".join(lines) or "sbatch gave no reason"
+        verb = "would not accept" if test_only else "refused"
+        super().__init__(
+            f"Slurm {verb} {script.name}: {problem}", where=str(script), hint=_hint_for(problem)
+        )
+        self.problem = problem
+
+
+def _hint_for(problem: str) -> str:
+    text = problem.lower()
+    if "partition" in text:
+        return (
+            "set an existing partition in the site file (`sinfo -s` lists them) "
+            "or --set partition=NAME"
+        )
+    if "node configuration is not available" in text or "node count" in text:
+        return (
+            "the cluster cannot give this many nodes/CPUs/GPUs in that partition; check `sinfo`, "
+            "the site's gpu_request and constraint, or pick a smaller system"
+        )
+    if "time" in text:
+        return "the time limit exceeds the partition's limit; lower --runs or time_margin_minutes"
+    if "account" in text or "association" in text or "qos" in text:
+        return "check the site's account and qos against `sacctmgr show assoc user=$USER`"
+    if "dependency" in text:
+        return "a job this stage depends on is unknown to Slurm; run `hpcrepro resume`"
+    return "fix the site file or the --set values named above and submit again"
+
+
+def _parse_sacct(text: str) -> dict[str, JobInfo]:
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 10:
+            continue
+        job_id, name, raw, start, end, elapsed, nnodes, nodelist, reason, exit_code = fields[:10]
+        jobs[job_id] = JobInfo(
+            job_id=job_id,
+            name=name,
+            state=states.from_slurm(raw),
+            slurm_state=raw.strip(),
+            start=_clean(start),
+            end=_clean(end),
+            elapsed=_clean(elapsed),
+            nodes=_int_or_none(nnodes),
+            nodelist=_clean(nodelist),
+            reason=_clean(reason),
+            exit_code=_clean(exit_code),
+        )
+    return jobs
+
+
+def _parse_squeue(text: str) -> dict[str, JobInfo]:
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 10:
+            continue
+        job_id, name, raw, start, end, elapsed, nnodes, nodelist, reason = fields[:9]
+        state = states.from_slurm(raw)
+        jobs[job_id] = JobInfo(
+            job_id=job_id,
+            name=name,
+            state=state,
+            slurm_state=raw.strip(),
+            start=_clean(start) if state != states.PENDING else None,
+            end=_clean(end) if states.is_finished(state) else None,
+            elapsed=_clean(elapsed),
+            nodes=_int_or_none(nnodes),
+            nodelist=_clean(nodelist),
+            reason=_clean(reason),
+        )
+    return jobs
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Backoff:
+    """Seconds to wait between status polls: grows geometrically up to `maximum` while nothing
+    changes, back to `first` when something does, each wait with +-`jitter` so many watchers never
+    hit slurmctld/slurmdbd in step."""
+
+    def __init__(
+        self, first: float = 2.0, factor: float = 1.5, maximum: float = 60.0, jitter: float = 0.2
+    ) -> None:
+        self.first, self.factor, self.maximum, self.jitter = first, factor, maximum, jitter
+        self.delay = first
+
+    def next(self, changed: bool) -> float:
+        self.delay = self.first if changed else min(self.maximum, self.delay * self.factor)
+        return self.delay * random.uniform(1 - self.jitter, 1 + self.jitter)

@@ -1,0 +1,98 @@
+"""Helpers shared by the campaign tests: a site file for the fake trainer, CLI calls, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TESTS = Path(__file__).resolve().parent
+FAKE_TRAIN = TESTS / "fake_train.py"
+DATASET_FILES = ("train.rec", "train.idx", "val.rec", "val.idx")
+# A small system: one node, two tasks; `nodes`/`gpus_per_node` are overridden per test.
+SYSTEM = ["--system", "dgxa100_1x8", "--version", "r2.1"]
+
+
+def make_site(root: Path, *, env: dict[str, str] | None = None, **extra: Any) -> Path:
+    """A site file with runtime none and the fake trainer as training command."""
+    data_dir, log_dir = root / "data", root / "logs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for name in DATASET_FILES:
+        (data_dir / name).write_bytes(b"\0" * 16)
+    site = {
+        "runtime": "none",
+        "partition": "debug",
+        "exclusive": False,
+        "mpi": "none",
+        "dataset_dir": str(data_dir),
+        "log_dir": str(log_dir),
+        "drop_caches_command": None,
+        "check_compliance": False,
+        "train_command": f"{sys.executable} {FAKE_TRAIN}",
+        "env": {"FAKE_TRAIN_EPOCHS": "3", "FAKE_TRAIN_SLEEP": "0.05", **(env or {})},
+        **extra,
+    }
+    path = root / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def cli_env(root: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(base if base is not None else os.environ)
+    env["HPCREPRO_STATE_DIR"] = str(root / "state")
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def hpcrepro(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hpcrepro", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"hpcrepro {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def status_json(campaign: str, env: dict[str, str]) -> dict[str, Any]:
+    return json.loads(hpcrepro("status", campaign, "--json", env=env).stdout)[0]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stage(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(row for row in status["stages"] if row["stage"] == name)
+
+
+def all_finished(campaign: str, env: dict[str, str]) -> Callable[[], dict[str, Any] | None]:
+    active = {"planned", "submitting", "pending", "running", "suspended"}
+
+    def check() -> dict[str, Any] | None:
+        status = status_json(campaign, env)
+        return None if any(row["state"] in active for row in status["stages"]) else status
+
+    return check

@@ -1,0 +1,59 @@
+"""Shared fixtures. `slurm_cluster` is the real two-node test cluster of tests/slurm/start.sh."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SLURM_DIR = Path(os.environ.get("HPCREPRO_SLURM_DIR", "/tmp/hpcrepro-slurm"))
+START_HINT = "no test Slurm cluster: run sudo tests/slurm/start.sh"
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """How tests reach the cluster: pass `env` to subprocesses (it carries SLURM_CONF)."""
+
+    env: dict[str, str]
+    partition: str
+    node_names: tuple[str, ...]
+    conf: Path
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{START_HINT} ({reason}); under CI=true Slurm tests must run", pytrace=False)
+    pytest.skip(f"{START_HINT} ({reason})")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    conf = SLURM_DIR / "etc" / "slurm.conf"
+    if shutil.which("sbatch") is None:
+        _unavailable("sbatch is not installed")
+    if not conf.is_file():
+        _unavailable(f"{conf} does not exist")
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    try:
+        ping = subprocess.run(
+            ["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=20
+        )
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        _unavailable("slurmctld did not answer within 20 s")
+    if ping.returncode != 0 or " is UP" not in ping.stdout:
+        _unavailable(f"slurmctld does not answer: {(ping.stdout + ping.stderr).strip()}")
+    names = tuple(sorted({line.split()[0] for line in nodes.stdout.splitlines() if line.strip()}))
+    if len(names) < 2:
+        _unavailable(f"expected two nodes, sinfo shows {names}")
+    return SlurmCluster(env=env, partition="debug", node_names=names, conf=conf)
