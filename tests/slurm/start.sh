@@ -6,6 +6,8 @@
 # $HPCREPRO_SLURM_DIR (default /tmp/hpcrepro-slurm). The script writes $DIR/env.sh; source it
 # to talk to the cluster. Idempotent: when the cluster already answers it says so and exits 0.
 # tests/slurm/stop.sh stops exactly the processes started here (by their pid files).
+# When HPCREPRO_SLURM_STARTED_FLAG names a file, it is created only if this call started the
+# cluster, so a caller can stop the cluster at exit only when it was the one that started it.
 set -euo pipefail
 
 DIR="${HPCREPRO_SLURM_DIR:-/tmp/hpcrepro-slurm}"
@@ -190,4 +192,7 @@ launch slurmd-node1 slurmd -D -N node1
 launch slurmd-node2 slurmd -D -N node2
 wait_for 60 "slurmd on node1 and node2" bash -c \
     "[ \"\$(sinfo -h -N -p debug -o '%N %t' | grep -c -E ' (idle|mix|alloc)$')\" -eq 2 ]"
+if [ -n "${HPCREPRO_SLURM_STARTED_FLAG:-}" ]; then
+    touch "$HPCREPRO_SLURM_STARTED_FLAG"
+fi
 echo "test Slurm: running; source $DIR/env.sh (SLURM_CONF=$SLURM_CONF)"

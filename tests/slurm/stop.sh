@@ -5,6 +5,21 @@ set -uo pipefail
 
 DIR="${HPCREPRO_SLURM_DIR:-/tmp/hpcrepro-slurm}"
 stopped=0
+
+# End the cluster's jobs first, so their slurmstepd processes exit instead of outliving slurmd.
+if [ -f "$DIR/etc/slurm.conf" ] && [ -s "$DIR/run/slurmctld.pid" ] &&
+    kill -0 "$(cat "$DIR/run/slurmctld.pid")" 2>/dev/null; then
+    export SLURM_CONF="$DIR/etc/slurm.conf"
+    jobs="$(timeout 10 squeue -h -o %i 2>/dev/null || true)"
+    if [ -n "$jobs" ]; then
+        # shellcheck disable=SC2086  # one job id per word
+        timeout 10 scancel $jobs 2>/dev/null || true
+        for _ in $(seq 1 25); do
+            [ -z "$(timeout 10 squeue -h -o %i 2>/dev/null || true)" ] && break
+            sleep 0.2
+        done
+    fi
+fi
 for name in slurmd-node2 slurmd-node1 slurmctld slurmdbd mariadbd munged; do
     pidfile="$DIR/run/$name.pid"
     [ -s "$pidfile" ] || continue
