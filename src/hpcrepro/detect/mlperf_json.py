@@ -12,26 +12,8 @@ from collections import Counter
 from typing import Any
 
 from hpcrepro.detect.model import CpuCache, NodeDescription
-
-REQUIRED_FIELDS = (
-    "submitter", "division", "status", "system_name", "number_of_nodes",
-    "host_processors_per_node", "host_processor_model_name", "host_processor_core_count",
-    "host_processor_vcpu_count", "host_processor_frequency", "host_processor_caches",
-    "host_processor_interconnect", "host_memory_capacity", "host_storage_type",
-    "host_storage_capacity", "host_networking", "host_networking_topology",
-    "host_memory_configuration", "accelerators_per_node", "accelerator_model_name",
-    "accelerator_host_interconnect", "accelerator_frequency", "accelerator_on-chip_memories",
-    "accelerator_memory_configuration", "accelerator_memory_capacity", "accelerator_interconnect",
-    "accelerator_interconnect_topology", "cooling", "hw_notes", "framework",
-    "other_software_stack", "operating_system", "sw_notes",
-)  # fmt: skip
-
-STATUS_VALUES = (
-    "Available on-premise",
-    "Available cloud",
-    "Research, Development, or Internal (RDI)",
-    "Preview",
-)
+from hpcrepro.mlperf_system import STATUS_VALUES
+from hpcrepro.mlperf_system import SYSTEM_FIELDS as REQUIRED_FIELDS
 
 # What the user is asked for, for each field the node cannot tell.
 FILL_HINTS = {

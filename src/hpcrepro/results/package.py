@@ -16,27 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
+from hpcrepro.mlperf_system import STATUS_BY_SHORT_NAME as STATUS_LONG
+from hpcrepro.mlperf_system import SYSTEM_FIELDS as SYSTEM_KEYS
 from hpcrepro.results.collect import Collection
 from hpcrepro.results.mllog import iter_records
 from hpcrepro.results.runs import RunResult
 
-SYSTEM_KEYS = (
-    "submitter", "division", "status", "system_name", "number_of_nodes",
-    "host_processors_per_node", "host_processor_model_name", "host_processor_core_count",
-    "host_processor_vcpu_count", "host_processor_frequency", "host_processor_caches",
-    "host_processor_interconnect", "host_memory_capacity", "host_storage_type",
-    "host_storage_capacity", "host_networking", "host_networking_topology",
-    "host_memory_configuration", "accelerators_per_node", "accelerator_model_name",
-    "accelerator_host_interconnect", "accelerator_frequency", "accelerator_on-chip_memories",
-    "accelerator_memory_configuration", "accelerator_memory_capacity", "accelerator_interconnect",
-    "accelerator_interconnect_topology", "cooling", "hw_notes", "framework",
-    "other_software_stack", "operating_system", "sw_notes",
-)
-# The checker for 4.0.0 already insists on the long availability strings; they pass every ruleset.
-STATUS_LONG = {
-    "onprem": "Available on-premise", "cloud": "Available cloud", "preview": "Preview",
-    "research": "Research, Development, or Internal (RDI)",
-}
 SCRIPT_SUFFIXES = (".sh", ".sub", ".sbatch", ".py", ".def", ".j2", ".yaml", ".yml")
 
 
