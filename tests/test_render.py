@@ -264,3 +264,14 @@ def test_local_launcher_starts_one_process_per_gpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     ranks = sorted(json.loads(p.read_text())["env"]["SLURM_PROCID"] for p in records.iterdir())
     assert ranks == ["0", "1", "2", "3"]
+
+
+def test_campaign_log_folder_is_what_tasks_see_as_results(tmp_path: Path) -> None:
+    """A campaign writes its logs below log_dir; the container's /results must be that folder,
+    or the in-container compliance check would look for the logs in the wrong place."""
+    cfg = resolve("dgxh100_8x8", "r4.0", SITES / "pyxis.yaml")
+    campaign_logs = Path("/lustre/results/hpcrepro/my-campaign/logs")
+    text = render_training(cfg, job_name="j", run_indices=[1], log_dir=campaign_logs)
+    assert f"{campaign_logs}:/results" in text
+    assert "/lustre/results/hpcrepro:/results" not in text
+    assert f"readonly HPCREPRO_LOG_DIR={campaign_logs}" in text

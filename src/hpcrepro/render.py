@@ -204,14 +204,15 @@ def _check_mount_path(path: Path, key: str) -> str:
     return text
 
 
-def container_plan(cfg: ResolvedConfig) -> ContainerPlan:
+def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
+    """`log_dir` is the folder the run logs go to; it is what tasks see as /results."""
     site = cfg.site
     if site.runtime == "none":
         return ContainerPlan(
             runtime="none",
             image="",
             data_dir=str(site.dataset_dir),
-            results_dir=str(site.log_dir),
+            results_dir=str(log_dir),
             workdir=site.workdir
             if site.train_command is None and site.workload == "nvidia"
             else "",
@@ -221,7 +222,7 @@ def container_plan(cfg: ResolvedConfig) -> ContainerPlan:
         )
     assert site.image is not None  # Site validation guarantees an image for container runtimes
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
-    logs = _check_mount_path(site.log_dir, "log_dir")
+    logs = _check_mount_path(log_dir, "log_dir")
     specs = [f"{data}:{CONTAINER_DATA_DIR}", f"{logs}:{CONTAINER_RESULTS_DIR}"]
     specs += [m.spec() for m in site.mounts]
     if site.runtime == "pyxis":
@@ -315,7 +316,7 @@ def render_training(
     if not run_indices or any(index < 1 for index in run_indices):
         raise ValueError("run indices are 1-based and at least one is needed")
     logs = Path(log_dir) if log_dir is not None else cfg.site.log_dir
-    plan = container_plan(cfg)
+    plan = container_plan(cfg, logs)
     spec = cfg.spec
     header = sbatch_header(
         cfg,
