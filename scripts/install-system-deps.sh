@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# shellcheck lints generated scripts; libgomp1 and libquadmath0 are loaded by mxnet, whose own
+# The linter shellcheck checks generated scripts; libgomp1 and libquadmath0 are loaded by mxnet, whose own
 # RecordIO readers judge the prepared datasets.
 packages=(shellcheck libgomp1 libquadmath0)
 missing=()
@@ -11,10 +11,12 @@ for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
         missing+=("$package")
 done
+updated=0
 if ((${#missing[@]})); then
     apt-get update -qq
+    updated=1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if [[ -x tests/slurm/install.sh ]]; then
-    bash tests/slurm/install.sh
+    HPCREPRO_SKIP_APT_UPDATE=$updated bash tests/slurm/install.sh
 fi

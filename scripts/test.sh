@@ -23,14 +23,16 @@ fi
 # torch==2.13.0 is the CPU build this machine kind provides; the workload extra accepts it.
 "$VENV/bin/python" -m pip install -q -e '.[dev,workload]' torch==2.13.0
 
-started_slurm=0
+# Stop the test cluster at the end only if this run started it (a developer's running cluster
+# is left alone).
+started_flag=$(mktemp -u)
 if [[ $(id -u) -eq 0 && -x tests/slurm/start.sh ]]; then
-    bash tests/slurm/start.sh
-    started_slurm=1
+    HPCREPRO_SLURM_STARTED_FLAG=$started_flag bash tests/slurm/start.sh
 fi
 stop_slurm() {
-    if [[ $started_slurm -eq 1 ]]; then
+    if [[ -e $started_flag ]]; then
         bash tests/slurm/stop.sh || true
+        rm -f "$started_flag"
     fi
 }
 trap stop_slurm EXIT
