@@ -174,3 +174,28 @@ def test_damaged_log_is_reported_with_file_and_line(research: Path, tmp_path: Pa
     assert report["runs"][2]["compliance"] == "FAIL"
     assert any(p.startswith(f"{folder / 'result_2.txt'}:31: invalid MLLOG JSON")
                for p in report["summary"]["problems"])
+
+
+def test_campaign_void_runs_are_listed_but_not_scored(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    """After `resume`, a killed run's log stays beside its replacement: the campaign manifest
+    judged it void, so collect lists it and scores the 5 counted runs only."""
+    campaign = make_campaign(research, tmp_path / "camp")
+    logs = campaign / "logs"
+    for index, log in enumerate(sorted(logs.glob("run_*.log")), start=1):
+        log.rename(logs / f"run-{index:02d}.log")
+    killed = (logs / "run-02.log").read_text().splitlines()
+    (logs / "run-06.log").write_text("\n".join(killed[: len(killed) // 2]) + "\n")
+    verdicts = {str(i): {"verdict": "valid", "reason": "reached"} for i in (1, 2, 3, 4, 5)}
+    verdicts["6"] = {"verdict": "void", "reason": "job node_fail: void for time-to-train"}
+    (campaign / "campaign.json").write_text(json.dumps({"stages": [
+        {"name": f"run-{i:02d}", "kind": "train", "runs": [i],
+         "verdicts": {str(i): verdicts[str(i)]}}
+        for i in range(1, 7)
+    ]}))
+    code, out, err = run_cli("collect", str(campaign), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    names = [Path(r["file"]).name for r in report["runs"]]
+    assert names == [f"run-{i:02d}.log" for i in range(1, 6)]
+    assert report["summary"]["score_minutes"] == pytest.approx(2.516126, abs=1e-6)
+    assert any("run-06.log" in s and "void" in s for s in report["summary"]["skipped"])

@@ -39,7 +39,7 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
 
     require_mlperf_logging()
     runs: list[RunResult] = []
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = list(inputs.excluded)
     for log in inputs.logs:
         run = summarize_run(log, inputs.ruleset)
         if run.mllog_records == 0 and not run.problems:

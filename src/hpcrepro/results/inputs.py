@@ -45,6 +45,9 @@ class Inputs:
     system: str | None
     published_minutes: float | None
     campaign: dict[str, Any] = field(default_factory=dict)  # resolved-config.json, if any
+    # Logs of a campaign's runs that do not count for time-to-train (void: preempted, requeued,
+    # node failure, out of memory, timeout, cut short; or never run), with the campaign's reason.
+    excluded: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> Any:
@@ -76,6 +79,33 @@ def _catalog_published(system: str | None, version: str) -> float | None:
         return None
 
 
+# Campaign verdicts (hpcrepro.campaign.verdict) whose logs are left out of the score.
+_NOT_COUNTED = ("void", "not run")
+
+
+def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str]]:
+    """Run logs the campaign manifest judged void or never run.
+
+    A resumed campaign keeps the log of a killed run beside its replacement; MLPerf voids such a
+    run for time-to-train, so it must not count as one of the scored runs (nor as a failure).
+    """
+    manifest = folder / "campaign.json"
+    if not manifest.is_file():
+        return []
+    data = _read_json(manifest)
+    by_name = {p.name: p for p in logs}
+    excluded = []
+    for stage in data.get("stages", []) if isinstance(data, dict) else []:
+        verdicts = stage.get("verdicts") if isinstance(stage, dict) else None
+        for index, judged in (verdicts or {}).items():
+            if not (isinstance(judged, dict) and judged.get("verdict") in _NOT_COUNTED):
+                continue
+            log = by_name.get(f"run-{int(index):02d}.log")
+            if log is not None:
+                excluded.append((log, f"{judged['verdict']}: {judged.get('reason', '')}".strip()))
+    return excluded
+
+
 def resolve(folder: Path, version: str | None, system: str | None,
             published: float | None) -> Inputs:
     """Gather everything `collect` needs from a campaign or a plain folder of logs."""
@@ -90,6 +120,8 @@ def resolve(folder: Path, version: str | None, system: str | None,
             raise UserError("resolved-config.json is not a JSON object", where=str(folder))
         log_root = folder / "logs" if (folder / "logs").is_dir() else folder
     logs = find_logs(log_root)
+    excluded = _campaign_exclusions(folder, logs)
+    logs = [log for log in logs if log not in {path for path, _ in excluded}]
     if not logs:
         raise UserError("no run logs found (looked for *.log and result_*.txt)",
                         where=str(log_root), hint="point collect at a campaign or a log folder")
@@ -123,4 +155,4 @@ def resolve(folder: Path, version: str | None, system: str | None,
             published = float(block["score_minutes"])
         elif "published" not in spec:  # a plain folder, or a campaign that does not say
             published = _catalog_published(system, version)
-    return Inputs(folder, logs, version, ruleset, system, published, config)
+    return Inputs(folder, logs, version, ruleset, system, published, config, excluded)
