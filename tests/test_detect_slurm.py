@@ -4,7 +4,6 @@ the detection once on each node and the descriptions come back."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,29 +13,11 @@ import pytest
 from hpcrepro.detect.host import parse_slurm_version
 from hpcrepro.detect.model import NodeDescription
 
-START = Path(__file__).parent / "slurm" / "start.sh"
-SLURM_DIR = Path(os.environ.get("HPCREPRO_SLURM_DIR", "/tmp/hpcrepro-slurm"))
 
-
-@pytest.fixture(scope="module")
-def slurm_env() -> dict[str, str]:
-    """Environment that talks to the test cluster, started (idempotently) if it is not up."""
-    problem = None
-    if not START.is_file():
-        problem = f"{START} is missing"
-    else:
-        done = subprocess.run(
-            ["bash", str(START)], capture_output=True, text=True, check=False, timeout=300
-        )
-        if done.returncode != 0:
-            problem = f"test Slurm did not start: {done.stderr.strip()[-500:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    env = dict(os.environ)
-    env["SLURM_CONF"] = str(SLURM_DIR / "etc" / "slurm.conf")
-    return env
+@pytest.fixture
+def slurm_env(slurm_cluster) -> dict[str, str]:  # noqa: ANN001 - pytest fixture
+    """Environment that talks to the shared test cluster (tests/conftest.py)."""
+    return slurm_cluster.env
 
 
 @pytest.mark.slurm
@@ -81,6 +62,7 @@ def test_all_nodes_runs_on_each_node(tmp_path: Path, slurm_env: dict[str, str]) 
     assert list(jobs.glob("*_submission.sh")), "submitit's job files are in --job-folder"
 
 
+@pytest.mark.slurm
 @pytest.mark.slurm
 def test_refused_job_is_a_user_error(tmp_path: Path, slurm_env: dict[str, str]) -> None:
     site = tmp_path / "site.yaml"
