@@ -15,7 +15,7 @@ from hpcrepro.detect.model import NodeDescription
 
 
 @pytest.fixture
-def slurm_env(slurm_cluster) -> dict[str, str]:  # noqa: ANN001 - pytest fixture
+def slurm_env(slurm_cluster) -> dict[str, str]:
     """Environment that talks to the shared test cluster (tests/conftest.py)."""
     return slurm_cluster.env
 
