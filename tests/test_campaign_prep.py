@@ -65,7 +65,7 @@ def test_unprepared_dataset_with_imagenet_dir_gets_a_prep_stage_first(tmp_path: 
     assert "--dependency=afterok:41" in args and "--kill-on-invalid-dep=yes" in args
     script = (paths.scripts / "prep.sbatch").read_text()
     assert f"readonly DATASET={tmp_path / 'data'}" in script
-    assert f"--raw {raw} --out \"$DATASET\" --workers \"$WORKERS\"" in script
+    assert f'--raw {raw} --out "$DATASET" --workers "$WORKERS"' in script
     assert 'readonly WORKERS="${SLURM_CPUS_ON_NODE:-$(nproc)}"' in script
     assert f"#SBATCH --time={plan.PREP_STAGE_MINUTES}" in script
     assert "--exclusive" not in script and "--cpus-per-task" not in script  # site: exclusive false
