@@ -269,10 +269,11 @@ def test_dry_run_prints_the_graph_and_exact_sbatch_lines(tmp_path: Path) -> None
     lines = done.stdout.splitlines()
     assert "sbatch --test-only" in lines[0]  # it says the check was skipped, and why
     assert lines[2] == "# graph: run-01; run-02; collect (afterany run-01, run-02)"
+    assert lines[3] == f"# dataset: {str(tmp_path / 'data')!r} is prepared: no prep stage"
     folder = tmp_path / "logs" / "dry"
-    assert lines[3].startswith("job_run_01=$(sbatch --parsable --job-name=hpcrepro.dry.")
-    assert f"--output={folder}/jobs/run-01-%j.out" in lines[3] and "--no-requeue" in lines[3]
-    assert lines[5].endswith(
+    assert lines[4].startswith("job_run_01=$(sbatch --parsable --job-name=hpcrepro.dry.")
+    assert f"--output={folder}/jobs/run-01-%j.out" in lines[4] and "--no-requeue" in lines[4]
+    assert lines[6].endswith(
         '"--dependency=afterany:$job_run_01:$job_run_02" --kill-on-invalid-dep=yes '
         f"{folder}/scripts/collect.sbatch)"
     )

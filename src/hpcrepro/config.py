@@ -25,7 +25,7 @@ from hpcrepro.validation import KeyPath, raise_validation_error
 from hpcrepro.yamlio import YamlDocument, load_yaml
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
-_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir")
+_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
 DEFAULT_ORIGIN = "default"
 SET_ORIGIN = "--set"
 

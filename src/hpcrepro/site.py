@@ -1,8 +1,9 @@
 """The site YAML: what a user's cluster needs that NVIDIA's DGX SuperPOD did not.
 
 Partition, account, how GPUs are requested, the container runtime and image, where the dataset and
-logs live, the cache-drop command and so on. Everything here has a default except the two folders,
-so that a first site file can be three lines long.
+logs live (and the raw ImageNet a campaign may prepare), the cache-drop command and so on.
+Everything here has a default except the two folders, so that a first site file can be three
+lines long.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Site(BaseModel):
     # Data and logs
     dataset_dir: Path
     log_dir: Path
+    imagenet_dir: Path | None = None  # raw ILSVRC2012: a campaign's prep stage makes dataset_dir
+    prep_workers: int | None = Field(default=None, ge=1, le=4096)
 
     # Launch
     mpi: str = "pmix"
@@ -135,7 +138,7 @@ class Site(BaseModel):
                 )
         return value
 
-    @field_validator("dataset_dir", "log_dir", "image_cache_dir")
+    @field_validator("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():

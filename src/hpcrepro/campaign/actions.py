@@ -6,7 +6,7 @@ import contextlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
@@ -15,6 +15,9 @@ from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
 from hpcrepro.scheduler.slurm import Slurm, SlurmUnavailable
+
+if TYPE_CHECKING:
+    from hpcrepro.site import Site
 
 BACKENDS = ("slurm", "local")
 
@@ -83,7 +86,7 @@ def submit(request: SubmitRequest) -> Outcome:
             if not request.dry_run:
                 raise
             slurm_note = f"# {error.message}: scripts not checked with sbatch --test-only"
-    plan.verify_dataset(cfg)
+    needs_prep = plan.dataset_needs_prep(cfg)
     inputs = {
         "system": request.system,
         "version": request.version,
@@ -114,13 +117,15 @@ def submit(request: SubmitRequest) -> Outcome:
             return Outcome(
                 paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands)
             )
-        manifest = plan.build(cfg, paths, name, runs, request.runs_per_job, request.backend, inputs)
+        manifest = plan.build(
+            cfg, paths, name, runs, request.runs_per_job, request.backend, inputs, prep=needs_prep
+        )
         if request.backend == "local":
             backend = make_backend("local", manifest)
         if slurm_note is None:
             engine.check_scripts(paths, manifest, backend)
         if request.dry_run:
-            lines = dry_run_lines(paths, manifest)
+            lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
             return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
         layout.register(name, paths.root)  # refuses a name taken by another folder's campaign
         manifest_io.save(paths.manifest, manifest)
@@ -135,12 +140,16 @@ def submit(request: SubmitRequest) -> Outcome:
     )
 
 
-def dry_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
+def dry_run_lines(
+    paths: CampaignPaths, manifest: dict[str, Any], dataset: str | None = None
+) -> list[str]:
     """The graph and the exact sbatch commands, runnable as a shell script."""
     lines = [
         f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
         "# graph: " + graph_text(manifest),
     ]
+    if dataset:
+        lines.append(dataset)
     for stage in manifest["stages"]:
         job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
         deps = [f"${_var(name)}" for name in stage["after"]]
@@ -151,6 +160,15 @@ def dry_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
         words.append(shlex.quote(str(paths.root / stage["script"])))
         lines.append(f"{_var(stage['name'])}=$({' '.join(words)})")
     return lines
+
+
+def dataset_note(site: Site, needs_prep: bool) -> str:
+    """One comment line: where the data set comes from (no prep stage when it is ready).
+    Paths are written with repr(), so that no character in them can end the comment."""
+    dataset = str(site.dataset_dir)
+    if needs_prep:
+        return f"# dataset: the prep stage makes {dataset!r} from {str(site.imagenet_dir)!r}"
+    return f"# dataset: {dataset!r} is prepared: no prep stage"
 
 
 def _var(stage_name: str) -> str:

@@ -1,8 +1,8 @@
 """Turn a resolved configuration into a campaign's stage graph and its scripts.
 
-image (only for a registry image not yet in the cache) -> run-01 .. run-N (afterok) -> collect
-(afterany). The dataset must already be in place: until the prep stage exists, the four RecordIO
-files are checked here before anything is submitted.
+image (only for a registry image not yet in the cache) and prep (only when dataset_dir is not a
+prepared data set and imagenet_dir says where the raw ImageNet is) -> run-01 .. run-N (afterok on
+both) -> collect (afterany).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 DATASET_FILES = ("train.rec", "train.idx", "val.rec", "val.idx")
 IMAGE_STAGE_MINUTES = 120
+PREP_STAGE_MINUTES = 360  # ImageNet from a slow parallel file system on one node fits in this
+PREP_LOCK = ".hpcrepro-prep.lock"
 COLLECT_MINUTES = 30
 
 
@@ -37,30 +39,76 @@ def fingerprint(cfg: ResolvedConfig, runs: int, runs_per_job: int, backend: str)
 
 def _prep_manifest_problems(folder: Path) -> list[str] | None:
     """Problems hpcrepro prep's manifest reports for `folder`; None when there is no manifest
-    (or no prep module): the data set was then made some other way."""
-    try:
-        from hpcrepro.prep.verify import MANIFEST, quick_check
-    except ImportError:
-        return None
+    (the data set was then made some other way, or not yet)."""
+    from hpcrepro.prep.verify import MANIFEST, quick_check
+
     if not (folder / MANIFEST).is_file():
         return None
     return quick_check(folder)
 
 
-def verify_dataset(cfg: ResolvedConfig) -> None:
-    """The data set is ready: hpcrepro prep's manifest agrees with the files when there is one,
-    else the four RecordIO files exist and can be read."""
+def _unfinished_prep(folder: Path) -> bool:
+    """An hpcrepro prep started here and has not written its manifest yet (it can resume)."""
+    from hpcrepro.prep.imagenet import WORK_DIR
+
+    return (folder / WORK_DIR / "plan.json").is_file()
+
+
+def dataset_needs_prep(cfg: ResolvedConfig) -> bool:
+    """Whether the campaign needs a prep stage; a data set that is neither ready nor can be made
+    from `imagenet_dir` stops the submit with what is wrong.
+
+    Ready: hpcrepro prep's manifest agrees with the files, or (no manifest, no prep in progress)
+    the four RecordIO files exist and can be read.
+    """
     folder = cfg.site.dataset_dir
     problems = _prep_manifest_problems(folder)
-    if problems is None:
-        problems = _missing_files(folder)
     if problems:
+        raise UserError(
+            f"the dataset in {folder} does not match its manifest.json: {', '.join(problems)}",
+            where="site key 'dataset_dir'",
+            hint="the files changed after prep: delete train.*, val.* and manifest.json there and "
+            "prepare it again (set imagenet_dir to let the campaign do it), or point dataset_dir "
+            "at a good copy",
+        )
+    if problems is not None:
+        return False
+    unfinished = _unfinished_prep(folder)
+    problems = _missing_files(folder)
+    if unfinished:
+        problems.insert(0, "an hpcrepro prep there is unfinished (no manifest.json yet)")
+    if not problems:
+        return False
+    raw = cfg.site.imagenet_dir
+    if raw is None:
         raise UserError(
             f"the dataset in {folder} is not ready: {', '.join(problems)}",
             where="site key 'dataset_dir'",
-            hint="prepare ImageNet as RecordIO there with `hpcrepro prep` (train.rec/.idx, "
-            "val.rec/.idx), or point dataset_dir at a prepared copy",
+            hint="set imagenet_dir in the site file (the raw ILSVRC2012 tars or extracted "
+            "train/ and val/ folders) and the campaign prepares it in a prep stage first; or "
+            "prepare it with `hpcrepro prep imagenet --raw RAW --out DATASET_DIR`; or point "
+            "dataset_dir at a prepared copy",
         )
+    if not raw.is_dir():
+        raise UserError(
+            f"{raw} is not a folder" + (" (it does not exist)" if not raw.exists() else ""),
+            where="site key 'imagenet_dir'",
+            hint="give the folder that holds ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+            "(or extracted train/ and val/ folders), as `hpcrepro prep imagenet --raw` takes it",
+        )
+    foreign = sorted(
+        name for name in (*DATASET_FILES, "train.lst", "val.lst") if (folder / name).exists()
+    )
+    if foreign and not unfinished:
+        raise UserError(
+            f"{folder} already holds {', '.join(foreign)} but no hpcrepro manifest.json: prep "
+            "would not overwrite them",
+            where="site key 'dataset_dir'",
+            hint="delete those files so the prep stage can make the data set, point dataset_dir "
+            "at an empty folder, or adopt a complete im2rec data set with "
+            "`hpcrepro prep verify DIR --write-manifest`",
+        )
+    return True
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -111,14 +159,20 @@ def build(
     runs_per_job: int,
     backend: str,
     inputs: dict[str, Any],
+    *,
+    prep: bool = False,
 ) -> dict[str, Any]:
-    """Write every script into the campaign folder and return the new manifest."""
+    """Write every script into the campaign folder and return the new manifest.
+
+    `prep` (from `dataset_needs_prep`) adds the stage that makes dataset_dir from imagenet_dir.
+    """
     paths.make()
     stages: list[st.Stage] = []
-    before: list[str] = []
     if needs_image_stage(cfg) and not image_cache_file(cfg).is_file():
         stages.append(st.new_stage("image", "image", "scripts/image.sbatch"))
-        before = ["image"]
+    if prep:
+        stages.append(st.new_stage("prep", "prep", "scripts/prep.sbatch"))
+    before = [stage["name"] for stage in stages]
     for start in range(0, runs, runs_per_job):
         indices = list(range(start + 1, min(runs, start + runs_per_job) + 1))
         stage_name = engine.stage_name_for_runs(indices)
@@ -210,6 +264,8 @@ def write_script(
             target=str(image_cache_file(cfg)),
             hpcrepro_version=__version__,
         )
+    elif stage["kind"] == "prep":
+        text = render_prep(cfg, name, job_name, output)
     else:
         header = sbatch_header(
             small_job_config(cfg),
@@ -226,9 +282,45 @@ def write_script(
             campaign=name,
             campaign_dir=str(paths.root),
             python=sys.executable,
-            pythonpath=str(Path(__file__).resolve().parents[2]),
+            pythonpath=_package_root(),
             hpcrepro_version=__version__,
         )
     script = paths.root / stage["script"]
     script.write_text(text)
     script.chmod(0o755)
+
+
+def _package_root() -> str:
+    """The folder holding the `hpcrepro` package: host-side stages run this very code."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) -> str:
+    """The prep stage: `hpcrepro prep imagenet` on the host (no container: it is our own code),
+    one node, exclusive only when the site's jobs are."""
+    from hpcrepro.render import ShellText, render_template, sbatch_header
+
+    header = sbatch_header(
+        cfg,
+        job_name=job_name,
+        nodes=1,
+        ntasks_per_node=1,
+        time_minutes=PREP_STAGE_MINUTES,
+        output=output,
+        gpus=False,
+    )
+    workers = cfg.site.prep_workers
+    if workers:
+        header += f"\n#SBATCH --cpus-per-task={workers}"
+    return render_template(
+        "prep-stage.sbatch.j2",
+        header=ShellText(header),
+        campaign=campaign,
+        raw=str(cfg.site.imagenet_dir),
+        dataset=str(cfg.site.dataset_dir),
+        lock=PREP_LOCK,
+        workers=workers or 0,
+        python=sys.executable,
+        pythonpath=_package_root(),
+        hpcrepro_version=__version__,
+    )
