@@ -271,9 +271,15 @@ class StreamingChecker:
         self.parse_errors = 0
         self.crash: str | None = None
 
-    def skip_copy(self) -> None:
-        """Count a rank's copy of a record that `copy_safe` says cannot change the verdict."""
-        self.lines += 1
+    def count_skipped(self, records: int) -> None:
+        """Count records that cannot change the verdict: rank copies that `copy_safe` allows to
+        skip, and records of keys no rule reads."""
+        self.lines += records
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every key some reachable rule reads."""
+        return frozenset(self.by_key)
 
     def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
         lineno = self.lines
