@@ -11,6 +11,7 @@ checker itself still runs as a subprocess for the reported compliance column (se
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from dataclasses import dataclass, field
@@ -257,6 +258,61 @@ def _copy_unsafe_keys(ruleset: str) -> frozenset[str]:
                      for key, rule in load_config(name).keys.items() if not _copy_safe(rule, key))
 
 
+_S_ITEM = re.compile(r"\bs\['(\w+)'\]")
+
+
+def _s_item(node: ast.expr) -> str | None:
+    """'k' for the expression `s['k']`, else None."""
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and node.value.id == "s" and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)):
+        return node.slice.value
+    return None
+
+
+def _is_timestamp(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "timestamp"
+            and isinstance(node.value, ast.Name) and node.value.id == "ll")
+
+
+def _repeat_guard(rule: _KeyRule) -> tuple[tuple[str, bool], ...] | None:
+    """When feeding a rank's copy right after its original is provably a no-op (beyond the count
+    of the key): the rule has no PRE, its checks read neither `ll` nor any `s` entry its POST
+    writes, and its POST only sets `s` entries to constants or to min/max(itself, ll.timestamp).
+    Returns the (entry, is_min) pairs to test against the copy's timestamp, or None when the
+    rule does not have that shape (then every copy is fed)."""
+    if rule.pre is not None:
+        return None
+    tests = [*rule.sources[2:], rule.atleast_src]
+    reads: set[str] = set()
+    for text in tests:
+        found = _S_ITEM.findall(text)
+        if re.search(r"\bll\b", text) or len(re.findall(r"\bs\b", text)) != len(found):
+            return None
+        reads.update(found)
+    guards: list[tuple[str, bool]] = []
+    for statement in ast.parse(rule.sources[1].strip()).body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+            return None
+        entry = _s_item(statement.targets[0])
+        value = statement.value
+        if entry is None or entry in reads:
+            return None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+                and value.func.id in ("min", "max") and len(value.args) == 2 \
+                and not value.keywords and {_s_item(a) for a in value.args} == {entry, None} \
+                and any(_is_timestamp(a) for a in value.args):
+            guards.append((entry, value.func.id == "min"))
+        elif not isinstance(value, ast.Constant):
+            return None
+    return tuple(guards)
+
+
+@cache
+def _config_guards(name: str) -> dict[str, tuple[tuple[str, bool], ...] | None]:
+    return {key: _repeat_guard(rule) for key, rule in load_config(name).keys.items()}
+
+
 class StreamingChecker:
     """Feed records in log order, then call `verdict()`."""
 
@@ -267,28 +323,61 @@ class StreamingChecker:
         for config_pass in self.passes.values():
             for key in config_pass.config.keys:
                 self.by_key.setdefault(key, []).append(config_pass)
+        # Keys whose rules run PRE/POST code (feeding one may change `s`), and for keys whose
+        # copies can be proven no-ops, the `s` entries to test (see _repeat_guard).
+        self.mutating: set[str] = set()
+        self.guards: dict[str, list[tuple[dict[str, Any], str, bool]]] = {}
+        for key, passes in self.by_key.items():
+            rules = [(config_pass, config_pass.config.keys[key]) for config_pass in passes]
+            if any(rule.pre or rule.post for _, rule in rules):
+                self.mutating.add(key)
+            found = [(config_pass, _config_guards(config_pass.config.name)[key])
+                     for config_pass, _ in rules]
+            if all(guard is not None for _, guard in found):
+                self.guards[key] = [(config_pass.state["s"], entry, is_min)
+                                    for config_pass, guard in found
+                                    for entry, is_min in guard or ()]
+        self.mutations = 0  # PRE/POST runs so far: `s` can only change when this grows
+        self.last_fed: dict[str, tuple[Any, Any, int]] = {}  # key -> (value, metadata, mutations)
         self.lines = 0
         self.parse_errors = 0
         self.crash: str | None = None
-
-    def count_skipped(self, records: int) -> None:
-        """Count records that cannot change the verdict: rank copies that `copy_safe` allows to
-        skip, and records of keys no rule reads."""
-        self.lines += records
 
     @property
     def keys(self) -> frozenset[str]:
         """Every key some reachable rule reads."""
         return frozenset(self.by_key)
 
-    def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
-        lineno = self.lines
-        self.lines += 1
+    def feed(self, time_ms: float, key: str, value: Any, metadata: Any, lineno: int) -> None:
+        """Run the rules of every pass on the record with index `lineno` among the official ones.
+        Records in between that were not fed (rank copies that `_copy_safe` lets skip, keys no
+        rule reads) are counted all the same. A rank's copy (the very same decoded value and
+        metadata) of the last record of its key, with no PRE/POST run since, is only counted
+        when `_repeat_guard` proves it a no-op for this timestamp."""
+        self.lines = lineno + 1
         interested = self.by_key.get(key)
-        if interested:
-            ll = LogLine(time_ms, key, value, metadata, lineno)
+        if not interested:
+            return
+        last = self.last_fed.get(key)
+        if last is not None and last[1] is metadata and last[0] is value \
+                and last[2] == self.mutations and self._no_op(key, time_ms):
             for config_pass in interested:
-                config_pass.feed(ll)
+                config_pass.reported[key].append(value)
+            return
+        ll = LogLine(time_ms, key, value, metadata, lineno)
+        for config_pass in interested:
+            config_pass.feed(ll)
+        if key in self.mutating:
+            self.mutations += 1
+        if key in self.guards:
+            self.last_fed[key] = (value, metadata, self.mutations)
+
+    def _no_op(self, key: str, time_ms: float) -> bool:
+        try:
+            return all(state[entry] <= time_ms if is_min else state[entry] >= time_ms
+                       for state, entry, is_min in self.guards[key])
+        except (KeyError, TypeError):
+            return False
 
     @property
     def copy_unsafe(self) -> frozenset[str]:

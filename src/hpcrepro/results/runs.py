@@ -119,17 +119,16 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
     seeds: list[Any] = []
     evals: list[tuple[float, float]] = []
     feed = checker.feed
-    # Records nobody reads, and rank copies that change nothing, are only counted by the scan.
+    # Records nobody reads, and rank copies that change nothing, are only counted by the scan;
+    # copies only the compliance rules need go straight to the checker.
+    copies_read_here = {"run_start", "run_stop"}
     scan = SummaryScan(path, on_problem, needed=checker.keys | SUMMARY_KEYS,
-                       copies_needed=checker.copy_unsafe | {"run_start", "run_stop"})
-    counted = 0
+                       copies_needed=checker.copy_unsafe | copies_read_here,
+                       copies_fed=checker.copy_unsafe - copies_read_here, feed_copy=feed)
     for record in scan:
         key = record.key
         if record.official:
-            if scan.counted != counted:
-                checker.count_skipped(scan.counted - counted)
-                counted = scan.counted
-            feed(record.time_ms, key, record.value, record.metadata)
+            feed(record.time_ms, key, record.value, record.metadata, scan.official - 1)
         if key == "eval_accuracy":
             value = record.value
             epoch = _epoch(record.metadata)
@@ -167,7 +166,7 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
             seeds.append(record.value)
         elif key in _INFO_KEYS and record.official:
             info[key] = record.value
-    checker.count_skipped(scan.counted - counted)
+    checker.lines = scan.official
     minutes = None
     if start is not None and stop is not None:
         minutes = (stop - start) / 60 / 1000

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
+from typing import Any
 
 from hpcrepro.results.mllog import (
     BLOCK_SIZE,
@@ -65,28 +66,40 @@ class _LineFinder:
         return self.line
 
 
+def _feed_nowhere(time_ms: float, key: str, value: Any, metadata: Any, index: int) -> None:
+    """Never called: without a feed_copy, no copy is stored for feeding."""
+
+
 class SummaryScan:
     """Iterate over the records of `path` that a summary needs.
 
-    `needed`: keys whose records must be yielded (others are counted). `copies_needed`: keys whose
-    rank copies must be yielded too (copies of other keys are counted).
+    `needed`: keys whose records are yielded (the others are only counted). `copies_needed`: keys
+    whose rank copies are yielded too (copies of other keys are only counted), except keys in
+    `copies_fed`, whose copies go to `feed_copy(time_ms, key, value, metadata, index)` instead.
+    `official` is the number of official records so far, the current one included, so the index
+    of a yielded official record among them is `official - 1`.
     """
 
     def __init__(self, path: str | Path, on_problem: ProblemSink, needed: Container[str],
-                 copies_needed: Container[str]) -> None:
+                 copies_needed: Container[str], copies_fed: Container[str] = (),
+                 feed_copy: Callable[[float, str, Any, Any, int], None] | None = None) -> None:
         self.path = path
         self.name = str(path)
         self.report = on_problem
         self.needed = needed
         self.copies_needed = copies_needed
-        self.counted = 0
-        self.seen: dict[bytes, Record | bool] = {}  # copy key -> record, or True: only count
+        self.copies_fed = copies_fed if feed_copy is not None else ()
+        self.feed_copy = feed_copy or _feed_nowhere
+        self.official = 0
+        # copy key -> True (only count), a Record (yield), or (key, value, metadata) (feed_copy)
+        self.seen: dict[bytes, Any] = {}
 
     def __iter__(self) -> Iterator[Record]:
         seen_get = self.seen.get
         settle = self._settle
+        feed_copy = self.feed_copy
         findall = _RECORD.findall
-        counted = 0
+        official = 0
         first_line = 1
         with open(self.path, "rb") as handle:
             carry = b""
@@ -108,30 +121,35 @@ class SummaryScan:
                         copy_key = rest if head == _PLAIN_HEAD else head + rest
                         known = seen_get(copy_key)
                         if known is not None:  # a copy of a clean, decoded record
+                            official += 1
                             if known is True:
-                                counted += 1
                                 continue
-                            self.counted = counted
-                            yield Record(float(int(digits)), known.key,  # type: ignore[union-attr]
-                                         known.value, known.metadata,  # type: ignore[union-attr]
-                                         known.event_type, known.namespace,  # type: ignore[union-attr]
+                            if type(known) is tuple:
+                                key, value, metadata = known
+                                feed_copy(float(int(digits)), key, value, metadata, official - 1)
+                                continue
+                            self.official = official
+                            yield Record(float(int(digits)), known.key,
+                                         known.value, known.metadata,
+                                         known.event_type, known.namespace,
                                          0, True, True)
                             continue
                         payload = head + digits + rest
                     else:
                         payload, copy_key = other, b""
                     if TOKEN in payload or b"\r" in payload:
-                        self.counted = counted
+                        self.official = official
                         yield from self._messy_line(buf, lines, index)
-                        counted = self.counted
+                        official = self.official
                         continue
                     result = settle(payload, copy_key, digits, lines, index)
                     if result is True:
-                        counted += 1
+                        official += 1
                     elif result is not False:
-                        self.counted = counted
+                        official += 1
+                        self.official = official
                         yield result
-                self.counted = counted
+                self.official = official
                 first_line += buf.count(b"\n", 0, end)
                 carry = buf[end:]
 
@@ -146,7 +164,10 @@ class SummaryScan:
         if copy_key and float(int(digits)) == record.time_ms:
             if len(self.seen) >= RECENT_LIMIT:
                 self.seen.clear()
-            self.seen[copy_key] = _COUNT if key not in self.copies_needed else record
+            self.seen[copy_key] = (
+                _COUNT if key not in self.copies_needed
+                else (key, record.value, record.metadata) if key in self.copies_fed
+                else record)
         return record if key in self.needed else _COUNT
 
     def _messy_line(self, buf: bytes, lines: _LineFinder, index: int) -> Iterator[Record]:
@@ -180,15 +201,20 @@ class SummaryScan:
                 head, digits, rest = split.groups()
                 copy_key = rest if head == _PLAIN_HEAD else head + rest
             known = self.seen.get(copy_key) if copy_key else None
-            if known is True:
-                self.counted += 1
-            elif known is not None:
-                yield known._replace(  # type: ignore[union-attr]
-                    time_ms=float(int(digits)), line=0, copy=True)
-            else:
+            if known is None:
                 result = self._settle(payload, copy_key, digits, lines, index)
-                if result is True:
-                    self.counted += 1
-                elif result is not False:
-                    yield result
+                if result is not False:
+                    self.official += 1
+                    if result is not True:
+                        yield result
+            else:
+                self.official += 1
+                if type(known) is tuple:
+                    self.feed_copy(float(int(digits)), known[0], known[1], known[2],
+                                   self.official - 1)
+                elif known is not True:
+                    yield Record(float(int(digits)), known.key,
+                                 known.value, known.metadata,
+                                 known.event_type, known.namespace,
+                                 0, True, True)
             pos = buf.find(TOKEN, eol, stop)
