@@ -313,32 +313,50 @@ def _config_guards(name: str) -> dict[str, tuple[tuple[str, bool], ...] | None]:
     return {key: _repeat_guard(rule) for key, rule in load_config(name).keys.items()}
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a ruleset's rules say about each key, worked out once per ruleset."""
+
+    by_key: dict[str, tuple[str, ...]]  # key -> configs with a rule for it, in chain order
+    mutating: frozenset[str]  # keys whose rules run PRE/POST code (feeding one may change `s`)
+    guards: dict[str, tuple[tuple[str, str, bool], ...]]  # key -> (config, s entry, is_min)
+
+
+@cache
+def _ruleset_layout(ruleset: str) -> _Layout:
+    by_key: dict[str, list[str]] = {}
+    for name in reachable_configs(ruleset):
+        for key in load_config(name).keys:
+            by_key.setdefault(key, []).append(name)
+    mutating = set()
+    guards: dict[str, tuple[tuple[str, str, bool], ...]] = {}
+    for key, names in by_key.items():
+        if any(load_config(name).keys[key].pre or load_config(name).keys[key].post
+               for name in names):
+            mutating.add(key)
+        found = [(name, _config_guards(name)[key]) for name in names]
+        if all(guard is not None for _, guard in found):
+            guards[key] = tuple((name, entry, is_min) for name, guard in found
+                                for entry, is_min in guard or ())
+    return _Layout({k: tuple(v) for k, v in by_key.items()}, frozenset(mutating), guards)
+
+
 class StreamingChecker:
     """Feed records in log order, then call `verdict()`."""
 
     def __init__(self, ruleset: str) -> None:
         self.ruleset = ruleset
         self.passes = {name: _ConfigPass(load_config(name)) for name in reachable_configs(ruleset)}
-        self.by_key: dict[str, list[_ConfigPass]] = {}
-        for config_pass in self.passes.values():
-            for key in config_pass.config.keys:
-                self.by_key.setdefault(key, []).append(config_pass)
-        # Keys whose rules run PRE/POST code (feeding one may change `s`), and for keys whose
-        # copies can be proven no-ops, the `s` entries to test (see _repeat_guard).
-        self.mutating: set[str] = set()
-        self.guards: dict[str, list[tuple[dict[str, Any], str, bool]]] = {}
-        for key, passes in self.by_key.items():
-            rules = [(config_pass, config_pass.config.keys[key]) for config_pass in passes]
-            if any(rule.pre or rule.post for _, rule in rules):
-                self.mutating.add(key)
-            found = [(config_pass, _config_guards(config_pass.config.name)[key])
-                     for config_pass, _ in rules]
-            if all(guard is not None for _, guard in found):
-                self.guards[key] = [(config_pass.state["s"], entry, is_min)
-                                    for config_pass, guard in found
-                                    for entry, is_min in guard or ()]
+        layout = _ruleset_layout(ruleset)
+        self.by_key: dict[str, list[_ConfigPass]] = {
+            key: [self.passes[name] for name in names] for key, names in layout.by_key.items()}
+        self.mutating = layout.mutating
+        self.guards: dict[str, list[tuple[dict[str, Any], str, bool]]] = {
+            key: [(self.passes[name].state["s"], entry, is_min) for name, entry, is_min in specs]
+            for key, specs in layout.guards.items()}
         self.mutations = 0  # PRE/POST runs so far: `s` can only change when this grows
-        self.last_fed: dict[str, tuple[Any, Any, int]] = {}  # key -> (value, metadata, mutations)
+        # key -> (value, metadata, mutations, guards, its `reported` lists) of its last record
+        self.last_fed: dict[str, tuple[Any, Any, int, list[Any], list[list[Any]]]] = {}
         self.lines = 0
         self.parse_errors = 0
         self.crash: str | None = None
@@ -355,29 +373,31 @@ class StreamingChecker:
         metadata) of the last record of its key, with no PRE/POST run since, is only counted
         when `_repeat_guard` proves it a no-op for this timestamp."""
         self.lines = lineno + 1
-        interested = self.by_key.get(key)
-        if not interested:
-            return
         last = self.last_fed.get(key)
         if last is not None and last[1] is metadata and last[0] is value \
-                and last[2] == self.mutations and self._no_op(key, time_ms):
-            for config_pass in interested:
-                config_pass.reported[key].append(value)
+                and last[2] == self.mutations:
+            for state, entry, is_min in last[3]:
+                try:
+                    if not (state[entry] <= time_ms if is_min else state[entry] >= time_ms):
+                        break
+                except (KeyError, TypeError):
+                    break
+            else:
+                for reported in last[4]:
+                    reported.append(value)
+                return
+        interested = self.by_key.get(key)
+        if not interested:
             return
         ll = LogLine(time_ms, key, value, metadata, lineno)
         for config_pass in interested:
             config_pass.feed(ll)
         if key in self.mutating:
             self.mutations += 1
-        if key in self.guards:
-            self.last_fed[key] = (value, metadata, self.mutations)
-
-    def _no_op(self, key: str, time_ms: float) -> bool:
-        try:
-            return all(state[entry] <= time_ms if is_min else state[entry] >= time_ms
-                       for state, entry, is_min in self.guards[key])
-        except (KeyError, TypeError):
-            return False
+        guards = self.guards.get(key)
+        if guards is not None:
+            self.last_fed[key] = (value, metadata, self.mutations, guards,
+                                  [config_pass.reported[key] for config_pass in interested])
 
     @property
     def copy_unsafe(self) -> frozenset[str]:
