@@ -121,14 +121,18 @@ def reachable_configs(ruleset: str) -> tuple[str, ...]:
 class LogLine:
     """What the official rules see as `ll`: the same attribute names as mlp_parser's LogLine."""
 
-    __slots__ = ("full_string", "key", "lineno", "timestamp", "value")
+    __slots__ = ("key", "lineno", "timestamp", "value")
 
     def __init__(self, timestamp: float, key: str, value: Any, metadata: Any, lineno: int) -> None:
         self.timestamp = timestamp
         self.key = key
         self.value = {"value": value, "metadata": metadata}
         self.lineno = lineno
-        self.full_string = f"line {lineno}"
+
+    @property
+    def full_string(self) -> str:
+        """Only messages read it, so it is made on demand."""
+        return f"line {self.lineno}"
 
 
 def _is_integer(value: float) -> bool:
@@ -165,10 +169,18 @@ class _ConfigPass:
         self.reported[key].append(ll.value["value"])
         scope = {"ll": ll, "v": ll.value}
         if key not in self.has_been_exec:
-            self._exec(rule.pre, ll, scope, "PRE")
-            for check in rule.checks:
-                self._eval(check, ll, scope)
-            self._exec(rule.post, ll, scope, "POST")
+            if rule.pre is not None:
+                self._exec(rule.pre, ll, scope, "PRE")
+            state = self.state
+            for check in rule.checks:  # _eval, inlined: this is the hot path
+                try:
+                    ok = eval(check, state, scope)
+                except Exception:
+                    ok = False
+                if not ok:
+                    self.keyed[key] = f"CHECK for '{key}' failed at {ll.full_string}"
+            if rule.post is not None:
+                self._exec(rule.post, ll, scope, "POST")
         if rule.first_checks and key not in self.first_seen:
             self.first_seen.add(key)
             for check in rule.first_checks:
