@@ -21,8 +21,8 @@ from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
+from hpcrepro.results import mllog
 from hpcrepro.results.mllog import (
-    BLOCK_SIZE,
     TOKEN,
     Problem,
     ProblemSink,
@@ -105,7 +105,7 @@ class SummaryScan:
             carry = b""
             final = False
             while not final:
-                block = handle.read(BLOCK_SIZE)
+                block = handle.read(mllog.BLOCK_SIZE)
                 buf = carry + block if carry else block
                 final = not block
                 end = len(buf)
