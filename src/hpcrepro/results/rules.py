@@ -289,8 +289,9 @@ def _is_timestamp(node: ast.expr) -> bool:
 
 def _repeat_guard(rule: _KeyRule) -> tuple[tuple[str, bool], ...] | None:
     """When feeding a rank's copy right after its original is provably a no-op (beyond the count
-    of the key): the rule has no PRE, its checks read neither `ll` nor any `s` entry its POST
-    writes, and its POST only sets `s` entries to constants or to min/max(itself, ll.timestamp).
+    of the key): the rule has no PRE, its checks (no `:=`, no method call on `s` entries) read
+    neither `ll` nor any `s` entry its POST writes, and its POST only sets `s` entries to
+    constants or to min/max(itself, ll.timestamp).
     Returns the (entry, is_min) pairs to test against the copy's timestamp, or None when the
     rule does not have that shape (then every copy is fed)."""
     if rule.pre is not None:
@@ -299,7 +300,8 @@ def _repeat_guard(rule: _KeyRule) -> tuple[tuple[str, bool], ...] | None:
     reads: set[str] = set()
     for text in tests:
         found = _S_ITEM.findall(text)
-        if re.search(r"\bll\b", text) or len(re.findall(r"\bs\b", text)) != len(found):
+        if re.search(r"\bll\b|:=", text) or len(re.findall(r"\bs\b", text)) != len(found) \
+                or re.search(r"\bs\['\w+'\]\s*\.", text):  # a method call may change `s`
             return None
         reads.update(found)
     guards: list[tuple[str, bool]] = []
@@ -330,8 +332,14 @@ class _Layout:
     """What a ruleset's rules say about each key, worked out once per ruleset."""
 
     by_key: dict[str, tuple[str, ...]]  # key -> configs with a rule for it, in chain order
-    mutating: frozenset[str]  # keys whose rules run PRE/POST code (feeding one may change `s`)
+    mutating: frozenset[str]  # keys whose rules may change `s` (see _may_change_state)
     guards: dict[str, tuple[tuple[str, str, bool], ...]]  # key -> (config, s entry, is_min)
+
+
+def _may_change_state(rule: _KeyRule) -> bool:
+    """PRE/POST code, and (to be safe) any check that touches `s` or runs only once."""
+    return bool(rule.pre or rule.post or rule.first_checks
+                or any(re.search(r"\bs\b", text) for text in [*rule.sources, rule.atleast_src]))
 
 
 @cache
@@ -343,8 +351,7 @@ def _ruleset_layout(ruleset: str) -> _Layout:
     mutating = set()
     guards: dict[str, tuple[tuple[str, str, bool], ...]] = {}
     for key, names in by_key.items():
-        if any(load_config(name).keys[key].pre or load_config(name).keys[key].post
-               for name in names):
+        if any(_may_change_state(load_config(name).keys[key]) for name in names):
             mutating.add(key)
         found = [(name, _config_guards(name)[key]) for name in names]
         if all(guard is not None for _, guard in found):
@@ -366,7 +373,7 @@ class StreamingChecker:
         self.guards: dict[str, list[tuple[dict[str, Any], str, bool]]] = {
             key: [(self.passes[name].state["s"], entry, is_min) for name, entry, is_min in specs]
             for key, specs in layout.guards.items()}
-        self.mutations = 0  # PRE/POST runs so far: `s` can only change when this grows
+        self.mutations = 0  # records of `mutating` keys fed: `s` changes only when this grows
         # key -> (value, metadata, mutations, guards, its `reported` lists) of its last record
         self.last_fed: dict[str, tuple[Any, Any, int, list[Any], list[list[Any]]]] = {}
         self.lines = 0
@@ -382,8 +389,8 @@ class StreamingChecker:
         """Run the rules of every pass on the record with index `lineno` among the official ones.
         Records in between that were not fed (rank copies that `_copy_safe` lets skip, keys no
         rule reads) are counted all the same. A rank's copy (the very same decoded value and
-        metadata) of the last record of its key, with no PRE/POST run since, is only counted
-        when `_repeat_guard` proves it a no-op for this timestamp."""
+        metadata) of the last record of its key, with nothing that may change `s` fed since, is
+        only counted when `_repeat_guard` proves it a no-op for this timestamp."""
         self.lines = lineno + 1
         last = self.last_fed.get(key)
         if last is not None and last[1] is metadata and last[0] is value \
