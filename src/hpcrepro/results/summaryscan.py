@@ -23,11 +23,13 @@ from typing import Any
 
 from hpcrepro.results import mllog
 from hpcrepro.results.mllog import (
+    _STRIP,
     TOKEN,
     Problem,
     ProblemSink,
     Record,
     _decode_record,
+    _fast_loads,
 )
 
 # One MLLOG record per match, up to the end of its `\n` line (`.*` runs at memchr speed; a line
@@ -156,11 +158,32 @@ class SummaryScan:
     def _settle(self, payload: bytes, copy_key: bytes, digits: bytes, lines: _LineFinder,
                 index: int) -> Record | bool:
         """Decode an official payload that is no known copy: the record, `_COUNT` or `_DROP`."""
-        record = _decode_record(payload, 0, True)
-        if isinstance(record, str):
-            self.report(Problem(self.name, lines.line_of(index), record, True))
-            return _DROP
-        key = record.key
+        try:  # the common case (ASCII, a complete record), as _decode_record takes it
+            if not payload.isascii():
+                raise ValueError
+            obj = _fast_loads(payload.strip(_STRIP))
+            key = obj["key"]
+            if type(key) is not str or "value" not in obj or "metadata" not in obj:
+                raise ValueError
+            time_ms = float(obj["time_ms"])
+        except (ValueError, KeyError, TypeError):
+            found = _decode_record(payload, 0, True)
+            if isinstance(found, str):
+                self.report(Problem(self.name, lines.line_of(index), found, True))
+                return _DROP
+            record: Record | None = found
+            key, time_ms = found.key, found.time_ms
+        else:
+            record = None
+            if key in self.needed or key in self.copies_needed:
+                record = Record(time_ms, key, obj["value"], obj["metadata"],
+                                obj.get("event_type", ""), obj.get("namespace", ""), 0, True)
+        if record is None:  # nobody reads it: validated, now only counted
+            if copy_key and float(int(digits)) == time_ms:
+                if len(self.seen) >= RECENT_LIMIT:
+                    self.seen.clear()
+                self.seen[copy_key] = _COUNT
+            return _COUNT
         if copy_key and float(int(digits)) == record.time_ms:
             if len(self.seen) >= RECENT_LIMIT:
                 self.seen.clear()
