@@ -108,8 +108,12 @@ class SummaryScan:
             final = False
             while not final:
                 block = handle.read(mllog.BLOCK_SIZE)
-                buf = carry + block if carry else block
                 final = not block
+                if 0 < len(block) < mllog.BLOCK_SIZE:  # most logs fit one block: then no cut,
+                    more = handle.read(mllog.BLOCK_SIZE)  # carry or newline count is needed
+                    final = not more
+                    block += more
+                buf = carry + block if carry else block
                 end = len(buf)
                 if not final:
                     cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
@@ -152,8 +156,9 @@ class SummaryScan:
                         self.official = official
                         yield result
                 self.official = official
-                first_line += buf.count(b"\n", 0, end)
-                carry = buf[end:]
+                if not final:
+                    first_line += buf.count(b"\n", 0, end)
+                    carry = buf[end:]
 
     def _settle(self, payload: bytes, copy_key: bytes, digits: bytes, lines: _LineFinder,
                 index: int) -> Record | bool:
