@@ -11,6 +11,10 @@ Scores must be identical wherever mlperf-logging produces one; sets where it cra
 missing `value`/`metadata`) are counted and reported.
 
     PYTHONPATH=src python benchmarks/bench_parse.py [--corpus DIR] [--gigabytes 1.0] [--json OUT]
+        [--workers N] [--skip-mlperf-logging]
+
+`--workers` defaults to the CPU count; `--skip-mlperf-logging` leaves out the slow anchor (and the
+score comparison) for quick iterations: recorded figures must come from a run without it.
 """
 
 from __future__ import annotations
@@ -60,14 +64,21 @@ def hpcrepro_score(item: tuple[Path, str]) -> tuple[str, float | None]:
     return folder.name, score.minutes
 
 
-def time_hpcrepro(sets: list[tuple[Path, str]], workers: int) -> tuple[float, dict]:
+def time_hpcrepro(sets: list[tuple[Path, str]], workers: int) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds of this process and its workers, scores."""
     start = time.perf_counter()
+    cpu = _cpu_seconds()
     if workers == 1:
         results = [hpcrepro_score(item) for item in sets]
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(hpcrepro_score, sets, chunksize=4))
-    return time.perf_counter() - start, dict(results)
+    return time.perf_counter() - start, _cpu_seconds() - cpu, dict(results)
+
+
+def _cpu_seconds() -> float:
+    own, children = os.times()[:2], os.times()[2:4]
+    return sum(own) + sum(children)
 
 
 def time_mlperf_logging(sets: list[tuple[Path, str]]) -> tuple[float, dict, dict]:
@@ -101,6 +112,10 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "hpcrepro-bench-corpus")
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes for the parallel hpcrepro run (default: CPUs)")
+    parser.add_argument("--skip-mlperf-logging", action="store_true",
+                        help="leave out the slow anchor (not for recorded figures)")
     args = parser.parse_args()
     if not args.corpus.is_dir() or not corpus_sets(args.corpus):
         build(args.corpus, args.gigabytes)
@@ -112,12 +127,20 @@ def main() -> None:
     time_cat(files)  # warm the page cache
     cat_s = time_cat(files)
     print(f"cat > /dev/null:               {cat_s:8.2f} s", flush=True)
-    one_s, ours = time_hpcrepro(sets, 1)
-    print(f"hpcrepro, 1 process:           {one_s:8.2f} s  ({one_s / cat_s:.2f}x cat)", flush=True)
-    workers = min(2, os.cpu_count() or 1)
-    two_s, ours_parallel = time_hpcrepro(sets, workers)
-    print(f"hpcrepro, {workers} processes:         {two_s:8.2f} s  ({two_s / cat_s:.2f}x cat)",
-          flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    one_s, one_cpu, ours = time_hpcrepro(sets, 1)
+    print(f"hpcrepro, 1 process:           {one_s:8.2f} s  ({one_s / cat_s:.2f}x cat; "
+          f"{one_cpu:.2f} CPU s)", flush=True)
+    workers = args.workers
+    two_s, two_cpu, ours_parallel = time_hpcrepro(sets, workers)
+    print(f"hpcrepro, {workers} processes:         {two_s:8.2f} s  ({two_s / cat_s:.2f}x cat; "
+          f"{two_cpu:.2f} CPU s)", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
+    if args.skip_mlperf_logging:
+        mismatches = [n for n in ours if ours_parallel[n] != ours[n]]
+        print(json.dumps({"cat_s": cat_s, "hpcrepro_1proc_s": one_s,
+                          f"hpcrepro_{workers}proc_s": two_s, "parallel_mismatches": mismatches}))
+        return
     anchor_s, theirs, crashes = time_mlperf_logging(sets)
     print(f"mlperf-logging parse+summarize: {anchor_s:8.2f} s", flush=True)
     compared = [name for name in theirs]
@@ -125,6 +148,8 @@ def main() -> None:
     figures = {
         "corpus_bytes": size, "sets": len(sets), "logs": len(files),
         "cat_s": cat_s, "hpcrepro_1proc_s": one_s, f"hpcrepro_{workers}proc_s": two_s,
+        "hpcrepro_1proc_cpu_s": one_cpu, f"hpcrepro_{workers}proc_cpu_s": two_cpu,
+        "load_average_1min": os.getloadavg()[0],
         "mlperf_logging_s": anchor_s,
         "speedup_vs_mlperf_logging_1proc": anchor_s / one_s,
         f"speedup_vs_mlperf_logging_{workers}proc": anchor_s / two_s,

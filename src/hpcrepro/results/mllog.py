@@ -211,11 +211,19 @@ class _RecentRecords:
 def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: bool
            ) -> Record | None:
     """Decode one payload; an `official=False` payload may have another rank's text after it."""
+    record = _decode_record(payload, line, official)
+    if isinstance(record, str):
+        report(Problem(name, line, record, official))
+        return None
+    return record
+
+
+def _decode_record(payload: bytes, line: int, official: bool) -> Record | str:
+    """The Record in `payload`, or the problem message saying why there is none."""
     try:
         obj = _decode(payload) if official else _decode_prefix(payload)
     except ValueError as error:
-        report(Problem(name, line, f"invalid MLLOG JSON ({error}): {_clip(payload)}", official))
-        return None
+        return f"invalid MLLOG JSON ({error}): {_clip(payload)}"
     try:  # the common case, without per-field checks
         key = obj["key"]
         if type(key) is str:
@@ -225,8 +233,7 @@ def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: 
         pass
     reason = _to_record(obj, line, official)
     if isinstance(reason, str):
-        report(Problem(name, line, f"{reason}: {_clip(payload)}", official))
-        return None
+        return f"{reason}: {_clip(payload)}"
     return reason
 
 

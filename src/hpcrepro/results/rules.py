@@ -11,6 +11,7 @@ checker itself still runs as a subprocess for the reported compliance column (se
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from dataclasses import dataclass, field
@@ -120,14 +121,18 @@ def reachable_configs(ruleset: str) -> tuple[str, ...]:
 class LogLine:
     """What the official rules see as `ll`: the same attribute names as mlp_parser's LogLine."""
 
-    __slots__ = ("full_string", "key", "lineno", "timestamp", "value")
+    __slots__ = ("key", "lineno", "timestamp", "value")
 
     def __init__(self, timestamp: float, key: str, value: Any, metadata: Any, lineno: int) -> None:
         self.timestamp = timestamp
         self.key = key
         self.value = {"value": value, "metadata": metadata}
         self.lineno = lineno
-        self.full_string = f"line {lineno}"
+
+    @property
+    def full_string(self) -> str:
+        """Only messages read it, so it is made on demand."""
+        return f"line {self.lineno}"
 
 
 def _is_integer(value: float) -> bool:
@@ -164,10 +169,18 @@ class _ConfigPass:
         self.reported[key].append(ll.value["value"])
         scope = {"ll": ll, "v": ll.value}
         if key not in self.has_been_exec:
-            self._exec(rule.pre, ll, scope, "PRE")
-            for check in rule.checks:
-                self._eval(check, ll, scope)
-            self._exec(rule.post, ll, scope, "POST")
+            if rule.pre is not None:
+                self._exec(rule.pre, ll, scope, "PRE")
+            state = self.state
+            for check in rule.checks:  # _eval, inlined: this is the hot path
+                try:
+                    ok = eval(check, state, scope)
+                except Exception:
+                    ok = False
+                if not ok:
+                    self.keyed[key] = f"CHECK for '{key}' failed at {ll.full_string}"
+            if rule.post is not None:
+                self._exec(rule.post, ll, scope, "POST")
         if rule.first_checks and key not in self.first_seen:
             self.first_seen.add(key)
             for check in rule.first_checks:
@@ -257,32 +270,153 @@ def _copy_unsafe_keys(ruleset: str) -> frozenset[str]:
                      for key, rule in load_config(name).keys.items() if not _copy_safe(rule, key))
 
 
+_S_ITEM = re.compile(r"\bs\['(\w+)'\]")
+
+
+def _s_item(node: ast.expr) -> str | None:
+    """'k' for the expression `s['k']`, else None."""
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and node.value.id == "s" and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)):
+        return node.slice.value
+    return None
+
+
+def _is_timestamp(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "timestamp"
+            and isinstance(node.value, ast.Name) and node.value.id == "ll")
+
+
+def _repeat_guard(rule: _KeyRule) -> tuple[tuple[str, bool], ...] | None:
+    """When feeding a rank's copy right after its original is provably a no-op (beyond the count
+    of the key): the rule has no PRE, its checks (no `:=`, no method call on `s` entries) read
+    neither `ll` nor any `s` entry its POST writes, and its POST only sets `s` entries to
+    constants or to min/max(itself, ll.timestamp).
+    Returns the (entry, is_min) pairs to test against the copy's timestamp, or None when the
+    rule does not have that shape (then every copy is fed)."""
+    if rule.pre is not None:
+        return None
+    tests = [*rule.sources[2:], rule.atleast_src]
+    reads: set[str] = set()
+    for text in tests:
+        found = _S_ITEM.findall(text)
+        if re.search(r"\bll\b|:=", text) or len(re.findall(r"\bs\b", text)) != len(found) \
+                or re.search(r"\bs\['\w+'\]\s*\.", text):  # a method call may change `s`
+            return None
+        reads.update(found)
+    guards: list[tuple[str, bool]] = []
+    for statement in ast.parse(rule.sources[1].strip()).body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+            return None
+        entry = _s_item(statement.targets[0])
+        value = statement.value
+        if entry is None or entry in reads:
+            return None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+                and value.func.id in ("min", "max") and len(value.args) == 2 \
+                and not value.keywords and {_s_item(a) for a in value.args} == {entry, None} \
+                and any(_is_timestamp(a) for a in value.args):
+            guards.append((entry, value.func.id == "min"))
+        elif not isinstance(value, ast.Constant):
+            return None
+    return tuple(guards)
+
+
+@cache
+def _config_guards(name: str) -> dict[str, tuple[tuple[str, bool], ...] | None]:
+    return {key: _repeat_guard(rule) for key, rule in load_config(name).keys.items()}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a ruleset's rules say about each key, worked out once per ruleset."""
+
+    by_key: dict[str, tuple[str, ...]]  # key -> configs with a rule for it, in chain order
+    mutating: frozenset[str]  # keys whose rules may change `s` (see _may_change_state)
+    guards: dict[str, tuple[tuple[str, str, bool], ...]]  # key -> (config, s entry, is_min)
+
+
+def _may_change_state(rule: _KeyRule) -> bool:
+    """PRE/POST code, and (to be safe) any check that touches `s` or runs only once."""
+    return bool(rule.pre or rule.post or rule.first_checks
+                or any(re.search(r"\bs\b", text) for text in [*rule.sources, rule.atleast_src]))
+
+
+@cache
+def _ruleset_layout(ruleset: str) -> _Layout:
+    by_key: dict[str, list[str]] = {}
+    for name in reachable_configs(ruleset):
+        for key in load_config(name).keys:
+            by_key.setdefault(key, []).append(name)
+    mutating = set()
+    guards: dict[str, tuple[tuple[str, str, bool], ...]] = {}
+    for key, names in by_key.items():
+        if any(_may_change_state(load_config(name).keys[key]) for name in names):
+            mutating.add(key)
+        found = [(name, _config_guards(name)[key]) for name in names]
+        if all(guard is not None for _, guard in found):
+            guards[key] = tuple((name, entry, is_min) for name, guard in found
+                                for entry, is_min in guard or ())
+    return _Layout({k: tuple(v) for k, v in by_key.items()}, frozenset(mutating), guards)
+
+
 class StreamingChecker:
     """Feed records in log order, then call `verdict()`."""
 
     def __init__(self, ruleset: str) -> None:
         self.ruleset = ruleset
         self.passes = {name: _ConfigPass(load_config(name)) for name in reachable_configs(ruleset)}
-        self.by_key: dict[str, list[_ConfigPass]] = {}
-        for config_pass in self.passes.values():
-            for key in config_pass.config.keys:
-                self.by_key.setdefault(key, []).append(config_pass)
+        layout = _ruleset_layout(ruleset)
+        self.by_key: dict[str, list[_ConfigPass]] = {
+            key: [self.passes[name] for name in names] for key, names in layout.by_key.items()}
+        self.mutating = layout.mutating
+        self.guards: dict[str, list[tuple[dict[str, Any], str, bool]]] = {
+            key: [(self.passes[name].state["s"], entry, is_min) for name, entry, is_min in specs]
+            for key, specs in layout.guards.items()}
+        self.mutations = 0  # records of `mutating` keys fed: `s` changes only when this grows
+        # key -> (value, metadata, mutations, guards, its `reported` lists) of its last record
+        self.last_fed: dict[str, tuple[Any, Any, int, list[Any], list[list[Any]]]] = {}
         self.lines = 0
         self.parse_errors = 0
         self.crash: str | None = None
 
-    def skip_copy(self) -> None:
-        """Count a rank's copy of a record that `copy_safe` says cannot change the verdict."""
-        self.lines += 1
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every key some reachable rule reads."""
+        return frozenset(self.by_key)
 
-    def feed(self, time_ms: float, key: str, value: Any, metadata: Any) -> None:
-        lineno = self.lines
-        self.lines += 1
+    def feed(self, time_ms: float, key: str, value: Any, metadata: Any, lineno: int) -> None:
+        """Run the rules of every pass on the record with index `lineno` among the official ones.
+        Records in between that were not fed (rank copies that `_copy_safe` lets skip, keys no
+        rule reads) are counted all the same. A rank's copy (the very same decoded value and
+        metadata) of the last record of its key, with nothing that may change `s` fed since, is
+        only counted when `_repeat_guard` proves it a no-op for this timestamp."""
+        self.lines = lineno + 1
+        last = self.last_fed.get(key)
+        if last is not None and last[1] is metadata and last[0] is value \
+                and last[2] == self.mutations:
+            for state, entry, is_min in last[3]:
+                try:
+                    if not (state[entry] <= time_ms if is_min else state[entry] >= time_ms):
+                        break
+                except (KeyError, TypeError):
+                    break
+            else:
+                for reported in last[4]:
+                    reported.append(value)
+                return
         interested = self.by_key.get(key)
-        if interested:
-            ll = LogLine(time_ms, key, value, metadata, lineno)
-            for config_pass in interested:
-                config_pass.feed(ll)
+        if not interested:
+            return
+        ll = LogLine(time_ms, key, value, metadata, lineno)
+        for config_pass in interested:
+            config_pass.feed(ll)
+        if key in self.mutating:
+            self.mutations += 1
+        guards = self.guards.get(key)
+        if guards is not None:
+            self.last_fed[key] = (value, metadata, self.mutations, guards,
+                                  [config_pass.reported[key] for config_pass in interested])
 
     @property
     def copy_unsafe(self) -> frozenset[str]:

@@ -15,10 +15,16 @@ from typing import Any
 
 from hpcrepro.results.mllog import Problem, iter_records
 from hpcrepro.results.rules import StreamingChecker, Verdict
+from hpcrepro.results.summaryscan import SummaryScan
 
 TARGET_ACCURACY = 0.759
 EPOCH_KEYS = ("epoch_num", "first_epoch_num")
 _STATUS = {"success": "success", "aborted": "aborted"}
+_INFO_KEYS = ("global_batch_size", "submission_benchmark", "submission_division", "submission_org",
+              "submission_platform")
+# Every key summarize_run reads itself (the compliance rules read theirs through the checker).
+SUMMARY_KEYS = frozenset({"eval_accuracy", "run_start", "run_stop", "epoch_start", "block_start",
+                          "epoch_stop", "block_stop", "seed", *_INFO_KEYS})
 
 
 @dataclass
@@ -113,14 +119,16 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
     seeds: list[Any] = []
     evals: list[tuple[float, float]] = []
     feed = checker.feed
-    keep_copies = checker.copy_unsafe | {"run_start", "run_stop"}
-    for record in iter_records(path, on_problem):
+    # Records nobody reads, and rank copies that change nothing, are only counted by the scan;
+    # copies only the compliance rules need go straight to the checker.
+    copies_read_here = {"run_start", "run_stop"}
+    scan = SummaryScan(path, on_problem, needed=checker.keys | SUMMARY_KEYS,
+                       copies_needed=checker.copy_unsafe | copies_read_here,
+                       copies_fed=checker.copy_unsafe - copies_read_here, feed_copy=feed)
+    for record in scan:
         key = record.key
-        if record.copy and key not in keep_copies:  # another rank's copy: changes nothing
-            checker.skip_copy()
-            continue
         if record.official:
-            feed(record.time_ms, key, record.value, record.metadata)
+            feed(record.time_ms, key, record.value, record.metadata, scan.official - 1)
         if key == "eval_accuracy":
             value = record.value
             epoch = _epoch(record.metadata)
@@ -156,9 +164,9 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
                 last_epoch = epoch if last_epoch is None else max(last_epoch, epoch)
         elif key == "seed":
             seeds.append(record.value)
-        elif key in ("global_batch_size", "submission_benchmark", "submission_division",
-                     "submission_org", "submission_platform") and record.official:
+        elif key in _INFO_KEYS and record.official:
             info[key] = record.value
+    checker.lines = scan.official
     minutes = None
     if start is not None and stop is not None:
         minutes = (stop - start) / 60 / 1000
