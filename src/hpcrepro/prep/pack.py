@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import queue
+import resource
 import struct
 import sys
 import threading
@@ -90,6 +92,18 @@ class PackState:
         return cls(**data)
 
 
+@dataclass
+class Loaded:
+    """An image read into a chunk's buffer: its span there and the file it came from."""
+
+    start: int
+    end: int
+    fd: int
+    offset: int
+    own: bool  # the fd is this image's alone (closed after writing), not a shared tar's
+    stamp: tuple[int, int]  # size and mtime of the file when it was read
+
+
 class SourceReader:
     """Reads images from files or from inside tars into reusable buffers; shared by threads."""
 
@@ -109,12 +123,13 @@ class SourceReader:
 
     def read_many(
         self, images: Sequence[SourceImage], storage: bytearray
-    ) -> tuple[bytearray, list[tuple[int, int] | OSError]]:
+    ) -> tuple[bytearray, list[Loaded | OSError]]:
         """Read images back to back into `storage` (or a larger replacement, returned).
 
         All reads are announced first (POSIX_FADV_WILLNEED) so the disk can overlap them. Reading
         into a reused buffer avoids fresh page faults for every image, which cost more than the
-        copy itself. Each image becomes a (start, end) span of the buffer, or the error it raised.
+        copy itself. Each image becomes a `Loaded` (its span of the buffer and the open file the
+        writer copies it from), or the error it raised. The caller closes the loaded files.
         """
         opened: list[int | OSError] = []
         for image in images:
@@ -133,25 +148,28 @@ class SourceReader:
         needed = sum(image.size for image in images)
         if len(storage) < needed:
             storage = bytearray(needed + needed // 4)
-        spans: list[tuple[int, int] | OSError] = []
+        loaded: list[Loaded | OSError] = []
         cursor = 0
         for image, handle in zip(images, opened, strict=True):
             if isinstance(handle, OSError):
-                spans.append(handle)
+                loaded.append(handle)
                 continue
+            own = image.offset < 0
             try:
-                size = image.size if image.offset >= 0 else os.fstat(handle).st_size
+                stat = os.fstat(handle)
+                size = stat.st_size if own else image.size
                 if cursor + size > len(storage):  # the file grew since it was listed
                     storage = storage[:cursor] + bytearray(size + len(storage))
                 _read_into(handle, image, memoryview(storage)[cursor : cursor + size])
-                spans.append((cursor, cursor + size))
-                cursor += size
             except OSError as error:
-                spans.append(error)
-            finally:
-                if image.offset < 0:
+                if own:
                     os.close(handle)
-        return storage, spans
+                loaded.append(error)
+                continue
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            loaded.append(Loaded(cursor, cursor + size, handle, max(image.offset, 0), own, stamp))
+            cursor += size
+        return storage, loaded
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -175,11 +193,18 @@ def _read_into(fd: int, image: SourceImage, target: memoryview) -> None:
 @dataclass
 class _Chunk:
     count: int
-    buffers: list[bytes | memoryview]
+    buffers: list[bytes | memoryview]  # the framed records: what the CRC sees
+    sends: dict[int, Loaded]  # buffers[i] is copied in the kernel from this image's file
     offsets: list[tuple[int, int]]  # (record id, offset inside this chunk)
     skipped: list[dict[str, str]]
     size: int
     storage: bytearray
+
+    def close_files(self) -> None:
+        for loaded in self.sends.values():
+            if loaded.own:
+                os.close(loaded.fd)
+        self.sends.clear()
 
 
 def frame_image(label: int, index: int, data: bytes, out: list[bytes | memoryview]) -> int:
@@ -206,23 +231,75 @@ def _frame(label: int, index: int, view: memoryview, out: list[bytes | memoryvie
 def _load_chunk(
     entries: Sequence[ListEntry], reader: SourceReader, spare: queue.Queue[bytearray]
 ) -> _Chunk:
-    storage, spans = reader.read_many([e.source for e in entries], spare.get())
+    storage, loaded = reader.read_many([e.source for e in entries], spare.get())
     buffers: list[bytes | memoryview] = []
+    sends: dict[int, Loaded] = {}
     offsets = []
     skipped = []
     size = 0
     whole = memoryview(storage)
-    for entry, span in zip(entries, spans, strict=True):
-        if isinstance(span, OSError):
-            skipped.append({"path": entry.relpath, "reason": f"cannot read: {span.strerror}"})
+    for entry, image in zip(entries, loaded, strict=True):
+        if isinstance(image, OSError):
+            skipped.append({"path": entry.relpath, "reason": f"cannot read: {image.strerror}"})
             continue
-        problem = image_problem(storage, *span)
+        problem = image_problem(storage, image.start, image.end)
         if problem:
+            if image.own:
+                os.close(image.fd)
             skipped.append({"path": entry.relpath, "reason": problem})
             continue
         offsets.append((entry.index, size))
-        size += _frame(entry.label, entry.index, whole[span[0] : span[1]], buffers)
-    return _Chunk(len(entries), buffers, offsets, skipped, size, storage)
+        first = len(buffers)
+        size += _frame(entry.label, entry.index, whole[image.start : image.end], buffers)
+        if len(buffers) > first + 1:
+            sends[first + 1] = image  # header, payload[, padding]: the payload is sent
+        elif image.own:
+            os.close(image.fd)  # split-record framing: written from memory
+    return _Chunk(len(entries), buffers, sends, offsets, skipped, size, storage)
+
+
+_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV}
+
+
+def _write_chunk(fd: int, chunk: _Chunk) -> None:
+    """Write a chunk's records at the file position: payloads in the kernel, the rest by writev.
+
+    `sendfile` copies page cache to page cache, skipping the copy back out of the read buffer,
+    which costs more than the read itself. The bytes checked and checksummed are the ones read;
+    a source file that changes in between (size or mtime) stops the pack.
+    """
+    pending: list[bytes | memoryview] = []
+    for number, piece in enumerate(chunk.buffers):
+        image = chunk.sends.get(number)
+        if image is None:
+            pending.append(piece)
+            continue
+        if pending:
+            _write_all(fd, pending)
+            pending = []
+        _send(fd, image, piece)
+    if pending:
+        _write_all(fd, pending)
+
+
+def _send(fd: int, image: Loaded, piece: bytes | memoryview) -> None:
+    done, size = 0, len(piece)
+    try:
+        while done < size:
+            step = os.sendfile(fd, image.fd, image.offset + done, size - done)
+            if step == 0:
+                break
+            done += step
+    except OSError as error:
+        if done or error.errno not in _NO_SENDFILE:
+            raise
+    if done == 0:
+        _write_all(fd, [piece])  # this file system cannot sendfile: write the read bytes
+    elif done < size:
+        raise OSError(errno.EIO, f"a source image shrank while it was packed ({done} of {size})")
+    stat = os.fstat(image.fd)
+    if (stat.st_size, stat.st_mtime_ns) != image.stamp:
+        raise OSError(errno.EIO, "a source image changed while it was packed; run again")
 
 
 def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
@@ -402,6 +479,17 @@ def pack(
     return state
 
 
+def _open_file_budget() -> int:
+    """File descriptors this process may still open, after raising its soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            wanted = 1 << 16 if hard == resource.RLIM_INFINITY else hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return soft - 128  # stdio, tars, outputs, the interpreter's own
+
+
 def _pack_loop(
     entries: Sequence[ListEntry],
     reader: SourceReader,
@@ -415,7 +503,8 @@ def _pack_loop(
     progress: ProgressFn | None,
 ) -> None:
     workers = max(1, workers)
-    window = workers * 2 + 2
+    # Every chunk in flight holds its images' files open until they are written.
+    window = max(2, min(workers * 2 + 2, _open_file_budget() // CHUNK - 1))
     spare: queue.Queue[bytearray] = queue.Queue()
     for _ in range(window + 4):  # more buffers than chunks in flight: a reader never starves
         spare.put(bytearray())
@@ -451,17 +540,21 @@ def _pack_loop(
                 pending.append(
                     pool.submit(_load_chunk, entries[following : following + CHUNK], reader, spare)
                 )
-            for bad in chunk.skipped:
-                if on_corrupt == "fail":
-                    boundary(final=True)
-                    raise UserError(
-                        f"corrupt image {bad['path']}: {bad['reason']}",
-                        hint="replace the file, or pass --on-corrupt skip to leave it out "
-                        "(it is then listed in the manifest); the prep resumes where it stopped",
-                    )
-                sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
-                state.skipped.append(bad)
-            _write_all(rec_fd, chunk.buffers)
+            try:
+                for bad in chunk.skipped:
+                    if on_corrupt == "fail":
+                        boundary(final=True)
+                        raise UserError(
+                            f"corrupt image {bad['path']}: {bad['reason']}",
+                            hint="replace the file, or pass --on-corrupt skip to leave it out "
+                            "(it is then listed in the manifest); the prep resumes where it "
+                            "stopped",
+                        )
+                    sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
+                    state.skipped.append(bad)
+                _write_chunk(rec_fd, chunk)
+            finally:
+                chunk.close_files()
             durability.written(chunk)
             base = state.rec_size
             idx_lines.extend(f"{rid}\t{base + offset}\n" for rid, offset in chunk.offsets)
@@ -479,4 +572,7 @@ def _pack_loop(
         for _ in range(workers):  # unblock readers waiting for a buffer after an error
             spare.put(bytearray())
         pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().close_files()
         durability.stop()
