@@ -13,7 +13,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.prep import pack as pack_module
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import build_list, walk_key
-from hpcrepro.prep.pack import ShardFiles, frame_image, pack
+from hpcrepro.prep.pack import ShardFiles, contains_magic, frame_image, pack
 from hpcrepro.prep.shards import JoinFiles, Shard, join, shard_files
 from hpcrepro.prep.sources import read_val_labels, scan_folder
 from hpcrepro.recordio import MAGIC_BYTES, encode_record, iter_records, pack_image, unpack_image
@@ -33,6 +33,20 @@ def test_frame_image_matches_recordio_and_reads_back(size: int, magic_at: int | 
     framed = b"".join(pieces)
     assert framed == encode_record(pack_image(7.0, 1234, data))
     assert length == len(framed) and length % 4 == 0
+
+
+@pytest.mark.parametrize("length", [3, 4, 7, 8, 33, 4096])
+def test_contains_magic_sees_only_whole_aligned_words(length: int) -> None:
+    """dmlc splits a record only at a word-aligned magic number: the fast search must agree."""
+    for at in range(length - 3):
+        buffer = bytearray(length + 8)  # writable: the vectorised path; bytes: the fallback
+        buffer[at : at + 4] = MAGIC_BYTES
+        expected = at % 4 == 0
+        assert contains_magic(memoryview(buffer)[:length]) == expected, at
+        assert contains_magic(memoryview(bytes(buffer[:length]))) == expected, at
+    tail = bytearray(length + 4)
+    tail[length - 2 : length + 2] = MAGIC_BYTES  # crosses the end of the view
+    assert not contains_magic(memoryview(tail)[:length])
 
 
 def test_image_problem_finds_corrupt_images() -> None:

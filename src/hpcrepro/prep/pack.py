@@ -43,34 +43,38 @@ _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 _IOV_MAX = 1024
 
 
-def _libc_memmem() -> Callable[[memoryview], bool] | None:
-    """glibc's memmem: twice as fast as `bytes.find` and it runs without the GIL."""
+def _libc_wmemchr() -> Callable[[int, int], int | None] | None:
+    """glibc's wmemchr: a vectorised search for one 4-byte word (20 GB/s), without the GIL."""
     path = ctypes.util.find_library("c")
     if not path:
         return None
-    memmem = ctypes.CDLL(path).memmem
-    memmem.restype = ctypes.c_void_p
-    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
-
-    def search(view: memoryview) -> bool:
-        if len(view) < 4:
-            return False
-        if view.readonly:  # ctypes points only into writable buffers
-            return MAGIC_BYTES in view.tobytes()
-        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-        return memmem(address, len(view), MAGIC_BYTES, 4) is not None
-
-    return search
+    wmemchr = ctypes.CDLL(path).wmemchr
+    wmemchr.restype = ctypes.c_void_p
+    wmemchr.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t]
+    if ctypes.sizeof(ctypes.c_wchar) != 4:
+        return None
+    return lambda address, words: wmemchr(address, MAGIC, words)
 
 
-_memmem = _libc_memmem()
+_wmemchr = _libc_wmemchr()
 
 
 def contains_magic(view: memoryview) -> bool:
-    """Whether the RecordIO magic number occurs anywhere in `view`."""
-    if _memmem is not None:
-        return _memmem(view)
-    return view.tobytes().find(MAGIC_BYTES) >= 0
+    """Whether the RecordIO magic number sits at a 4-byte-aligned offset of `view`.
+
+    dmlc's writer looks for it only there (whole words of the payload), so only there does it
+    force a split record. Callers pass image bytes, which start 24 bytes (aligned) into the payload.
+    """
+    words = len(view) // 4
+    if _wmemchr is not None and words and not view.readonly:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        if address % 4 == 0:  # wmemchr counts words from an aligned start
+            return _wmemchr(address, words) is not None
+    data = view.tobytes()
+    found = data.find(MAGIC_BYTES, 0, words * 4)
+    while found >= 0 and found % 4:
+        found = data.find(MAGIC_BYTES, found + 1, words * 4)
+    return found >= 0
 
 
 @dataclass
@@ -102,6 +106,7 @@ class Loaded:
     offset: int
     own: bool  # the fd is this image's alone (closed after writing), not a shared tar's
     stamp: tuple[int, int]  # size and mtime of the file when it was read
+    name: str
 
 
 class SourceReader:
@@ -145,7 +150,7 @@ class SourceReader:
             opened.append(fd)
             with contextlib.suppress(OSError):  # only a hint; some file systems refuse it
                 os.posix_fadvise(fd, max(image.offset, 0), image.size, os.POSIX_FADV_WILLNEED)
-        needed = sum(image.size for image in images)
+        needed = sum(image.size + 3 for image in images)
         if len(storage) < needed:
             storage = bytearray(needed + needed // 4)
         loaded: list[Loaded | OSError] = []
@@ -159,7 +164,7 @@ class SourceReader:
                 stat = os.fstat(handle)
                 size = stat.st_size if own else image.size
                 if cursor + size > len(storage):  # the file grew since it was listed
-                    storage = storage[:cursor] + bytearray(size + len(storage))
+                    storage = storage[:cursor] + bytearray(size + 3 + len(storage))
                 _read_into(handle, image, memoryview(storage)[cursor : cursor + size])
             except OSError as error:
                 if own:
@@ -167,8 +172,9 @@ class SourceReader:
                 loaded.append(error)
                 continue
             stamp = (stat.st_size, stat.st_mtime_ns)
-            loaded.append(Loaded(cursor, cursor + size, handle, max(image.offset, 0), own, stamp))
-            cursor += size
+            start, end = cursor, cursor + size
+            loaded.append(Loaded(start, end, handle, max(image.offset, 0), own, stamp, image.file))
+            cursor = (end + 3) & ~3  # images start word-aligned for the magic-number search
         return storage, loaded
 
     def close(self) -> None:
@@ -200,11 +206,17 @@ class _Chunk:
     size: int
     storage: bytearray
 
-    def close_files(self) -> None:
+    def close_files(self) -> str | None:
+        """Close the images' files; names a file that changed since it was read, if any."""
+        changed = None
         for loaded in self.sends.values():
+            stat = os.fstat(loaded.fd)
+            if (stat.st_size, stat.st_mtime_ns) != loaded.stamp:
+                changed = changed or loaded.name
             if loaded.own:
                 os.close(loaded.fd)
         self.sends.clear()
+        return changed
 
 
 def frame_image(label: int, index: int, data: bytes, out: list[bytes | memoryview]) -> int:
@@ -266,7 +278,7 @@ def _write_chunk(fd: int, chunk: _Chunk) -> None:
 
     `sendfile` copies page cache to page cache, skipping the copy back out of the read buffer,
     which costs more than the read itself. The bytes checked and checksummed are the ones read;
-    a source file that changes in between (size or mtime) stops the pack.
+    a source file that changes in between (size or mtime) stops the pack (see `_Durability`).
     """
     pending: list[bytes | memoryview] = []
     for number, piece in enumerate(chunk.buffers):
@@ -297,9 +309,6 @@ def _send(fd: int, image: Loaded, piece: bytes | memoryview) -> None:
         _write_all(fd, [piece])  # this file system cannot sendfile: write the read bytes
     elif done < size:
         raise OSError(errno.EIO, f"a source image shrank while it was packed ({done} of {size})")
-    stat = os.fstat(image.fd)
-    if (stat.st_size, stat.st_mtime_ns) != image.stamp:
-        raise OSError(errno.EIO, "a source image changed while it was packed; run again")
 
 
 def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
@@ -347,8 +356,10 @@ ProgressFn = Callable[[int, int, int], None]
 class _Durability:
     """Checksums and checkpoints, off the writer's path, on two threads of their own.
 
-    The CRC thread hashes each written chunk in order (then hands its read buffer back to `spare`)
-    and closes a segment when it meets a boundary mark; the sync thread makes everything up to the
+    The CRC thread hashes each written chunk in order (then hands its read buffer back to `spare`,
+    and closes the chunk's source files after checking that none changed since it was read, so
+    that the bytes written are the bytes checked and hashed) and closes a segment when it meets a
+    boundary mark; the sync thread makes everything up to the
     mark durable (`fdatasync`) and only then writes the checkpoint. The writer keeps writing while
     the disk catches up, instead of stalling on every sync.
     """
@@ -389,6 +400,11 @@ class _Durability:
                     self._crc = zlib.crc32(buffer, self._crc)
                 item.buffers.clear()
                 self._spare.put(item.storage)
+                changed = item.close_files()
+                if changed and self._error is None:
+                    self._error = OSError(
+                        errno.EIO, f"{changed} changed while it was packed; run the prep again"
+                    )
             self._hashing.task_done()
         self._syncing.put(None)
         self._hashing.task_done()
@@ -503,8 +519,8 @@ def _pack_loop(
     progress: ProgressFn | None,
 ) -> None:
     workers = max(1, workers)
-    # Every chunk in flight holds its images' files open until they are written.
-    window = max(2, min(workers * 2 + 2, _open_file_budget() // CHUNK - 1))
+    # Every chunk with a read buffer holds its images' files open until it is hashed.
+    window = max(2, min(workers * 2 + 2, _open_file_budget() // CHUNK - 4))
     spare: queue.Queue[bytearray] = queue.Queue()
     for _ in range(window + 4):  # more buffers than chunks in flight: a reader never starves
         spare.put(bytearray())
@@ -553,8 +569,9 @@ def _pack_loop(
                     sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
                     state.skipped.append(bad)
                 _write_chunk(rec_fd, chunk)
-            finally:
+            except BaseException:
                 chunk.close_files()
+                raise
             durability.written(chunk)
             base = state.rec_size
             idx_lines.extend(f"{rid}\t{base + offset}\n" for rid, offset in chunk.offsets)
