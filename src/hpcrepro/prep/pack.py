@@ -495,6 +495,12 @@ def pack(
     return state
 
 
+# Read buffers outlive one pack (the val split reuses train's): the first touch of fresh memory
+# (page faults, zeroing) costs more than all the copies into a buffer that is already mapped.
+_idle_buffers: list[bytearray] = []
+_KEPT_BUFFERS = 64
+
+
 def _open_file_budget() -> int:
     """File descriptors this process may still open, after raising its soft limit to the hard."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -522,8 +528,8 @@ def _pack_loop(
     # Every chunk with a read buffer holds its images' files open until it is hashed.
     window = max(2, min(workers * 2 + 2, _open_file_budget() // CHUNK - 4))
     spare: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(window + 4):  # more buffers than chunks in flight: a reader never starves
-        spare.put(bytearray())
+    for _ in range(window + 2):  # more buffers than chunks in flight: a reader never starves
+        spare.put(_idle_buffers.pop() if _idle_buffers else bytearray())
     durability = _Durability(spare, state, rec_fd, idx.fileno(), files.checkpoint)
     segment_start = state.rec_size
     idx_lines: list[str] = []
@@ -593,3 +599,6 @@ def _pack_loop(
             if future.done() and not future.cancelled() and future.exception() is None:
                 future.result().close_files()
         durability.stop()
+        while not spare.empty() and len(_idle_buffers) < _KEPT_BUFFERS:
+            if len(buffer := spare.get()):
+                _idle_buffers.append(buffer)
