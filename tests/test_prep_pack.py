@@ -134,6 +134,28 @@ def test_resume_after_failure_continues_from_checkpoint(tmp_path: Path, monkeypa
     assert [s["offset"] for s in state.segments] == [offsets[i] for i in range(0, 36, 4)]
 
 
+def test_source_changed_between_read_and_copy_stops_the_pack(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The CRC is taken from the bytes read, the output gets the file's bytes: they must agree."""
+    _, entries = _entries(tmp_path)
+    victim = Path(entries[9].source.file)
+    original = victim.read_bytes()
+    real_write = pack_module._write_chunk
+
+    def write_after_a_change(fd: int, chunk) -> None:  # type: ignore[no-untyped-def]
+        if victim.read_bytes() == original:
+            changed = bytearray(original)
+            changed[len(changed) // 2] ^= 0xFF  # same size: only the mtime tells
+            victim.write_bytes(changed)
+            os.utime(victim, ns=(0, os.stat(victim).st_mtime_ns + 1_000_000))
+        real_write(fd, chunk)
+
+    monkeypatch.setattr(pack_module, "_write_chunk", write_after_a_change)
+    files = ShardFiles(tmp_path / "out")
+    with pytest.raises(UserError, match=rf"{victim.name} changed while it was being packed"):
+        pack(entries, files, workers=2)
+    assert not files.done.exists()
+
+
 def test_skip_corrupt_leaves_the_record_out(tmp_path: Path) -> None:
     _, entries = _entries(tmp_path)
     victim = Path(entries[5].source.file)

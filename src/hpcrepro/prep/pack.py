@@ -1,11 +1,12 @@
 """Pack a run of `.lst` entries into `.rec`/`.idx`, byte-identical to `im2rec.py --pass-through`.
 
 Reader threads load and check images in chunks (file reads and `pread` release the GIL); the calling
-thread writes the framed chunks in list order with `writev`, so the JPEG bytes are copied once from
-the page cache to the output and never joined in memory. Every `segment_bytes` the output is synced
-and a checkpoint records how far the run got plus a CRC-32 of the finished segment: a killed run
-truncates back to its last checkpoint and continues there, and the segment checksums become the
-manifest's.
+thread writes the records in list order: headers with `writev`, image bytes with `sendfile` straight
+from the source file, so the JPEG bytes never travel back out of the read buffer. The CRC-32s are
+taken from the read buffers, and a source that changes before it is copied stops the pack. Every
+`segment_bytes` the output is synced and a checkpoint records how far the run got plus a CRC-32 of
+the finished segment: a killed run truncates back to its last checkpoint and continues there, and
+the segment checksums become the manifest's.
 """
 
 from __future__ import annotations
@@ -308,7 +309,15 @@ def _send(fd: int, image: Loaded, piece: bytes | memoryview) -> None:
     if done == 0:
         _write_all(fd, [piece])  # this file system cannot sendfile: write the read bytes
     elif done < size:
-        raise OSError(errno.EIO, f"a source image shrank while it was packed ({done} of {size})")
+        raise _changed_error(image.name)
+
+
+def _changed_error(name: str) -> UserError:
+    return UserError(
+        f"source image {name} changed while it was being packed",
+        hint="let whatever writes to the raw images finish, then run the same command again: "
+        "the prep resumes from its last checkpoint",
+    )
 
 
 def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
@@ -374,7 +383,7 @@ class _Durability:
         self._crc = 0
         self._fds = (rec_fd, idx_fd)
         self._checkpoint = checkpoint
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._hashing: queue.Queue[_Chunk | PackState | None] = queue.Queue()
         self._syncing: queue.Queue[PackState | None] = queue.Queue()
         self._threads = [
@@ -402,9 +411,7 @@ class _Durability:
                 self._spare.put(item.storage)
                 changed = item.close_files()
                 if changed and self._error is None:
-                    self._error = OSError(
-                        errno.EIO, f"{changed} changed while it was packed; run the prep again"
-                    )
+                    self._error = _changed_error(changed)
             self._hashing.task_done()
         self._syncing.put(None)
         self._hashing.task_done()
