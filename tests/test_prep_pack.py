@@ -13,7 +13,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.prep import pack as pack_module
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import build_list, walk_key
-from hpcrepro.prep.pack import ShardFiles, frame_image, pack
+from hpcrepro.prep.pack import ShardFiles, contains_magic, frame_image, pack
 from hpcrepro.prep.shards import JoinFiles, Shard, join, shard_files
 from hpcrepro.prep.sources import read_val_labels, scan_folder
 from hpcrepro.recordio import MAGIC_BYTES, encode_record, iter_records, pack_image, unpack_image
@@ -33,6 +33,20 @@ def test_frame_image_matches_recordio_and_reads_back(size: int, magic_at: int | 
     framed = b"".join(pieces)
     assert framed == encode_record(pack_image(7.0, 1234, data))
     assert length == len(framed) and length % 4 == 0
+
+
+@pytest.mark.parametrize("length", [3, 4, 7, 8, 33, 4096])
+def test_contains_magic_sees_only_whole_aligned_words(length: int) -> None:
+    """dmlc splits a record only at a word-aligned magic number: the fast search must agree."""
+    for at in range(length - 3):
+        buffer = bytearray(length + 8)  # writable: the vectorised path; bytes: the fallback
+        buffer[at : at + 4] = MAGIC_BYTES
+        expected = at % 4 == 0
+        assert contains_magic(memoryview(buffer)[:length]) == expected, at
+        assert contains_magic(memoryview(bytes(buffer[:length]))) == expected, at
+    tail = bytearray(length + 4)
+    tail[length - 2 : length + 2] = MAGIC_BYTES  # crosses the end of the view
+    assert not contains_magic(memoryview(tail)[:length])
 
 
 def test_image_problem_finds_corrupt_images() -> None:
@@ -118,6 +132,28 @@ def test_resume_after_failure_continues_from_checkpoint(tmp_path: Path, monkeypa
     assert state.records == len(entries) and not files.checkpoint.exists()
     offsets = [o for o, _ in iter_records(files.rec)]
     assert [s["offset"] for s in state.segments] == [offsets[i] for i in range(0, 36, 4)]
+
+
+def test_source_changed_between_read_and_copy_stops_the_pack(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The CRC is taken from the bytes read, the output gets the file's bytes: they must agree."""
+    _, entries = _entries(tmp_path)
+    victim = Path(entries[9].source.file)
+    original = victim.read_bytes()
+    real_write = pack_module._write_chunk
+
+    def write_after_a_change(fd: int, chunk) -> None:  # type: ignore[no-untyped-def]
+        if victim.read_bytes() == original:
+            changed = bytearray(original)
+            changed[len(changed) // 2] ^= 0xFF  # same size: only the mtime tells
+            victim.write_bytes(changed)
+            os.utime(victim, ns=(0, os.stat(victim).st_mtime_ns + 1_000_000))
+        real_write(fd, chunk)
+
+    monkeypatch.setattr(pack_module, "_write_chunk", write_after_a_change)
+    files = ShardFiles(tmp_path / "out")
+    with pytest.raises(UserError, match=rf"{victim.name} changed while it was being packed"):
+        pack(entries, files, workers=2)
+    assert not files.done.exists()
 
 
 def test_skip_corrupt_leaves_the_record_out(tmp_path: Path) -> None:

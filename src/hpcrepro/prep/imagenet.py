@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from hpcrepro.prep.listing import (
 from hpcrepro.prep.pack import PackState, pack
 from hpcrepro.prep.shards import JoinFiles, Shard, find_shard_count, join, shard_files
 from hpcrepro.prep.sources import SourceImage, SplitSource, find_train, find_val
-from hpcrepro.prep.verify import SPLITS, check_split, file_entry, quick_check, write_manifest
+from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
 
 WORK_DIR = ".hpcrepro-prep"
 PLAN_VERSION = 1
@@ -98,7 +99,8 @@ def _check_split(source: SplitSource) -> list[ListEntry]:
     return entries
 
 
-def make_plan(request: Request, work: Path, log: Log) -> None:
+def make_plan(request: Request, work: Path, log: Log) -> dict[str, list[ListEntry]]:
+    """List both splits and save the plan; returns the lists (this run need not reread them)."""
     log(f"listing {request.raw} ...")
     train = find_train(request.raw)
     train_entries = _check_split(train)
@@ -137,6 +139,7 @@ def make_plan(request: Request, work: Path, log: Log) -> None:
             f"({source.kind} {source.location})"
         )
     write_json(work / "plan.json", {**_identity(request), "splits": splits})
+    return {"train": train_entries, "val": val_entries}
 
 
 def _identity(request: Request) -> dict[str, Any]:
@@ -233,15 +236,16 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
     if request.out.exists() and not request.out.is_dir():
         raise UserError(f"--out {request.out} is a file", hint="pass a folder (it is created)")
     work, plan = _open_output(request, log)
+    listed: dict[str, list[ListEntry]] = {}
     if plan is None:
         with io_errors("writing the image list", work):
-            make_plan(request, work, log)
+            listed = make_plan(request, work, log)
         plan = read_json(work / "plan.json")
     if request.join_only:
         return _join_and_finish(request, work, plan, log)
     shard = request.shard or Shard(0, 1)
     for split in SPLITS:
-        _pack_split(request, work, plan, split, shard, log)
+        _pack_split(request, work, plan, split, shard, log, listed.get(split))
     if request.shard is not None:
         log(f"shard {shard.index}/{shard.count} done; run with --join once all shards are done")
         return {"status": "shard-done", "shard": f"{shard.index}/{shard.count}"}
@@ -249,7 +253,13 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
 
 
 def _pack_split(
-    request: Request, work: Path, plan: dict[str, Any], split: str, shard: Shard, log: Log
+    request: Request,
+    work: Path,
+    plan: dict[str, Any],
+    split: str,
+    shard: Shard,
+    log: Log,
+    entries: list[ListEntry] | None,
 ) -> None:
     if (work / f"{split}.joined.json").is_file():
         return
@@ -260,7 +270,8 @@ def _pack_split(
     if files.finished() is not None:
         log(f"{split} shard {shard.index}/{shard.count}: already packed, kept")
         return
-    entries = load_entries(work, split, plan["splits"][split])
+    if entries is None:
+        entries = load_entries(work, split, plan["splits"][split])
     start, end = shard.range(len(entries))
     part = entries[start:end]
     needed = sum(e.source.size + _RECORD_OVERHEAD for e in part)
@@ -279,6 +290,33 @@ def _pack_split(
         )
     if state.skipped:
         log(f"{split}: skipped {len(state.skipped)} corrupt images (listed in the manifest)")
+
+
+def _check_packed(folder: Path, split: str, state: PackState, listed: int) -> dict[str, Any]:
+    """Check the packed files against what the packer counted; return the `.idx` manifest entry.
+
+    The records were checksummed as they were written, so nothing rereads the `.rec` here (that
+    is `hpcrepro prep verify --checksums`' job); sizes and counts catch a lost or doubled part.
+    """
+    idx = (folder / f"{split}.idx").read_bytes()
+    problems = []
+    rec_size = (folder / f"{split}.rec").stat().st_size
+    if rec_size != state.rec_size:
+        problems.append(f"{split}.rec has {rec_size} bytes, the packer wrote {state.rec_size}")
+    if len(idx) != state.idx_size or idx.count(b"\n") != state.records:
+        problems.append(f"{split}.idx does not hold the {state.records} lines the packer wrote")
+    if state.records + len(state.skipped) != listed:
+        problems.append(
+            f"{state.records} records and {len(state.skipped)} skipped images "
+            f"for {listed} listed images"
+        )
+    if problems:
+        raise UserError(
+            f"the packed {split} set failed its check: {'; '.join(problems)}",
+            hint="rerun with --restart; if it happens again, report it as a bug",
+        )
+    crc = zlib.crc32(idx)
+    return {"size": len(idx), "segments": [{"offset": 0, "length": len(idx), "crc32": crc}]}
 
 
 def _join_and_finish(
@@ -304,20 +342,9 @@ def _join_and_finish(
     manifest_splits = {}
     for split in SPLITS:
         state, info = states[split], plan["splits"][split]
-        report = check_split(
-            work if (work / f"{split}.rec").exists() else out,
-            split,
-            skipped=len(state.skipped),
-            num_classes=info["classes"],
-        )
-        if report.problem_count:
-            raise UserError(
-                f"the packed {split} set failed its check: {'; '.join(report.problems)}",
-                hint="rerun with --restart; if it happens again, report it as a bug",
-            )
         folder = work if (work / f"{split}.rec").exists() else out
         files[f"{split}.rec"] = {"size": state.rec_size, "segments": state.segments}
-        files[f"{split}.idx"] = file_entry(folder / f"{split}.idx")
+        files[f"{split}.idx"] = _check_packed(folder, split, state, info["images"])
         files[f"{split}.lst"] = file_entry(folder / f"{split}.lst")
         manifest_splits[split] = {
             "images": state.records,
