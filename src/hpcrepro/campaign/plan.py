@@ -227,7 +227,7 @@ def write_script(
     backend: str,
 ) -> None:
     """Render the script of one stage into the campaign's scripts/ folder."""
-    from hpcrepro.render import ShellText, render_template, render_training, sbatch_header
+    from hpcrepro.render import ShellText, render_template, render_training
 
     name = manifest["name"]
     output = str(paths.job_output / f"{stage['name']}-%j.out")
@@ -244,15 +244,7 @@ def write_script(
     elif stage["kind"] == "image":
         from hpcrepro.render import apptainer_image, pyxis_image
 
-        header = sbatch_header(
-            small_job_config(cfg),
-            job_name=job_name,
-            nodes=1,
-            ntasks_per_node=1,
-            time_minutes=IMAGE_STAGE_MINUTES,
-            output=output,
-            gpus=False,
-        )
+        header = one_task_header(small_job_config(cfg), job_name, output, IMAGE_STAGE_MINUTES)
         image = cfg.site.image or ""
         source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
         text = render_template(
@@ -267,15 +259,7 @@ def write_script(
     elif stage["kind"] == "prep":
         text = render_prep(cfg, name, job_name, output)
     else:
-        header = sbatch_header(
-            small_job_config(cfg),
-            job_name=job_name,
-            nodes=1,
-            ntasks_per_node=1,
-            time_minutes=COLLECT_MINUTES,
-            output=output,
-            gpus=False,
-        )
+        header = one_task_header(small_job_config(cfg), job_name, output, COLLECT_MINUTES)
         text = render_template(
             "collect.sbatch.j2",
             header=ShellText(header),
@@ -295,20 +279,27 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) -> str:
-    """The prep stage: `hpcrepro prep imagenet` on the host (no container: it is our own code),
-    one node, exclusive only when the site's jobs are."""
-    from hpcrepro.render import ShellText, render_template, sbatch_header
+def one_task_header(cfg: ResolvedConfig, job_name: str, output: str, minutes: int) -> str:
+    """`#SBATCH` lines of a one-node, one-task helper stage (image, prep, collect): no GPUs."""
+    from hpcrepro.render import sbatch_header
 
-    header = sbatch_header(
+    return sbatch_header(
         cfg,
         job_name=job_name,
         nodes=1,
         ntasks_per_node=1,
-        time_minutes=PREP_STAGE_MINUTES,
+        time_minutes=minutes,
         output=output,
         gpus=False,
     )
+
+
+def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) -> str:
+    """The prep stage: `hpcrepro prep imagenet` on the host (no container: it is our own code),
+    one node, exclusive only when the site's jobs are."""
+    from hpcrepro.render import ShellText, render_template
+
+    header = one_task_header(cfg, job_name, output, PREP_STAGE_MINUTES)
     workers = cfg.site.prep_workers
     if workers:
         header += f"\n#SBATCH --cpus-per-task={workers}"
