@@ -1,12 +1,13 @@
 """Pack a run of `.lst` entries into `.rec`/`.idx`, byte-identical to `im2rec.py --pass-through`.
 
-Reader threads load and check images in chunks (file reads and `pread` release the GIL); the calling
-thread writes the records in list order through a pipe: headers with `write`, image bytes with
-`splice` straight from the source file, so the JPEG bytes never travel back out of the read
-buffer. The CRC-32s are taken from the read buffers, and a source that changes before it is
-copied stops the pack. Every `segment_bytes` the output is synced and a checkpoint records how
-far the run got plus a CRC-32 of the finished segment: a killed run truncates back to its last
-checkpoint and continues there, and the segment checksums become the manifest's.
+Reader threads load and check images in chunks (file reads and `pread` release the GIL), each
+image read straight to where its record goes in the chunk's buffer, its header filled in before
+it: a chunk's records then lie back to back in memory, and the calling thread writes them in list
+order with one `writev` per chunk (64 images), with the GIL released for the whole copy. The
+bytes written are the bytes checked and checksummed. Every `segment_bytes` the output is synced
+and a checkpoint records how far the run got plus a CRC-32 of the finished segment: a killed run
+truncates back to its last checkpoint and continues there, and the segment checksums become the
+manifest's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
+import mmap
 import os
 import queue
-import resource
 import struct
 import sys
 import threading
@@ -40,10 +40,13 @@ from hpcrepro.recordio import IR_HEADER, MAGIC, MAGIC_BYTES, encode_record
 
 CHUNK = 64
 SEGMENT_BYTES = 1 << 30
-_LREC_HEADER = struct.Struct("<II")
+# magic, lrec, then im2rec's IRHeader (flag, label, id, id2): what precedes every image
+_RECORD_HEAD = struct.Struct("<IIIfQQ")
+RECORD_HEADER = _RECORD_HEAD.size
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 _IOV_MAX = 1024
-_PIPE_BYTES = 1 << 20  # Linux's default limit for unprivileged users
+_DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths: a page, which every file system accepts
+_STAGING_BYTES = 8 << 20
 
 
 def _libc_wmemchr() -> Callable[[int, int], int | None] | None:
@@ -101,15 +104,11 @@ class PackState:
 
 @dataclass
 class Loaded:
-    """An image read into a chunk's buffer: its span there and the file it came from."""
+    """An image read into a chunk's buffer: `storage[start:end]`, with room for its header
+    (`RECORD_HEADER` bytes) just before it and for its padding just after it."""
 
     start: int
     end: int
-    fd: int
-    offset: int
-    own: bool  # the fd is this image's alone (closed after writing), not a shared tar's
-    stamp: tuple[int, int]  # size and mtime of the file when it was read
-    name: str
 
 
 class SourceReader:
@@ -132,12 +131,14 @@ class SourceReader:
     def read_many(
         self, images: Sequence[SourceImage], storage: bytearray
     ) -> tuple[bytearray, list[Loaded | OSError]]:
-        """Read images back to back into `storage` (or a larger replacement, returned).
+        """Read images into `storage` (or a larger replacement, returned) where their records go.
 
-        All reads are announced first (POSIX_FADV_WILLNEED) so the disk can overlap them. Reading
-        into a reused buffer avoids fresh page faults for every image, which cost more than the
-        copy itself. Each image becomes a `Loaded` (its span of the buffer and the open file the
-        writer copies it from), or the error it raised. The caller closes the loaded files.
+        Each image lands `RECORD_HEADER` bytes after the end of the previous record, so once the
+        headers are filled in, the chunk's records lie back to back in the buffer exactly as in
+        the `.rec`: one write puts them all out, and the bytes written are the bytes checked
+        and checksummed. All reads are announced first (POSIX_FADV_WILLNEED) so the disk can
+        overlap them; the buffer is reused because fresh memory's page faults cost more than
+        the copy itself. Each image becomes a `Loaded`, or the error it raised.
         """
         opened: list[int | OSError] = []
         for image in images:
@@ -153,7 +154,7 @@ class SourceReader:
             opened.append(fd)
             with contextlib.suppress(OSError):  # only a hint; some file systems refuse it
                 os.posix_fadvise(fd, max(image.offset, 0), image.size, os.POSIX_FADV_WILLNEED)
-        needed = sum(image.size + 3 for image in images)
+        needed = sum(RECORD_HEADER + image.size + 3 for image in images)
         if len(storage) < needed:
             storage = bytearray(needed + needed // 4)
         loaded: list[Loaded | OSError] = []
@@ -164,20 +165,19 @@ class SourceReader:
                 continue
             own = image.offset < 0
             try:
-                stat = os.fstat(handle)
-                size = stat.st_size if own else image.size
-                if cursor + size > len(storage):  # the file grew since it was listed
-                    storage = storage[:cursor] + bytearray(size + 3 + len(storage))
-                _read_into(handle, image, memoryview(storage)[cursor : cursor + size])
+                size = os.fstat(handle).st_size if own else image.size
+                start = cursor + RECORD_HEADER
+                if start + size + 3 > len(storage):  # the file grew since it was listed
+                    storage = storage[:cursor] + bytearray(RECORD_HEADER + size + 3 + len(storage))
+                _read_into(handle, image, memoryview(storage)[start : start + size])
             except OSError as error:
-                if own:
-                    os.close(handle)
                 loaded.append(error)
                 continue
-            stamp = (stat.st_size, stat.st_mtime_ns)
-            start, end = cursor, cursor + size
-            loaded.append(Loaded(start, end, handle, max(image.offset, 0), own, stamp, image.file))
-            cursor = (end + 3) & ~3  # images start word-aligned for the magic-number search
+            finally:
+                if own:
+                    os.close(handle)
+            loaded.append(Loaded(start, start + size))
+            cursor = (start + size + 3) & ~3  # records, and so images, stay word-aligned
         return storage, loaded
 
     def close(self) -> None:
@@ -202,176 +202,90 @@ def _read_into(fd: int, image: SourceImage, target: memoryview) -> None:
 @dataclass
 class _Chunk:
     count: int
-    buffers: list[bytes | memoryview]  # the framed records: what the CRC sees
-    sends: dict[int, Loaded]  # buffers[i] is copied in the kernel from this image's file
+    buffers: list[bytes | memoryview]  # the chunk's records, in order: what is written and CRC'd
     offsets: list[tuple[int, int]]  # (record id, offset inside this chunk)
     skipped: list[dict[str, str]]
     size: int
     storage: bytearray
 
-    def close_files(self) -> str | None:
-        """Close the images' files; names a file that changed since it was read, if any."""
-        changed = None
-        for loaded in self.sends.values():
-            stat = os.fstat(loaded.fd)
-            if (stat.st_size, stat.st_mtime_ns) != loaded.stamp:
-                changed = changed or loaded.name
-            if loaded.own:
-                os.close(loaded.fd)
-        self.sends.clear()
-        return changed
 
+def frame_in_place(storage: bytearray, image: Loaded, label: int, index: int) -> bytes | None:
+    """Make `storage[image.start - RECORD_HEADER : align4(image.end)]` im2rec's exact record.
 
-def frame_image(label: int, index: int, data: bytes, out: list[bytes | memoryview]) -> int:
-    """Append the framed record's pieces to `out` and return its size (im2rec's exact bytes)."""
-    return _frame(label, index, memoryview(data), out)
-
-
-def _frame(label: int, index: int, view: memoryview, out: list[bytes | memoryview]) -> int:
-    header = IR_HEADER.pack(0, float(label), index, 0)
-    if contains_magic(view) or MAGIC_BYTES in header:
-        # Rare: the magic number inside the payload forces dmlc's split-record framing.
-        framed = encode_record(header + view.tobytes())
-        out.append(framed)
-        return len(framed)
-    length = IR_HEADER.size + len(view)
-    out.append(_LREC_HEADER.pack(MAGIC, length) + header)
-    out.append(view)
+    Fills in the magic, length and image header before the image and zeroes its padding.
+    Returns None when that span is the record, or the record's bytes when the magic number
+    inside the payload forces dmlc's split-record framing (rare), which cannot be done in place.
+    """
+    head = image.start - RECORD_HEADER
+    length = IR_HEADER.size + image.end - image.start
+    _RECORD_HEAD.pack_into(storage, head, MAGIC, length, 0, float(label), index, 0)
+    view = memoryview(storage)
+    if contains_magic(view[image.start : image.end]) or MAGIC_BYTES in view[head + 8 : image.start]:
+        return encode_record(bytes(view[head + 8 : image.end]))
     pad = -length % 4
-    if pad:
-        out.append(_PADDING[pad])
-    return 8 + length + pad
+    storage[image.end : image.end + pad] = _PADDING[pad]
+    return None
+
+
+def frame_image(label: int, index: int, data: bytes) -> bytes:
+    """The record im2rec writes for one image (framed in a buffer of its own)."""
+    storage = bytearray(RECORD_HEADER + len(data) + 3)
+    image = Loaded(RECORD_HEADER, RECORD_HEADER + len(data))
+    storage[image.start : image.end] = data
+    split = frame_in_place(storage, image, label, index)
+    if split is not None:
+        return split
+    return bytes(storage[: (image.end + 3) & ~3])
 
 
 def _load_chunk(
     entries: Sequence[ListEntry], reader: SourceReader, spare: queue.Queue[bytearray]
 ) -> _Chunk:
+    """Read and check a chunk's images and frame them in their buffer: what the writer writes.
+
+    Records framed in place lie back to back, so the chunk is usually one buffer; a corrupt
+    image leaves a gap and a split record is its own buffer.
+    """
     storage, loaded = reader.read_many([e.source for e in entries], spare.get())
     buffers: list[bytes | memoryview] = []
-    sends: dict[int, Loaded] = {}
     offsets = []
     skipped = []
     size = 0
     whole = memoryview(storage)
+    run_start = run_end = 0  # the records framed in place since the last gap
+
+    def end_run() -> None:
+        if run_end > run_start:
+            buffers.append(whole[run_start:run_end])
+
     for entry, image in zip(entries, loaded, strict=True):
         if isinstance(image, OSError):
             skipped.append({"path": entry.relpath, "reason": f"cannot read: {image.strerror}"})
             continue
         problem = image_problem(storage, image.start, image.end)
         if problem:
-            if image.own:
-                os.close(image.fd)
             skipped.append({"path": entry.relpath, "reason": problem})
             continue
         offsets.append((entry.index, size))
-        first = len(buffers)
-        size += _frame(entry.label, entry.index, whole[image.start : image.end], buffers)
-        if len(buffers) > first + 1:
-            sends[first + 1] = image  # header, payload[, padding]: the payload is sent
-        elif image.own:
-            os.close(image.fd)  # split-record framing: written from memory
-    return _Chunk(len(entries), buffers, sends, offsets, skipped, size, storage)
-
-
-_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV}
-
-
-def _write_chunk(fd: int, chunk: _Chunk) -> None:
-    """Write a chunk's records at the file position through a pipe; payloads stay in the kernel.
-
-    Headers go into the pipe with `write`, image bytes with `splice` from the source file's page
-    cache, and the pipe drains into the `.rec` with one `splice` per megabyte: a page-cache copy
-    like `sendfile`'s, but with one file write per megabyte instead of two per image (35 % less
-    writer time). The bytes checked and checksummed are the ones read; a source that changes in
-    between (size or mtime) stops the pack (see `_Durability`).
-    """
-    with _Pipe(fd) as pipe:
-        for number, piece in enumerate(chunk.buffers):
-            image = chunk.sends.get(number)
-            if image is None:
-                pipe.put(piece)
-            else:
-                pipe.send(image, piece)
-
-
-class _Pipe:
-    """A pipe that collects a chunk's pieces and splices them into the output file."""
-
-    def __init__(self, fd: int) -> None:
-        self._out = fd
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a larger pipe where the system allows it
-            fcntl.fcntl(self._write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        self._held = 0
-
-    def __enter__(self) -> _Pipe:
-        return self
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        try:
-            if error is None:
-                self._drain()
-        finally:
-            os.close(self._read)
-            os.close(self._write)
-
-    def put(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                step = os.write(self._write, view)
-            except BlockingIOError:
-                self._drain()
-                continue
-            self._held += step
-            view = view[step:]
-
-    def send(self, image: Loaded, piece: bytes | memoryview) -> None:
-        done, size = 0, len(piece)
-        while done < size:
-            try:
-                step = os.splice(
-                    image.fd, self._write, size - done, offset_src=image.offset + done,
-                    flags=os.SPLICE_F_NONBLOCK,
-                )  # fmt: skip
-            except BlockingIOError:
-                self._drain()
-                continue
-            except OSError as error:
-                if done or error.errno not in _NO_SENDFILE:
-                    raise
-                self.put(piece)  # this file system cannot splice: write the read bytes
-                return
-            if step == 0:
-                raise _changed_error(image.name)
-            done += step
-            self._held += step
-
-    def _drain(self) -> None:
-        while self._held:
-            try:
-                step = os.splice(self._read, self._out, self._held)
-            except OSError as error:
-                if error.errno not in _NO_SENDFILE:
-                    raise
-                step = self._copy_out()  # the output's file system cannot splice
-            self._held -= step
-
-    def _copy_out(self) -> int:
-        data = os.read(self._read, self._held)
-        _write_all(self._out, [data])
-        return len(data)
-
-
-def _changed_error(name: str) -> UserError:
-    return UserError(
-        f"source image {name} changed while it was being packed",
-        hint="let whatever writes to the raw images finish, then run the same command again: "
-        "the prep resumes from its last checkpoint",
-    )
+        head = image.start - RECORD_HEADER
+        split = frame_in_place(storage, image, entry.label, entry.index)
+        if split is None:
+            if head != run_end:
+                end_run()
+                run_start = head
+            run_end = (image.end + 3) & ~3
+            size += run_end - head
+        else:
+            end_run()
+            run_start = run_end = 0
+            buffers.append(split)
+            size += len(split)
+    end_run()
+    return _Chunk(len(entries), buffers, offsets, skipped, size, storage)
 
 
 def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
+    """Write the buffers at the file position: one system call per chunk in the common case."""
     for start in range(0, len(buffers), _IOV_MAX):
         batch = buffers[start : start + _IOV_MAX]
         written = os.writev(fd, batch)
@@ -413,36 +327,153 @@ class ShardFiles:
 ProgressFn = Callable[[int, int, int], None]
 
 
-class _Durability:
-    """Checksums and checkpoints, off the writer's path, on two threads of their own.
+class _RecFile:
+    """The `.rec` being appended to, from `size` bytes on.
 
-    The CRC thread hashes each written chunk in order (then hands its read buffer back to `spare`,
-    and closes the chunk's source files after checking that none changed since it was read, so
-    that the bytes written are the bytes checked and hashed) and closes a segment when it meets a
-    boundary mark; the sync thread makes everything up to the
-    mark durable (`fdatasync`) and only then writes the checkpoint. The writer keeps writing while
-    the disk catches up, instead of stalling on every sync.
+    Where the file system allows it, records go out with O_DIRECT from a page-aligned staging
+    buffer. A data set is written once and read by other jobs: putting 140 GB through the page
+    cache costs a page allocation and a copy for every byte (the largest part of the pack's CPU in
+    profiles, and many times more on VMs whose memory the host backs lazily) and evicts what the
+    readers have cached. Direct writes start and end on block boundaries, so the last partial
+    block stays in the staging buffer and is written zero-padded whenever the file must hold
+    everything so far (`flush`); `close` cuts the padding off. Where O_DIRECT is refused
+    (tmpfs, some network or FUSE file systems), plain buffered writes.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.size = size
+        self._base = size - size % _DIRECT_ALIGN  # file offset of the staging buffer's start
+        self._fill = size - self._base
+        self._staging = memoryview(mmap.mmap(-1, _STAGING_BYTES))
+        self._direct: int | None = None
+        try:
+            os.ftruncate(self.fd, size)
+            direct_flag = getattr(os, "O_DIRECT", 0)
+            with contextlib.suppress(OSError):
+                self._direct = os.open(path, os.O_WRONLY | direct_flag) if direct_flag else None
+            if self._direct is None:
+                os.lseek(self.fd, size, os.SEEK_SET)
+            elif self._fill:  # resuming inside a block: it is rewritten whole
+                _read_exactly(self.fd, self._staging[: self._fill], self._base)
+        except BaseException:
+            self.close()
+            raise
+
+    def append(self, buffers: list[bytes | memoryview]) -> None:
+        for number, piece in enumerate(buffers):
+            view = memoryview(piece)
+            while view and self._direct is not None:
+                step = min(_STAGING_BYTES - self._fill, len(view))
+                self._staging[self._fill : self._fill + step] = view[:step]
+                self._fill += step
+                self.size += step
+                view = view[step:]
+                if self._fill == _STAGING_BYTES:
+                    self._write_staging(_STAGING_BYTES)
+                    if self._direct is not None:
+                        self._base, self._fill = self._base + _STAGING_BYTES, 0
+            if self._direct is None:  # from the start, or since direct writes were refused
+                rest = [view, *buffers[number + 1 :]]
+                _write_all(self.fd, rest)
+                self.size += sum(map(len, rest))
+                return
+
+    def flush(self) -> None:
+        """Put everything appended so far into the file (a direct write's last block padded)."""
+        if self._direct is not None and self._fill:
+            end = -(-self._fill // _DIRECT_ALIGN) * _DIRECT_ALIGN
+            self._staging[self._fill : end] = bytes(end - self._fill)
+            self._write_staging(end)
+
+    def _write_staging(self, length: int) -> None:
+        """Write the staging buffer's first `length` bytes to where it belongs in the file."""
+        assert self._direct is not None
+        try:
+            done = os.pwrite(self._direct, self._staging[:length], self._base)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            done = 0  # the file system takes O_DIRECT at open but not for writes
+        if done < length:  # refused or short (a full disk): buffered, which says why
+            self._switch_to_buffered()
+
+    def _switch_to_buffered(self) -> None:
+        assert self._direct is not None
+        os.close(self._direct)
+        self._direct = None
+        os.lseek(self.fd, self._base, os.SEEK_SET)
+        _write_all(self.fd, [self._staging[: self._fill]])
+        self._base, self._fill = self.size, 0
+
+    def close(self) -> None:
+        """Flush, cut off a direct write's padding and close (also after an error)."""
+        try:
+            self.flush()
+            os.ftruncate(self.fd, self.size)
+        finally:
+            if self._direct is not None:
+                os.close(self._direct)
+                self._direct = None
+            os.close(self.fd)
+
+
+def _read_exactly(fd: int, target: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(target):
+        got = os.preadv(fd, [target[done:]], offset + done)
+        if got == 0:
+            raise OSError(errno.EIO, f"file ends early ({done} of {len(target)} bytes)")
+        done += got
+
+
+class _Output:
+    """Writing, checksums and checkpoints, off the reading path, on three threads in a row.
+
+    The write thread appends each chunk's records to the `.rec`; the CRC thread then hashes the
+    chunk (and hands its read buffer back to `spare`) and closes a segment when it meets a
+    boundary mark, which the write thread passes on only once the file holds everything before it;
+    the sync thread makes everything up to the mark durable (`fdatasync`) and only then writes
+    the checkpoint. Reading and checking go on while the disk catches up.
     """
 
     def __init__(
-        self, spare: queue.Queue[bytearray], state: PackState, rec_fd: int, idx_fd: int,
+        self, spare: queue.Queue[bytearray], state: PackState, rec: _RecFile, idx_fd: int,
         checkpoint: Path,
     ) -> None:  # fmt: skip
         self._spare = spare
         self._segments = list(state.segments)
         self._start = state.rec_size
         self._crc = 0
-        self._fds = (rec_fd, idx_fd)
+        self._rec = rec
+        self._fds = (rec.fd, idx_fd)
         self._checkpoint = checkpoint
-        self._error: Exception | None = None
+        self._error: BaseException | None = None
+        self._writing: queue.Queue[_Chunk | PackState | None] = queue.Queue()
         self._hashing: queue.Queue[_Chunk | PackState | None] = queue.Queue()
         self._syncing: queue.Queue[PackState | None] = queue.Queue()
         self._threads = [
+            threading.Thread(target=self._write, name="prep-write", daemon=True),
             threading.Thread(target=self._hash, name="prep-crc", daemon=True),
             threading.Thread(target=self._sync, name="prep-sync", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
+
+    def _write(self) -> None:
+        while (item := self._writing.get()) is not None:
+            try:
+                if self._error is None:
+                    if isinstance(item, PackState):
+                        self._rec.flush()
+                    else:
+                        self._rec.append(item.buffers)
+            except OSError as error:
+                self._error = error
+            self._hashing.put(item)
+            self._writing.task_done()
+        self._hashing.put(None)
+        self._writing.task_done()
 
     def _hash(self) -> None:
         while (item := self._hashing.get()) is not None:
@@ -460,9 +491,6 @@ class _Durability:
                     self._crc = zlib.crc32(buffer, self._crc)
                 item.buffers.clear()
                 self._spare.put(item.storage)
-                changed = item.close_files()
-                if changed and self._error is None:
-                    self._error = _changed_error(changed)
             self._hashing.task_done()
         self._syncing.put(None)
         self._hashing.task_done()
@@ -479,21 +507,22 @@ class _Durability:
             self._syncing.task_done()
         self._syncing.task_done()
 
-    def written(self, chunk: _Chunk) -> None:
-        self._hashing.put(chunk)
+    def write(self, chunk: _Chunk) -> None:
+        self.raise_error()
+        self._writing.put(chunk)
 
     def mark(self, state: PackState) -> None:
         """A segment ends here: checksum it and checkpoint `state` once it is on disk."""
         self.raise_error()
         snapshot = PackState.from_json(state.to_json())
         snapshot.skipped = list(state.skipped)
-        self._hashing.put(snapshot)
+        self._writing.put(snapshot)
 
     def finish(self, state: PackState) -> None:
         """Close the last segment, wait until it is durable, and put the segments into `state`."""
         self.mark(state)
-        self._hashing.join()
-        self._syncing.join()
+        for stage in (self._writing, self._hashing, self._syncing):
+            stage.join()
         self.raise_error()
         state.segments = list(self._segments)
 
@@ -502,7 +531,7 @@ class _Durability:
             raise self._error
 
     def stop(self) -> None:
-        self._hashing.put(None)
+        self._writing.put(None)
         for thread in self._threads:
             thread.join()
 
@@ -526,17 +555,15 @@ def pack(
     if not files.rec.exists() or files.rec.stat().st_size < state.rec_size:
         state = PackState()  # the checkpoint refers to data that is gone: start over
     reader = SourceReader()
-    rec_fd = os.open(files.rec, os.O_WRONLY | os.O_CREAT, 0o644)
+    rec = _RecFile(files.rec, state.rec_size)
     try:
-        os.ftruncate(rec_fd, state.rec_size)
-        os.lseek(rec_fd, state.rec_size, os.SEEK_SET)
         with open(files.idx, "ab") as idx:
             idx.truncate(state.idx_size)
             idx.seek(state.idx_size)
             _pack_loop(
                 entries,
                 reader,
-                rec_fd,
+                rec,
                 idx,
                 files,
                 state,
@@ -545,8 +572,13 @@ def pack(
                 segment_bytes,
                 progress,
             )
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error being raised says more
+            rec.close()
+        raise
+    else:
+        rec.close()
     finally:
-        os.close(rec_fd)
         reader.close()
     write_json(files.done, state.to_json())
     files.checkpoint.unlink(missing_ok=True)
@@ -559,21 +591,10 @@ _idle_buffers: list[bytearray] = []
 _KEPT_BUFFERS = 64
 
 
-def _open_file_budget() -> int:
-    """File descriptors this process may still open, after raising its soft limit to the hard."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        with contextlib.suppress(ValueError, OSError):
-            wanted = 1 << 16 if hard == resource.RLIM_INFINITY else hard
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-    return soft - 128  # stdio, tars, outputs, the interpreter's own
-
-
 def _pack_loop(
     entries: Sequence[ListEntry],
     reader: SourceReader,
-    rec_fd: int,
+    rec: _RecFile,
     idx: Any,
     files: ShardFiles,
     state: PackState,
@@ -583,12 +604,11 @@ def _pack_loop(
     progress: ProgressFn | None,
 ) -> None:
     workers = max(1, workers)
-    # Every chunk with a read buffer holds its images' files open until it is hashed.
-    window = max(2, min(workers * 2 + 2, _open_file_budget() // CHUNK - 4))
+    window = workers * 2 + 2  # chunks read ahead of the writer
     spare: queue.Queue[bytearray] = queue.Queue()
     for _ in range(window + 2):  # more buffers than chunks in flight: a reader never starves
         spare.put(_idle_buffers.pop() if _idle_buffers else bytearray())
-    durability = _Durability(spare, state, rec_fd, idx.fileno(), files.checkpoint)
+    output = _Output(spare, state, rec, idx.fileno(), files.checkpoint)
     segment_start = state.rec_size
     idx_lines: list[str] = []
 
@@ -599,9 +619,9 @@ def _pack_loop(
         idx.flush()
         state.idx_size = idx.tell()
         if final:
-            durability.finish(state)
+            output.finish(state)
         else:
-            durability.mark(state)
+            output.mark(state)
         segment_start = state.rec_size
 
     starts = iter(range(state.position, len(entries), CHUNK))
@@ -620,23 +640,18 @@ def _pack_loop(
                 pending.append(
                     pool.submit(_load_chunk, entries[following : following + CHUNK], reader, spare)
                 )
-            try:
-                for bad in chunk.skipped:
-                    if on_corrupt == "fail":
-                        boundary(final=True)
-                        raise UserError(
-                            f"corrupt image {bad['path']}: {bad['reason']}",
-                            hint="replace the file, or pass --on-corrupt skip to leave it out "
-                            "(it is then listed in the manifest); the prep resumes where it "
-                            "stopped",
-                        )
-                    sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
-                    state.skipped.append(bad)
-                _write_chunk(rec_fd, chunk)
-            except BaseException:
-                chunk.close_files()
-                raise
-            durability.written(chunk)
+            for bad in chunk.skipped:
+                if on_corrupt == "fail":
+                    boundary(final=True)
+                    raise UserError(
+                        f"corrupt image {bad['path']}: {bad['reason']}",
+                        hint="replace the file, or pass --on-corrupt skip to leave it out "
+                        "(it is then listed in the manifest); the prep resumes where it "
+                        "stopped",
+                    )
+                sys.stderr.write(f"warning: skipped {bad['path']}: {bad['reason']}\n")
+                state.skipped.append(bad)
+            output.write(chunk)
             base = state.rec_size
             idx_lines.extend(f"{rid}\t{base + offset}\n" for rid, offset in chunk.offsets)
             state.rec_size += chunk.size
@@ -653,10 +668,7 @@ def _pack_loop(
         for _ in range(workers):  # unblock readers waiting for a buffer after an error
             spare.put(bytearray())
         pool.shutdown(wait=True, cancel_futures=True)
-        for future in pending:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                future.result().close_files()
-        durability.stop()
+        output.stop()
         while not spare.empty() and len(_idle_buffers) < _KEPT_BUFFERS:
             if len(buffer := spare.get()):
                 _idle_buffers.append(buffer)
