@@ -132,7 +132,8 @@ def test_resume_after_failure_continues_from_checkpoint(tmp_path: Path, monkeypa
     assert [s["offset"] for s in state.segments] == [offsets[i] for i in range(0, 36, 4)]
 
 
-def test_source_changed_after_its_read_does_not_reach_the_output(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_source_changed_after_its_read_does_not_reach_the_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Records are written from the bytes read, checked and checksummed, not reread from the
     source: an image rewritten after its read leaves the output (and its CRC) consistent."""
     _, entries = _entries(tmp_path)
@@ -208,7 +209,8 @@ def test_split_records_in_output(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_rec_file_writes_exactly_the_appended_bytes(tmp_path: Path, monkeypatch, direct: bool) -> None:  # type: ignore[no-untyped-def]
+def test_rec_file_writes_exactly_the_appended_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool) -> None:
     """Direct writes go through a staging buffer in whole blocks, flushes pad the last block and
     resumes start inside a block: the file must hold the appended bytes and nothing else."""
     monkeypatch.setattr(pack_module, "_STAGING_BYTES", 3 * 4096)

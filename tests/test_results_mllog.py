@@ -109,6 +109,43 @@ def test_block_boundaries_and_lines_longer_than_a_block(tmp_path: Path,
     assert problems == []
 
 
+def test_lines_longer_than_max_line_are_not_kept_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crashed node can leave gigabytes of NUL bytes without a line break: the reader keeps at
+    most MAX_LINE bytes of a line, still finds a short record at its end, reports a record longer
+    than MAX_LINE with its line, and goes on with the right line numbers."""
+    monkeypatch.setattr(mllog, "BLOCK_SIZE", 256)
+    monkeypatch.setattr(mllog, "MAX_LINE", 4096)
+    giant_record = rec("eval_accuracy", "y" * 9000, 5, epoch_num=1)
+    log = tmp_path / "padded.log"
+    log.write_bytes("\n".join([
+        rec("init_start", None, 1),
+        "\0" * 20_000 + rec("eval_accuracy", 0.5, 2, epoch_num=1),  # garbage, then a record
+        giant_record,
+        rec("run_stop", None, 9, status="success"),
+        "\0" * 30_000,  # padding up to the end of the file
+    ]).encode())
+    kept: list[int] = []
+    real_long_line = mllog.BlockReader._long_line
+
+    def spy(self: mllog.BlockReader, buf: bytes) -> tuple[bytes, bool]:
+        carry, skipping = real_long_line(self, buf)
+        kept.append(len(carry))
+        return carry, skipping
+
+    monkeypatch.setattr(mllog.BlockReader, "_long_line", spy)
+    records, problems = read(log)
+    assert [(r.key, r.line) for r in records] == [("init_start", 1), ("eval_accuracy", 2),
+                                                  ("run_stop", 4)]
+    assert [(p.line, p.official_parse_error) for p in problems] == [(3, True)]
+    assert "longer than" in problems[0].message
+    assert kept and max(kept) <= 4096
+    result = summarize_run(log)
+    assert result.run_stop and result.best_accuracy == 0.5
+    assert [(p.line, p.message) for p in result.problems] == [(p.line, p.message)
+                                                              for p in problems]
+
+
 def test_raw_multi_rank_log_scores_like_the_clean_file(research: Path, tmp_path: Path) -> None:  # noqa: F811
     clean = research / EOS_N8 / "result_0.txt"
     raw = rawify(clean, tmp_path / "raw.log", ranks=4)

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 _fast_loads: Callable[[bytes], Any]
 try:  # orjson is several times faster; json stays the reference for anything it rejects
@@ -27,6 +27,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 TOKEN = b":::MLLOG "
 BLOCK_SIZE = 8 << 20
+# A line longer than this holds no usable record (real records are < 1 kB): it is not kept in
+# memory, so a log padded with NUL bytes after a crash cannot exhaust it.
+MAX_LINE = 16 << 20
 # str.strip() whitespace within latin-1/ASCII that bytes.strip() would miss.
 _STRIP = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 _DECODER = json.JSONDecoder()
@@ -99,6 +102,64 @@ def _to_record(obj: Any, line: int, official: bool) -> Record | str:
     )
 
 
+class BlockReader:
+    """Read a log in blocks that end at a line break (`\\n` or `\\r`), never holding a whole line
+    longer than `MAX_LINE` in memory.
+
+    Iterating yields `(buffer, end, final)`: `buffer[:end]` is whole lines (or the rest of the
+    file when `final`), and `line` is the line number of `buffer[0]`. A line longer than
+    `MAX_LINE` keeps only its tail from its last `:::MLLOG ` on; if that record alone is longer,
+    it is reported and skipped up to the next line break.
+    """
+
+    def __init__(self, handle: BinaryIO, name: str, report: ProblemSink, line: int = 1) -> None:
+        self.handle, self.name, self.report = handle, name, report
+        self.line = line
+
+    def __iter__(self) -> Iterator[tuple[bytes, int, bool]]:
+        read = self.handle.read
+        carry = b""
+        skipping = False  # inside a record longer than MAX_LINE: drop bytes up to a line break
+        final = False
+        while not final:
+            block = read(BLOCK_SIZE)
+            final = not block
+            if 0 < len(block) < BLOCK_SIZE:  # most logs fit one block: then no cut, carry
+                more = read(BLOCK_SIZE)  # or newline count is needed
+                final = not more
+                block += more
+            if skipping:
+                found = [at for at in (block.find(b"\n"), block.find(b"\r")) if at != -1]
+                if not found:
+                    continue
+                block, skipping = block[min(found) :], False
+            buf = carry + block if carry else block
+            end = len(buf)
+            if not final:
+                cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+                if cut == -1:  # no line break yet: keep reading, up to MAX_LINE
+                    carry, skipping = self._long_line(buf)
+                    continue
+                end = cut + 1
+            yield buf, end, final
+            if not final:
+                self.line += buf.count(b"\n", 0, end)
+                carry = buf[end:]
+
+    def _long_line(self, buf: bytes) -> tuple[bytes, bool]:
+        """What to keep of a line without a break so far: (carry, skip the rest of the line)."""
+        if len(buf) <= MAX_LINE:
+            return buf, False
+        last = buf.rfind(TOKEN)
+        if last == -1:
+            return buf[-(len(TOKEN) - 1) :], False  # a token may straddle the next block
+        if len(buf) - last <= MAX_LINE:
+            return buf[last:], False
+        self.report(Problem(self.name, self.line, f"MLLOG record longer than {MAX_LINE >> 20} "
+                            "MiB (no line break): skipped", True))
+        return b"", True
+
+
 def iter_records(
     path: str | Path, on_problem: ProblemSink | None = None, *, start: int = 0
 ) -> Iterator[Record]:
@@ -109,26 +170,14 @@ def iter_records(
     """
     name = str(path)
     report: ProblemSink = on_problem or (lambda _p: None)
-    line_no = 1  # line number at byte `counted` of the current buffer
     copies = _RecentRecords()
     with open(path, "rb") as handle:
         if start:
             handle.seek(start)
-        carry = b""
-        final = False
-        while not final:
-            block = handle.read(BLOCK_SIZE)
-            buf = carry + block if carry else block
-            final = not block
-            end = len(buf)
-            if not final:
-                cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-                if cut == -1:  # one line longer than the block: keep reading
-                    carry = buf
-                    continue
-                end = cut + 1
+        blocks = BlockReader(handle, name, report)
+        for buf, end, _final in blocks:
             find, count = buf.find, buf.count
-            counted = 0
+            line_no, counted = blocks.line, 0
             pos = find(TOKEN, 0, end)
             while pos != -1:
                 line_no += count(b"\n", counted, pos)
@@ -161,8 +210,6 @@ def iter_records(
                 if record is not None:
                     yield record
                 pos = find(TOKEN, eol, end)
-            line_no += count(b"\n", counted, end)
-            carry = buf[end:]
 
 
 class _RecentRecords:

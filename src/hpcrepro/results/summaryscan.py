@@ -102,26 +102,10 @@ class SummaryScan:
         feed_copy = self.feed_copy
         findall = _RECORD.findall
         official = 0
-        first_line = 1
         with open(self.path, "rb") as handle:
-            carry = b""
-            final = False
-            while not final:
-                block = handle.read(mllog.BLOCK_SIZE)
-                final = not block
-                if 0 < len(block) < mllog.BLOCK_SIZE:  # most logs fit one block: then no cut,
-                    more = handle.read(mllog.BLOCK_SIZE)  # carry or newline count is needed
-                    final = not more
-                    block += more
-                buf = carry + block if carry else block
-                end = len(buf)
-                if not final:
-                    cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-                    if cut == -1:  # one line longer than the block: keep reading
-                        carry = buf
-                        continue
-                    end = cut + 1
-                lines = _LineFinder(buf, end, first_line)
+            blocks = mllog.BlockReader(handle, self.name, self.report)
+            for buf, end, _final in blocks:
+                lines = _LineFinder(buf, end, blocks.line)
                 for index, (head, digits, rest, other) in enumerate(findall(buf, 0, end)):
                     if head:
                         copy_key = rest if head == _PLAIN_HEAD else head + rest
@@ -156,9 +140,6 @@ class SummaryScan:
                         self.official = official
                         yield result
                 self.official = official
-                if not final:
-                    first_line += buf.count(b"\n", 0, end)
-                    carry = buf[end:]
 
     def _settle(self, payload: bytes, copy_key: bytes, digits: bytes, lines: _LineFinder,
                 index: int) -> Record | bool:
