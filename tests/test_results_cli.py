@@ -199,3 +199,19 @@ def test_campaign_void_runs_are_listed_but_not_scored(research: Path, tmp_path: 
     assert names == [f"run-{i:02d}.log" for i in range(1, 6)]
     assert report["summary"]["score_minutes"] == pytest.approx(2.516126, abs=1e-6)
     assert any("run-06.log" in s and "void" in s for s in report["summary"]["skipped"])
+
+
+def test_unreadable_and_dangling_logs_are_reported_not_fatal(research: Path,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    shutil.copytree(research / EOS_N8, folder)
+    (folder / "result_7.txt").symlink_to(tmp_path / "moved-away.txt")
+    (folder / "result_8.txt").symlink_to(folder)  # a link to a folder: also a loop
+    code, out, err = run_cli("collect", str(folder), "--version", "r4.0", "--format", "json",
+                             "--no-official-check")
+    assert code == 0, err
+    report = json.loads(out)
+    assert len(report["runs"]) == 5 and report["summary"]["score_minutes"] is not None
+    skipped = report["summary"]["skipped"]
+    assert any("result_7.txt" in s and "No such file" in s for s in skipped), skipped
+    assert any("result_8.txt" in s and "directory" in s for s in skipped), skipped

@@ -41,7 +41,11 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
     runs: list[RunResult] = []
     skipped: list[tuple[Path, str]] = list(inputs.excluded)
     for log in inputs.logs:
-        run = summarize_run(log, inputs.ruleset)
+        try:
+            run = summarize_run(log, inputs.ruleset)
+        except OSError as error:  # unreadable, a dangling link, gone since it was listed
+            skipped.append((log, f"cannot read: {error.strerror or error}"))
+            continue
         if run.mllog_records == 0 and not run.problems:
             skipped.append((log, "no :::MLLOG records (not a training run log)"))
             continue

@@ -59,9 +59,12 @@ def _read_json(path: Path) -> Any:
 
 
 def find_logs(folder: Path) -> list[Path]:
-    """Run logs: `*.log` and `result_*.txt` files below the folder, in natural order."""
-    found = {p for p in folder.rglob("*.log") if p.is_file()}
-    found |= {p for p in folder.rglob("result_*.txt") if p.is_file()}
+    """Run logs: `*.log` and `result_*.txt` files below the folder, in natural order.
+
+    Links are kept even when they lead nowhere, so that `collect` reports a dangling log link
+    instead of silently scoring one run fewer."""
+    found = {p for pattern in ("*.log", "result_*.txt") for p in folder.rglob(pattern)
+             if p.is_file() or p.is_symlink()}
     return sorted(found, key=natural_key)
 
 
