@@ -39,33 +39,68 @@ class YamlDocument:
         return location(str(self.path), dotted, self.line_of(key_path))
 
 
-def _construct(node: yaml.Node, path: KeyPath, doc: YamlDocument, loader: yaml.SafeLoader) -> Any:
-    if isinstance(node, yaml.MappingNode):
+# Nodes a configuration file may expand to: far above any real file, far below what aliases
+# nested a few levels deep ("billion laughs") would build.
+MAX_NODES = 100_000
+
+
+class _Builder:
+    """Build Python values from the node tree, recording key lines; refuse alias bombs and loops."""
+
+    def __init__(self, doc: YamlDocument, loader: yaml.SafeLoader) -> None:
+        self.doc, self.loader = doc, loader
+        self.built = 0
+        self.open: set[int] = set()  # collections being built: meeting one again is a loop
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.built += 1
+        if self.built > MAX_NODES:
+            raise UserError(
+                f"the YAML expands to more than {MAX_NODES} values",
+                where=location(str(self.doc.path), line=node.start_mark.line + 1),
+                hint="aliases (*name) nested inside each other multiply; write the values out",
+            )
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self.open:
+            raise UserError(
+                "a YAML alias refers to the collection it is in",
+                where=location(str(self.doc.path), line=node.start_mark.line + 1),
+                hint="an anchor (&name) cannot be used (*name) inside its own value",
+            )
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return self._sequence(node, path)
+            return self._mapping(node, path)
+        finally:
+            self.open.discard(id(node))
+
+    def _sequence(self, node: yaml.SequenceNode, path: KeyPath) -> list[Any]:
+        items = []
+        for index, item_node in enumerate(node.value):
+            self.doc.lines[(*path, index)] = item_node.start_mark.line + 1
+            items.append(self.build(item_node, (*path, index)))
+        return items
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if isinstance(key, (list, dict)):
-                raise UserError(
-                    "mapping keys must be plain names",
-                    where=location(str(doc.path), line=key_node.start_mark.line + 1),
-                )
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.MappingNode | yaml.SequenceNode):
+                raise UserError("mapping keys must be plain names",
+                                where=location(str(self.doc.path), line=line))
+            key = self.loader.construct_object(key_node, deep=True)
             if key in result:
                 raise UserError(
                     f"key '{key}' is given twice",
-                    where=location(str(doc.path), line=key_node.start_mark.line + 1),
+                    where=location(str(self.doc.path), line=line),
                     hint="remove one of the two; YAML would silently keep only the last",
                 )
             child = (*path, str(key))
-            doc.lines[child] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, child, doc, loader)
+            self.doc.lines[child] = line
+            result[key] = self.build(value_node, child)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item_node in enumerate(node.value):
-            doc.lines[(*path, index)] = item_node.start_mark.line + 1
-            items.append(_construct(item_node, (*path, index), doc, loader))
-        return items
-    return loader.construct_object(node, deep=True)
 
 
 def load_yaml(path: Path) -> YamlDocument:
@@ -87,7 +122,7 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
     try:
         root = loader.get_single_node()
         if root is not None:
-            doc.data = _construct(root, (), doc, loader)
+            doc.data = _Builder(doc, loader).build(root, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
