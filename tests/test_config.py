@@ -113,6 +113,10 @@ def test_site_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Monk
             ["site.yaml:4", "given twice"],
         ),
         ("runtime: none\ndataset_dir: /d\n  log_dir: /l\n", [], ["site.yaml:", "invalid YAML"]),
+        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\n", ["hparams.LR=nan"],
+         ["hparams.LR", "finite number"]),
+        ("runtime: none\ndataset_dir: /d\nlog_dir: /l\n", ["hparams.WD=1e999"],
+         ["hparams.WD", "finite number"]),
         ("runtime: none\ndataset_dir: /d\nlog_dir: /l\nenv: &e {A: *e}\n", [],
          ["site.yaml:4", "alias refers to the collection it is in"]),
         ("runtime: none\ndataset_dir: /d\nlog_dir: /l\na: &a [x, x, x, x, x, x, x, x, x, x]\n"

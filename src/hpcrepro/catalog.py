@@ -49,7 +49,7 @@ STRUCTURED_EXPORTS = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Published(_Strict):

@@ -28,7 +28,7 @@ _MOUNT = re.compile(r"^(?P<src>/[^:,]*):(?P<dst>/[^:,]*)(?::(?P<opts>ro|rw))?$")
 class Mount(BaseModel):
     """A host folder bound into the container."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     source: Path
     target: str
     read_only: bool = False
@@ -51,7 +51,9 @@ class Mount(BaseModel):
 class Site(BaseModel):
     """Cluster settings; see docs/site.md for every key."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
 
     # Scheduling
     partition: str | None = None
