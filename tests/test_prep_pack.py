@@ -213,7 +213,7 @@ def test_rec_file_writes_exactly_the_appended_bytes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool) -> None:
     """Direct writes go through a staging buffer in whole blocks, flushes pad the last block and
     resumes start inside a block: the file must hold the appended bytes and nothing else."""
-    monkeypatch.setattr(pack_module, "_STAGING_BYTES", 3 * 4096)
+    monkeypatch.setattr(pack_module, "_STAGING_BYTES", 3 * pack_module._DIRECT_ALIGN)
     if not direct:
         monkeypatch.setattr(os, "O_DIRECT", 0)
     rng = random.Random(5)
@@ -241,7 +241,7 @@ def test_rec_file_writes_exactly_the_appended_bytes(
 
 def test_rec_file_falls_back_when_direct_writes_are_refused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Some file systems accept O_DIRECT at open and refuse the writes: buffered from then on."""
-    monkeypatch.setattr(pack_module, "_STAGING_BYTES", 4096)
+    monkeypatch.setattr(pack_module, "_STAGING_BYTES", pack_module._DIRECT_ALIGN)
     real_pwrite = os.pwrite
     refused = []
 

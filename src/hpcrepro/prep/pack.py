@@ -45,7 +45,9 @@ _RECORD_HEAD = struct.Struct("<IIIfQQ")
 RECORD_HEADER = _RECORD_HEAD.size
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 _IOV_MAX = 1024
-_DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths: a page, which every file system accepts
+# O_DIRECT offsets and lengths: a page (4 KiB, or 64 KiB on some ARM kernels), which the file
+# systems that take O_DIRECT accept; one that wants more refuses the write and gets buffered ones.
+_DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
 _STAGING_BYTES = 8 << 20
 
 
