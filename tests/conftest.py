@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,19 @@ class SlurmCluster:
     partition: str
     node_names: tuple[str, ...]
     conf: Path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_campaign_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Campaigns the tests make (the demo's included) must not show up in the developer's own
+    `hpcrepro status`: the session registers them in an index of its own."""
+    saved = os.environ.get("HPCREPRO_STATE_DIR")
+    os.environ["HPCREPRO_STATE_DIR"] = str(tmp_path_factory.mktemp("hpcrepro-state"))
+    yield
+    if saved is None:
+        os.environ.pop("HPCREPRO_STATE_DIR", None)
+    else:
+        os.environ["HPCREPRO_STATE_DIR"] = saved
 
 
 def _unavailable(reason: str) -> None:

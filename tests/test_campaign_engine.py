@@ -43,7 +43,8 @@ def _bump(lock: str, path: str, times: int) -> None:
 
 def test_locked_read_modify_write_loses_no_update(tmp_path: Path) -> None:
     path, lock = tmp_path / "campaign.json", tmp_path / ".lock"
-    manifest_io.save(path, {"format": 1, "count": 0})
+    manifest_io.save(path, {"format": 1, "name": "c", "backend": "local", "system": "s",
+                            "version": "r4.0", "runs_required": 5, "stages": [], "count": 0})
     workers = [
         multiprocessing.Process(target=_bump, args=(str(lock), str(path), 25)) for _ in range(4)
     ]
@@ -67,10 +68,17 @@ def test_lock_left_by_a_killed_process_is_broken(tmp_path: Path) -> None:
         pass
 
 
-def test_damaged_manifest_is_a_user_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"format": 1, "stages": [', "not valid JSON"),
+    ("[]", "not a campaign manifest"),
+    ('{"format": 1, "name": "c"}', "lacks backend, system, version, runs_required, stages"),
+    ('{"format": 1, "name": "c", "backend": "local", "system": "s", "version": "r4.0", '
+     '"runs_required": 5, "stages": ["x"]}', "has no list of stages"),
+])
+def test_damaged_manifest_is_a_user_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "campaign.json"
-    path.write_text('{"format": 1, "stages": [')
-    with pytest.raises(UserError, match="not valid JSON"):
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
         manifest_io.load(path)
 
 
@@ -355,6 +363,15 @@ def test_local_backend_runs_the_same_graph_without_slurm(tmp_path: Path) -> None
         env=env,
     ).stdout
     assert "already submitted" in again
+    # a campaign whose manifest was damaged is named in a warning and hides no other campaign
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "campaign.json").write_text("[]")
+    (Path(env["HPCREPRO_STATE_DIR"]) / "campaigns" / "broken").write_text(f"{broken}\n")
+    listed = hpcrepro("status", env=env)
+    assert "runs: 2/2 valid" in listed.stdout
+    assert "warning: campaign broken is left out" in listed.stderr
+    assert "not a campaign manifest" in listed.stderr
 
 
 def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,17 +187,22 @@ def graph_text(manifest: dict[str, Any]) -> str:
 # --- status
 
 
-def load_campaigns(campaign: str | None) -> list[tuple[CampaignPaths, dict[str, Any]]]:
+def load_campaigns(
+    campaign: str | None, on_damaged: Callable[[str, UserError], None] | None = None
+) -> list[tuple[CampaignPaths, dict[str, Any]]]:
+    """One campaign, or every known one; a damaged manifest among all of them is passed to
+    `on_damaged` (name, error) and left out, so one broken campaign cannot hide the others."""
     if campaign:
         paths = layout.find(campaign)
         return [(paths, manifest_io.load(paths.manifest))]
     found = []
-    for root in layout.known_campaigns().values():
+    for name, root in layout.known_campaigns().items():
         paths = CampaignPaths(root)
         try:
             found.append((paths, manifest_io.load(paths.manifest)))
-        except UserError:
-            continue
+        except UserError as error:
+            if on_damaged is not None:
+                on_damaged(name, error)
     return found
 
 

@@ -20,6 +20,8 @@ from hpcrepro.errors import UserError
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
+# Written by campaign.plan for every campaign; a manifest without them was not written by hpcrepro.
+REQUIRED_KEYS = ("name", "backend", "system", "version", "runs_required", "stages")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -32,11 +34,22 @@ def load(path: Path) -> dict[str, Any]:
             f"{path} is not valid JSON ({error})",
             hint="the file was damaged or edited by hand; restore it from a backup",
         ) from error
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path} is not a campaign manifest (a JSON {type(data).__name__}, not an object)",
+            hint="the file was damaged or edited by hand; restore it from a backup",
+        )
     if data.get("format") != FORMAT:
         raise UserError(
             f"{path} has manifest format {data.get('format')!r}, expected {FORMAT}",
             hint="use the hpcrepro version that created this campaign",
         )
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    stages = data.get("stages")
+    if missing or not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        what = f"lacks {', '.join(missing)}" if missing else "has no list of stages"
+        raise UserError(f"{path} is damaged: it {what}",
+                        hint="the file was edited by hand; restore it from a backup")
     return data
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from hpcrepro.errors import UserError
+
 # typer reads these annotations at runtime, so they keep the Optional[...] spelling.
 
 
@@ -59,7 +61,10 @@ def status(
     from hpcrepro.campaign import actions, engine, view
     from hpcrepro.scheduler.slurm import Backoff
 
-    campaigns = actions.load_campaigns(campaign)
+    def damaged(name: str, error: UserError) -> None:
+        typer.echo(f"warning: campaign {name} is left out: {error}", err=True)
+
+    campaigns = actions.load_campaigns(campaign, on_damaged=damaged)
     slurm = actions.refresh_all(campaigns)
     if slurm.unavailable:
         typer.echo(f"note: {slurm.unavailable}; Slurm jobs show their last known state", err=True)
