@@ -78,6 +78,20 @@ def test_sbatch_lines_carry_site_options() -> None:
     assert "#SBATCH --network=sharp" in rendered("dgxh100_64x8-r3.0-apptainer")
 
 
+def network_lines(*overrides: str) -> list[str]:
+    cfg = resolve("dgxh100_64x8", "r3.0", SITES / "apptainer.yaml", list(overrides))
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    return [line for line in text.splitlines() if line.startswith("#SBATCH --network")]
+
+
+def test_a_site_network_option_replaces_nvidias_sharp_request() -> None:
+    """NVIDIA's configs ask for SHARP (SBATCH_NETWORK=sharp); a site's own --network wins, and
+    `sbatch_network=null` drops it for clusters whose switch plugin refuses it."""
+    assert network_lines() == ["#SBATCH --network=sharp"]
+    assert network_lines("sbatch_args=[--network=def_tles=0]") == ["#SBATCH --network=def_tles=0"]
+    assert network_lines("sbatch_network=null") == []
+
+
 def test_ruleset_is_the_versions_own() -> None:
     assert "export MLPERF_RULESET=3.0.0" in rendered("dgxa100_8x8-r3.0-pyxis")
     assert "export MLPERF_RULESET=2.1.0" in rendered("dgxa100_1x8-r2.1-apptainer")

@@ -121,3 +121,6 @@ def test_submit_errors_name_the_script_and_hint_at_the_fix(tmp_path) -> None:
     text = error.render()
     assert "run-01.sbatch" in text and "invalid partition specified: gpu" in text
     assert "sinfo" in text
+    refused = SubmitError(tmp_path / "run-01.sbatch",
+                          "sbatch: error: Invalid network specification (sharp)\n").render()
+    assert "sbatch_network=null" in refused

@@ -110,7 +110,8 @@ def sbatch_options(
         options.append(f"--gpus-per-node={cfg.spec.gpus_per_node}")
     elif gpus and site.gpu_request == "gres":
         options.append(f"--gres=gpu:{cfg.spec.gpus_per_node}")
-    if gpus and cfg.spec.sbatch_network:
+    site_network = any(arg.startswith("--network") for arg in site.sbatch_args)
+    if gpus and cfg.spec.sbatch_network and not site_network:  # the site's own --network wins
         options.append(f"--network={cfg.spec.sbatch_network}")
     options.extend(site.sbatch_args)
     return [_sbatch_token(option) for option in options]

@@ -241,6 +241,12 @@ class SubmitError(UserError):
 
 def _hint_for(problem: str) -> str:
     text = problem.lower()
+    if "network" in text:
+        return (
+            "NVIDIA's configs ask for SHARP (--network=sharp), which this cluster's switch plugin "
+            "refuses: drop it with --set sbatch_network=null, or put the site's own --network "
+            "option in sbatch_args"
+        )
     if "partition" in text:
         return (
             "set an existing partition in the site file (`sinfo -s` lists them) "
