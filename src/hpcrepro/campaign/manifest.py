@@ -20,8 +20,9 @@ from hpcrepro.errors import UserError
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
-# Written by campaign.plan for every campaign; a manifest without them was not written by hpcrepro.
-REQUIRED_KEYS = ("name", "backend", "system", "version", "runs_required", "stages")
+# What every command reads from a manifest (campaign.plan writes them and more): one that lacks
+# them was damaged or written by hand.
+REQUIRED_KEYS = ("name", "backend", "runs_required", "stages")
 
 
 def load(path: Path) -> dict[str, Any]:
