@@ -13,11 +13,27 @@ from hpcrepro.errors import UserError
 from hpcrepro.prep import pack as pack_module
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import build_list, walk_key
-from hpcrepro.prep.pack import ShardFiles, contains_magic, frame_image, pack
+from hpcrepro.prep.pack import (
+    RECORD_HEADER,
+    Loaded,
+    ShardFiles,
+    contains_magic,
+    frame_in_place,
+    pack,
+)
 from hpcrepro.prep.shards import JoinFiles, Shard, join, shard_files
 from hpcrepro.prep.sources import read_val_labels, scan_folder
 from hpcrepro.recordio import MAGIC_BYTES, encode_record, iter_records, pack_image, unpack_image
 from prep_data import jpeg_bytes, magic_jpeg, make_imagenet, png_bytes
+
+
+def frame_image(label: int, index: int, data: bytes) -> bytes:
+    """The record the packer writes for one image, framed in a buffer of its own."""
+    storage = bytearray(b"\xee" * (RECORD_HEADER + len(data) + 3))  # stale bytes to overwrite
+    image = Loaded(RECORD_HEADER, RECORD_HEADER + len(data))
+    storage[image.start : image.end] = data
+    split = frame_in_place(storage, image, label, index)
+    return split if split is not None else bytes(storage[: (image.end + 3) & ~3])
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 64, 101])

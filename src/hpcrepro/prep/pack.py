@@ -229,17 +229,6 @@ def frame_in_place(storage: bytearray, image: Loaded, label: int, index: int) ->
     return None
 
 
-def frame_image(label: int, index: int, data: bytes) -> bytes:
-    """The record im2rec writes for one image (framed in a buffer of its own)."""
-    storage = bytearray(RECORD_HEADER + len(data) + 3)
-    image = Loaded(RECORD_HEADER, RECORD_HEADER + len(data))
-    storage[image.start : image.end] = data
-    split = frame_in_place(storage, image, label, index)
-    if split is not None:
-        return split
-    return bytes(storage[: (image.end + 3) & ~3])
-
-
 def _load_chunk(
     entries: Sequence[ListEntry], reader: SourceReader, spare: queue.Queue[bytearray]
 ) -> _Chunk:
