@@ -372,6 +372,11 @@ def test_local_backend_runs_the_same_graph_without_slurm(tmp_path: Path) -> None
     assert "runs: 2/2 valid" in listed.stdout
     assert "warning: campaign broken is left out" in listed.stderr
     assert "not a campaign manifest" in listed.stderr
+    only_broken = {**env, "HPCREPRO_STATE_DIR": str(tmp_path / "other-state")}
+    (tmp_path / "other-state" / "campaigns").mkdir(parents=True)
+    (tmp_path / "other-state" / "campaigns" / "broken").write_text(f"{broken}\n")
+    alone = hpcrepro("status", env=only_broken)
+    assert "campaign broken is left out" in alone.stderr and "no campaigns yet" not in alone.stdout
 
 
 def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> None:

@@ -61,10 +61,15 @@ def status(
     from hpcrepro.campaign import actions, engine, view
     from hpcrepro.scheduler.slurm import Backoff
 
-    def damaged(name: str, error: UserError) -> None:
+    damaged: list[str] = []
+
+    def warn(name: str, error: UserError) -> None:
+        damaged.append(name)
         typer.echo(f"warning: campaign {name} is left out: {error}", err=True)
 
-    campaigns = actions.load_campaigns(campaign, on_damaged=damaged)
+    campaigns = actions.load_campaigns(campaign, on_damaged=warn)
+    if damaged and not campaigns:
+        return  # the warnings said it all; "no campaigns yet" would be wrong
     slurm = actions.refresh_all(campaigns)
     if slurm.unavailable:
         typer.echo(f"note: {slurm.unavailable}; Slurm jobs show their last known state", err=True)
