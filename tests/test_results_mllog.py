@@ -146,6 +146,24 @@ def test_lines_longer_than_max_line_are_not_kept_in_memory(
                                                               for p in problems]
 
 
+def test_a_log_of_damaged_records_keeps_the_first_problems_and_counts_all(
+        tmp_path: Path) -> None:
+    """Millions of damaged records must not fill memory: the first problems are kept with their
+    lines, all are counted, and the count still reaches the compliance verdict and the reason."""
+    from hpcrepro.results import runs
+
+    log = tmp_path / "garbage.log"
+    damaged = runs.KEPT_PROBLEMS * 3
+    log.write_text("".join(rec("eval_accuracy", 0.5, i, epoch_num=1)[:-30] + "\n"
+                           for i in range(damaged)))
+    result = summarize_run(log)
+    assert len(result.problems) == runs.KEPT_PROBLEMS
+    assert result.problem_count == result.unreadable_count == damaged
+    assert [p.line for p in result.problems[:3]] == [1, 2, 3]
+    assert f"Log lines had parsing errors ({damaged})." in result.compliance.messages
+    assert not result.valid
+
+
 def test_raw_multi_rank_log_scores_like_the_clean_file(research: Path, tmp_path: Path) -> None:  # noqa: F811
     clean = research / EOS_N8 / "result_0.txt"
     raw = rawify(clean, tmp_path / "raw.log", ranks=4)

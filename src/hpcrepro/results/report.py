@@ -75,8 +75,8 @@ def problem_lines(collection: Collection) -> list[str]:
     lines = []
     for run in collection.runs:
         lines += [str(p) for p in run.problems[:PROBLEMS_PER_RUN]]
-        if len(run.problems) > PROBLEMS_PER_RUN:
-            lines.append(f"{run.path}: {len(run.problems) - PROBLEMS_PER_RUN} more problems")
+        if run.problem_count > PROBLEMS_PER_RUN:
+            lines.append(f"{run.path}: {run.problem_count - PROBLEMS_PER_RUN} more problems")
     return lines
 
 

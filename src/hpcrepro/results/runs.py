@@ -49,7 +49,9 @@ class RunResult:
     platform: str | None = None
     seeds: list[Any] = field(default_factory=list)
     evals: list[tuple[float, float]] = field(default_factory=list)  # (minutes since run_start, acc)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the first KEPT_PROBLEMS of them
+    problem_count: int = 0  # all of them
+    unreadable_count: int = 0  # those mlperf-logging's parser would reject too
     official_compliance: bool | None = None  # from mlperf-logging's checker when it was run
     mllog_records: int = 0  # records mlperf-logging's parser would see
 
@@ -75,11 +77,13 @@ class RunResult:
         if not self.reached_target:
             best = "none" if self.best_accuracy is None else f"{self.best_accuracy:.5f}"
             return f"never reached {TARGET_ACCURACY} (best {best})"
-        unreadable = [p for p in self.problems if p.official_parse_error]
-        if unreadable:
-            more = f" (+{len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            return f"unreadable MLLOG record at line {unreadable[0].line}{more}: " \
-                   f"{unreadable[0].message}"
+        if self.unreadable_count:
+            first = next((p for p in self.problems if p.official_parse_error), None)
+            if first is None:  # beyond the problems kept
+                return f"{self.unreadable_count} unreadable MLLOG records"
+            more = self.unreadable_count - 1
+            return f"unreadable MLLOG record at line {first.line}" \
+                   f"{f' (+{more} more)' if more else ''}: {first.message}"
         if self.compliance.official_crash:
             return f"mlperf-logging would crash: {self.compliance.official_crash}"
         messages = self.compliance.messages or ["mlperf-logging's compliance checker rejects it"]
@@ -95,14 +99,24 @@ def _epoch(metadata: Any) -> float | None:
     return None
 
 
+# Problems kept per log with file, line and text; the rest are only counted, so that a log of
+# garbage (millions of damaged records) cannot fill memory.
+KEPT_PROBLEMS = 100
+
+
 def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
     """Stream one log and summarize it (compliance judged by the rules of `ruleset`)."""
     checker = StreamingChecker(ruleset)
     problems: list[Problem] = []
+    problem_count = unreadable_count = 0
 
     def on_problem(problem: Problem) -> None:
-        problems.append(problem)
+        nonlocal problem_count, unreadable_count
+        problem_count += 1
+        if len(problems) < KEPT_PROBLEMS:
+            problems.append(problem)
         if problem.official_parse_error:
+            unreadable_count += 1
             crashes = "lacks" in problem.message or "not an object" in problem.message
             checker.parse_error(crashes, str(problem))
 
@@ -180,7 +194,8 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
         benchmark=_text(info.get("submission_benchmark")),
         division=_text(info.get("submission_division")), org=_text(info.get("submission_org")),
         platform=_text(info.get("submission_platform")), seeds=seeds, evals=evals,
-        problems=problems, mllog_records=checker.lines,
+        problems=problems, problem_count=problem_count, unreadable_count=unreadable_count,
+        mllog_records=checker.lines,
     )
 
 
