@@ -106,17 +106,17 @@ class BlockReader:
     """Read a log in blocks that end at a line break (`\\n` or `\\r`), never holding a whole line
     longer than `MAX_LINE` in memory.
 
-    Iterating yields `(buffer, end, final)`: `buffer[:end]` is whole lines (or the rest of the
-    file when `final`), and `line` is the line number of `buffer[0]`. A line longer than
+    Iterating yields `(buffer, end)`: `buffer[:end]` is whole lines (the last block: the rest of
+    the file), and `line` is the line number of `buffer[0]`. A line longer than
     `MAX_LINE` keeps only its tail from its last `:::MLLOG ` on; if that record alone is longer,
     it is reported and skipped up to the next line break.
     """
 
-    def __init__(self, handle: BinaryIO, name: str, report: ProblemSink, line: int = 1) -> None:
+    def __init__(self, handle: BinaryIO, name: str, report: ProblemSink) -> None:
         self.handle, self.name, self.report = handle, name, report
-        self.line = line
+        self.line = 1
 
-    def __iter__(self) -> Iterator[tuple[bytes, int, bool]]:
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
         read = self.handle.read
         carry = b""
         skipping = False  # inside a record longer than MAX_LINE: drop bytes up to a line break
@@ -141,7 +141,7 @@ class BlockReader:
                     carry, skipping = self._long_line(buf)
                     continue
                 end = cut + 1
-            yield buf, end, final
+            yield buf, end
             if not final:
                 self.line += buf.count(b"\n", 0, end)
                 carry = buf[end:]
@@ -175,7 +175,7 @@ def iter_records(
         if start:
             handle.seek(start)
         blocks = BlockReader(handle, name, report)
-        for buf, end, _final in blocks:
+        for buf, end in blocks:
             find, count = buf.find, buf.count
             line_no, counted = blocks.line, 0
             pos = find(TOKEN, 0, end)

@@ -104,7 +104,7 @@ class SummaryScan:
         official = 0
         with open(self.path, "rb") as handle:
             blocks = mllog.BlockReader(handle, self.name, self.report)
-            for buf, end, _final in blocks:
+            for buf, end in blocks:
                 lines = _LineFinder(buf, end, blocks.line)
                 for index, (head, digits, rest, other) in enumerate(findall(buf, 0, end)):
                     if head:
