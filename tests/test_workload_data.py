@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 
 import pytest
@@ -115,3 +116,23 @@ def test_normalise_gives_imagenet_standardised_floats():
     out = normalise(batch, channels_last=True, dtype=torch.float32)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert abs(float(out[0, 0, 0, 0])) < 0.01
+
+
+def test_a_forked_worker_reads_through_its_own_file_handle(recordio_dir):
+    """Loader workers are forked after the main process has read (the inline pass above): a
+    shared handle would share one file offset, and two workers' seek+read pairs would interleave
+    into 'bad magic' errors."""
+    import multiprocessing
+
+    reader = IndexedReader(recordio_dir / "train.rec", recordio_dir / "train.idx")
+    first = reader.read_position(0)
+    fd = reader._file().fileno()
+    offset = os.lseek(fd, 0, os.SEEK_CUR)
+    child = multiprocessing.get_context("fork").Process(
+        target=reader.read_position, args=(len(reader) - 1,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert os.lseek(fd, 0, os.SEEK_CUR) == offset  # the child moved no offset of ours
+    assert reader.read_position(0) == first
+    reader.close()

@@ -11,6 +11,7 @@ the list index as id, 0 as id2, then the original JPEG bytes. The `.idx` file ho
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,14 +155,17 @@ class IndexedReader:
         self.offsets = dict(self.entries)
         self.keys = [key for key, _ in self.entries]
         self._stream: BinaryIO | None = None
+        self._owner = 0  # pid that opened _stream
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def _file(self) -> BinaryIO:
-        # Opened lazily so that a reader can be handed to forked loader workers.
-        if self._stream is None:
+        """This process's own handle. A forked loader worker must not use its parent's: the
+        processes would share one file offset, and their seek-then-read pairs interleave."""
+        if self._stream is None or self._owner != os.getpid():
             self._stream = open(self.rec_path, "rb")  # noqa: SIM115 - closed in close()
+            self._owner = os.getpid()
         return self._stream
 
     def read_payload_at(self, offset: int) -> bytes:
