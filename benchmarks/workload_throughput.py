@@ -156,27 +156,22 @@ def measure_recordio(
 
     model, optimizer = _model(device, 1)
     criterion = smoothed_cross_entropy(0.1)
-    for _ in range(warmup):
-        images, labels = next(stream)
-        _step(
-            model,
-            optimizer,
-            criterion,
-            images.to(device, non_blocking=True),
-            labels.to(device, non_blocking=True),
-        )
-    _sync(device)
+
+    def train(count: int) -> None:
+        for _ in range(count):
+            images, labels = next(stream)
+            _step(
+                model,
+                optimizer,
+                criterion,
+                images.to(device, non_blocking=True),
+                labels.to(device, non_blocking=True),
+            )
+        _sync(device)
+
+    train(warmup)
     started = time.perf_counter()
-    for _ in range(steps):
-        images, labels = next(stream)
-        _step(
-            model,
-            optimizer,
-            criterion,
-            images.to(device, non_blocking=True),
-            labels.to(device, non_blocking=True),
-        )
-    _sync(device)
+    train(steps)
     train_rate = batch * steps / (time.perf_counter() - started)
     return {
         "loader_only_images_per_s": loader_rate,
