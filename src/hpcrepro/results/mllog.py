@@ -33,6 +33,14 @@ MAX_LINE = 16 << 20
 # str.strip() whitespace within latin-1/ASCII that bytes.strip() would miss.
 _STRIP = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 _DECODER = json.JSONDecoder()
+# orjson turns an integer beyond 64 bits into a float where json.loads keeps an int, so payloads
+# with a run of 20 digits are left to json (translate + find: a tenth of a regex search's cost).
+_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def has_big_integer(payload: bytes) -> bool:
+    return _TWENTY_DIGITS in payload.translate(_DIGITS_AS_ZERO)
 
 
 class Record(NamedTuple):
@@ -57,6 +65,7 @@ class Problem:
     line: int
     message: str
     official_parse_error: bool  # mlperf-logging's parser would also reject (or crash on) it
+    official_crash: bool = False  # ... and it would crash on it rather than report it
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message}"
@@ -65,9 +74,15 @@ class Problem:
 ProblemSink = Callable[[Problem], None]
 
 
+class CrashingRecord(str):
+    """Why a record is unusable, when mlperf-logging's parser would crash on it: that parser
+    catches only ValueError, so a payload that is no object, lacks a field, nests too deeply for
+    `json.loads` or has a time_ms `float()` refuses with another error stops the whole check."""
+
+
 def _decode(payload: bytes) -> Any:
     """Decode like mlperf-logging (latin-1 text, str.strip, json.loads), fast when ASCII."""
-    if payload.isascii():
+    if payload.isascii() and not has_big_integer(payload):
         stripped = payload.strip(_STRIP)
         try:
             return _fast_loads(stripped)
@@ -85,14 +100,17 @@ def _decode_prefix(payload: bytes) -> Any:
 def _to_record(obj: Any, line: int, official: bool) -> Record | str:
     """Build a Record or return why the object is not a valid MLLOG record."""
     if not isinstance(obj, dict):
-        return f"MLLOG payload is a JSON {type(obj).__name__}, not an object"
+        return CrashingRecord(f"MLLOG payload is a JSON {type(obj).__name__}, not an object")
     missing = [k for k in ("time_ms", "key", "value", "metadata") if k not in obj]
     if missing:
-        return f"MLLOG record lacks {', '.join(repr(k) for k in missing)}"
+        return CrashingRecord(f"MLLOG record lacks {', '.join(repr(k) for k in missing)}")
     try:
         time_ms = float(obj["time_ms"])
-    except (TypeError, ValueError):
-        return f"MLLOG record has a non-numeric time_ms {obj['time_ms']!r}"
+    except ValueError:
+        return f"MLLOG record has a non-numeric time_ms {_clip_value(obj['time_ms'])}"
+    except (TypeError, OverflowError):
+        return CrashingRecord(f"MLLOG record has a time_ms that is no number "
+                              f"{_clip_value(obj['time_ms'])}")
     key = obj["key"]
     if not isinstance(key, str):
         return f"MLLOG record has a non-string key {key!r}"
@@ -260,7 +278,8 @@ def _parse(payload: bytes, name: str, line: int, report: ProblemSink, official: 
     """Decode one payload; an `official=False` payload may have another rank's text after it."""
     record = _decode_record(payload, line, official)
     if isinstance(record, str):
-        report(Problem(name, line, record, official))
+        crash = official and isinstance(record, CrashingRecord)
+        report(Problem(name, line, record, official, crash))
         return None
     return record
 
@@ -270,20 +289,33 @@ def _decode_record(payload: bytes, line: int, official: bool) -> Record | str:
     try:
         obj = _decode(payload) if official else _decode_prefix(payload)
     except ValueError as error:
-        return f"invalid MLLOG JSON ({error}): {_clip(payload)}"
+        detail = str(error).split("; use sys.set_int_max_str_digits")[0]  # advice for coders
+        return f"invalid MLLOG JSON ({detail}): {_clip(payload)}"
+    except RecursionError:
+        return CrashingRecord(f"MLLOG JSON nested too deeply to decode: {_clip(payload)}")
     try:  # the common case, without per-field checks
         key = obj["key"]
         if type(key) is str:
             return Record(float(obj["time_ms"]), key, obj["value"], obj["metadata"],
                           obj.get("event_type", ""), obj.get("namespace", ""), line, official)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         pass
     reason = _to_record(obj, line, official)
     if isinstance(reason, str):
-        return f"{reason}: {_clip(payload)}"
+        return type(reason)(f"{reason}: {_clip(payload)}")
     return reason
 
 
 def _clip(payload: bytes, width: int = 80) -> str:
-    text = payload.decode("latin-1").strip()
+    return _shorten(payload.decode("latin-1").strip(), width)
+
+
+def _clip_value(value: Any, width: int = 40) -> str:
+    """repr() of a decoded JSON value, cut short (a 5000-digit number would flood the report)."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr() may refuse or be huge
+        return f"(an integer of about {int((value.bit_length() - 1) * 0.30103) + 1} digits)"
+    return _shorten(repr(value), width)
+
+
+def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."

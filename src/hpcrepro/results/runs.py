@@ -117,8 +117,7 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
             problems.append(problem)
         if problem.official_parse_error:
             unreadable_count += 1
-            crashes = "lacks" in problem.message or "not an object" in problem.message
-            checker.parse_error(crashes, str(problem))
+            checker.parse_error(problem.official_crash, str(problem))
 
     start: float | None = None
     stop: float | None = None

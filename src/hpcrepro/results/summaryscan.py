@@ -25,20 +25,23 @@ from hpcrepro.results import mllog
 from hpcrepro.results.mllog import (
     _STRIP,
     TOKEN,
+    CrashingRecord,
     Problem,
     ProblemSink,
     Record,
     _decode_record,
     _fast_loads,
+    has_big_integer,
 )
 
 # One MLLOG record per match, up to the end of its `\n` line (`.*` runs at memchr speed; a line
 # holding `\r` or a second record is redone by `_messy_line`). The first branch splits off the
-# integer time_ms digits, the only bytes in which rank copies differ; anything else (odd field
-# order, leading blanks) takes the second branch and is never taken for a copy.
+# integer time_ms digits (up to 16: float(int(digits)) then neither overflows nor costs much),
+# the only bytes in which rank copies differ; anything else (odd field order, leading blanks,
+# a longer number) takes the second branch and is never taken for a copy.
 _RECORD = re.compile(
-    rb':::MLLOG (?:(\{"namespace": "[^"\r\n]*", "time_ms": )(0|[1-9][0-9]*)(,.*)|(.*))')
-_SPLIT_TIME = re.compile(rb'(\{"namespace": "[^"\r\n]*", "time_ms": )(0|[1-9][0-9]*)(,.*)',
+    rb':::MLLOG (?:(\{"namespace": "[^"\r\n]*", "time_ms": )(0|[1-9][0-9]{0,15})(,.*)|(.*))')
+_SPLIT_TIME = re.compile(rb'(\{"namespace": "[^"\r\n]*", "time_ms": )(0|[1-9][0-9]{0,15})(,.*)',
                          re.DOTALL)
 _PLAIN_HEAD = b'{"namespace": "", "time_ms": '
 RECENT_LIMIT = 4096  # distinct payloads remembered; a rank's copy follows within a few lines
@@ -145,17 +148,18 @@ class SummaryScan:
                 index: int) -> Record | bool:
         """Decode an official payload that is no known copy: the record, `_COUNT` or `_DROP`."""
         try:  # the common case (ASCII, a complete record), as _decode_record takes it
-            if not payload.isascii():
+            if not payload.isascii() or has_big_integer(payload):
                 raise ValueError
             obj = _fast_loads(payload.strip(_STRIP))
             key = obj["key"]
             if type(key) is not str or "value" not in obj or "metadata" not in obj:
                 raise ValueError
             time_ms = float(obj["time_ms"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             found = _decode_record(payload, 0, True)
             if isinstance(found, str):
-                self.report(Problem(self.name, lines.line_of(index), found, True))
+                self.report(Problem(self.name, lines.line_of(index), found, True,
+                                    isinstance(found, CrashingRecord)))
                 return _DROP
             record: Record | None = found
             key, time_ms = found.key, found.time_ms
