@@ -81,5 +81,5 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         command = [sys.executable, "-m", "hpcrepro", *args]
     else:
         command = [sys.executable, "-c", _GROUP_WRAPPER, *args]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     return done.returncode, done.stdout, done.stderr

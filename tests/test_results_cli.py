@@ -214,4 +214,4 @@ def test_unreadable_and_dangling_logs_are_reported_not_fatal(research: Path,  # 
     assert len(report["runs"]) == 5 and report["summary"]["score_minutes"] is not None
     skipped = report["summary"]["skipped"]
     assert any("result_7.txt" in s and "No such file" in s for s in skipped), skipped
-    assert any("result_8.txt" in s and "directory" in s for s in skipped), skipped
+    assert any("result_8.txt: a folder, not a log file" in s for s in skipped), skipped

@@ -5,6 +5,7 @@ Only typer and the standard library are imported here; the results package loads
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -43,9 +44,18 @@ def collect(
     if scaling not in SCALING_MODES:
         raise UserError(f"unknown scaling mode '{scaling}'", where="--scaling",
                         hint="use one of: " + ", ".join(SCALING_MODES))
+    if published is not None and not (math.isfinite(published) and published > 0):
+        raise UserError(f"{published!r} is not a time in minutes", where="--published",
+                        hint="give NVIDIA's score in minutes, e.g. --published 13.4")
     from hpcrepro.results.collect import collect as run_collect
     from hpcrepro.results.inputs import resolve
+    from hpcrepro.results.outputs import check_package_path, check_plot_path
     from hpcrepro.results.report import render
+
+    if plot is not None:
+        check_plot_path(plot)
+    if package is not None:
+        check_package_path(package)
 
     inputs = resolve(folder, version, system, published)
     collection = run_collect(inputs, official=official, scaling=scaling)

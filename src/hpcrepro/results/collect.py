@@ -29,6 +29,22 @@ class Collection:
         return self.score.minutes / published
 
 
+_UTF16_TOKENS = (":::MLLOG".encode("utf-16-le"), ":::MLLOG".encode("utf-16-be"))
+
+
+def _why_no_records(log: Path) -> str:
+    """The skip reason for a log without records; names UTF-16 (PowerShell's `>` writes it)."""
+    try:
+        with open(log, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        head = b""
+    if any(token in head for token in _UTF16_TOKENS):
+        return ("UTF-16 text, not the UTF-8/ASCII of MLPerf logs; convert it "
+                "(iconv -f UTF-16 -t UTF-8) and collect again")
+    return "no :::MLLOG records (not a training run log)"
+
+
 def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> Collection:
     """Summarize and score the logs of `inputs`.
 
@@ -47,7 +63,7 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
             skipped.append((log, f"cannot read: {error.strerror or error}"))
             continue
         if run.mllog_records == 0 and not run.problems:
-            skipped.append((log, "no :::MLLOG records (not a training run log)"))
+            skipped.append((log, _why_no_records(log)))
             continue
         runs.append(run)
     notes: list[str] = []

@@ -7,6 +7,7 @@ folder of logs works too, with the version taken from `--version` or from the pa
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ class Inputs:
     published_minutes: float | None
     campaign: dict[str, Any] = field(default_factory=dict)  # resolved-config.json, if any
     # Logs of a campaign's runs that do not count for time-to-train (void: preempted, requeued,
-    # node failure, out of memory, timeout, cut short; or never run), with the campaign's reason.
+    # node failure, out of memory, timeout, cut short; or never run), with the campaign's reason,
+    # and folders below that could not be searched for logs, with the OS's reason.
     excluded: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -58,13 +60,46 @@ def _read_json(path: Path) -> Any:
                         hint="the campaign folder looks damaged; re-create it") from error
 
 
-def find_logs(folder: Path) -> list[Path]:
-    """Run logs: `*.log` and `result_*.txt` files below the folder, in natural order.
+def is_log_name(name: str) -> bool:
+    return name.endswith(".log") or (name.startswith("result_") and name.endswith(".txt"))
 
-    Links are kept even when they lead nowhere, so that `collect` reports a dangling log link
-    instead of silently scoring one run fewer."""
-    found = {p for pattern in ("*.log", "result_*.txt") for p in folder.rglob(pattern)
-             if p.is_file() or p.is_symlink()}
+
+def find_logs(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Run logs: `*.log` and `result_*.txt` below the folder, in natural order.
+
+    Whatever bears a log's name is returned, a link leading nowhere or to a FIFO included, so
+    that `collect` lists it as skipped with the reason instead of silently scoring one run fewer.
+    Folders that cannot be listed (and folders bearing a log's name) go to `unreadable` with the
+    reason. Links to folders are followed once each, so a link loop ends.
+    """
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    todo = [folder]
+    while todo:
+        current = todo.pop()
+        try:
+            info = current.stat()
+            if (info.st_dev, info.st_ino) in visited:
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError as error:
+            if unreadable is not None:
+                unreadable.append((current, f"cannot list this folder: {error.strerror or error}"))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                todo.append(path)
+                if is_log_name(entry.name) and unreadable is not None:
+                    unreadable.append((path, "a folder, not a log file"))
+            elif is_log_name(entry.name):
+                found.append(path)
     return sorted(found, key=natural_key)
 
 
@@ -113,7 +148,8 @@ def resolve(folder: Path, version: str | None, system: str | None,
             published: float | None) -> Inputs:
     """Gather everything `collect` needs from a campaign or a plain folder of logs."""
     if not folder.is_dir():
-        raise UserError("no such folder", where=str(folder),
+        what = "not a folder" if folder.exists() else "no such folder"
+        raise UserError(what, where=str(folder),
                         hint="pass a campaign folder or a folder of run logs")
     config: dict[str, Any] = {}
     log_root = folder
@@ -122,12 +158,16 @@ def resolve(folder: Path, version: str | None, system: str | None,
         if not isinstance(config, dict):
             raise UserError("resolved-config.json is not a JSON object", where=str(folder))
         log_root = folder / "logs" if (folder / "logs").is_dir() else folder
-    logs = find_logs(log_root)
+    unlisted: list[tuple[Path, str]] = []
+    logs = find_logs(log_root, unlisted)
     excluded = _campaign_exclusions(folder, logs)
     logs = [log for log in logs if log not in {path for path, _ in excluded}]
     if not logs:
+        hint = "point collect at a campaign or a log folder"
+        if unlisted:
+            hint = f"{unlisted[0][0]}: {unlisted[0][1]}; " + hint
         raise UserError("no run logs found (looked for *.log and result_*.txt)",
-                        where=str(log_root), hint="point collect at a campaign or a log folder")
+                        where=str(log_root), hint=hint)
     result_dirs = sorted({str(p.parent) for p in logs if p.name.startswith("result_")})
     if not config and len(result_dirs) > 1:
         raise UserError(f"the folder holds {len(result_dirs)} result sets", where=str(folder),
@@ -135,7 +175,7 @@ def resolve(folder: Path, version: str | None, system: str | None,
     spec = config["spec"] if isinstance(config.get("spec"), dict) else {}
     system = system or config.get("system")
     ruleset = None
-    if version:
+    if version is not None:
         ruleset = ruleset_for(version)
     elif config.get("version"):
         version = str(config["version"])
@@ -158,4 +198,5 @@ def resolve(folder: Path, version: str | None, system: str | None,
             published = float(block["score_minutes"])
         elif "published" not in spec:  # a plain folder, or a campaign that does not say
             published = _catalog_published(system, version)
-    return Inputs(folder, logs, version, ruleset, system, published, config, excluded)
+    return Inputs(folder, logs, version, ruleset, system, published, config,
+                  [*excluded, *unlisted])

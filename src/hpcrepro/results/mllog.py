@@ -12,8 +12,11 @@ line and decodes it with `json.loads` after `str.strip()`. Scoring uses that vie
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +75,27 @@ class Problem:
 
 
 ProblemSink = Callable[[Problem], None]
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_log(path: str | Path) -> BinaryIO:
+    """Open a log for reading, refusing anything but a regular file with an OSError that says
+    what it is: a `result_0.txt` that is a FIFO would block forever and a link to /dev/zero
+    would never end. The open does not block, so a FIFO without a writer is refused too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "no regular file")
+            raise OSError(errno.EINVAL, f"{kind}, not a log file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class CrashingRecord(str):
@@ -189,7 +213,7 @@ def iter_records(
     name = str(path)
     report: ProblemSink = on_problem or (lambda _p: None)
     copies = _RecentRecords()
-    with open(path, "rb") as handle:
+    with open_log(path) as handle:
         if start:
             handle.seek(start)
         blocks = BlockReader(handle, name, report)

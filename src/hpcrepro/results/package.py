@@ -20,6 +20,7 @@ from hpcrepro.mlperf_system import STATUS_BY_SHORT_NAME as STATUS_LONG
 from hpcrepro.mlperf_system import SYSTEM_FIELDS as SYSTEM_KEYS
 from hpcrepro.results.collect import Collection
 from hpcrepro.results.mllog import iter_records
+from hpcrepro.results.outputs import StagedTree
 from hpcrepro.results.runs import RunResult
 
 SCRIPT_SUFFIXES = (".sh", ".sub", ".sbatch", ".py", ".def", ".j2", ".yaml", ".yml")
@@ -42,11 +43,17 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     """All 33 required keys, from a published system.json, the campaign and the logs."""
     desc: dict[str, Any] = {}
     log_dir = Path(runs[0].path).parent
-    if (log_dir / "system.json").is_file():
+    published = log_dir / "system.json"
+    if published.is_file():
         try:
-            desc.update(json.loads((log_dir / "system.json").read_text()))
-        except ValueError as error:
-            raise UserError(f"cannot read system.json ({error})", where=str(log_dir)) from error
+            found = json.loads(published.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read it ({error})", where=str(published)) from error
+        if not isinstance(found, dict):
+            raise UserError(f"holds a JSON {type(found).__name__}, not an object",
+                            where=str(published),
+                            hint="a system description is an object of fields; fix or remove it")
+        desc.update(found)
     config = collection.inputs.campaign
     spec: dict[str, Any] = config["spec"] if isinstance(config.get("spec"), dict) else {}
     site: dict[str, Any] = config["site"] if isinstance(config.get("site"), dict) else {}
@@ -116,6 +123,28 @@ def _copy_scripts(collection: Collection, target: Path) -> list[str]:
     return copied
 
 
+def _write_tree(collection: Collection, stage: Path, runs: list[RunResult], results: Path,
+                system_file: Path, implementation_dir: Path, desc: dict[str, Any],
+                missing: list[str]) -> None:
+    (stage / results).mkdir(parents=True)
+    for index, run in enumerate(runs):
+        _mllog_only(run.path, stage / results / f"result_{index}.txt")
+    if collection.score.scaling_factor != 1.0:
+        (stage / results / "scaling.json").write_text(
+            json.dumps({"scaling_factor": collection.score.scaling_factor}))
+    (stage / system_file).parent.mkdir(parents=True)
+    (stage / system_file).write_text(json.dumps(desc, indent=4) + "\n")
+    (stage / implementation_dir).mkdir(parents=True)
+    copied = _copy_scripts(collection, stage / implementation_dir)
+    readme = [f"# {implementation_dir.name}", "", "ResNet-50 runs produced with hpcrepro.", ""]
+    readme += [f"- {c}" for c in copied] or ["The scripts that produced these logs were not "
+                                             "available to hpcrepro; add them here."]
+    if missing:
+        readme += ["", "System description fields hpcrepro could not know (fill them in "
+                   f"{system_file}):", "", *(f"- {m}" for m in missing)]
+    (stage / implementation_dir / "README.md").write_text("\n".join(readme) + "\n")
+
+
 def write_package(collection: Collection, out: Path, system: str | None = None) -> PackageResult:
     """Write the submission tree into `out` (the submitter's folder)."""
     runs = collection.scored_runs
@@ -124,29 +153,19 @@ def write_package(collection: Collection, out: Path, system: str | None = None) 
                         hint="fix or re-run the failed runs, then collect again")
     desc, missing = system_description(collection, runs)
     name = _safe_name(system or collection.inputs.system or Path(runs[0].path).parent.name)
-    spec = collection.inputs.campaign.get("spec") or {}
+    spec = collection.inputs.campaign.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
     implementation = _safe_name(str(spec.get("implementation") or f"{name}_hpcrepro"))
-    results = out / "results" / name / "resnet"
-    if results.exists() and any(results.iterdir()):
-        raise UserError("the package folder already holds results for this system",
-                        where=str(results), hint="pass an empty --package folder")
-    results.mkdir(parents=True, exist_ok=True)
-    for index, run in enumerate(runs):
-        _mllog_only(run.path, results / f"result_{index}.txt")
-    if collection.score.scaling_factor != 1.0:
-        (results / "scaling.json").write_text(
-            json.dumps({"scaling_factor": collection.score.scaling_factor}))
-    systems = out / "systems"
-    systems.mkdir(parents=True, exist_ok=True)
-    (systems / f"{name}.json").write_text(json.dumps(desc, indent=4) + "\n")
-    implementation_dir = out / "benchmarks" / "resnet" / "implementations" / implementation
-    implementation_dir.mkdir(parents=True, exist_ok=True)
-    copied = _copy_scripts(collection, implementation_dir)
-    readme = [f"# {implementation}", "", "ResNet-50 runs produced with hpcrepro.", ""]
-    readme += [f"- {c}" for c in copied] or ["The scripts that produced these logs were not "
-                                             "available to hpcrepro; add them here."]
-    if missing:
-        readme += ["", "System description fields hpcrepro could not know (fill them in "
-                   f"systems/{name}.json):", "", *(f"- {m}" for m in missing)]
-    (implementation_dir / "README.md").write_text("\n".join(readme) + "\n")
+    results = Path("results") / name / "resnet"
+    system_file = Path("systems") / f"{name}.json"
+    implementation_dir = Path("benchmarks") / "resnet" / "implementations" / implementation
+    staging = StagedTree(out, f"--package {out}")
+    with staging as stage:
+        try:
+            _write_tree(collection, stage, runs, results, system_file, implementation_dir,
+                        desc, missing)
+        except OSError as error:
+            raise UserError(f"cannot write the submission tree ({error.strerror or error})",
+                            where=f"--package {out}", hint="nothing was written") from error
+        staging.commit([results, system_file, implementation_dir])
     return PackageResult(out, name, runs, missing)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from hpcrepro.results.collect import Collection
+from hpcrepro.results.outputs import write_atomically
 from hpcrepro.results.runs import TARGET_ACCURACY
 
 
@@ -41,7 +43,8 @@ def write_plot(collection: Collection, out: Path) -> Path:
     fig.suptitle(f"{collection.inputs.system or collection.inputs.folder.name} "
                  f"{collection.inputs.version}")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
+    write_atomically(out, image.getvalue(), f"--plot {out}")
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,22 @@ def _summary_lines(collection: Collection) -> list[str]:
     return lines
 
 
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities (a damaged log can hold them) as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def render(collection: Collection, fmt: str) -> str:
     rows = run_rows(collection)
     if fmt == "json":
-        return json.dumps({"summary": summary(collection), "runs": rows}, indent=2)
+        document = _strict_json({"summary": summary(collection), "runs": rows})
+        return json.dumps(document, indent=2, allow_nan=False)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
@@ -122,13 +135,15 @@ def render(collection: Collection, fmt: str) -> str:
                                                      _summary_lines(collection))]) + "\n"
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{collection.inputs.system or collection.inputs.folder} "
-                        f"({collection.inputs.version})")
+    # Text, not str: rich would read `[...]` in a file name or a log's text as markup
+    table = Table(title=Text(f"{collection.inputs.system or collection.inputs.folder} "
+                             f"({collection.inputs.version})"))
     for column in COLUMNS:
         table.add_column(column)
     for r in rows:
-        table.add_row(*(_fmt(r[c]) for c in COLUMNS))
+        table.add_row(*(Text(_fmt(r[c])) for c in COLUMNS))
     console = Console(record=True, width=160)
     with console.capture() as capture:
         console.print(table)

@@ -8,6 +8,7 @@ last eval_accuracy epoch before a successful run_stop) on the records that reade
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class RunResult:
     unreadable_count: int = 0  # those mlperf-logging's parser would reject too
     official_compliance: bool | None = None  # from mlperf-logging's checker when it was run
     mllog_records: int = 0  # records mlperf-logging's parser would see
+    timing_problem: str = ""  # why run_start/run_stop give no time to train, when they do not
 
     @property
     def compliant(self) -> bool:
@@ -74,6 +76,8 @@ class RunResult:
             missing = [k for k, ok in (("run_start", self.run_start), ("run_stop", self.run_stop))
                        if not ok]
             return f"{' and '.join(missing)} missing (truncated log?)"
+        if self.timing_problem:
+            return self.timing_problem
         if not self.reached_target:
             best = "none" if self.best_accuracy is None else f"{self.best_accuracy:.5f}"
             return f"never reached {TARGET_ACCURACY} (best {best})"
@@ -147,10 +151,12 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
             epoch = _epoch(record.metadata)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 last = float(value)
-                best = last if best is None else max(best, last)
-                reached = reached or TARGET_ACCURACY <= last < 1.0
-                if start is not None:
-                    evals.append(((record.time_ms - start) / 60000, last))
+                if math.isfinite(last):  # a NaN would poison max() and the plot
+                    best = last if best is None else max(best, last)
+                    reached = reached or TARGET_ACCURACY <= last < 1.0
+                    since = None if start is None else (record.time_ms - start) / 60000
+                    if since is not None and math.isfinite(since):
+                        evals.append((since, last))
             if epoch is not None:
                 last_epoch = epoch if last_epoch is None else max(last_epoch, epoch)
             meta = record.metadata
@@ -181,8 +187,18 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
             info[key] = record.value
     checker.lines = scan.official
     minutes = None
+    timing_problem = ""
     if start is not None and stop is not None:
         minutes = (stop - start) / 60 / 1000
+        # mlperf-logging would score such a run as it is (a negative, NaN or infinite time)
+        if not math.isfinite(minutes):
+            timing_problem = (f"run_start (time_ms {_ms(start)}) or run_stop (time_ms "
+                              f"{_ms(stop)}) is not a finite time: no time to train")
+        elif minutes <= 0:
+            timing_problem = (f"run_stop (time_ms {_ms(stop)}) is not after run_start "
+                              f"(time_ms {_ms(start)}): no time to train")
+        if timing_problem:
+            minutes = None
     batch = info.get("global_batch_size")
     return RunResult(
         path=str(path), status=status, time_to_train_minutes=minutes,
@@ -194,8 +210,12 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
         division=_text(info.get("submission_division")), org=_text(info.get("submission_org")),
         platform=_text(info.get("submission_platform")), seeds=seeds, evals=evals,
         problems=problems, problem_count=problem_count, unreadable_count=unreadable_count,
-        mllog_records=checker.lines,
+        mllog_records=checker.lines, timing_problem=timing_problem,
     )
+
+
+def _ms(time_ms: float) -> str:
+    return f"{time_ms:.0f}" if time_ms.is_integer() else repr(time_ms)
 
 
 def _text(value: Any) -> str | None:

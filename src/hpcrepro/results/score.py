@@ -10,6 +10,7 @@ result is bit-identical.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +54,18 @@ def read_scaling_json(folder: Path) -> float | None:
         return None
     from hpcrepro.errors import UserError
 
+    hint = 'it must be JSON like {"scaling_factor": 1.0042}'
     try:
-        return float(json.loads(path.read_text())["scaling_factor"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"cannot read scaling_factor ({error})", where=str(path),
-                        hint='it must be JSON like {"scaling_factor": 1.0042}') from error
+        factor = float(json.loads(path.read_text())["scaling_factor"])
+    except OSError as error:
+        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path)) from error
+    except (ValueError, KeyError, TypeError, OverflowError) as error:
+        raise UserError(f"cannot read scaling_factor ({error!r})", where=str(path),
+                        hint=hint) from error
+    if not (math.isfinite(factor) and factor > 0):
+        raise UserError(f"scaling_factor is {factor!r}, not a positive number",
+                        where=f"{path} key 'scaling_factor'", hint=hint)
+    return factor
 
 
 def score_runs(runs: Sequence[RunResult], ruleset: str, published_scaling: float | None = None,

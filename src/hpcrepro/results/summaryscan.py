@@ -105,7 +105,7 @@ class SummaryScan:
         feed_copy = self.feed_copy
         findall = _RECORD.findall
         official = 0
-        with open(self.path, "rb") as handle:
+        with mllog.open_log(self.path) as handle:
             blocks = mllog.BlockReader(handle, self.name, self.report)
             for buf, end in blocks:
                 lines = _LineFinder(buf, end, blocks.line)
