@@ -76,6 +76,12 @@ def collect(
         if written.missing_fields:
             sys.stderr.write("system fields to fill in: " + ", ".join(written.missing_fields)
                              + "\n")
+        if official:
+            from hpcrepro.results.compliance import run_package_checker
+
+            verdict = run_package_checker(written.folder, collection.inputs.ruleset)
+            sys.stderr.write("mlperf-logging's package checker: " + (
+                "no errors" if verdict.valid else f"REJECTED\n{verdict.detail}") + "\n")
     if not collection.score.valid:
         sys.stderr.write(f"no valid score: {collection.score.reason}\n")
         raise typer.Exit(1)

@@ -45,13 +45,12 @@ class OfficialVerdict:
     detail: str  # the checker's WARNING/ERROR lines, or the end of its traceback
 
 
-def run_checker(log: str | Path, ruleset: str) -> OfficialVerdict:
-    """`python -m mlperf_logging.compliance_checker --usage training --ruleset R --quiet LOG`."""
+def _run_official(module: str, *args: str) -> OfficialVerdict:
+    """Run one of mlperf-logging's checkers in a scratch folder and read its log file."""
     with tempfile.TemporaryDirectory(prefix="hpcrepro-cc-") as scratch:
-        out = Path(scratch) / "compliance_checker.log"
+        out = Path(scratch) / "checker.log"
         done = subprocess.run(
-            [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-             "--ruleset", ruleset, "--quiet", "--log_output", str(out), str(Path(log).resolve())],
+            [sys.executable, "-m", module, *args, "--log_output", str(out)],
             cwd=scratch, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False,
         )
         text = out.read_text(errors="replace") if out.is_file() else ""
@@ -63,6 +62,18 @@ def run_checker(log: str | Path, ruleset: str) -> OfficialVerdict:
                            if line.startswith(("WARNING", "ERROR")) and "FAILED" not in line)
     valid = done.returncode == 0 and "SUCCESS" in text and not crashed
     return OfficialVerdict(valid, crashed, detail)
+
+
+def run_checker(log: str | Path, ruleset: str) -> OfficialVerdict:
+    """`python -m mlperf_logging.compliance_checker --usage training --ruleset R --quiet LOG`."""
+    return _run_official("mlperf_logging.compliance_checker", "--usage", "training",
+                         "--ruleset", ruleset, "--quiet", str(Path(log).resolve()))
+
+
+def run_package_checker(folder: str | Path, ruleset: str) -> OfficialVerdict:
+    """`python -m mlperf_logging.package_checker FOLDER training R` on a submission tree."""
+    return _run_official("mlperf_logging.package_checker", str(Path(folder).resolve()),
+                         "training", ruleset)
 
 
 def check_logs(logs: Sequence[str | Path], ruleset: str, jobs: int = 2) -> list[OfficialVerdict]:
