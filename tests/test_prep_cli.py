@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,19 +22,26 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 OUTPUTS = ("train.lst", "train.rec", "train.idx", "val.lst", "val.rec", "val.idx")
 
 
-def hpcrepro(*args: str | Path, preexec=None) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def hpcrepro(
+    *args: str | Path, preexec: Callable[[], None] | None = None, wrapper: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; `wrapper` is a command prefix (setpriv) and `preexec` runs in the child."""
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run(
-        [sys.executable, "-m", "hpcrepro", *map(str, args)],
+        [*wrapper, sys.executable, "-m", "hpcrepro", *map(str, args)],
         capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=120,
     )  # fmt: skip
 
 
 def prep(
-    raw: Path, out: Path, *extra: str | Path, preexec=None
-) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    raw: Path,
+    out: Path,
+    *extra: str | Path,
+    preexec: Callable[[], None] | None = None,
+    wrapper: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
     return hpcrepro("prep", "imagenet", "--raw", raw, "--out", out, "--workers", "2", *extra,
-                    preexec=preexec)  # fmt: skip
+                    preexec=preexec, wrapper=wrapper)  # fmt: skip
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -240,10 +247,11 @@ def test_layout_mistakes(synthetic: SyntheticSet, tmp_path: Path) -> None:
     (raw / "train" / "stray.jpg").write_bytes(b"x")
     user_error(prep(raw, tmp_path / "o6"), "'stray.jpg'", "outside any class folder")
     for out in ("o1", "o2", "o3", "o4", "o5", "o6"):
-        assert_not_complete(tmp_path / out)
+        assert not (tmp_path / out).exists(), out  # every check comes before the first write
     user_error(prep(tmp_path / "missing", tmp_path / "o7"), "is not a folder")
     (tmp_path / "o8").write_text("a file")
     user_error(prep(raw, tmp_path / "o8"), "--out", "is a file")
+    user_error(prep(raw, tmp_path / "o8" / "sub"), "cannot create --out", "o8 is a file")
 
 
 def test_tars_that_are_not_imagenet(synthetic: SyntheticSet, tmp_path: Path) -> None:
@@ -349,3 +357,94 @@ def test_killed_at_any_moment_then_rerun_gives_the_same_files(tmp_path: Path) ->
             process.wait()
         ok(prep(data.extracted, out))
         same_outputs(reference, out)
+
+
+def tree(root: Path) -> list[tuple[str, int]]:
+    """Every path under `root` with its mode: what a prep must leave as it was."""
+    paths = [
+        os.path.join(folder, name) for folder, dirs, files in os.walk(root) for name in dirs + files
+    ]
+    return sorted((os.path.relpath(path, root), os.lstat(path).st_mode) for path in paths)
+
+
+def without_read_override() -> list[str]:
+    """A command prefix under which mode 000 bites: root's CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH dropped (CI runs as root on Debian, which has setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root reads mode-000 folders anyway; dropping that needs setpriv (util-linux)")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@contextmanager
+def mode(path: Path, bits: int) -> Iterator[None]:
+    original = path.stat().st_mode & 0o7777
+    path.chmod(bits)
+    try:
+        yield
+    finally:
+        path.chmod(original)
+
+
+def test_unreadable_input_stops_the_prep_before_anything_is_written(
+    synthetic: SyntheticSet, tmp_path: Path
+) -> None:
+    """im2rec silently leaves out a folder it cannot list, so every later class gets the label
+    of the one before: the prep must refuse instead, naming the folder and the reason."""
+    wrapper = without_read_override()
+    raw = copy_raw(synthetic, tmp_path)
+    out = tmp_path / "out"
+    first, second = (raw / "train" / synthetic.wnids[0]), (raw / "val" / synthetic.wnids[0])
+    with mode(first, 0), mode(second, 0):  # the same class in both: the lists would still agree
+        result = prep(raw, out, wrapper=wrapper)
+        user_error(result, f"cannot read {first} while listing", "Permission denied", "chmod")
+    with mode(second, 0):
+        user_error(prep(raw, out, wrapper=wrapper), f"cannot read {second} ", "Permission denied")
+    with mode(raw / "train", 0):
+        user_error(prep(raw, out, wrapper=wrapper), f"cannot read {raw / 'train'} ")
+    with mode(first, 0o644):  # listable but not searchable: its images cannot be looked at
+        user_error(prep(raw, out, wrapper=wrapper), f"cannot read {first}/", "Permission denied")
+    tars = tmp_path / "tars"
+    shutil.copytree(synthetic.tars, tars)
+    with mode(tars / "ILSVRC2012_img_train.tar", 0):
+        result = prep(tars, out, wrapper=wrapper)
+        user_error(result, f"cannot read {tars / 'ILSVRC2012_img_train.tar'} ", "Permission denied")
+    assert not out.exists()
+
+
+def test_out_inside_the_input_is_refused_before_anything_is_written(
+    synthetic: SyntheticSet, reference: Path, tmp_path: Path
+) -> None:
+    raw = copy_raw(synthetic, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = synthetic.wnids[2]  # a class folder that is a link to another file system, say
+    shutil.move(raw / "train" / moved, elsewhere / moved)
+    os.symlink(elsewhere / moved, raw / "train" / moved)
+    os.symlink(raw / "train", tmp_path / "link")
+    before = tree(raw), tree(elsewhere)
+    for out in (
+        raw / "train" / synthetic.wnids[0],
+        raw / "val",
+        tmp_path / "link" / synthetic.wnids[1] / "out",  # the same folder through a link
+        elsewhere / moved / "out",  # inside a linked class folder: found while listing
+    ):
+        user_error(prep(raw, out), "is part of the input", "choose an --out outside")
+    assert (tree(raw), tree(elsewhere)) == before  # not even an empty folder was created
+    work = tmp_path / "o" / ".hpcrepro-prep"
+    work.mkdir(parents=True)
+    shutil.copytree(raw, work / "raw", symlinks=True)
+    user_error(prep(work / "raw", tmp_path / "o"), "the prep's working folder")
+
+    # Beside train/ and val/ is fine; a working folder an older version left in the input
+    # holds no images and is ignored (im2rec lists nothing from it either), with a warning.
+    for leftover in (
+        raw / "train" / ".hpcrepro-prep",
+        raw / "val" / synthetic.wnids[0] / ".hpcrepro-prep",
+    ):
+        leftover.mkdir()
+        (leftover / "plan.json").write_text("{}")
+    result = ok(prep(raw, raw / "recordio"))
+    assert result.stderr.count("warning: ignoring") == 2, result.stderr
+    same_outputs(reference, raw / "recordio")

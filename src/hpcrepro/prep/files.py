@@ -41,6 +41,30 @@ def io_errors(what: str, folder: Path) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def input_errors(raw: Path) -> Iterator[None]:
+    """Turn any OSError met while listing the input into a UserError naming what and why.
+
+    A folder that cannot be listed must stop the prep: left out, it would shift the labels of
+    every later class, the very mistake the listing checks exist to refuse.
+    """
+    try:
+        yield
+    except OSError as error:
+        what = error.filename or f"a file under {raw}"
+        reason = error.strerror or str(error)
+        hint = (
+            "make the input readable to this user (e.g. 'chmod -R a+rX' on it, or fix its owner "
+            "or ACL), or run the prep as a user who can read all of it; nothing was written"
+            if error.errno in (errno.EACCES, errno.EPERM)
+            else "check the file system that holds the input, then run the same command again; "
+            "nothing was written"
+        )
+        raise UserError(
+            f"cannot read {what} while listing the input ({reason})", hint=hint
+        ) from error
+
+
 def require_space(folder: Path, needed: int, what: str) -> None:
     """Fail before starting when the file system cannot hold what is about to be written."""
     free = shutil.disk_usage(folder).free

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
-from hpcrepro.prep.files import gib, io_errors, read_json, require_space, write_json
+from hpcrepro.prep.files import (
+    gib,
+    input_errors,
+    io_errors,
+    read_json,
+    require_space,
+    write_json,
+)
 from hpcrepro.prep.listing import (
     ListEntry,
     build_list,
@@ -29,10 +36,16 @@ from hpcrepro.prep.listing import (
 )
 from hpcrepro.prep.pack import PackState, pack
 from hpcrepro.prep.shards import JoinFiles, Shard, find_shard_count, join, shard_files
-from hpcrepro.prep.sources import SourceImage, SplitSource, find_train, find_val
+from hpcrepro.prep.sources import (
+    WORK_DIR,
+    SourceImage,
+    SplitSource,
+    find_train,
+    find_val,
+    is_folder,
+)
 from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
 
-WORK_DIR = ".hpcrepro-prep"
 PLAN_VERSION = 1
 _RECORD_OVERHEAD = 8 + 24 + 3 + 8  # record header, image header, padding, a possible split
 
@@ -99,14 +112,18 @@ def _check_split(source: SplitSource) -> list[ListEntry]:
     return entries
 
 
-def make_plan(request: Request, work: Path, log: Log) -> dict[str, list[ListEntry]]:
-    """List both splits and save the plan; returns the lists (this run need not reread them)."""
+Listed = list[tuple[SplitSource, list[ListEntry]]]
+
+
+def list_input(request: Request, log: Log) -> Listed:
+    """List and check both splits. It only reads: a mistake found here leaves --out untouched."""
     log(f"listing {request.raw} ...")
-    train = find_train(request.raw)
-    train_entries = _check_split(train)
-    train_classes = class_names(train_entries)
-    val = find_val(request.raw, request.val_labels, train_classes)
-    val_entries = _check_split(val)
+    with input_errors(request.raw):
+        train = find_train(request.raw)
+        train_entries = _check_split(train)
+        train_classes = class_names(train_entries)
+        val = find_val(request.raw, request.val_labels, train_classes)
+        val_entries = _check_split(val)
     val_classes = class_names(val_entries)
     if val_classes != train_classes:
         lacking = sorted(set(train_classes) - set(val_classes))
@@ -117,9 +134,20 @@ def make_plan(request: Request, work: Path, log: Log) -> dict[str, list[ListEntr
             where=val.location,
             hint="labels are class positions in sorted order, so both sets need the same classes",
         )
+    for leftover in train.leftovers + val.leftovers:
+        log(
+            f"warning: ignoring {leftover}: the working folder of an earlier prep whose --out was "
+            "inside the input; it holds no images (im2rec would list none from it). Delete it"
+        )
+    return [(train, train_entries), (val, val_entries)]
+
+
+def save_plan(request: Request, work: Path, listed: Listed, log: Log) -> dict[str, list[ListEntry]]:
+    """Write the lists and the plan; returns the lists (this run need not reread them)."""
     splits = {}
+    classes = len(class_names(listed[0][1]))
     tag = f"{os.uname().nodename}.{os.getpid()}"
-    for source, entries in ((train, train_entries), (val, val_entries)):
+    for source, entries in listed:
         # Array tasks may plan at the same time: each writes the same bytes and renames them in.
         lst, sources = work / f"{source.split}.lst", work / f"{source.split}.sources"
         write_lst(lst.with_name(f"{lst.name}.{tag}"), entries)
@@ -131,15 +159,15 @@ def make_plan(request: Request, work: Path, log: Log) -> dict[str, list[ListEntr
             "kind": source.kind,
             "location": source.location,
             "images": len(entries),
-            "classes": len(train_classes),
+            "classes": classes,
             "source_bytes": sum(e.source.size for e in entries),
         }
         log(
-            f"{source.split}: {len(entries)} images in {len(train_classes)} classes "
+            f"{source.split}: {len(entries)} images in {classes} classes "
             f"({source.kind} {source.location})"
         )
     write_json(work / "plan.json", {**_identity(request), "splits": splits})
-    return {"train": train_entries, "val": val_entries}
+    return {source.split: entries for source, entries in listed}
 
 
 def _identity(request: Request) -> dict[str, Any]:
@@ -175,20 +203,62 @@ def load_entries(work: Path, split: str, info: dict[str, Any]) -> list[ListEntry
 # ---------------------------------------------------------------- output folder
 
 
-def _open_output(request: Request, log: Log) -> tuple[Path, dict[str, Any] | None]:
-    """Create or reopen `<out>/.hpcrepro-prep`; returns it and the plan if one exists."""
-    out, work = request.out, request.out / WORK_DIR
-    with io_errors("creating the output folder", out):
-        out.mkdir(parents=True, exist_ok=True)
-        if request.restart and work.exists():
-            log(f"--restart: discarding the partial prep in {work}")
-            shutil.rmtree(work)
-        work.mkdir(exist_ok=True)
-        probe = work / f".write-test.{os.uname().nodename}.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    plan_path = work / "plan.json"
-    if not plan_path.is_file():
+def _refuse_out_in_input(request: Request, folders: list[str]) -> None:
+    """Refuse an --out in or under a folder the listing reads, before anything is written.
+
+    Files written there change the input: the working folder would be listed as an (empty)
+    class and a later prep of the same input would refuse it. `folders` are real paths and
+    `request.out` is resolved, so symlinks on either side are seen through. A --raw inside the
+    working folder is refused too: finishing or --restart deletes that folder.
+    """
+    for folder in folders:
+        if request.out.is_relative_to(folder):
+            raise UserError(
+                f"--out {request.out} is part of the input: the listing of --raw {request.raw} "
+                f"reads {folder}, and the prep's own files there would change what it sees",
+                hint=f"choose an --out outside the train/ and val/ folders, e.g. "
+                f"{request.raw.parent / (request.raw.name + '-recordio')}; nothing was written",
+            )
+    if request.raw.is_relative_to(request.out / WORK_DIR):
+        raise UserError(
+            f"--raw {request.raw} is inside {request.out / WORK_DIR}, the prep's working folder, "
+            "which it deletes when it finishes",
+            hint="move the input out of that folder first; nothing was written",
+        )
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the (long) listing when --out is a file or cannot be created or written."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file", hint="pass a folder (it is created)")
+    existing = out
+    while not os.path.lexists(existing):  # the nearest part that exists gets the new folders
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise UserError(
+            f"cannot create --out {out}: {existing} is a file", hint="pass a folder path for --out"
+        )
+    effective = os.access in os.supports_effective_ids  # root without CAP_DAC_OVERRIDE, setuid
+    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
+        reason = (
+            "Read-only file system"
+            if os.statvfs(existing).f_flag & os.ST_RDONLY
+            else "Permission denied"
+        )
+        raise UserError(
+            f"cannot write in {existing} ({reason})",
+            hint="choose an --out folder you can write to, or fix its permissions",
+        )
+
+
+def _existing_plan(request: Request) -> dict[str, Any] | None:
+    """The plan of a partial prep of this input in --out, to resume; None to start afresh.
+
+    Only reads: output files that hpcrepro did not finish, or a partial prep of other input,
+    stop the run before anything is written.
+    """
+    out, plan_path = request.out, request.out / WORK_DIR / "plan.json"
+    if request.restart or not plan_path.is_file():
         finals = [
             p.name
             for s in SPLITS
@@ -202,24 +272,44 @@ def _open_output(request: Request, log: Log) -> tuple[Path, dict[str, Any] | Non
                 hint="choose an empty --out folder, or delete those files; a data set made by "
                 "im2rec can be adopted with 'hpcrepro prep verify DIR --write-manifest'",
             )
-        return work, None
-    plan = read_json(plan_path)
+        return None
+    plan: dict[str, Any] = read_json(plan_path)
     if {k: plan.get(k) for k in _identity(request)} != _identity(request):
         raise UserError(
             f"{out} holds a partial prep of other input (raw {plan.get('raw')}, "
             f"val labels {plan.get('val_labels')})",
             hint="run the same command as before to resume it, or add --restart to discard it",
         )
-    return work, plan
+    return plan
+
+
+def _open_output(request: Request, log: Log) -> Path:
+    """Create (or reopen, or with --restart empty) `<out>/.hpcrepro-prep` and return it."""
+    out, work = request.out, request.out / WORK_DIR
+    with io_errors("creating the output folder", out):
+        out.mkdir(parents=True, exist_ok=True)
+        if request.restart and work.exists():
+            log(f"--restart: discarding the partial prep in {work}")
+            shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
+        probe = work / f".write-test.{os.uname().nodename}.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    return work
 
 
 def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
-    """Run the part of the prep the request asks for; returns a summary."""
+    """Run the part of the prep the request asks for; returns a summary.
+
+    Every check of the arguments and of the input comes before the first write, so a mistake
+    leaves --out (and the input) as they were.
+    """
     request.raw = request.raw.resolve()
     request.out = request.out.resolve()
     if request.val_labels:
         request.val_labels = request.val_labels.resolve()
-    if (request.out / "manifest.json").is_file():
+    _refuse_out_in_input(request, [os.path.realpath(request.raw / split) for split in SPLITS])
+    if os.path.isfile(request.out / "manifest.json"):
         problems = quick_check(request.out)
         if not problems:
             log(f"{request.out} is already a complete data set (manifest.json); nothing to do")
@@ -229,23 +319,29 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
             + "; ".join(problems),
             hint="delete the folder's train.*, val.* and manifest.json and prepare it again",
         )
-    if not request.raw.is_dir():
+    with input_errors(request.raw):
+        raw_is_folder = is_folder(request.raw)
+    if not raw_is_folder:
         raise UserError(
             f"--raw {request.raw} is not a folder", hint="pass the folder with train/ and val/"
         )
-    if request.out.exists() and not request.out.is_dir():
-        raise UserError(f"--out {request.out} is a file", hint="pass a folder (it is created)")
-    work, plan = _open_output(request, log)
-    listed: dict[str, list[ListEntry]] = {}
+    _check_writable(request.out)
+    plan = _existing_plan(request)
+    entries: dict[str, list[ListEntry]] = {}
     if plan is None:
+        listed = list_input(request, log)
+        _refuse_out_in_input(request, [f for source, _ in listed for f in source.folders])
+        work = _open_output(request, log)
         with io_errors("writing the image list", work):
-            listed = make_plan(request, work, log)
+            entries = save_plan(request, work, listed, log)
         plan = read_json(work / "plan.json")
+    else:
+        work = _open_output(request, log)
     if request.join_only:
         return _join_and_finish(request, work, plan, log)
     shard = request.shard or Shard(0, 1)
     for split in SPLITS:
-        _pack_split(request, work, plan, split, shard, log, listed.get(split))
+        _pack_split(request, work, plan, split, shard, log, entries.get(split))
     if request.shard is not None:
         log(f"shard {shard.index}/{shard.count} done; run with --join once all shards are done")
         return {"status": "shard-done", "shard": f"{shard.index}/{shard.count}"}

@@ -11,6 +11,7 @@ would have after NVIDIA's README steps (`<wnid>/<file>`), which is what `im2rec.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 import stat
@@ -31,6 +32,9 @@ VAL_LABEL_FILES = (
 )
 _DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 _WNID = re.compile(r"^n\d{8}$")
+# Where `hpcrepro prep` keeps its work in progress (under --out). Older versions accepted an --out
+# inside the input and could leave one there; a listing ignores it when it holds no images.
+WORK_DIR = ".hpcrepro-prep"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class SplitSource:
     location: str
     images: list[SourceImage] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
+    # real paths of the folders the listing read: an --out inside one would change the input
+    folders: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # stale WORK_DIRs, ignored
 
 
 class _Window:
@@ -88,11 +95,13 @@ def _not_a_tar(path: Path, what: str, error: Exception) -> UserError:
 
 
 def _open_tar(path: Path, what: str, fileobj: Any = None) -> tarfile.TarFile:
+    """Open a tar; content that is not a tar is the user's mistake, an OSError (a file that
+    cannot be read) goes on to `files.input_errors`."""
     try:
         if fileobj is not None:
             return tarfile.open(fileobj=fileobj, mode="r:")
         return tarfile.open(path, mode="r:")
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, EOFError) as error:
         raise _not_a_tar(path, what, error) from error
 
 
@@ -153,8 +162,10 @@ def scan_train_tar(path: Path) -> SplitSource:
 
 def scan_class_tar_folder(folder: Path) -> SplitSource:
     """Index a folder of per-class tars (`train/<wnid>.tar`)."""
-    source = SplitSource("train", "class-tars", str(folder))
+    source = SplitSource("train", "class-tars", str(folder), folders=[os.path.realpath(folder)])
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name == WORK_DIR and entry.is_dir():
+            source.leftovers.append(entry.path)
         if not entry.name.endswith(".tar") or not entry.is_file():
             continue
         wnid = entry.name[: -len(".tar")]
@@ -167,26 +178,40 @@ def scan_class_tar_folder(folder: Path) -> SplitSource:
     return source
 
 
+def _raise(error: OSError) -> None:
+    raise error
+
+
 def scan_folder(split: str, folder: Path) -> SplitSource:
-    """Index an extracted tree the way im2rec's `os.walk(root, followlinks=True)` sees it."""
+    """Index an extracted tree the way im2rec's `os.walk(root, followlinks=True)` sees it.
+
+    im2rec silently leaves out a folder it cannot list and a file it cannot stat, shifting the
+    labels of every later class; here both errors are raised (see `files.input_errors`).
+    """
     source = SplitSource(split, "folder", str(folder))
     root = str(folder)
     prefix = root if root.endswith(os.sep) else root + os.sep  # os.walk paths all start with it
-    for path, dirs, files in os.walk(root, followlinks=True):
+    for path, dirs, files in os.walk(root, onerror=_raise, followlinks=True):
         dirs.sort()
+        source.folders.append(os.path.realpath(path))
         found = False
         for name in sorted(files):
             full = os.path.join(path, name)
             try:
                 info = os.stat(full)
-            except OSError:
-                continue  # a dangling link: im2rec's isfile() skips it too
+            except OSError as error:
+                if error.errno in (errno.ENOENT, errno.ELOOP):
+                    continue  # a dangling link: im2rec's isfile() skips it too
+                raise
             if stat.S_ISREG(info.st_mode):
                 rel = full[len(prefix) :]
                 source.images.append(SourceImage(rel, full, -1, info.st_size))
                 found = found or is_listed(rel)
         if path != root and not found and not dirs:
-            source.empty_classes.append(path[len(prefix) :])
+            if os.path.basename(path) == WORK_DIR:
+                source.leftovers.append(path)
+            else:
+                source.empty_classes.append(path[len(prefix) :])
     return source
 
 
@@ -202,12 +227,25 @@ def _has_class_tars(folder: Path) -> bool:
     return any(e.name.endswith(".tar") and e.is_file() for e in os.scandir(folder))
 
 
+def _class_dirs(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    return [e for e in entries if e.is_dir() and e.name != WORK_DIR]
+
+
+def is_folder(path: Path) -> bool:
+    """Whether `path` is a folder; a path that cannot be checked (EACCES) raises, where
+    `Path.is_dir` would answer False on newer Pythons and send the search elsewhere."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def find_train(raw: Path) -> SplitSource:
     """Locate the train split under `raw` (extracted folder, class-tar folder or train tar)."""
     folder = raw / "train"
-    if folder.is_dir():
+    if is_folder(folder):
         if _has_class_tars(folder):
-            if any(e.is_dir() for e in os.scandir(folder)):
+            if _class_dirs(list(os.scandir(folder))):
                 raise UserError(
                     f"{folder} holds both class folders and class tars",
                     hint="finish extracting (each <wnid>.tar into <wnid>/ then delete the tar) "
@@ -227,9 +265,9 @@ def find_train(raw: Path) -> SplitSource:
 def find_val(raw: Path, labels: Path | None, train_classes: list[str]) -> SplitSource:
     """Locate the val split; flat images (folder or tar) get their classes from a labels file."""
     folder = raw / "val"
-    if folder.is_dir():
+    if is_folder(folder):
         entries = list(os.scandir(folder))
-        class_dirs = [e for e in entries if e.is_dir()]
+        class_dirs = _class_dirs(entries)
         flat = [e for e in entries if e.is_file() and is_listed(e.name)]
         if class_dirs and flat:
             raise UserError(
@@ -244,7 +282,10 @@ def find_val(raw: Path, labels: Path | None, train_classes: list[str]) -> SplitS
                 SourceImage(e.name, e.path, -1, e.stat().st_size)
                 for e in sorted(flat, key=lambda e: e.name)
             ]
-            return _label_flat_val("flat-folder", str(folder), images, raw, labels, train_classes)
+            source = _label_flat_val("flat-folder", str(folder), images, raw, labels, train_classes)
+            source.folders.append(os.path.realpath(folder))
+            source.leftovers = [e.path for e in entries if e.name == WORK_DIR and e.is_dir()]
+            return source
     tar = raw / VAL_TAR
     if tar.is_file():
         return _label_flat_val("tar", str(tar), _scan_val_tar(tar), raw, labels, train_classes)
