@@ -114,7 +114,7 @@ def test_several_nodes_report_differences(tmp_path: Path) -> None:
     [
         (
             ["--from-json", "/nonexistent/node.json"],
-            "error: file not found: /nonexistent/node.json",
+            "error: /nonexistent/node.json: file not found",
         ),
         (
             ["--from-json", "{data}/h200_8gpu_handwritten.json", "--write-system", "{tmp}/x.yml"],

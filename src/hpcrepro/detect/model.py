@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
+from hpcrepro.jsonio import read_json
 
 SCHEMA = "hpcrepro.node/1"
 
@@ -177,21 +178,7 @@ def load_description(path: Path) -> NodeDescription:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(
-            f"file not found: {path}", hint="check the path given to --from-json"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"invalid JSON: {exc.msg}",
-            where=f"{path}:{exc.lineno}",
-            hint="give the file written by 'hpcrepro detect --json'",
-        ) from None
-    return data
+    return read_json(path, hint="give the file written by 'hpcrepro detect --json'")
 
 
 def _where(source: str, path: tuple[str | int, ...]) -> str:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hpcrepro import jsonio
 from hpcrepro.errors import UserError
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -98,10 +99,6 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"{path} is unreadable or damaged ({error})",
-            hint="delete it and run the prep again (with --restart if it is the plan)",
-        ) from error
+    """A prep state file; a damaged one says how to start over."""
+    return jsonio.read_json(
+        path, hint="delete it and run the prep again (with --restart if it is the plan)")

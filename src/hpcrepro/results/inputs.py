@@ -6,7 +6,6 @@ folder of logs works too, with the version taken from `--version` or from the pa
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
+from hpcrepro.jsonio import read_json
 from hpcrepro.results.rules import SUPPORTED_RULESETS
 
 _VERSION = re.compile(r"^[rv]?(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -53,11 +53,7 @@ class Inputs:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read JSON ({error})", where=str(path),
-                        hint="the campaign folder looks damaged; re-create it") from error
+    return read_json(path, hint="the campaign folder looks damaged; re-create it")
 
 
 def is_log_name(name: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
+from hpcrepro.jsonio import read_json
 from hpcrepro.mlperf_system import STATUS_BY_SHORT_NAME as STATUS_LONG
 from hpcrepro.mlperf_system import SYSTEM_FIELDS as SYSTEM_KEYS
 from hpcrepro.results.collect import Collection
@@ -45,10 +46,7 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     log_dir = Path(runs[0].path).parent
     published = log_dir / "system.json"
     if published.is_file():
-        try:
-            found = json.loads(published.read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read it ({error})", where=str(published)) from error
+        found = read_json(published, hint="fix or remove it")
         if not isinstance(found, dict):
             raise UserError(f"holds a JSON {type(found).__name__}, not an object",
                             where=str(published),

@@ -9,7 +9,6 @@ result is bit-identical.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,12 +52,12 @@ def read_scaling_json(folder: Path) -> float | None:
     if not path.is_file():
         return None
     from hpcrepro.errors import UserError
+    from hpcrepro.jsonio import read_json
 
     hint = 'it must be JSON like {"scaling_factor": 1.0042}'
+    data = read_json(path, hint)
     try:
-        factor = float(json.loads(path.read_text())["scaling_factor"])
-    except OSError as error:
-        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path)) from error
+        factor = float(data["scaling_factor"])
     except (ValueError, KeyError, TypeError, OverflowError) as error:
         raise UserError(f"cannot read scaling_factor ({error!r})", where=str(path),
                         hint=hint) from error
