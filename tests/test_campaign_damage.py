@@ -238,3 +238,19 @@ def test_collect_of_a_campaign_with_a_damaged_manifest_exits_2(
                     check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"{path}: {what}" in done.stderr and len(done.stderr) < 1000
+
+
+def test_collect_leaves_out_the_logs_of_void_and_never_run_runs(tmp_path: Path) -> None:
+    """The verdict names collect skips are the ones the campaign writes (verdict.VOID, NOT_RUN)."""
+    from hpcrepro.campaign import verdict
+    from hpcrepro.results.inputs import resolve
+
+    data = sample_manifest()
+    data["stages"][1]["verdicts"]["1"]["verdict"] = verdict.NOT_RUN
+    data["stages"][2]["verdicts"]["2"]["verdict"] = verdict.VOID
+    _write(tmp_path, data)
+    for index in (1, 2, 3):
+        (tmp_path / f"run-{index:02d}.log").write_text(":::MLLOG {}\n")
+    inputs = resolve(tmp_path, "r2.1", None, None)
+    assert sorted(path.name for path, _ in inputs.excluded) == ["run-01.log", "run-02.log"]
+    assert [path.name for path in inputs.logs] == ["run-03.log"]
