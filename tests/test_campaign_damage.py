@@ -68,6 +68,9 @@ SHAPE_DAMAGE: list[tuple[Damage, str, str]] = [
     (_set({"pid": "12"}, "local_runner"), "local_runner.pid", "whole number"),
     (_set(["nope"], "stages", 1, "after"), "stages[1].after[0]", "names no stage"),
     (_set("run-01", "stages", 2, "name"), "stages[2].name", "also the name of stages[1]"),
+    (_set("run 01; rm -rf ~", "stages", 1, "name"), "stages[1].name", "a name of letters"),
+    (_set("c\n", "name"), "name", "a name of letters"),
+    (_set([10**30], "stages", 1, "runs"), "stages[1].runs[0]", "a run number from 1 to"),
     (_set("later", "stages", 3, "dependency"), "stages[3].dependency", "afterok, afterany"),
     (_set("dance", "stages", 0, "kind"), "stages[0].kind", "one of image, prep, train"),
     (_set(True, "runs_required"), "runs_required", "found true"),
@@ -134,8 +137,17 @@ def test_an_unreadable_manifest_is_a_user_error(tmp_path: Path, content: bytes, 
 
 def test_a_manifest_that_is_a_folder_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "campaign.json").mkdir()
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="is not a plain file"):
         manifest_io.load(tmp_path / "campaign.json")
+
+
+def test_a_manifest_that_is_a_fifo_does_not_hang_status(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "campaign.json")
+    done = hpcrepro("status", str(tmp_path), env=_env(tmp_path), check=False, timeout=20)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{tmp_path / 'campaign.json'} is not a plain file" in done.stderr
 
 
 # --- through the command line, as a user meets it
@@ -186,7 +198,7 @@ def test_status_lists_healthy_campaigns_beside_damaged_ones(tmp_path: Path) -> N
         assert "bad-shape/campaign.json: damaged manifest: stages[1].kind is missing" in (
             by_name["bad-shape"]
         )
-        assert "campaign.json cannot be read (Is a directory)" in by_name["folder-manifest"]
+        assert "campaign.json is not a plain file" in by_name["folder-manifest"]
         for name, what in (("a-dir", "is not a plain file"), ("binary", "is not UTF-8 text"),
                            ("long", "is longer than a folder path"),
                            ("too-long", "names a folder that cannot be reached"),

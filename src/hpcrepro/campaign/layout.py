@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hpcrepro.errors import UserError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PATH_MAX = 4096  # Linux PATH_MAX: an index entry longer than this cannot name a folder
 
 
@@ -64,7 +64,7 @@ class CampaignPaths:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UserError(
             f"'{name}' is not a usable campaign name",
             hint="use letters, digits, '.', '_' and '-' (at most 100), "
@@ -120,7 +120,12 @@ def read_entry(entry: Path) -> Path:
 def register(name: str, root: Path) -> None:
     """Record that campaign `name` lives in `root` (refuses a second campaign of that name)."""
     index = index_dir()
-    index.mkdir(parents=True, exist_ok=True)
+    try:
+        index.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot make the campaign index folder ({error.strerror or error})",
+                        where=str(index),
+                        hint="set $HPCREPRO_STATE_DIR to a folder you may write") from error
     entry = index / name
     root = root.resolve()
     if os.path.lexists(entry):
@@ -153,8 +158,13 @@ def known_campaigns(
     index = index_dir()
     if not index.is_dir():
         return {}
+    try:
+        entries = sorted(index.iterdir())
+    except OSError as error:
+        raise UserError(f"the campaign index cannot be read ({error.strerror or error})",
+                        where=str(index), hint="make it a folder you may read") from error
     found: dict[str, Path] = {}
-    for entry in sorted(index.iterdir()):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
@@ -182,7 +192,7 @@ def find(campaign: str) -> CampaignPaths:
     with contextlib.suppress(OSError):  # e.g. a name too long to be a path
         if _has_manifest(as_path):
             return CampaignPaths(as_path.resolve())
-    if _NAME.match(campaign) and os.path.lexists(index_dir() / campaign):
+    if NAME.fullmatch(campaign) and os.path.lexists(index_dir() / campaign):
         read_entry(index_dir() / campaign)  # a damaged entry of that name: say so
     known = known_campaigns()
     if campaign in known:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ LOCK_TIMEOUT_S = 120.0
 def load(path: Path) -> dict[str, Any]:
     """The manifest at `path`, checked against the shape hpcrepro writes (see `shape`)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a folder, or a FIFO that would block
+            raise UserError(f"{path} is not a plain file", hint=shape.HINT)
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as error:
         raise UserError(f"{path} does not exist", hint="is this a campaign folder?") from error

@@ -15,6 +15,7 @@ from typing import Any
 
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign import verdict
+from hpcrepro.campaign.layout import NAME
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
 
@@ -25,6 +26,7 @@ VERDICTS = (verdict.VALID, verdict.INVALID, verdict.VOID, verdict.NOT_RUN)
 JOB_STATES = tuple(sorted(states.ACTIVE | states.FINISHED | {states.PLANNED}))
 # Jobs in these states were accepted by the scheduler, so the engine needs their id.
 _HAVE_JOB_ID = (states.PENDING, states.RUNNING, states.SUSPENDED)
+MAX_RUN = 99_999  # far more runs than any campaign makes; keeps run-NN.log a short name
 _QUOTE_AT_MOST = 60
 HINT = (
     "hpcrepro writes this file itself, so it was damaged or edited by hand: restore it from a "
@@ -48,7 +50,8 @@ def damaged(path: Path, error: ShapeError) -> UserError:
 
 def check(data: dict[str, Any]) -> None:
     """Raise ShapeError unless `data` has the shape hpcrepro writes (see campaign.plan.build)."""
-    for key in ("name", "id", "fingerprint"):
+    _named(data, "name", "name")
+    for key in ("id", "fingerprint"):
         _name(data, key, key)
     _timestamp(data, "created", "created")
     _choice(data, "backend", "backend", BACKENDS)
@@ -102,7 +105,7 @@ def _inputs(inputs: dict[str, Any]) -> None:
 
 
 def _stage(stage: dict[str, Any], at: str) -> None:
-    _name(stage, "name", f"{at}.name")
+    _named(stage, "name", f"{at}.name")
     kind = _choice(stage, "kind", f"{at}.kind", KINDS)
     _name(stage, "script", f"{at}.script")
     _choice(stage, "dependency", f"{at}.dependency", DEPENDENCIES)
@@ -123,8 +126,8 @@ def _runs(stage: dict[str, Any], at: str, optional: bool = False) -> list[int] |
     if "runs" not in stage:
         return None
     for position, value in enumerate(runs):
-        _is(value, f"{at}.runs[{position}]", _is_int(value) and value >= 1,
-            "a run number (1 or more)")
+        _is(value, f"{at}.runs[{position}]", _is_int(value) and 1 <= value <= MAX_RUN,
+            f"a run number from 1 to {MAX_RUN}")
     return runs
 
 
@@ -187,6 +190,12 @@ def _name(obj: dict[str, Any], key: str, at: str) -> Any:
     """A text that names something (a campaign, a stage, a script): never empty."""
     return _typed(obj, key, at, lambda v: isinstance(v, str) and v != "", "a non-empty text",
                   False, False)
+
+
+def _named(obj: dict[str, Any], key: str, at: str) -> Any:
+    """A campaign or stage name: it goes into file names and Slurm job names."""
+    return _typed(obj, key, at, lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None,
+                  "a name of letters, digits, '.', '_' and '-' (at most 100)", False, False)
 
 
 def _text(
