@@ -96,3 +96,45 @@ def all_finished(campaign: str, env: dict[str, str]) -> Callable[[], dict[str, A
         return None if any(row["state"] in active for row in status["stages"]) else status
 
     return check
+
+
+def sample_manifest(name: str = "sample", backend: str = "local") -> dict[str, Any]:
+    """A finished campaign's manifest with every field hpcrepro writes: image, two runs (one
+    valid, one void), collection; built with the engine's own stage and job helpers."""
+    from hpcrepro.campaign import stages as st
+
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "name": name,
+        "id": "a1b2c3",
+        "created": "2026-01-31T12:00:00Z",
+        "backend": backend,
+        "system": "dgxa100_1x8",
+        "version": "r2.1",
+        "inputs": {"system": "dgxa100_1x8", "version": "r2.1", "site": None, "overrides": []},
+        "fingerprint": "0123456789abcdef",
+        "runs_required": 2,
+        "runs_per_job": 1,
+        "target_epoch": 35,
+        "target_accuracy": 0.759,
+        "cancelled": False,
+        "local_runner": None,
+        "stages": [
+            st.new_stage("image", "image", "scripts/image.sbatch"),
+            st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["image"], runs=[1]),
+            st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["image"], runs=[2]),
+            st.new_stage("collect", "collect", "scripts/collect.sbatch",
+                         after=["run-01", "run-02"], dependency=st.AFTER_ANY),
+        ],
+    }
+    for number, item in enumerate(manifest["stages"], start=1):
+        job = st.plan_attempt(manifest, item)
+        job.update(job_id=f"local:{job['token']}", state="completed", slurm_state="COMPLETED",
+                   submitted="2026-01-31T12:00:01Z", start="2026-01-31T12:00:02Z",
+                   end="2026-01-31T12:01:00Z", nodes=1, nodelist="node1", pid=1000 + number,
+                   exit_code="0:0")
+    manifest["stages"][1]["verdicts"]["1"] = {"verdict": "valid", "reason": "reached 0.7600",
+                                              "job_id": manifest["stages"][1]["jobs"][0]["job_id"]}
+    manifest["stages"][2]["verdicts"]["2"] = {"verdict": "void", "reason": "job timeout",
+                                              "job_id": manifest["stages"][2]["jobs"][0]["job_id"]}
+    return manifest

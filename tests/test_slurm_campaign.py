@@ -93,6 +93,8 @@ def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.Ca
         "id": st.new_id(),
         "created": st.now(),
         "backend": "slurm",
+        "inputs": {"system": "dgxa100_1x8", "version": "r2.1", "site": None, "overrides": []},
+        "fingerprint": "0123456789abcdef",
         "runs_required": 2,
         "runs_per_job": 1,
         "stages": stages,

@@ -190,13 +190,14 @@ def graph_text(manifest: dict[str, Any]) -> str:
 def load_campaigns(
     campaign: str | None, on_damaged: Callable[[str, UserError], None] | None = None
 ) -> list[tuple[CampaignPaths, dict[str, Any]]]:
-    """One campaign, or every known one; a damaged manifest among all of them is passed to
-    `on_damaged` (name, error) and left out, so one broken campaign cannot hide the others."""
+    """One campaign, or every known one; a damaged manifest or index entry among all of them is
+    passed to `on_damaged` (name, error) and left out, so one broken campaign cannot hide the
+    others."""
     if campaign:
         paths = layout.find(campaign)
         return [(paths, manifest_io.load(paths.manifest))]
     found = []
-    for name, root in layout.known_campaigns().items():
+    for name, root in layout.known_campaigns(on_damaged).items():
         paths = CampaignPaths(root)
         try:
             found.append((paths, manifest_io.load(paths.manifest)))

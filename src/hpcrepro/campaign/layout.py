@@ -7,14 +7,18 @@ campaign name to that folder, so `hpcrepro status` needs neither the site file n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcrepro.errors import UserError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PATH_MAX = 4096  # Linux PATH_MAX: an index entry longer than this cannot name a folder
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class CampaignPaths:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UserError(
             f"'{name}' is not a usable campaign name",
             hint="use letters, digits, '.', '_' and '-' (at most 100), "
@@ -82,15 +86,55 @@ def index_dir() -> Path:
     return state_dir() / "campaigns"
 
 
+def read_entry(entry: Path) -> Path:
+    """The campaign folder an index file names. A damaged index file (a folder, binary bytes, a
+    huge file, no absolute path) is a UserError naming it, quoting at most a few characters."""
+
+    def damaged(problem: str) -> UserError:
+        return UserError(
+            f"campaign index entry {problem}",
+            where=str(entry),
+            hint="the index is written by `hpcrepro submit`: delete this entry (its campaign "
+            "folder is not touched), or write the campaign folder's absolute path into it",
+        )
+
+    try:
+        if not stat.S_ISREG(entry.stat().st_mode):
+            raise damaged("is not a plain file")
+        with entry.open("rb") as handle:
+            raw = handle.read(_PATH_MAX + 2)
+    except OSError as error:
+        raise damaged(f"cannot be read ({error.strerror or error})") from error
+    try:
+        text = raw.decode("utf-8").strip("\r\n")
+    except UnicodeDecodeError as error:
+        raise damaged("is not UTF-8 text") from error
+    if len(raw) > _PATH_MAX + 1:
+        raise damaged(f"is longer than a folder path can be ({_PATH_MAX} bytes)")
+    if not text.startswith("/") or "\n" in text or "\0" in text:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise damaged(f"does not hold one absolute folder path (it holds {shown!r})")
+    return Path(text)
+
+
 def register(name: str, root: Path) -> None:
     """Record that campaign `name` lives in `root` (refuses a second campaign of that name)."""
     index = index_dir()
-    index.mkdir(parents=True, exist_ok=True)
+    try:
+        index.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot make the campaign index folder ({error.strerror or error})",
+                        where=str(index),
+                        hint="set $HPCREPRO_STATE_DIR to a folder you may write") from error
     entry = index / name
     root = root.resolve()
-    if entry.exists():
-        known = Path(entry.read_text().strip())
-        if known != root and (known / "campaign.json").exists():
+    if os.path.lexists(entry):
+        known = read_entry(entry)
+        try:
+            taken = known != root and _has_manifest(known)
+        except OSError:
+            taken = False  # a folder that cannot be reached holds no campaign to protect
+        if taken:
             raise UserError(
                 f"a campaign named '{name}' already exists in {known}",
                 hint="choose another name with --name, or `hpcrepro status " + name + "`",
@@ -100,17 +144,44 @@ def register(name: str, root: Path) -> None:
     os.replace(tmp, entry)
 
 
-def known_campaigns() -> dict[str, Path]:
-    """Every registered campaign whose folder still holds a manifest, by name."""
+def _has_manifest(root: Path) -> bool:
+    """Whether `root` holds a campaign.json; OSError when that cannot be told (a path too long
+    for the file system, a folder that may not be searched)."""
+    return (root / "campaign.json").exists()
+
+
+def known_campaigns(
+    on_damaged: Callable[[str, UserError], None] | None = None,
+) -> dict[str, Path]:
+    """Every registered campaign whose folder still holds a manifest, by name. A damaged index
+    entry is passed to `on_damaged` (name, error) and left out."""
     index = index_dir()
     if not index.is_dir():
         return {}
+    try:
+        entries = sorted(index.iterdir())
+    except OSError as error:
+        raise UserError(f"the campaign index cannot be read ({error.strerror or error})",
+                        where=str(index), hint="make it a folder you may read") from error
     found: dict[str, Path] = {}
-    for entry in sorted(index.iterdir()):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
-        root = Path(entry.read_text().strip())
-        if (root / "campaign.json").exists():
+        try:
+            root = read_entry(entry)
+            try:
+                present = _has_manifest(root)
+            except OSError as error:
+                raise UserError(
+                    f"campaign index entry names a folder that cannot be reached "
+                    f"({error.strerror or type(error).__name__})",
+                    where=str(entry),
+                ) from error
+        except UserError as error:
+            if on_damaged is not None:
+                on_damaged(entry.name, error)
+            continue
+        if present:
             found[entry.name] = root
     return found
 
@@ -118,8 +189,11 @@ def known_campaigns() -> dict[str, Path]:
 def find(campaign: str) -> CampaignPaths:
     """A campaign given by name (from the index) or by the path of its folder."""
     as_path = Path(campaign)
-    if (as_path / "campaign.json").exists():
-        return CampaignPaths(as_path.resolve())
+    with contextlib.suppress(OSError):  # e.g. a name too long to be a path
+        if _has_manifest(as_path):
+            return CampaignPaths(as_path.resolve())
+    if NAME.fullmatch(campaign) and os.path.lexists(index_dir() / campaign):
+        read_entry(index_dir() / campaign)  # a damaged entry of that name: say so
     known = known_campaigns()
     if campaign in known:
         return CampaignPaths(known[campaign])

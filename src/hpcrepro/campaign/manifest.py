@@ -11,46 +11,55 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hpcrepro.campaign import shape
 from hpcrepro.errors import UserError
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
-# What every command reads from a manifest (campaign.plan writes them and more): one that lacks
-# them was damaged or written by hand.
-REQUIRED_KEYS = ("name", "backend", "runs_required", "stages")
 
 
 def load(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, checked against the shape hpcrepro writes (see `shape`)."""
     try:
-        data = json.loads(path.read_text())
+        if not stat.S_ISREG(path.stat().st_mode):  # a folder, or a FIFO that would block
+            raise UserError(f"{path} is not a plain file", hint=shape.HINT)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as error:
         raise UserError(f"{path} does not exist", hint="is this a campaign folder?") from error
-    except json.JSONDecodeError as error:
-        raise UserError(
-            f"{path} is not valid JSON ({error})",
-            hint="the file was damaged or edited by hand; restore it from a backup",
-        ) from error
+    except OSError as error:
+        raise UserError(f"{path} cannot be read ({error.strerror or error})",
+                        hint=shape.HINT) from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start})",
+                        hint=shape.HINT) from error
+    try:
+        data = json.loads(text)
+    except ValueError as error:  # JSONDecodeError, or an integer of thousands of digits
+        raise UserError(f"{path} is not valid JSON ({str(error)[:200]})",
+                        hint=shape.HINT) from error
+    except RecursionError as error:
+        raise UserError(f"{path} is not a campaign manifest (nested too deeply to read)",
+                        hint=shape.HINT) from error
     if not isinstance(data, dict):
         raise UserError(
             f"{path} is not a campaign manifest (a JSON {type(data).__name__}, not an object)",
-            hint="the file was damaged or edited by hand; restore it from a backup",
+            hint=shape.HINT,
         )
     if data.get("format") != FORMAT:
         raise UserError(
-            f"{path} has manifest format {data.get('format')!r}, expected {FORMAT}",
+            f"{path} has manifest format {data.get('format')!r:.40}, expected {FORMAT}",
             hint="use the hpcrepro version that created this campaign",
         )
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    stages = data.get("stages")
-    if missing or not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-        what = f"lacks {', '.join(missing)}" if missing else "has no list of stages"
-        raise UserError(f"{path} is damaged: it {what}",
-                        hint="the file was edited by hand; restore it from a backup")
+    try:
+        shape.check(data)
+    except shape.ShapeError as error:
+        raise shape.damaged(path, error) from error
     return data
 
 

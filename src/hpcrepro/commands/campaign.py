@@ -65,10 +65,11 @@ def status(
 
     def warn(name: str, error: UserError) -> None:
         damaged.append(name)
-        typer.echo(f"warning: campaign {name} is left out: {error}", err=True)
+        one_line = error.render().replace("\n", "; ")
+        typer.echo(f"warning: campaign {name} is left out: {one_line}", err=True)
 
     campaigns = actions.load_campaigns(campaign, on_damaged=warn)
-    if damaged and not campaigns:
+    if damaged and not campaigns and not as_json:
         return  # the warnings said it all; "no campaigns yet" would be wrong
     slurm = actions.refresh_all(campaigns)
     if slurm.unavailable:

@@ -114,7 +114,7 @@ def _catalog_published(system: str | None, version: str) -> float | None:
 
 
 # Campaign verdicts (hpcrepro.campaign.verdict) whose logs are left out of the score.
-_NOT_COUNTED = ("void", "not run")
+_NOT_COUNTED = ("void", "not_run")
 
 
 def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str]]:
@@ -127,16 +127,21 @@ def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str
     if not manifest.is_file():
         return []
     data = _read_json(manifest)
+    from hpcrepro.campaign import shape
+
+    try:
+        shape.check_run_verdicts(data)
+    except shape.ShapeError as error:
+        raise shape.damaged(manifest, error) from error
     by_name = {p.name: p for p in logs}
     excluded = []
-    for stage in data.get("stages", []) if isinstance(data, dict) else []:
-        verdicts = stage.get("verdicts") if isinstance(stage, dict) else None
-        for index, judged in (verdicts or {}).items():
-            if not (isinstance(judged, dict) and judged.get("verdict") in _NOT_COUNTED):
+    for stage in data["stages"]:
+        for index, judged in stage.get("verdicts", {}).items():
+            if judged["verdict"] not in _NOT_COUNTED:
                 continue
             log = by_name.get(f"run-{int(index):02d}.log")
             if log is not None:
-                excluded.append((log, f"{judged['verdict']}: {judged.get('reason', '')}".strip()))
+                excluded.append((log, f"{judged['verdict']}: {judged.get('reason') or ''}".strip()))
     return excluded
 
 

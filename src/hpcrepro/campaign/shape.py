@@ -1,0 +1,290 @@
+"""The shape of a campaign manifest, checked whenever one is read.
+
+hpcrepro writes `campaign.json` itself (campaign.plan, the engine, the local runner), so valid JSON
+of another shape was damaged or edited by hand. Every command reads fields deep inside it
+(`stages[i].jobs[j].state`, verdicts by run index), so the whole shape is checked once, when the
+file is loaded: a damaged manifest is one error naming the field, never a KeyError much later.
+Keys this version does not know are allowed (a newer hpcrepro may add some).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import verdict
+from hpcrepro.campaign.layout import NAME
+from hpcrepro.errors import UserError
+from hpcrepro.scheduler import states
+
+BACKENDS = ("slurm", "local")
+KINDS = ("image", "prep", st.TRAIN, "collect")
+DEPENDENCIES = (st.AFTER_OK, st.AFTER_ANY)
+VERDICTS = (verdict.VALID, verdict.INVALID, verdict.VOID, verdict.NOT_RUN)
+JOB_STATES = tuple(sorted(states.ACTIVE | states.FINISHED | {states.PLANNED}))
+# Jobs in these states were accepted by the scheduler, so the engine needs their id.
+_HAVE_JOB_ID = (states.PENDING, states.RUNNING, states.SUSPENDED)
+MAX_RUN = 99_999  # far more runs than any campaign makes; keeps run-NN.log a short name
+_QUOTE_AT_MOST = 60
+HINT = (
+    "hpcrepro writes this file itself, so it was damaged or edited by hand: restore it from a "
+    "backup, or submit the campaign again under a new name (`hpcrepro submit ... --name NEW`)"
+)
+
+
+class ShapeError(Exception):
+    """One field of the manifest is missing or of the wrong kind."""
+
+    def __init__(self, at: str, problem: str) -> None:
+        super().__init__(f"{at}: {problem}")
+        self.at = at
+        self.problem = problem
+
+
+def damaged(path: Path, error: ShapeError) -> UserError:
+    """The user-facing error: the file, the field's JSON path, what is wrong, how to fix it."""
+    return UserError(f"damaged manifest: {error.at} {error.problem}", where=str(path), hint=HINT)
+
+
+def check(data: dict[str, Any]) -> None:
+    """Raise ShapeError unless `data` has the shape hpcrepro writes (see campaign.plan.build)."""
+    _named(data, "name", "name")
+    for key in ("id", "fingerprint"):
+        _name(data, key, key)
+    _timestamp(data, "created", "created")
+    _choice(data, "backend", "backend", BACKENDS)
+    _integer(data, "runs_required", "runs_required", minimum=1)
+    _integer(data, "runs_per_job", "runs_per_job", minimum=1, optional=True)
+    _number(data, "target_accuracy", "target_accuracy", optional=True)
+    _number(data, "target_epoch", "target_epoch", optional=True, nullable=True)
+    _boolean(data, "cancelled", "cancelled", optional=True)
+    for key in ("system", "version"):
+        _text(data, key, key, optional=True, nullable=True)
+    _inputs(_object(data, "inputs", "inputs"))
+    runner = _object(data, "local_runner", "local_runner", optional=True, nullable=True)
+    if runner:
+        _integer(runner, "pid", "local_runner.pid", minimum=1)
+        _name(runner, "host", "local_runner.host")
+    stages = _list(data, "stages", "stages")
+    names: dict[str, int] = {}
+    for index, stage in enumerate(stages):
+        at = f"stages[{index}]"
+        _stage(_is_object(stage, at), at)
+        if stage["name"] in names:
+            raise ShapeError(f"{at}.name", f"{_quote(stage['name'])} is also the name of "
+                             f"stages[{names[stage['name']]}]")
+        names[stage["name"]] = index
+    for index, stage in enumerate(stages):
+        for position, name in enumerate(stage["after"]):
+            if name not in names:
+                raise ShapeError(f"stages[{index}].after[{position}]",
+                                 f"names no stage of this campaign ({_quote(name)})")
+    if not any(stage["kind"] == st.TRAIN for stage in stages):
+        raise ShapeError("stages", "holds no training stage (kind 'train')")
+
+
+def check_run_verdicts(data: Any) -> None:
+    """Only what `hpcrepro collect` reads: each stage's runs and their verdicts."""
+    data = _is_object(data, "the manifest")
+    for index, stage in enumerate(_list(data, "stages", "stages")):
+        at = f"stages[{index}]"
+        _is_object(stage, at)
+        runs = _runs(stage, at, optional=True)
+        if "verdicts" in stage:
+            _verdicts(stage["verdicts"], runs, f"{at}.verdicts")
+
+
+def _inputs(inputs: dict[str, Any]) -> None:
+    _name(inputs, "system", "inputs.system")
+    _name(inputs, "version", "inputs.version")
+    _text(inputs, "site", "inputs.site", optional=True, nullable=True)
+    for position, value in enumerate(_list(inputs, "overrides", "inputs.overrides", optional=True)):
+        _is(value, f"inputs.overrides[{position}]", isinstance(value, str), "a text")
+
+
+def _stage(stage: dict[str, Any], at: str) -> None:
+    _named(stage, "name", f"{at}.name")
+    kind = _choice(stage, "kind", f"{at}.kind", KINDS)
+    _name(stage, "script", f"{at}.script")
+    _choice(stage, "dependency", f"{at}.dependency", DEPENDENCIES)
+    for key in ("after", "replaces"):
+        for position, value in enumerate(_list(stage, key, f"{at}.{key}")):
+            _is(value, f"{at}.{key}[{position}]", isinstance(value, str) and value != "",
+                "a stage name")
+    runs = _runs(stage, at)
+    if kind == st.TRAIN and not runs:
+        raise ShapeError(f"{at}.runs", "is empty, but a training stage has at least one run")
+    for position, job in enumerate(_list(stage, "jobs", f"{at}.jobs")):
+        _job(_is_object(job, f"{at}.jobs[{position}]"), f"{at}.jobs[{position}]")
+    _verdicts(_field(stage, "verdicts", f"{at}.verdicts"), runs, f"{at}.verdicts")
+
+
+def _runs(stage: dict[str, Any], at: str, optional: bool = False) -> list[int] | None:
+    runs = _list(stage, "runs", f"{at}.runs", optional=optional)
+    if "runs" not in stage:
+        return None
+    for position, value in enumerate(runs):
+        _is(value, f"{at}.runs[{position}]", _is_int(value) and 1 <= value <= MAX_RUN,
+            f"a run number from 1 to {MAX_RUN}")
+    return runs
+
+
+def _job(job: dict[str, Any], at: str) -> None:
+    _name(job, "token", f"{at}.token")
+    state = _choice(job, "state", f"{at}.state", JOB_STATES)
+    job_id = _text(job, "job_id", f"{at}.job_id", nullable=True)
+    if job_id is None and state in _HAVE_JOB_ID:
+        raise ShapeError(f"{at}.job_id", f"is null, but a {state} job has a scheduler job id")
+    for key in ("slurm_state", "submitted"):
+        _text(job, key, f"{at}.{key}", nullable=True)
+    for key in ("start", "end", "elapsed", "nodelist", "reason", "exit_code"):
+        _text(job, key, f"{at}.{key}", optional=True, nullable=True)
+    _integer(job, "nodes", f"{at}.nodes", minimum=0, optional=True, nullable=True)
+    _integer(job, "pid", f"{at}.pid", minimum=1, optional=True, nullable=True)
+
+
+def _verdicts(verdicts: Any, runs: list[int] | None, at: str) -> None:
+    _is(verdicts, at, isinstance(verdicts, dict), "an object of verdicts by run number")
+    for key, judged in verdicts.items():
+        where = f"{at}[{_quote(key)}]"
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key):
+            raise ShapeError(where, "is not a run number (verdicts are keyed by run, e.g. \"3\")")
+        if runs is not None and int(key) not in runs:
+            raise ShapeError(where, f"is not a run of this stage (its runs: {runs})")
+        _is_object(judged, where)
+        _choice(judged, "verdict", f"{where}.verdict", VERDICTS)
+        _text(judged, "reason", f"{where}.reason", optional=True, nullable=True)
+        _text(judged, "job_id", f"{where}.job_id", optional=True, nullable=True)
+
+
+# --- one field of one kind
+
+
+def _field(obj: dict[str, Any], key: str, at: str) -> Any:
+    if key not in obj:
+        raise ShapeError(at, "is missing")
+    return obj[key]
+
+
+def _typed(
+    obj: dict[str, Any],
+    key: str,
+    at: str,
+    test: Callable[[Any], bool],
+    what: str,
+    optional: bool,
+    nullable: bool,
+) -> Any:
+    if optional and key not in obj:
+        return None
+    value = _field(obj, key, at)
+    if value is None and nullable:
+        return None
+    _is(value, at, test(value), what + (" or null" if nullable else ""))
+    return value
+
+
+def _name(obj: dict[str, Any], key: str, at: str) -> Any:
+    """A text that names something (a campaign, a stage, a script): never empty."""
+    return _typed(obj, key, at, lambda v: isinstance(v, str) and v != "", "a non-empty text",
+                  False, False)
+
+
+def _named(obj: dict[str, Any], key: str, at: str) -> Any:
+    """A campaign or stage name: it goes into file names and Slurm job names."""
+    return _typed(obj, key, at, lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None,
+                  "a name of letters, digits, '.', '_' and '-' (at most 100)", False, False)
+
+
+def _text(
+    obj: dict[str, Any], key: str, at: str, optional: bool = False, nullable: bool = False
+) -> Any:
+    return _typed(obj, key, at, lambda v: isinstance(v, str), "a text", optional, nullable)
+
+
+def _timestamp(obj: dict[str, Any], key: str, at: str) -> None:
+    from datetime import datetime
+
+    value = _name(obj, key, at)
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise ShapeError(at, f"should be a UTC time like 2026-01-31T12:00:00Z, "
+                         f"found {_describe(value)}") from None
+
+
+def _choice(obj: dict[str, Any], key: str, at: str, choices: tuple[str, ...]) -> Any:
+    value = _field(obj, key, at)
+    _is(value, at, value in choices if isinstance(value, str) else False,
+        "one of " + ", ".join(choices))
+    return value
+
+
+def _integer(
+    obj: dict[str, Any],
+    key: str,
+    at: str,
+    minimum: int,
+    optional: bool = False,
+    nullable: bool = False,
+) -> Any:
+    return _typed(obj, key, at, lambda v: _is_int(v) and v >= minimum,
+                  f"a whole number of at least {minimum}", optional, nullable)
+
+
+def _number(
+    obj: dict[str, Any], key: str, at: str, optional: bool = False, nullable: bool = False
+) -> Any:
+    return _typed(obj, key, at, lambda v: _is_int(v) or isinstance(v, float), "a number",
+                  optional, nullable)
+
+
+def _boolean(obj: dict[str, Any], key: str, at: str, optional: bool = False) -> Any:
+    return _typed(obj, key, at, lambda v: isinstance(v, bool), "true or false", optional, False)
+
+
+def _list(obj: dict[str, Any], key: str, at: str, optional: bool = False) -> list[Any]:
+    value = _typed(obj, key, at, lambda v: isinstance(v, list), "a list", optional, False)
+    return value if value is not None else []
+
+
+def _object(
+    obj: dict[str, Any], key: str, at: str, optional: bool = False, nullable: bool = False
+) -> Any:
+    return _typed(obj, key, at, lambda v: isinstance(v, dict), "an object", optional, nullable)
+
+
+def _is_object(value: Any, at: str) -> dict[str, Any]:
+    _is(value, at, isinstance(value, dict), "an object")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is(value: Any, at: str, ok: bool, what: str) -> None:
+    if not ok:
+        raise ShapeError(at, f"should be {what}, found {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {_clip(repr(value))}"
+    if isinstance(value, str):
+        return f"the text {_quote(value)}"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _quote(text: str) -> str:
+    return _clip(repr(text))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _QUOTE_AT_MOST else text[: _QUOTE_AT_MOST - 3] + "..."
