@@ -62,8 +62,8 @@ def test_fifos_devices_and_folders_named_like_logs_are_skipped(logs: Path) -> No
     report = strict_json(out)
     assert len(report["runs"]) == 5
     skipped = "\n".join(report["summary"]["skipped"])
-    assert "result_5.txt: cannot read: a FIFO, not a log file" in skipped
-    assert "result_6.txt: cannot read: a device, not a log file" in skipped
+    assert "result_5.txt: cannot read: a FIFO, not a regular file" in skipped
+    assert "result_6.txt: cannot read: a device, not a regular file" in skipped
     assert "result_7.txt: a folder, not a log file" in skipped
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError, location
+from hpcrepro.safeopen import open_regular
 
 # Far above any file hpcrepro writes or reads (campaign manifests of 99 runs are ~100 kB).
 MAX_BYTES = 64 << 20
@@ -23,10 +23,8 @@ MAX_BYTES = 64 << 20
 def read_json(path: Path, hint: str | None = None) -> Any:
     """The decoded content of `path`; UserError (file, line, reason, `hint`) when unusable."""
     try:
-        with open(path, "rb", buffering=0) as handle:
+        with open_regular(path) as handle:
             info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise UserError("not a regular file", where=str(path), hint=hint)
             if info.st_size > MAX_BYTES:
                 raise UserError(f"{info.st_size} bytes: too large for this kind of file",
                                 where=str(path), hint=hint)

@@ -12,15 +12,14 @@ line and decodes it with `json.loads` after `str.strip()`. Scoring uses that vie
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
-import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
+
+from hpcrepro.safeopen import open_regular
 
 _fast_loads: Callable[[bytes], Any]
 try:  # orjson is several times faster; json stays the reference for anything it rejects
@@ -77,25 +76,10 @@ class Problem:
 ProblemSink = Callable[[Problem], None]
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
-
-
 def open_log(path: str | Path) -> BinaryIO:
-    """Open a log for reading, refusing anything but a regular file with an OSError that says
-    what it is: a `result_0.txt` that is a FIFO would block forever and a link to /dev/zero
-    would never end. The open does not block, so a FIFO without a writer is refused too."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _FILE_KINDS if test(mode)), "no regular file")
-            raise OSError(errno.EINVAL, f"{kind}, not a log file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open a log, refusing anything but a regular file (see `safeopen`): a `result_0.txt`
+    that is a FIFO would block forever and a link to /dev/zero would never end."""
+    return open_regular(path)
 
 
 class CrashingRecord(str):
