@@ -77,7 +77,7 @@ def test_lock_left_by_a_killed_process_is_broken(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('{"format": 1, "stages": [', "not valid JSON"),
+    ('{"format": 1, "stages": [', "invalid JSON"),
     ("[]", "not a campaign manifest"),
     ('{"format": 1, "name": "c"}', "damaged manifest: id is missing"),
 ])
@@ -145,7 +145,7 @@ def test_preempted_or_requeued_is_void_even_with_a_good_log(tmp_path: Path, stat
 
 def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
     log = _log(tmp_path, mllog("run_start"), mllog("eval_accuracy", 0.61, epoch_num=12))
-    outcome = verdict.read_log(log)
+    outcome = verdict.live_progress(log)
     assert (outcome.started, outcome.stopped, outcome.epoch, outcome.last_accuracy) == (
         True,
         False,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from hpcrepro.campaign import shape
 from hpcrepro.errors import UserError
+from hpcrepro.jsonio import read_json
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
@@ -26,26 +26,9 @@ LOCK_TIMEOUT_S = 120.0
 
 def load(path: Path) -> dict[str, Any]:
     """The manifest at `path`, checked against the shape hpcrepro writes (see `shape`)."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a folder, or a FIFO that would block
-            raise UserError(f"{path} is not a plain file", hint=shape.HINT)
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError as error:
-        raise UserError(f"{path} does not exist", hint="is this a campaign folder?") from error
-    except OSError as error:
-        raise UserError(f"{path} cannot be read ({error.strerror or error})",
-                        hint=shape.HINT) from error
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text (byte {error.start})",
-                        hint=shape.HINT) from error
-    try:
-        data = json.loads(text)
-    except ValueError as error:  # JSONDecodeError, or an integer of thousands of digits
-        raise UserError(f"{path} is not valid JSON ({str(error)[:200]})",
-                        hint=shape.HINT) from error
-    except RecursionError as error:
-        raise UserError(f"{path} is not a campaign manifest (nested too deeply to read)",
-                        hint=shape.HINT) from error
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"{path} does not exist", hint="is this a campaign folder?")
+    data = read_json(path, hint=shape.HINT)
     if not isinstance(data, dict):
         raise UserError(
             f"{path} is not a campaign manifest (a JSON {type(data).__name__}, not an object)",
