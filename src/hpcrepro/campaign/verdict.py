@@ -6,14 +6,12 @@ restart); a job that ended TIMEOUT, NODE_FAIL or OUT_OF_MEMORY voids the runs wh
 `run_stop` (a run that finished before the job died is judged by its log).
 
 The log is read by the results area (`hpcrepro.results.runs.summarize_run` for a finished run,
-`progress` for a growing one) when it is installed, so a campaign and its report agree; otherwise
-by `read_log` below, a small reader of the same ':::MLLOG' lines. Compliance is not part of the
+`progress` for a growing one), so a campaign and its report agree. Compliance is not part of the
 verdict: it decides whether a valid run may be scored, which is the results area's question.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,50 +40,14 @@ class LogOutcome:
         return self.status is not None
 
 
-def read_log(path: Path) -> LogOutcome:
-    """Scan the ':::MLLOG' lines of a (possibly growing) log."""
-    outcome = LogOutcome()
-    try:
-        handle = path.open(errors="replace")
-    except OSError:
-        return outcome
-    with handle:
-        for line in handle:
-            marker = line.find(":::MLLOG ")
-            if marker < 0:
-                continue
-            try:
-                event = json.loads(line[marker + 9 :])
-            except json.JSONDecodeError:
-                continue  # a line cut by the writer, or by a kill
-            key = event.get("key")
-            metadata = event.get("metadata") or {}
-            if key == "run_start":
-                outcome.started = True
-            elif key == "run_stop":
-                outcome.status = str(metadata.get("status") or "unknown")
-            elif key == "eval_accuracy" and isinstance(event.get("value"), (int, float)):
-                value = float(event["value"])
-                outcome.last_accuracy = value
-                outcome.best_accuracy = max(value, outcome.best_accuracy or value)
-                if isinstance(metadata.get("epoch_num"), (int, float)):
-                    outcome.epoch = float(metadata["epoch_num"])
-            elif key in ("epoch_start", "block_start", "eval_start"):
-                epoch = metadata.get("epoch_num", metadata.get("first_epoch_num"))
-                if isinstance(epoch, (int, float)):
-                    outcome.epoch = float(epoch)
-    return outcome
-
-
 def finished_log(path: Path) -> LogOutcome:
-    """What the log of a run that has ended says (results' summarize_run when available)."""
+    """What the log of a run that has ended says (the same reader `collect` uses)."""
+    from hpcrepro.results.runs import summarize_run
+
     try:
-        from hpcrepro.results.runs import summarize_run
-    except ImportError:
-        return read_log(path)
-    if not path.is_file():
+        result = summarize_run(path)
+    except OSError:  # never written, unreadable, or not a regular file
         return LogOutcome()
-    result = summarize_run(path)
     return LogOutcome(
         started=result.run_start,
         status=result.status if result.run_stop else None,
@@ -96,14 +58,13 @@ def finished_log(path: Path) -> LogOutcome:
 
 
 def live_progress(path: Path) -> LogOutcome:
-    """Epoch and last accuracy of a growing log (results' tail reader when available)."""
+    """Epoch and last accuracy of a growing log, from its tail."""
+    from hpcrepro.results.runs import progress
+
     try:
-        from hpcrepro.results.runs import progress
-    except ImportError:
-        return read_log(path)
-    if not path.is_file():
+        epoch, accuracy, status = progress(path)
+    except OSError:
         return LogOutcome()
-    epoch, accuracy, status = progress(path)
     return LogOutcome(
         started=status != "not started",
         status=status if status in ("success", "aborted", "failed") else None,
