@@ -250,6 +250,16 @@ class Site(BaseModel):
             raise ValueError(f"'{value}' must be an absolute path")
         return value
 
+    @field_validator("dataset_dir", "log_dir")
+    @classmethod
+    def _mountable(cls, value: Path, info: ValidationInfo) -> Path:
+        if info.data.get("runtime", "pyxis") != "none" and any(c in str(value) for c in ",:"):
+            raise ValueError(
+                f"'{value}' contains ',' or ':', which container mount syntax cannot express "
+                f"(it is mounted into the container); use a path without them (a symlink works)"
+            )
+        return value
+
     @field_validator("log_dir")
     @classmethod
     def _log_dir_in_sbatch(cls, value: Path) -> Path:

@@ -66,6 +66,8 @@ MAX_FILE_BYTES = 1024 * 1024
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
 # Plain scalars whose YAML 1.1 reading would change the written text (octal, sexagesimal, 1e3).
 _TEXT_KEEPING_TAGS = {
     "tag:yaml.org,2002:int",
@@ -156,6 +158,12 @@ class _Builder:
                 "a YAML alias refers to the collection it is in",
                 where=self._where(node),
                 hint="an anchor (&name) cannot be used (*name) inside its own value",
+            )
+        if node.tag not in (_SEQ_TAG, _MAP_TAG):
+            raise UserError(
+                f"cannot read this value: the tag {node.tag} is not allowed",
+                where=self._where(node),
+                hint="write plain lists and mappings; tags such as !!python/... are not allowed",
             )
         self.depth += 1  # aliases can stack nesting beyond what the composer saw
         if self.depth > MAX_DEPTH:
@@ -301,6 +309,14 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _syntax_hint(problem: str) -> str:
+    if "'\\t'" in problem:
+        return "YAML indents with spaces only: replace the tab with spaces"
+    if "another document" in problem:
+        return "a configuration file is one YAML document: remove the second '---' part"
+    return "check indentation and quoting; values with ': ' or '#' need quotes"
+
+
 def load_yaml(path: Path, text_paths: TextPaths | None = None) -> YamlDocument:
     """Read `path` into a YamlDocument; any read or syntax problem becomes a UserError.
 
@@ -329,7 +345,7 @@ def parse_yaml(text: str, path: Path | str, text_paths: TextPaths | None = None)
         raise UserError(
             f"invalid YAML: {exc.problem}",
             where=location(str(path), line=line),
-            hint="check indentation and quoting; values with ': ' or '#' need quotes",
+            hint=_syntax_hint(str(exc.problem)),
         ) from None
     except yaml.YAMLError as exc:
         raise UserError(f"invalid YAML: {exc}", where=str(path)) from None
