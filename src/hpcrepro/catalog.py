@@ -48,6 +48,18 @@ STRUCTURED_EXPORTS = {
 }
 
 
+# Bounds far above any real system, so that a typo such as nodes=100000000000000000000 is an
+# error instead of a script nobody can submit.
+MAX_SYSTEM_NODES = 65_536
+MAX_GPUS_PER_NODE = 64
+MAX_BATCH_PER_GPU = 65_536
+
+
+def _env_text_path(key_path: KeyPath) -> bool:
+    """Env values keep the text written: YAML 1.1 would read 010 as 8 and 1:30 as 90."""
+    return len(key_path) >= 2 and key_path[-2] == "env"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -161,9 +173,9 @@ class SystemVersion(_Strict):
     derived_from: str | None = None
     note: str | None = None
     dgxsystem: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    nodes: int = Field(ge=1)
-    gpus_per_node: int = Field(ge=1)
-    batch_per_gpu: int = Field(ge=1)
+    nodes: int = Field(ge=1, le=MAX_SYSTEM_NODES)
+    gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    batch_per_gpu: int = Field(ge=1, le=MAX_BATCH_PER_GPU)
     minutes_per_run: float = Field(gt=0)
     walltime_overhead_minutes: float = Field(ge=0)
     implementation: str
@@ -402,7 +414,7 @@ def _valid_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
 
 
 def _load_common(path: Path) -> tuple[YamlDocument, _CommonFile]:
-    doc = load_yaml(path)
+    doc = load_yaml(path, text_paths=_env_text_path)
     data = _mapping(doc, "versions: {<version>: {env: {NAME: value}}}")
     try:
         return doc, _CommonFile.model_validate(data)
@@ -447,7 +459,7 @@ def _mapping(doc: YamlDocument, what: str) -> dict[str, Any]:
 def _load_system(
     path: Path, common: dict[str, dict[str, tuple[str, str]]]
 ) -> tuple[YamlDocument, dict[str, Any], SystemEntry]:
-    doc = load_yaml(path)
+    doc = load_yaml(path, text_paths=_env_text_path)
     data = _mapping(doc, "system, title, gpu_model, versions")
     if "system" not in data:
         raise UserError(

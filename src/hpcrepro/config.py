@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from hpcrepro.catalog import SystemVersion, load_catalog
 from hpcrepro.errors import UserError, location
-from hpcrepro.site import DEFAULT_SITE_PATH, SITE_ENV_VAR, Site
+from hpcrepro.site import DEFAULT_SITE_PATH, MAX_RUNS, SITE_ENV_VAR, Site, image_is_file
 from hpcrepro.validation import KeyPath, raise_validation_error
-from hpcrepro.yamlio import YamlDocument, load_yaml
+from hpcrepro.yamlio import YamlDocument, YamlTooDeep, dotted_key, load_yaml, parse_yaml
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
 _SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
@@ -85,32 +84,47 @@ class ResolvedConfig:
 
 def find_site_file(explicit: Path | None) -> Path | None:
     """`--site`, else $HPCREPRO_SITE, else ~/.config/hpcrepro/site.yaml if it exists."""
+    return site_file_and_source(explicit)[0]
+
+
+def site_file_and_source(explicit: Path | None) -> tuple[Path | None, str]:
+    """The site file and what named it ('--site', '$HPCREPRO_SITE' or the default path)."""
     if explicit is not None:
-        return explicit
+        return explicit, "--site"
     from_env = os.environ.get(SITE_ENV_VAR)
     if from_env:
-        return Path(from_env)
+        return Path(from_env), f"${SITE_ENV_VAR}"
     default = DEFAULT_SITE_PATH.expanduser()
-    return default if default.is_file() else None
+    return (default, "the default site file") if default.is_file() else (None, "")
+
+
+def _absolute_path(value: str, base: Path) -> str:
+    """`~` expanded; a relative path taken from `base` (the site file's folder, or the cwd)."""
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
 
 
 def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
     for key in _SITE_PATH_KEYS:
         value = data.get(key)
-        if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
-            data[key] = str((base / value).resolve())
-        elif isinstance(value, str):
-            data[key] = os.path.expanduser(value)
+        if isinstance(value, str) and value:
+            data[key] = _absolute_path(value, base)
     image = data.get("image")
-    if isinstance(image, str) and image.endswith((".sqsh", ".sif", ".squashfs")):
-        image = os.path.expanduser(image)
-        data["image"] = image if os.path.isabs(image) else str((base / image).resolve())
+    if isinstance(image, str) and image_is_file(image):
+        data["image"] = _absolute_path(image, base)
 
 
-def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:
+def _load_site(path: Path | None, source: str) -> tuple[dict[str, Any], YamlDocument | None]:
     if path is None:
         return {}, None
-    doc = load_yaml(path)
+    if not path.expanduser().exists():
+        raise UserError(
+            f"site file not found: {path}",
+            where=source,
+            hint=f"fix the path given by {source}"
+            + (f", or unset {SITE_ENV_VAR}" if source.startswith("$") else ""),
+        )
+    doc = load_yaml(path.expanduser(), text_paths=lambda key_path: True)
     if doc.data is None:
         return {}, doc
     if not isinstance(doc.data, dict):
@@ -120,12 +134,12 @@ def _load_site(path: Path | None) -> tuple[dict[str, Any], YamlDocument | None]:
             hint="see docs/site.md for an example",
         )
     data = copy.deepcopy(doc.data)
-    _absolutize_site_paths(data, path.resolve().parent)
+    _absolutize_site_paths(data, path.expanduser().resolve().parent)
     return data, doc
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split 'a.b=value' into (['a', 'b'], value); the value is read as a YAML scalar or list."""
+def split_override(text: str) -> tuple[list[str], str]:
+    """Split 'a.b=value' into (['a', 'b'], 'value')."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -134,13 +148,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             where="--set",
             hint="for example --set partition=gpu or --set hparams.LR=10.5",
         )
+    return key.split("."), raw
+
+
+def override_value(raw: str, where: str, keep_number_text: bool) -> Any:
+    """The value of `--set`, read as a YAML scalar or list; text that is not YAML stays text.
+
+    With `keep_number_text`, plain numbers keep what was written ('010' stays '010').
+    """
+    if not raw.strip():
+        return ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, dict):
-        value = raw  # 'a: b' is meant as text, not as a mapping
-    return key.split("."), value
+        value = parse_yaml(raw, where, (lambda key_path: True) if keep_number_text else None).data
+    except YamlTooDeep as error:
+        raise YamlTooDeep(error.message, where=where, hint=error.hint) from None
+    except UserError:
+        return raw
+    return raw if isinstance(value, dict) else value  # 'a: b' is meant as text, not a mapping
+
+
+def _origin(origins: dict[str, str], key: str, default: str) -> str:
+    origin = origins.get(key)
+    return origin if origin else default
+
+
+def run_count(cfg: ResolvedConfig, requested: int | None, where: str = "--runs") -> int:
+    """Runs of a job or campaign: `requested` (a command-line option) or the site's `runs`.
+
+    The same bounds as the site key apply, so `--runs 0` is refused rather than read as unset.
+    """
+    if requested is None:
+        return cfg.runs
+    if not 1 <= requested <= MAX_RUNS:
+        raise UserError(
+            f"{requested} runs is out of range: give 1 to {MAX_RUNS}",
+            where=where,
+            hint="MLPerf scores 5 runs; logs are numbered run-01 to run-99",
+        )
+    return requested
 
 
 def _route(parts: list[str], site_keys: set[str], system_keys: set[str]) -> tuple[str, list[str]]:
@@ -185,8 +230,8 @@ def resolve(
     system_data = copy.deepcopy(catalog.raw(system, version))
     origins = {f"spec.{key}": origin for key, origin in catalog.origin(system, version).items()}
 
-    site_file = find_site_file(site_path)
-    site_data, site_doc = _load_site(site_file)
+    site_file, site_source = site_file_and_source(site_path)
+    site_data, site_doc = _load_site(site_file, site_source)
     if site_doc is not None:
         for key_path, line in site_doc.lines.items():
             dotted = ".".join(str(part) for part in key_path)
@@ -196,17 +241,21 @@ def resolve(
     system_keys = set(SystemVersion.model_fields)
     set_keys: set[tuple[str, ...]] = set()
     for text in overrides:
-        parts, value = parse_override(text)
+        parts, raw = split_override(text)
         layer, path = _route(parts, site_keys, system_keys)
-        if layer == "site" and path[0] in _SITE_PATH_KEYS and isinstance(value, str) and value:
-            value = str(Path(value).expanduser().resolve())
+        keep_text = layer == "site" or path[-2:-1] == ["env"]
+        value = override_value(raw, f"--set {'.'.join(parts)}", keep_text)
+        if layer == "site" and isinstance(value, str) and value and (
+            path[0] in _SITE_PATH_KEYS or (path == ["image"] and image_is_file(value))
+        ):
+            value = _absolute_path(value, Path.cwd())
         _assign(site_data if layer == "site" else system_data, path, value)
         prefix = "site" if layer == "site" else "spec"
         origins[f"{prefix}.{'.'.join(path)}"] = f"{SET_ORIGIN} {text.partition('=')[0]}"
         set_keys.add((layer, *path))
 
     def site_where(loc: KeyPath) -> str:
-        dotted = ".".join(str(part) for part in loc)
+        dotted = dotted_key(loc)
         if ("site", *[str(part) for part in loc[:1]]) in {k[:2] for k in set_keys}:
             return f"--set {dotted}"
         if site_doc is not None:
@@ -226,11 +275,18 @@ def resolve(
                 hint="pass --site site.yaml, set $HPCREPRO_SITE, create "
                 "~/.config/hpcrepro/site.yaml, or use --set dataset_dir=... --set log_dir=...",
             ) from None
+        if exc.errors()[0]["loc"] == ("image",) and not site_data.get("image"):
+            raise UserError(
+                exc.errors()[0]["msg"].removeprefix("Value error, "),
+                where=site_where(("image",)),
+                hint="set 'image', or 'runtime: none' to run without a container; runtime "
+                f"comes from {_origin(origins, 'site.runtime', 'the default (pyxis)')}",
+            ) from None
         raise_validation_error(exc, Site, site_where)
         raise  # unreachable: raise_validation_error always raises
 
     def system_where(loc: KeyPath) -> str:
-        dotted = ".".join(str(part) for part in loc)
+        dotted = dotted_key(loc)
         if ("system", *[str(part) for part in loc[:1]]) in {k[:2] for k in set_keys}:
             return f"--set {dotted}"
         origin = origins.get(f"spec.{dotted}") or origins.get(f"spec.{loc[0]}")

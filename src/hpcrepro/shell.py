@@ -11,7 +11,7 @@ import shlex
 
 from hpcrepro.errors import UserError
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def quote(value: object) -> str:
@@ -22,7 +22,7 @@ def quote(value: object) -> str:
 
 
 def is_env_name(name: str) -> bool:
-    return bool(_ENV_NAME.match(name))
+    return bool(_ENV_NAME.fullmatch(name))
 
 
 def check_env_name(name: str, where: str | None = None) -> str:

@@ -10,42 +10,151 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from hpcrepro.shell import is_env_name
 
 SITE_ENV_VAR = "HPCREPRO_SITE"
 DEFAULT_SITE_PATH = Path("~/.config/hpcrepro/site.yaml")
+# Runs in one campaign or job: logs are named run-01 .. run-99.
+MAX_RUNS = 99
 
 # Values that land inside '#SBATCH' lines: sbatch stops reading a directive at white space and
 # treats an unquoted '#' as the start of a comment, so such values would be silently cut.
-_SBATCH_SAFE = re.compile(r"^[^\s#'\"\\]+$")
-_MOUNT = re.compile(r"^(?P<src>/[^:,]*):(?P<dst>/[^:,]*)(?::(?P<opts>ro|rw))?$")
+_SBATCH_SAFE = re.compile(r"[^\s#'\"\\\x00-\x1f\x7f]+")
+_SBATCH_KEYS = ("partition", "account", "qos", "reservation", "constraint", "cluster_name")
+# Paths that reach '#SBATCH --output=': the job script quotes spaces, but no quoting survives
+# '#', '"', '\' or a line break there.
+_SBATCH_PATH_UNSAFE = re.compile(r"[#\"\\]")
+_MPI_PLUGIN = re.compile(r"[A-Za-z0-9_.-]+")
+# C0 control characters and DEL: a NUL cuts a C string (bash drops it or stops), the others are
+# invisible in a script under review. Env values may hold tabs and line breaks: they are quoted.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENV_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+IMAGE_FILE_SUFFIXES = (".sqsh", ".sif", ".squashfs")
+
+
+def image_is_file(image: str) -> bool:
+    """True for a container image file (a path), False for a registry reference to pull.
+
+    Paths: absolute, ./ ../ ~ prefixes, or a .sqsh/.sif/.squashfs name without a scheme or
+    enroot's '#' registry separator (nvcr.io#nvidia/mxnet:23.04-py3 is a registry reference).
+    """
+    if image.startswith(("/", "./", "../", "~")) or image in (".", ".."):
+        return True
+    if "://" in image or "#" in image:
+        return False
+    return image.endswith(IMAGE_FILE_SUFFIXES)
+
+
+def _control_problem(text: str, pattern: re.Pattern[str] = _CONTROL) -> str | None:
+    match = pattern.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    name = "a NUL byte" if char == "\0" else "a line break" if char in "\r\n" else (
+        f"the control character {char!r}"
+    )
+    return f"{text!r} contains {name}, which cannot be written into a job script"
+
+
+def _no_control(value: Any) -> Any:
+    """Refuse control characters in every string of a value (lists and mappings included)."""
+    if isinstance(value, str):
+        problem = _control_problem(value)
+        if problem:
+            raise ValueError(problem)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _no_control(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_control(key)
+            _no_control(item)
+    return value
+
+
+def _mount_path(value: Any) -> Any:
+    text = str(value)
+    _no_control(text)
+    if not text.startswith("/") or "," in text or ":" in text:
+        raise ValueError(
+            f"'{text}' must be an absolute path without ',' or ':' (the container mount "
+            "syntax has no way to write them)"
+        )
+    return value
 
 
 class Mount(BaseModel):
-    """A host folder bound into the container."""
+    """A host folder bound into the container: `SRC:DST[:ro|rw]` or {source, target, read_only}."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    source: Path
-    target: str
+    source: Annotated[Path, BeforeValidator(_mount_path)]
+    target: Annotated[str, BeforeValidator(_mount_path)]
     read_only: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> Mount:
-        match = _MOUNT.match(text)
-        if not match:
+    def split(cls, text: str) -> dict[str, Any]:
+        """The mapping form of `SRC:DST[:ro|rw]`; the paths are checked by the model."""
+        _no_control(text)
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise ValueError(
-                f"mount '{text}' is not 'HOST_PATH:CONTAINER_PATH[:ro]' with two absolute paths "
-                "(commas and colons are not allowed inside the paths)"
+                f"mount '{text}' is not 'HOST_PATH:CONTAINER_PATH[:ro|rw]' with two absolute "
+                "paths (commas and colons are not allowed inside the paths)"
             )
-        return cls(source=Path(match["src"]), target=match["dst"], read_only=match["opts"] == "ro")
+        return {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
 
     def spec(self) -> str:
         """`src:dst[:ro]`, the syntax shared by pyxis' --container-mounts and apptainer's -B."""
         return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+def _env_name(name: str) -> str:
+    if not is_env_name(name):
+        raise ValueError(
+            f"{name!r} is not a valid environment variable name "
+            "(letters, digits and underscores, not starting with a digit)"
+        )
+    return name
+
+
+def _env_value(value: Any) -> Any:
+    """Env values are text as written; YAML booleans become 1/0 as in NVIDIA's configs."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    if value is None:
+        raise ValueError('has no value: write "" for an empty string, or remove the line')
+    if isinstance(value, bytes):
+        raise ValueError("must be text: tags such as !!binary are not allowed here")
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        if isinstance(value, list | dict):
+            kind = "a list" if isinstance(value, list) else "a mapping"
+        raise ValueError(
+            f"must be text, not {kind}: quote the whole value (e.g. \"[a, b]\") if it was "
+            "meant as text"
+        )
+    problem = _control_problem(value, _ENV_CONTROL)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
 class Site(BaseModel):
@@ -64,12 +173,12 @@ class Site(BaseModel):
     exclusive: bool = True
     gpu_request: Literal["none", "gpus-per-node", "gres"] = "none"
     sbatch_args: list[str] = Field(default_factory=list)
-    time_margin_minutes: int = Field(default=15, ge=0)
-    runs: int = Field(default=5, ge=1, le=99)
+    time_margin_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
+    runs: int = Field(default=5, ge=1, le=MAX_RUNS)
 
     # Container
     runtime: Literal["pyxis", "apptainer", "none"] = "pyxis"
-    image: str | None = None
+    image: str | None = Field(default=None, validate_default=True)
     image_cache_dir: Path | None = None
     workdir: str = "/workspace/image_classification"
     mounts: list[Mount] = Field(default_factory=list)
@@ -84,7 +193,7 @@ class Site(BaseModel):
     mpi: str = "pmix"
     srun_args: list[str] = Field(default_factory=list)
     modules: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     drop_caches_command: str | None = "sudo /sbin/sysctl vm.drop_caches=3"
     nccl_test: bool = False
     check_compliance: bool = True
@@ -95,36 +204,29 @@ class Site(BaseModel):
     train_command: str | None = None
     python: str = "python3"
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: object, info: ValidationInfo) -> object:
+        # env checks its own values (they may hold tabs and line breaks) with the name in `loc`;
+        # '#SBATCH' values have their own, stricter rule
+        if info.field_name in ("env", "sbatch_args", *_SBATCH_KEYS):
+            return value
+        return _no_control(value)
+
     @field_validator("mounts", mode="before")
     @classmethod
     def _parse_mounts(cls, value: object) -> object:
         if isinstance(value, list):
-            return [Mount.parse(item) if isinstance(item, str) else item for item in value]
+            return [Mount.split(item) if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_values(cls, value: object) -> object:
-        if isinstance(value, dict):
-            for name in value:
-                if not isinstance(name, str) or not is_env_name(name):
-                    raise ValueError(
-                        f"'{name}' is not a valid environment variable name "
-                        "(letters, digits and underscores, not starting with a digit)"
-                    )
-            return {
-                name: ("1" if v is True else "0" if v is False else str(v))
-                for name, v in value.items()
-            }
-        return value
-
-    @field_validator("partition", "account", "qos", "reservation", "constraint", "cluster_name")
+    @field_validator(*_SBATCH_KEYS)
     @classmethod
     def _sbatch_value(cls, value: str | None) -> str | None:
-        if value is not None and not _SBATCH_SAFE.match(value):
+        if value is not None and not _SBATCH_SAFE.fullmatch(value):
             raise ValueError(
-                f"'{value}' cannot go into an '#SBATCH' line: sbatch cuts it at white space, "
-                "quotes or an unquoted '#'"
+                f"{value!r} cannot go into an '#SBATCH' line: sbatch cuts it at white space, "
+                "quotes, line breaks or an unquoted '#' (control characters are refused too)"
             )
         return value
 
@@ -132,10 +234,11 @@ class Site(BaseModel):
     @classmethod
     def _sbatch_args(cls, value: list[str]) -> list[str]:
         for arg in value:
-            if not arg.startswith("-") or not _SBATCH_SAFE.match(arg):
+            if not arg.startswith("-") or not _SBATCH_SAFE.fullmatch(arg):
                 raise ValueError(
-                    f"'{arg}' cannot go into an '#SBATCH' line: each entry must be one option "
-                    "such as '--mem=0', without spaces, quotes or '#' (a registry URI with '#' "
+                    f"{arg!r} cannot go into an '#SBATCH' line: each entry must be one option "
+                    "such as '--mem=0', without spaces, quotes, control characters or '#' (a "
+                    "registry URI with '#' "
                     "belongs in 'image', not here)"
                 )
         return value
@@ -147,28 +250,46 @@ class Site(BaseModel):
             raise ValueError(f"'{value}' must be an absolute path")
         return value
 
+    @field_validator("dataset_dir", "log_dir")
+    @classmethod
+    def _mountable(cls, value: Path, info: ValidationInfo) -> Path:
+        if info.data.get("runtime", "pyxis") != "none" and any(c in str(value) for c in ",:"):
+            raise ValueError(
+                f"'{value}' contains ',' or ':', which container mount syntax cannot express "
+                f"(it is mounted into the container); use a path without them (a symlink works)"
+            )
+        return value
+
+    @field_validator("log_dir")
+    @classmethod
+    def _log_dir_in_sbatch(cls, value: Path) -> Path:
+        if _SBATCH_PATH_UNSAFE.search(str(value)):
+            raise ValueError(
+                f"'{value}' cannot be written into '#SBATCH --output=': sbatch would cut it at "
+                "'#' or misread '\"' and '\\'; choose a folder without these characters"
+            )
+        return value
+
     @field_validator("mpi")
     @classmethod
     def _mpi(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", value):
+        if not _MPI_PLUGIN.fullmatch(value):
             raise ValueError(f"'{value}' is not an MPI plugin name such as pmix, pmi2 or none")
         return value
 
-    @model_validator(mode="after")
-    def _image_for_runtime(self) -> Site:
-        if self.runtime != "none" and not self.image:
+    @field_validator("image")
+    @classmethod
+    def _image_for_runtime(cls, value: str | None, info: ValidationInfo) -> str | None:
+        runtime = info.data.get("runtime")
+        if runtime not in (None, "none") and not value:
             raise ValueError(
-                f"runtime '{self.runtime}' needs 'image': a registry URI "
+                f"runtime '{runtime}' needs 'image': a registry URI "
                 "(nvcr.io/nvidia/mxnet:23.04-py3), a .sqsh file (pyxis) or a .sif file (apptainer)"
             )
-        if self.image and "\n" in self.image:
-            raise ValueError("'image' must be one line")
-        return self
+        return value
 
     def image_kind(self) -> Literal["registry", "file", "none"]:
         """Whether the image must be pulled (registry URI) or already exists as a file."""
         if not self.image:
             return "none"
-        if self.image.startswith("/") or self.image.endswith((".sqsh", ".sif", ".squashfs")):
-            return "file"
-        return "registry"
+        return "file" if image_is_file(self.image) else "registry"

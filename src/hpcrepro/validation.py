@@ -21,6 +21,8 @@ def valid_keys(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
     """The field names allowed at `path` (the parent of a rejected key) inside `model`."""
     current: Any = model
     for part in path:
+        if isinstance(part, int):  # a list index: the items share the list's model
+            continue
         field = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
         if field is None:
             return []
@@ -34,7 +36,7 @@ def valid_keys(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
 
 
 def _describe(error: Any, model: type[BaseModel]) -> tuple[KeyPath, str, str | None]:
-    loc: KeyPath = tuple(error["loc"])
+    loc: KeyPath = tuple(part for part in error["loc"] if part != "[key]")
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = valid_keys(model, loc[:-1])

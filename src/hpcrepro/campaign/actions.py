@@ -70,12 +70,12 @@ def _after_submit(paths: CampaignPaths, manifest: dict[str, Any], backend: engin
 def submit(request: SubmitRequest) -> Outcome:
     """Create the campaign and submit its whole graph; a second submit submits nothing twice."""
     from hpcrepro.campaign import plan
-    from hpcrepro.config import resolve
+    from hpcrepro.config import resolve, run_count
 
     cfg = resolve(request.system, request.version, request.site, list(request.overrides))
-    runs = request.runs or cfg.runs
-    if runs < 1 or request.runs_per_job < 1:
-        raise UserError("--runs and --runs-per-job must be at least 1")
+    runs = run_count(cfg, request.runs)
+    if request.runs_per_job < 1:
+        raise UserError("--runs-per-job must be at least 1", where="--runs-per-job")
     name = layout.check_name(request.name or f"{request.system}-{request.version}")
     paths = CampaignPaths(cfg.site.log_dir / name)
     backend = make_backend(request.backend)

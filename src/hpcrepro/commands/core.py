@@ -87,20 +87,19 @@ def render(
     site: Path | None = SiteOption,
     overrides: list[str] = SetOption,
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the scripts."),
-    runs: int | None = typer.Option(
-        None, "--runs", min=1, help="Runs in the job (site default 5)."
-    ),
+    runs: int | None = typer.Option(None, "--runs", help="Runs in the job, 1-99 (site default 5)."),
     force: bool = typer.Option(False, "--force", help="Replace files that differ."),
 ) -> None:
     """Write the sbatch script and the resolved configuration into a folder for review."""
     import yaml
 
     from hpcrepro.config import resolve
+    from hpcrepro.config import run_count as checked_run_count
     from hpcrepro.errors import UserError
     from hpcrepro.render import render_training
 
     cfg = resolve(system, version, site, overrides)
-    run_count = runs or cfg.runs
+    run_count = checked_run_count(cfg, runs)
     script = render_training(
         cfg, job_name=f"hpcrepro-{system}-{version}", run_indices=list(range(1, run_count + 1))
     )

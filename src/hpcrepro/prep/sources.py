@@ -31,7 +31,7 @@ VAL_LABEL_FILES = (
     "imagenet_2012_validation_synset_labels.txt",
 )
 _DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
-_WNID = re.compile(r"^n\d{8}$")
+_WNID = re.compile(r"n\d{8}")
 # Where `hpcrepro prep` keeps its work in progress (under --out). Older versions accepted an --out
 # inside the input and could leave one there; a listing ignores it when it holds no images.
 WORK_DIR = ".hpcrepro-prep"
@@ -393,7 +393,7 @@ def read_val_labels(path: Path, image_names: list[str]) -> dict[str, str]:
     mapping: dict[str, str] = {}
 
     def add(lineno: int, image: str, wnid: str) -> None:
-        if not _WNID.match(wnid):
+        if not _WNID.fullmatch(wnid):
             raise UserError(
                 f"'{wnid}' is not a WordNet id like n01440764",
                 where=f"{path}:{lineno}",
@@ -416,7 +416,7 @@ def read_val_labels(path: Path, image_names: list[str]) -> dict[str, str]:
                 raise UserError("expected 'ImageId,PredictionString'", where=f"{path}:{lineno}")
             add(lineno, row[0], row[1].split()[0])
         return mapping
-    all_wnids = all(_WNID.match(ln.strip()) for ln in lines if ln.strip())
+    all_wnids = all(_WNID.fullmatch(ln.strip()) for ln in lines if ln.strip())
     if all_wnids:
         for lineno, line in enumerate(lines, 1):
             if line.strip():
