@@ -114,7 +114,10 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         data["image"] = _absolute_path(image, base)
 
 
-def _load_site(path: Path | None, source: str) -> tuple[dict[str, Any], YamlDocument | None]:
+def load_site_file(path: Path | None, source: str
+                   ) -> tuple[dict[str, Any], YamlDocument | None]:
+    """A site file's mapping (paths made absolute) and its document; `source` names where the
+    path came from (--site, $HPCREPRO_SITE) for the error when it is missing."""
     if path is None:
         return {}, None
     if not path.expanduser().exists():
@@ -231,7 +234,7 @@ def resolve(
     origins = {f"spec.{key}": origin for key, origin in catalog.origin(system, version).items()}
 
     site_file, site_source = site_file_and_source(site_path)
-    site_data, site_doc = _load_site(site_file, site_source)
+    site_data, site_doc = load_site_file(site_file, site_source)
     if site_doc is not None:
         for key_path, line in site_doc.lines.items():
             dotted = ".".join(str(part) for part in key_path)

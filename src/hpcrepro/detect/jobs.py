@@ -66,18 +66,12 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
     """The Slurm keys of a site file, checked by the site model's own rules (hpcrepro.site)."""
     from pydantic import ValidationError
 
+    from hpcrepro.config import load_site_file
     from hpcrepro.site import Site
     from hpcrepro.validation import raise_validation_error
-    from hpcrepro.yamlio import load_yaml
 
-    doc = load_yaml(Path(path))
-    data = doc.data if doc.data is not None else {}
-    if not isinstance(data, dict):
-        raise UserError(
-            "a site file must be a mapping of keys to values",
-            where=str(path),
-            hint="see docs/site.md for an example",
-        )
+    data, doc = load_site_file(Path(path), "--site")
+    assert doc is not None  # a path was given, so there is a document
     # Only these keys are validated here: no dataset, image or runtime is needed to detect.
     site = Site.model_construct(runtime="none")
     for key in _SITE_KEYS:
