@@ -89,13 +89,17 @@ def render_template(name: str, **context: Any) -> str:
 # GPUs. Scheduling policy (partition, account, qos, reservation, constraint, mail, comment,
 # licenses...) reaches every stage.
 _PER_JOB_LONG = frozenset(
-    """nodes ntasks ntasks-per-node ntasks-per-socket ntasks-per-core ntasks-per-gpu
-    cpus-per-task cpus-per-gpu gpus gpus-per-node gpus-per-task gpus-per-socket gres gres-flags
-    gpu-bind gpu-freq tres-per-task tres-bind mem mem-per-cpu mem-per-gpu mem-bind tmp time
-    time-min exclusive oversubscribe nodelist switches network distribution sockets-per-node
-    cores-per-socket threads-per-core extra-node-info spread-job use-min-nodes contiguous
-    core-spec thread-spec segment array dependency job-name output error input""".split()
-)
+    [
+        "nodes", "ntasks", "ntasks-per-node", "ntasks-per-socket", "ntasks-per-core",
+        "ntasks-per-gpu", "cpus-per-task", "cpus-per-gpu", "gpus", "gpus-per-node",
+        "gpus-per-task", "gpus-per-socket", "gres", "gres-flags", "gpu-bind", "gpu-freq",
+        "tres-per-task", "tres-bind", "mem", "mem-per-cpu", "mem-per-gpu", "mem-bind", "tmp",
+        "time", "time-min", "exclusive", "oversubscribe", "nodelist", "switches", "network",
+        "distribution", "sockets-per-node", "cores-per-socket", "threads-per-core",
+        "extra-node-info", "spread-job", "use-min-nodes", "contiguous", "core-spec",
+        "thread-spec", "segment", "array", "dependency", "job-name", "output", "error", "input",
+    ]
+)  # fmt: skip
 _PER_JOB_SHORT = frozenset("NntcGwBSsmaJoeid")
 
 
@@ -226,7 +230,8 @@ class ContainerPlan:
 
 
 # A registry reference as Docker reads it: [HOST[:PORT]/]PATH[:TAG][@DIGEST], lower-case path.
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH = re.compile(
     rf"^{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
@@ -266,7 +271,7 @@ def _split_reference(image: str) -> tuple[str, str, str]:
             user, registry, path = user + at, host, rest
         else:
             user, registry, path = "", "", ref
-    if registry and not _HOST_RE.match(registry) or (user and not registry):
+    if (registry and not _HOST_RE.match(registry)) or (user and not registry):
         raise UserError(
             f"image '{image}': '{registry or user}' is not a registry host name",
             where="site key 'image'",
@@ -285,7 +290,7 @@ def _split_reference(image: str) -> tuple[str, str, str]:
 
 
 def pyxis_image(image: str) -> str:
-    """An image for `srun --container-image`: a squashfs path, or enroot's `[USER@][REGISTRY#]IMAGE`.
+    """An image for `srun --container-image`: a squashfs path or `[USER@][REGISTRY#]IMAGE[:TAG]`.
 
     pyxis treats a value starting with '/' or '.' as a file and prefixes anything else with
     docker:// for `enroot import`, which pulls from Docker registries only.

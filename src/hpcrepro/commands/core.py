@@ -81,9 +81,10 @@ def _check_target(path: Path, text: str, force: bool) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_file():
-        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a file"
+        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
         raise UserError(
-            f"{path} exists and is {kind}: hpcrepro writes a file there and removes nothing",
+            f"{path} exists and is {kind}, not a file: hpcrepro writes a file there and "
+            "removes nothing",
             where="--output",
             hint="move it away, or choose another -o folder",
         )
