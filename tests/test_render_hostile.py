@@ -120,7 +120,7 @@ def test_pyxis_refuses_what_enroot_cannot_pull() -> None:
         pyxis_image("dockerd://mx:1")
     with pytest.raises(UserError, match="SIF"):
         pyxis_image("/images/mx.sif")
-    for bad in ("nvcr.io/nvidia/MXNet:1", "nvcr.io#nvidia#mx", "mx 1", "nvcr.io/", "-x"):
+    for bad in ("nvcr.io/nvidia/MXNet:1", "nvcr.io#nvidia#mx", "mx 1", "nvcr.io/", "-x", "mx\n"):
         with pytest.raises(UserError, match="image"):
             pyxis_image(bad)
 
@@ -128,6 +128,8 @@ def test_pyxis_refuses_what_enroot_cannot_pull() -> None:
 def test_pyxis_image_syntax_is_enroots() -> None:
     assert pyxis_image("docker://nvcr.io/nvidia/mxnet:1") == "nvcr.io#nvidia/mxnet:1"
     assert pyxis_image("bob@nvcr.io/nvidia/mxnet:1") == "bob@nvcr.io#nvidia/mxnet:1"
+    ngc = "$oauthtoken@nvcr.io#nvidia/mxnet:1"  # NGC's user name for API keys
+    assert pyxis_image(ngc) == ngc
     assert pyxis_image("localhost:5000/mx") == "localhost:5000#mx"
     digest = "ubuntu@sha256:" + "a" * 64
     assert pyxis_image(digest) == digest

@@ -271,15 +271,15 @@ def _split_reference(image: str) -> tuple[str, str, str]:
             user, registry, path = user + at, host, rest
         else:
             user, registry, path = "", "", ref
-    if (registry and not _HOST_RE.match(registry)) or (user and not registry):
+    if (registry and not _HOST_RE.fullmatch(registry)) or (user and not registry):
         raise UserError(
             f"image '{image}': '{registry or user}' is not a registry host name",
             where="site key 'image'",
             hint=_IMAGE_HINT,
         )
-    if user and not re.match(r"^[A-Za-z0-9._$-]+@$", user):
+    if user and not re.fullmatch(r"[A-Za-z0-9._$-]+@", user):
         raise UserError(f"image '{image}': '{user}' is not a user name", where="site key 'image'")
-    if not _PATH.match(path):
+    if not _PATH.fullmatch(path):
         raise UserError(
             f"image '{image}': '{path}' is not an image name with an optional :tag or @digest "
             "(lower-case names, no spaces, one '#' at most)",
