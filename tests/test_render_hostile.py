@@ -193,6 +193,10 @@ def test_helper_stages_get_scheduling_options_but_keep_their_own_resources(
     assert not any(is_per_job_option(option) for option in helper[5:])
     training = sbatch_options(cfg, **common, gpus=True)  # type: ignore[arg-type]
     assert training[-len(SITE_ARGS) :] == SITE_ARGS
+    for chain_breaker in ("--wait", "-W", "--dependency=afterok:1", "--array=0-3", "--parsable"):
+        cfg = resolve("dgxa100_8x8", "r3.0", site, [f'sbatch_args=["{chain_breaker}"]'])
+        with pytest.raises(UserError, match="sbatch_args"):
+            sbatch_options(cfg, **common, gpus=True)  # type: ignore[arg-type]
 
 
 def test_percent_in_folders_is_literal_where_sbatch_expands_patterns(tmp_path: Path) -> None:

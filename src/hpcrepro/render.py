@@ -103,6 +103,24 @@ _PER_JOB_LONG = frozenset(
 _PER_JOB_SHORT = frozenset("NntcGwBSsmaJoeid")
 
 
+# Options that change what sbatch itself does (wait for the job, only test, print differently) or
+# the job chain hpcrepro builds: no site may set these for every job.
+_REFUSED_LONG = frozenset(["wait", "test-only", "parsable", "array", "dependency", "wrap"])
+_REFUSED_SHORT = frozenset("Wad")
+
+
+def _check_site_option(option: str) -> str:
+    name = option[2:].partition("=")[0] if option.startswith("--") else ""
+    if name in _REFUSED_LONG or (not name and option[1:2] in _REFUSED_SHORT):
+        raise UserError(
+            f"'{option}' cannot be a site-wide sbatch option: it changes how sbatch submits "
+            "or how hpcrepro chains the jobs",
+            where="site key 'sbatch_args'",
+            hint="remove it; `hpcrepro submit` sets job dependencies itself",
+        )
+    return option
+
+
 def is_per_job_option(option: str) -> bool:
     """Whether a site sbatch option sizes or names the job (see `_PER_JOB_LONG`).
 
@@ -166,7 +184,8 @@ def sbatch_options(
     site_network = any(arg.startswith("--network") for arg in site.sbatch_args)
     if gpus and cfg.spec.sbatch_network and not site_network:  # the site's own --network wins
         options.append(f"--network={cfg.spec.sbatch_network}")
-    options.extend(arg for arg in site.sbatch_args if gpus or not is_per_job_option(arg))
+    site_args = [_check_site_option(arg) for arg in site.sbatch_args]
+    options.extend(arg for arg in site_args if gpus or not is_per_job_option(arg))
     return [_sbatch_token(option) for option in options]
 
 
