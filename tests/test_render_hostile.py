@@ -213,7 +213,10 @@ def test_percent_in_folders_is_literal_where_sbatch_expands_patterns(tmp_path: P
 
 # --- shellcheck of every template with literal '$', '`' and '~' ------------------------------
 
-HOSTILE_ENV = 'env:\n  LD_LIBRARY_PATH: "/opt/nccl/lib:$LD_LIBRARY_PATH"\n  T: "`id`"\n  H: "~/x"\n'
+HOSTILE_ENV = (
+    'env:\n  LD_LIBRARY_PATH: "/opt/nccl/lib:$LD_LIBRARY_PATH"\n  T: "`id`"\n  H: "~/x"\n'
+    '  NCCL_IB_HCA: "=mlx5_0:1,mlx5_1:1"\n'
+)
 
 
 def shellcheck(paths: list[Path]) -> None:
@@ -235,6 +238,7 @@ def shellcheck(paths: list[Path]) -> None:
     [
         "runtime: none\n",
         "runtime: none\ncheck_compliance: false\n",
+        "runtime: none\nworkload: reference\n",
         "runtime: pyxis\ncheck_compliance: false\n",
         "runtime: apptainer\ncheck_compliance: false\n",
         "runtime: apptainer\n",
@@ -252,3 +256,18 @@ def test_every_stage_script_is_shellcheck_clean(extra: str, tmp_path: Path) -> N
     prep = weird / "prep.sbatch"
     prep.write_text(render_prep_script(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird))))
     shellcheck([*scripts, prep])
+
+
+def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Path) -> None:
+    site = site_file(tmp_path, 'env:\n  NCCL_IB_HCA: "=mlx5_0:1"\n')
+    text = render_training(resolve("dgxa100_8x8", "r3.0", site), job_name="j", run_indices=[1])
+    assert "\nexport NCCL_IB_HCA='=mlx5_0:1'\n" in text  # not NAME==..., which reads as a typo
+    for runtime in ("pyxis", "apptainer"):
+        mapped = site_file(
+            tmp_path, f"runtime: {runtime}\nmounts:\n  - {{source: /a, target: '/b,/etc:/x'}}\n"
+        )
+        with pytest.raises(UserError, match="mounts"):
+            render_training(resolve("dgxa100_8x8", "r3.0", mapped), job_name="j", run_indices=[1])
+    newline_name = site_file(tmp_path, 'env:\n  "A\\n": x\n')
+    with pytest.raises(UserError, match="line break"):
+        render_training(resolve("dgxa100_8x8", "r3.0", newline_name), job_name="j", run_indices=[1])

@@ -32,8 +32,13 @@ class ShellText(str):
 
 
 def q(value: object) -> ShellText:
-    """Jinja filter: one value as one quoted shell word."""
-    return ShellText(quote(value))
+    """Jinja filter: one value as one quoted shell word.
+
+    A word that starts with '=' is quoted too: after `export NAME=` it is the same value, but
+    readers (and shellcheck) take `NAME==x` for a typo.
+    """
+    word = quote(value)
+    return ShellText(f"'{word}'" if word.startswith("=") else word)
 
 
 def qjoin(values: Iterable[object]) -> ShellText:
@@ -367,11 +372,18 @@ def image_file(image: str) -> str:
     return str(Path(image).expanduser().absolute())
 
 
-def _check_mount_path(path: Path, key: str) -> str:
+def _check_mount_path(path: Path | str, key: str) -> str:
+    """One side of a bind: absolute, and free of the ',' and ':' that separate binds and sides."""
     text = str(path)
-    if "," in text or ":" in text:
+    if not text.startswith("/"):
         raise UserError(
-            f"'{text}' contains ',' or ':', which container mount syntax cannot express",
+            f"'{text}' is not an absolute path, which container mounts need",
+            where=f"site key '{key}'",
+            hint="write the full path, starting with '/'",
+        )
+    if "," in text or ":" in text or "\n" in text:
+        raise UserError(
+            f"{text!r} contains ',', ':' or a line break, which container mounts cannot express",
             where=f"site key '{key}'",
             hint="use a path without commas or colons (a symlink to it works)",
         )
@@ -398,7 +410,10 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
     logs = _check_mount_path(log_dir, "log_dir")
     specs = [f"{data}:{CONTAINER_DATA_DIR}", f"{logs}:{CONTAINER_RESULTS_DIR}"]
-    specs += [m.spec() for m in site.mounts]
+    for mount in site.mounts:  # checked here too: a mapping in YAML skips Mount.parse
+        source = _check_mount_path(mount.source, "mounts")
+        target = _check_mount_path(mount.target, "mounts")
+        specs.append(f"{source}:{target}" + (":ro" if mount.read_only else ""))
     # image_kind() decides; a value that reads as a path is a file even if it has no known suffix.
     is_file = site.image_kind() == "file" or _looks_like_file(site.image)
     if site.runtime == "pyxis":
@@ -478,7 +493,18 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
     if cfg.site.cluster_name:
         exports["MLPERF_CLUSTER_NAME"] = cfg.site.cluster_name
     exports.update(cfg.site.env)
-    return [(check_env_name(name), value) for name, value in exports.items()]
+    return [(_export_name(name), value) for name, value in exports.items()]
+
+
+def _export_name(name: str) -> str:
+    """`check_env_name`, also refusing the trailing line break its pattern lets through."""
+    if "\n" in name:
+        raise UserError(
+            f"{name!r} is not a valid environment variable name (it holds a line break)",
+            where="site key 'env'",
+            hint="use letters, digits and underscores, not starting with a digit",
+        )
+    return check_env_name(name)
 
 
 def render_training(
