@@ -7,6 +7,7 @@ name fails (StrictUndefined), and a plain string printed without the `q` filter 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,8 +32,13 @@ class ShellText(str):
 
 
 def q(value: object) -> ShellText:
-    """Jinja filter: one value as one quoted shell word."""
-    return ShellText(quote(value))
+    """Jinja filter: one value as one quoted shell word.
+
+    A word that starts with '=' is quoted too: after `export NAME=` it is the same value, but
+    readers (and shellcheck) take `NAME==x` for a typo.
+    """
+    word = quote(value)
+    return ShellText(f"'{word}'" if word.startswith("=") else word)
 
 
 def qjoin(values: Iterable[object]) -> ShellText:
@@ -64,6 +70,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["q"] = q
     env.filters["qjoin"] = qjoin
+    env.filters["sbatch_literal"] = sbatch_literal
     return env
 
 
@@ -81,6 +88,71 @@ def render_template(name: str, **context: Any) -> str:
 # --- Pieces shared by every stage script ---------------------------------------------------
 
 
+# Options that size or name one job. Every stage sets these for itself, so the site's values
+# reach the training jobs only (where sbatch lets a later option win over hpcrepro's), never the
+# one-task helper stages (image import, prep, collect): those keep their own time and ask for no
+# GPUs. Scheduling policy (partition, account, qos, reservation, constraint, mail, comment,
+# licenses...) reaches every stage.
+_PER_JOB_LONG = frozenset(
+    [
+        "nodes", "ntasks", "ntasks-per-node", "ntasks-per-socket", "ntasks-per-core",
+        "ntasks-per-gpu", "cpus-per-task", "cpus-per-gpu", "gpus", "gpus-per-node",
+        "gpus-per-task", "gpus-per-socket", "gres", "gres-flags", "gpu-bind", "gpu-freq",
+        "tres-per-task", "tres-bind", "mem", "mem-per-cpu", "mem-per-gpu", "mem-bind", "tmp",
+        "time", "time-min", "exclusive", "oversubscribe", "nodelist", "switches", "network",
+        "distribution", "sockets-per-node", "cores-per-socket", "threads-per-core",
+        "extra-node-info", "spread-job", "use-min-nodes", "contiguous", "core-spec",
+        "thread-spec", "segment", "array", "dependency", "job-name", "output", "error", "input",
+    ]
+)  # fmt: skip
+_PER_JOB_SHORT = frozenset("NntcGwBSsmaJoeid")
+
+
+# Options that change what sbatch itself does (wait for the job, only test, print differently) or
+# the job chain hpcrepro builds: no site may set these for every job.
+_REFUSED_LONG = frozenset(["wait", "test-only", "parsable", "array", "dependency", "wrap"])
+_REFUSED_SHORT = frozenset("Wad")
+
+
+def _check_site_option(option: str) -> str:
+    name = option[2:].partition("=")[0] if option.startswith("--") else ""
+    if name in _REFUSED_LONG or (not name and option[1:2] in _REFUSED_SHORT):
+        raise UserError(
+            f"'{option}' cannot be a site-wide sbatch option: it changes how sbatch submits "
+            "or how hpcrepro chains the jobs",
+            where="site key 'sbatch_args'",
+            hint="remove it; `hpcrepro submit` sets job dependencies itself",
+        )
+    return option
+
+
+def is_per_job_option(option: str) -> bool:
+    """Whether a site sbatch option sizes or names the job (see `_PER_JOB_LONG`).
+
+    sbatch accepts unambiguous abbreviations of long options, so a prefix counts too.
+    """
+    if option.startswith("--"):
+        name = option[2:].partition("=")[0]
+        return len(name) >= 2 and any(full.startswith(name) for full in _PER_JOB_LONG)
+    return len(option) >= 2 and option[1] in _PER_JOB_SHORT
+
+
+def sbatch_literal(text: object) -> str:
+    """`text` for an sbatch filename pattern (--output, --error, --input) with no pattern in it:
+    sbatch reads '%N', '%j'... there, and '%%' is a literal '%'."""
+    return str(text).replace("%", "%%")
+
+
+def sbatch_output(output: str) -> str:
+    """An --output value: the folder is taken literally, the file name keeps its % patterns.
+
+    hpcrepro names the file itself (e.g. 'train-%j.out'); the folder comes from the site
+    (log_dir) and may hold a '%' that sbatch must not expand.
+    """
+    folder, sep, name = output.rpartition("/")
+    return sbatch_literal(folder) + sep + name
+
+
 def sbatch_options(
     cfg: ResolvedConfig,
     *,
@@ -91,14 +163,18 @@ def sbatch_options(
     output: str,
     gpus: bool,
 ) -> list[str]:
-    """The `#SBATCH` options of a job, site settings included (each is one token)."""
+    """The `#SBATCH` options of a job, site settings included (each is one token).
+
+    `gpus=False` marks a helper stage (image, prep, collect): it gets the site's scheduling
+    options but none of the site's per-job resource options (`is_per_job_option`).
+    """
     site = cfg.site
     options = [
         f"--job-name={job_name}",
         f"--nodes={nodes}",
         f"--ntasks-per-node={ntasks_per_node}",
         f"--time={time_minutes}",
-        f"--output={output}",
+        f"--output={sbatch_output(output)}",
     ]
     for key in ("partition", "account", "qos", "reservation", "constraint"):
         value = getattr(site, key)
@@ -113,7 +189,8 @@ def sbatch_options(
     site_network = any(arg.startswith("--network") for arg in site.sbatch_args)
     if gpus and cfg.spec.sbatch_network and not site_network:  # the site's own --network wins
         options.append(f"--network={cfg.spec.sbatch_network}")
-    options.extend(site.sbatch_args)
+    site_args = [_check_site_option(arg) for arg in site.sbatch_args]
+    options.extend(arg for arg in site_args if gpus or not is_per_job_option(arg))
     return [_sbatch_token(option) for option in options]
 
 
@@ -176,29 +253,137 @@ class ContainerPlan:
     build_sif: str  # registry URI to build into `image` first (apptainer), or ""
 
 
+# A registry reference as Docker reads it: [HOST[:PORT]/]PATH[:TAG][@DIGEST], lower-case path.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH = re.compile(
+    rf"^{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+_HOST_RE = re.compile(rf"^{_HOST}$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Sources `apptainer build` takes besides docker:// (which is checked like any registry image).
+_APPTAINER_URIS = ("library://", "oras://", "shub://", "http://", "https://")
+_APPTAINER_LOCAL = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:")
+IMAGE_FILE_SUFFIXES = (".sqsh", ".squashfs", ".sif")
+_IMAGE_HINT = (
+    "write a registry image as nvcr.io/nvidia/mxnet:23.04-py3 (or enroot's nvcr.io#nvidia/...), "
+    "or give the path of an image file"
+)
+
+
+def _looks_like_file(image: str) -> bool:
+    return image.startswith(("/", "./", "../", "~")) or image.endswith(IMAGE_FILE_SUFFIXES)
+
+
+def _split_reference(image: str) -> tuple[str, str, str]:
+    """(USER@, REGISTRY, PATH[:TAG][@DIGEST]) of a registry image in Docker's or enroot's syntax.
+
+    enroot writes `[USER@][REGISTRY#]IMAGE[:TAG]`; Docker writes `[REGISTRY/]IMAGE[:TAG]`, where
+    the first component is a registry when it holds '.' or ':' or is 'localhost'.
+    """
+    ref = image.removeprefix("docker://")
+    if "#" in ref:
+        head, _, path = ref.partition("#")
+        user, at, registry = head.rpartition("@")
+        user += at
+    else:
+        first, sep, rest = ref.partition("/")
+        user, at, host = first.rpartition("@") if sep else ("", "", first)
+        if sep and ("." in host or ":" in host or host == "localhost"):
+            user, registry, path = user + at, host, rest
+        else:
+            user, registry, path = "", "", ref
+    if (registry and not _HOST_RE.fullmatch(registry)) or (user and not registry):
+        raise UserError(
+            f"image '{image}': '{registry or user}' is not a registry host name",
+            where="site key 'image'",
+            hint=_IMAGE_HINT,
+        )
+    if user and not re.fullmatch(r"[A-Za-z0-9._$-]+@", user):
+        raise UserError(f"image '{image}': '{user}' is not a user name", where="site key 'image'")
+    if not _PATH.fullmatch(path):
+        raise UserError(
+            f"image '{image}': '{path}' is not an image name with an optional :tag or @digest "
+            "(lower-case names, no spaces, one '#' at most)",
+            where="site key 'image'",
+            hint=_IMAGE_HINT,
+        )
+    return user, registry, path
+
+
 def pyxis_image(image: str) -> str:
-    """An image reference in enroot's syntax: registry and path separated by '#'."""
-    image = image.removeprefix("docker://")
-    if image.startswith("/") or "#" in image:
+    """An image for `srun --container-image`: a squashfs path or `[USER@][REGISTRY#]IMAGE[:TAG]`.
+
+    pyxis treats a value starting with '/' or '.' as a file and prefixes anything else with
+    docker:// for `enroot import`, which pulls from Docker registries only.
+    """
+    if image.endswith(".sif"):
+        raise UserError(
+            f"image '{image}' is an Apptainer SIF file, which pyxis/enroot cannot run",
+            where="site key 'image'",
+            hint="use runtime: apptainer for it, or give pyxis a registry image or a .sqsh file",
+        )
+    if _looks_like_file(image):
         return image
-    first, sep, rest = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return f"{first}#{rest}"
-    return image
+    scheme = _SCHEME.match(image)
+    if scheme and scheme[1] != "docker":
+        raise UserError(
+            f"image '{image}': pyxis/enroot only pull Docker registry images, not {scheme[1]}://",
+            where="site key 'image'",
+            hint=f"import it once on a node (enroot import -o IMAGE.sqsh {image}) and set image "
+            "to that .sqsh file"
+            if scheme[1] in ("dockerd", "podman")
+            else f"use runtime: apptainer for {scheme[1]}:// images, or set image to a squashfs "
+            "(.sqsh) file made from it",
+        )
+    user, registry, path = _split_reference(image)
+    return f"{user}{registry}#{path}" if registry else path
 
 
 def apptainer_image(image: str) -> str:
-    """An image reference for apptainer: a file path, or a docker:// URI."""
-    if image.startswith("/") or "://" in image:
+    """An image for apptainer: a file path, or a URI `apptainer build` takes.
+
+    Registry images become docker:// URIs in Docker's own syntax (enroot's '#' becomes '/').
+    """
+    if _looks_like_file(image) or image.startswith(_APPTAINER_URIS + _APPTAINER_LOCAL):
         return image
-    return "docker://" + image.replace("#", "/", 1)
-
-
-def _check_mount_path(path: Path, key: str) -> str:
-    text = str(path)
-    if "," in text or ":" in text:
+    scheme = _SCHEME.match(image)
+    if scheme and scheme[1] != "docker":
         raise UserError(
-            f"'{text}' contains ',' or ':', which container mount syntax cannot express",
+            f"image '{image}': apptainer cannot build from {scheme[1]}://",
+            where="site key 'image'",
+            hint="use docker://, library://, oras://, shub://, https:// or a .sif file",
+        )
+    user, registry, path = _split_reference(image)
+    if user:
+        raise UserError(
+            f"image '{image}': apptainer takes no user name in the image",
+            where="site key 'image'",
+            hint="drop the 'USER@' part and log in with `apptainer registry login` "
+            "(or set APPTAINER_DOCKER_USERNAME / APPTAINER_DOCKER_PASSWORD)",
+        )
+    return f"docker://{registry}/{path}" if registry else f"docker://{path}"
+
+
+def image_file(image: str) -> str:
+    """An image file as an absolute path (a relative one is taken from the current folder)."""
+    return str(Path(image).expanduser().absolute())
+
+
+def _check_mount_path(path: Path | str, key: str) -> str:
+    """One side of a bind: absolute, and free of the ',' and ':' that separate binds and sides."""
+    text = str(path)
+    if not text.startswith("/"):
+        raise UserError(
+            f"'{text}' is not an absolute path, which container mounts need",
+            where=f"site key '{key}'",
+            hint="write the full path, starting with '/'",
+        )
+    if "," in text or ":" in text or "\n" in text:
+        raise UserError(
+            f"{text!r} contains ',', ':' or a line break, which container mounts cannot express",
             where=f"site key '{key}'",
             hint="use a path without commas or colons (a symlink to it works)",
         )
@@ -225,11 +410,17 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
     logs = _check_mount_path(log_dir, "log_dir")
     specs = [f"{data}:{CONTAINER_DATA_DIR}", f"{logs}:{CONTAINER_RESULTS_DIR}"]
-    specs += [m.spec() for m in site.mounts]
+    for mount in site.mounts:  # checked here too: a mapping in YAML skips Mount.parse
+        source = _check_mount_path(mount.source, "mounts")
+        target = _check_mount_path(mount.target, "mounts")
+        specs.append(f"{source}:{target}" + (":ro" if mount.read_only else ""))
+    # image_kind() decides; a value that reads as a path is a file even if it has no known suffix.
+    is_file = site.image_kind() == "file" or _looks_like_file(site.image)
     if site.runtime == "pyxis":
+        image = pyxis_image(site.image)  # refuses a .sif and registries enroot cannot pull
         return ContainerPlan(
             runtime="pyxis",
-            image=pyxis_image(site.image),
+            image=image_file(site.image) if is_file else image,
             data_dir=CONTAINER_DATA_DIR,
             results_dir=CONTAINER_RESULTS_DIR,
             workdir=site.workdir,
@@ -237,11 +428,12 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
             binds=[],
             build_sif="",
         )
-    image = apptainer_image(site.image)
+    image = image_file(site.image) if is_file else apptainer_image(site.image)
     build = ""
-    if "://" in image:
+    if not is_file:
         cache = site.image_cache_dir or site.log_dir
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in image.split("://", 1)[1])
+        stem = image.split("://", 1)[-1]
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
         build, image = image, str(cache / f"{safe}.sif")
     return ContainerPlan(
         runtime="apptainer",
@@ -301,7 +493,18 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
     if cfg.site.cluster_name:
         exports["MLPERF_CLUSTER_NAME"] = cfg.site.cluster_name
     exports.update(cfg.site.env)
-    return [(check_env_name(name), value) for name, value in exports.items()]
+    return [(_export_name(name), value) for name, value in exports.items()]
+
+
+def _export_name(name: str) -> str:
+    """`check_env_name`, also refusing the trailing line break its pattern lets through."""
+    if "\n" in name:
+        raise UserError(
+            f"{name!r} is not a valid environment variable name (it holds a line break)",
+            where="site key 'env'",
+            hint="use letters, digits and underscores, not starting with a digit",
+        )
+    return check_env_name(name)
 
 
 def render_training(

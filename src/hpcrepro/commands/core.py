@@ -56,29 +56,71 @@ def config_show(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{system} {version}", show_lines=False)
+    # Text, not str, everywhere: rich would read '[...]' in a value (a Slurm constraint such as
+    # '[rack1|rack2]'), a key or a file name as markup, and drop it or fail on it.
+    table = Table(title=Text(f"{system} {version}"), show_lines=False)
     table.add_column("key")
     table.add_column("value", overflow="fold")
     table.add_column("from", overflow="fold")
     for key, value in flatten(data):
         shown = json.dumps(value) if not isinstance(value, str) else value
-        table.add_row(key, shown, cfg.origin_of(key))
-    Console().print(table)
+        table.add_row(Text(key), Text(shown), Text(cfg.origin_of(key)))
+    Console(highlight=False).print(table)
 
 
-def _write_new(path: Path, text: str, force: bool) -> None:
-    """Write `text` to `path`, refusing to replace a different file unless forced."""
+def _check_target(path: Path, text: str, force: bool) -> None:
+    """Refuse to write over anything the user made unless it is a file and --force says so.
+
+    A folder, a FIFO or any other non-file at `path` is refused even with --force: hpcrepro never
+    deletes it to make room.
+    """
     from hpcrepro.errors import UserError
 
-    if path.exists() and not force and path.read_text(errors="replace") != text:
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
+        raise UserError(
+            f"{path} exists and is {kind}, not a file: hpcrepro writes a file there and "
+            "removes nothing",
+            where="--output",
+            hint="move it away, or choose another -o folder",
+        )
+    if force:
+        return
+    try:
+        same = path.read_bytes() == text.encode()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}", where="--output") from None
+    if not same:
         raise UserError(
             f"{path} exists and differs from what would be written",
+            where="--output",
             hint="choose another -o folder, or pass --force to replace it (your edits are lost)",
         )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    """Write through a temporary file in the same folder, so a reader never sees half a file."""
+    import os
+    import tempfile
+
+    from hpcrepro.errors import UserError
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}", where="--output") from None
 
 
 def render(
@@ -103,15 +145,25 @@ def render(
     script = render_training(
         cfg, job_name=f"hpcrepro-{system}-{version}", run_indices=list(range(1, run_count + 1))
     )
+    if output.exists() and not output.is_dir():
+        raise UserError(
+            f"{output} exists and is not a folder",
+            where="--output",
+            hint="-o takes a folder: train.sbatch and resolved-config.yaml are written into it",
+        )
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {output}: {exc.strerror}", where="--output") from None
-    script_path = output / "train.sbatch"
-    config_path = output / "resolved-config.yaml"
-    _write_new(script_path, script, force)
-    script_path.chmod(0o755)
-    _write_new(config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), force)
+    files = [
+        (output / "train.sbatch", script, 0o755),
+        (output / "resolved-config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False), 0o644),
+    ]
+    for path, text, _ in files:  # every check before any write: all or nothing
+        _check_target(path, text, force)
+    for path, text, mode in files:
+        _write(path, text, mode)
+    script_path, config_path = files[0][0], files[1][0]
     typer.echo(str(script_path))
     typer.echo(str(config_path))
     if not cfg.site.dataset_dir.is_dir():

@@ -1,0 +1,273 @@
+"""Hostile and real-world site values against render, config show and the campaign's scripts.
+
+pyxis and Apptainer cannot run here: their image arguments are checked against the syntax their
+documentation and sources define (pyxis: a path starting with '/' or '.', else enroot's
+`[USER@][REGISTRY#]IMAGE[:TAG]`, pulled with `enroot import docker://...`; apptainer: docker://,
+library://, oras://, shub://, http(s):// or a file).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hpcrepro
+from hpcrepro.campaign import plan
+from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.config import resolve
+from hpcrepro.errors import UserError
+from hpcrepro.prep.slurm import PrepJob, render_prep_script
+from hpcrepro.render import (
+    apptainer_image,
+    container_plan,
+    is_per_job_option,
+    pyxis_image,
+    render_training,
+    sbatch_options,
+)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    package_root = str(Path(hpcrepro.__file__).resolve().parents[1])  # this checkout, from any cwd
+    env = dict(
+        os.environ, COLUMNS="250", HPCREPRO_STATE_DIR=str(cwd / "state"), PYTHONPATH=package_root
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "hpcrepro", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def site_file(folder: Path, extra: str = "", name: str = "site.yaml") -> Path:
+    (folder / "data").mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(
+        f"dataset_dir: {folder / 'data'}\nlog_dir: {folder / 'logs'}\n"
+        "image: nvcr.io/nvidia/mxnet:23.04-py3\n" + extra
+    )
+    return path
+
+
+# --- config show --explain --------------------------------------------------------------------
+
+
+def test_explain_prints_values_and_file_names_literally(tmp_path: Path) -> None:
+    site = site_file(
+        tmp_path,
+        'constraint: "[rack1|rack2]"\nenv:\n  A: "[/]"\n  B: "[bold red]x"\n',
+        name="site[x].yaml",
+    )
+    result = run_cli(
+        "config", "show", "-s", "dgxa100_8x8", "-v", "r3.0", "--site", str(site), "--explain",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for literal in ("[rack1|rack2]", "[/]", "[bold red]x", "site[x].yaml"):
+        assert literal in result.stdout, literal
+
+
+# --- render -o --------------------------------------------------------------------------------
+
+
+def test_output_path_problems_are_exit_2_and_nothing_is_clobbered(tmp_path: Path) -> None:
+    site = site_file(tmp_path)
+    render = ("render", "-s", "dgxa100_8x8", "-v", "r3.0", "--site", str(site), "-o")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert run_cli(*render, str(out), cwd=tmp_path).returncode == 0
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert os.access(out / "train.sbatch", os.X_OK)
+
+    edited = (out / "train.sbatch").read_text() + "# my edit\n"
+    (out / "train.sbatch").write_text(edited)
+    config_before = (out / "resolved-config.yaml").stat().st_mtime_ns
+    result = run_cli(*render, str(out), cwd=tmp_path)
+    assert result.returncode == 2 and "differs" in result.stderr and "--force" in result.stderr
+    assert (out / "train.sbatch").read_text() == edited
+    assert (out / "resolved-config.yaml").stat().st_mtime_ns == config_before
+
+    folder_there = tmp_path / "d"
+    (folder_there / "train.sbatch").mkdir(parents=True)
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("x")
+    for target, reason in ((folder_there, "is a folder"), (a_file, "is not a folder")):
+        result = run_cli(*render, str(target), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert reason in result.stderr and str(target) in result.stderr
+        assert "Traceback" not in result.stderr
+    assert (folder_there / "train.sbatch").is_dir() and a_file.read_text() == "x"
+    assert list(folder_there.iterdir()) == [folder_there / "train.sbatch"]
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def test_pyxis_refuses_what_enroot_cannot_pull() -> None:
+    for image in ("oras://ghcr.io/x/mx:1", "library://sylabs/mx:1", "shub://a/b"):
+        with pytest.raises(UserError, match="apptainer"):
+            pyxis_image(image)
+    with pytest.raises(UserError, match="enroot import"):
+        pyxis_image("dockerd://mx:1")
+    with pytest.raises(UserError, match="SIF"):
+        pyxis_image("/images/mx.sif")
+    for bad in ("nvcr.io/nvidia/MXNet:1", "nvcr.io#nvidia#mx", "mx 1", "nvcr.io/", "-x", "mx\n"):
+        with pytest.raises(UserError, match="image"):
+            pyxis_image(bad)
+
+
+def test_pyxis_image_syntax_is_enroots() -> None:
+    assert pyxis_image("docker://nvcr.io/nvidia/mxnet:1") == "nvcr.io#nvidia/mxnet:1"
+    assert pyxis_image("bob@nvcr.io/nvidia/mxnet:1") == "bob@nvcr.io#nvidia/mxnet:1"
+    ngc = "$oauthtoken@nvcr.io#nvidia/mxnet:1"  # NGC's user name for API keys
+    assert pyxis_image(ngc) == ngc
+    assert pyxis_image("localhost:5000/mx") == "localhost:5000#mx"
+    digest = "ubuntu@sha256:" + "a" * 64
+    assert pyxis_image(digest) == digest
+    assert pyxis_image("./mx.sqsh") == "./mx.sqsh"
+
+
+def test_apptainer_gets_docker_uris_without_enroots_hash() -> None:
+    assert apptainer_image("docker://nvcr.io#nvidia/mxnet:23.04-py3") == (
+        "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+    )
+    assert apptainer_image("nvcr.io/nvidia/mxnet:1") == "docker://nvcr.io/nvidia/mxnet:1"
+    assert apptainer_image("ubuntu") == "docker://ubuntu"
+    for uri in ("oras://ghcr.io/x/mx:1", "library://sylabs/mx:1", "docker-archive:/x.tar"):
+        assert apptainer_image(uri) == uri
+    with pytest.raises(UserError, match="USER@"):
+        apptainer_image("bob@nvcr.io#nvidia/mx:1")
+    with pytest.raises(UserError, match="ftp://"):
+        apptainer_image("ftp://x/y")
+
+
+def test_image_files_are_never_registry_references(tmp_path: Path) -> None:
+    site = site_file(tmp_path)
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        for runtime, name in (("apptainer", "images/mx.sif"), ("pyxis", "images/mx.sqsh")):
+            cfg = resolve("dgxa100_8x8", "r3.0", site, [f"image={name}", f"runtime={runtime}"])
+            container = container_plan(cfg, tmp_path / "logs")
+            assert container.image == str(tmp_path / name)
+            assert container.build_sif == ""
+            assert "docker://" not in render_training(cfg, job_name="j", run_indices=[1])
+    finally:
+        os.chdir(cwd)
+
+
+# --- sbatch options ----------------------------------------------------------------------------
+
+
+SITE_ARGS = [
+    "--gres=gpu:a100:8", "--time=1-12:00:00", "-t10", "--ti=5", "--mem=0", "-N2",
+    "--exclusive", "--gpus-per-node=8", "--nodelist=n[1-8]", "--ntasks=64",
+    "--mail-type=END", "--mail-user=a@b.c", "--comment=mlperf", "--licenses=fs:1",
+    "--exclude=bad1", "--requeue",
+]  # fmt: skip
+SCHEDULING = ["--mail-type=END", "--mail-user=a@b.c", "--comment=mlperf", "--licenses=fs:1",
+              "--exclude=bad1", "--requeue"]  # fmt: skip
+
+
+def test_helper_stages_get_scheduling_options_but_keep_their_own_resources(
+    tmp_path: Path,
+) -> None:
+    site = site_file(tmp_path, "partition: gpu\naccount: ml\nqos: high\nexclusive: false\n")
+    args = ",".join(f'"{a}"' for a in SITE_ARGS)
+    cfg = resolve("dgxa100_8x8", "r3.0", site, [f"sbatch_args=[{args}]"])
+    common = dict(job_name="j", nodes=1, ntasks_per_node=1, time_minutes=30, output="/o/x-%j")
+    helper = sbatch_options(cfg, **common, gpus=False)  # type: ignore[arg-type]
+    assert helper[:5] == ["--job-name=j", "--nodes=1", "--ntasks-per-node=1", "--time=30",
+                          "--output=/o/x-%j"]  # fmt: skip
+    assert helper[5:8] == ["--partition=gpu", "--account=ml", "--qos=high"]
+    assert helper[-len(SCHEDULING) :] == SCHEDULING
+    assert not any(is_per_job_option(option) for option in helper[5:])
+    training = sbatch_options(cfg, **common, gpus=True)  # type: ignore[arg-type]
+    assert training[-len(SITE_ARGS) :] == SITE_ARGS
+    for chain_breaker in ("--wait", "-W", "--dependency=afterok:1", "--array=0-3", "--parsable"):
+        cfg = resolve("dgxa100_8x8", "r3.0", site, [f'sbatch_args=["{chain_breaker}"]'])
+        with pytest.raises(UserError, match="sbatch_args"):
+            sbatch_options(cfg, **common, gpus=True)  # type: ignore[arg-type]
+
+
+def test_percent_in_folders_is_literal_where_sbatch_expands_patterns(tmp_path: Path) -> None:
+    logs = tmp_path / "50%N" / "logs"
+    cfg = resolve("dgxa100_8x8", "r3.0", site_file(tmp_path), [f"log_dir={logs}"])
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    escaped = str(logs).replace("%", "%%")
+    assert f"#SBATCH --output={escaped}/j-%j.out\n" in text
+    assert f"readonly HPCREPRO_LOG_DIR={logs}\n" in text  # a shell value: no sbatch pattern
+    prep = render_prep_script(PrepJob(raw="/raw", out="/out", log_dir=str(logs)))
+    assert f"--output={escaped}/prep-pack-%A_%a.out" in prep
+    assert f"--output={escaped}/prep-join-%j.out" in prep
+
+
+# --- shellcheck of every template with literal '$', '`' and '~' ------------------------------
+
+HOSTILE_ENV = (
+    'env:\n  LD_LIBRARY_PATH: "/opt/nccl/lib:$LD_LIBRARY_PATH"\n  T: "`id`"\n  H: "~/x"\n'
+    '  NCCL_IB_HCA: "=mlx5_0:1,mlx5_1:1"\n'
+)
+
+
+def shellcheck(paths: list[Path]) -> None:
+    checker = shutil.which("shellcheck")
+    if checker is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    for path in paths:
+        subprocess.run(["bash", "-n", str(path)], check=True)
+    result = subprocess.run(
+        [checker, "-S", "style", *map(str, paths)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "runtime: none\n",
+        "runtime: none\ncheck_compliance: false\n",
+        "runtime: none\nworkload: reference\n",
+        "runtime: pyxis\ncheck_compliance: false\n",
+        "runtime: apptainer\ncheck_compliance: false\n",
+        "runtime: apptainer\n",
+    ],
+)
+def test_every_stage_script_is_shellcheck_clean(extra: str, tmp_path: Path) -> None:
+    weird = tmp_path / "$HOME `x` ~"
+    weird.mkdir()
+    site = site_file(weird, extra + HOSTILE_ENV + f"imagenet_dir: {weird / 'raw'}\n")
+    cfg = resolve("dgxa100_8x8", "r3.0", site)
+    paths = CampaignPaths(weird / "campaign $x")
+    manifest = plan.build(cfg, paths, "c", 2, 1, "slurm", {}, prep=True)
+    scripts = [paths.root / stage["script"] for stage in manifest["stages"]]
+    assert {"prep", "collect"} <= {stage["kind"] for stage in manifest["stages"]}
+    prep = weird / "prep.sbatch"
+    prep.write_text(render_prep_script(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird))))
+    shellcheck([*scripts, prep])
+
+
+def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Path) -> None:
+    site = site_file(tmp_path, 'env:\n  NCCL_IB_HCA: "=mlx5_0:1"\n')
+    text = render_training(resolve("dgxa100_8x8", "r3.0", site), job_name="j", run_indices=[1])
+    assert "\nexport NCCL_IB_HCA='=mlx5_0:1'\n" in text  # not NAME==..., which reads as a typo
+    for runtime in ("pyxis", "apptainer"):
+        mapped = site_file(
+            tmp_path, f"runtime: {runtime}\nmounts:\n  - {{source: /a, target: '/b,/etc:/x'}}\n"
+        )
+        with pytest.raises(UserError, match="mounts"):
+            render_training(resolve("dgxa100_8x8", "r3.0", mapped), job_name="j", run_indices=[1])
+    newline_name = site_file(tmp_path, 'env:\n  "A\\n": x\n')
+    with pytest.raises(UserError, match="line break"):
+        render_training(resolve("dgxa100_8x8", "r3.0", newline_name), job_name="j", run_indices=[1])
