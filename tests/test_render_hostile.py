@@ -269,5 +269,5 @@ def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Pat
         with pytest.raises(UserError, match="mounts"):
             render_training(resolve("dgxa100_8x8", "r3.0", mapped), job_name="j", run_indices=[1])
     newline_name = site_file(tmp_path, 'env:\n  "A\\n": x\n')
-    with pytest.raises(UserError, match="line break"):
+    with pytest.raises(UserError, match="not a valid environment variable name"):
         render_training(resolve("dgxa100_8x8", "r3.0", newline_name), job_name="j", run_indices=[1])

@@ -21,6 +21,7 @@ from hpcrepro.config import ResolvedConfig
 from hpcrepro.errors import UserError
 from hpcrepro.resources import templates_dir
 from hpcrepro.shell import check_env_name, quote
+from hpcrepro.site import image_is_file
 
 Launcher = Literal["srun", "local"]
 CONTAINER_DATA_DIR = "/data"
@@ -266,15 +267,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # Sources `apptainer build` takes besides docker:// (which is checked like any registry image).
 _APPTAINER_URIS = ("library://", "oras://", "shub://", "http://", "https://")
 _APPTAINER_LOCAL = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:")
-IMAGE_FILE_SUFFIXES = (".sqsh", ".squashfs", ".sif")
 _IMAGE_HINT = (
     "write a registry image as nvcr.io/nvidia/mxnet:23.04-py3 (or enroot's nvcr.io#nvidia/...), "
     "or give the path of an image file"
 )
-
-
-def _looks_like_file(image: str) -> bool:
-    return image.startswith(("/", "./", "../", "~")) or image.endswith(IMAGE_FILE_SUFFIXES)
 
 
 def _split_reference(image: str) -> tuple[str, str, str]:
@@ -325,7 +321,7 @@ def pyxis_image(image: str) -> str:
             where="site key 'image'",
             hint="use runtime: apptainer for it, or give pyxis a registry image or a .sqsh file",
         )
-    if _looks_like_file(image):
+    if image_is_file(image):
         return image
     scheme = _SCHEME.match(image)
     if scheme and scheme[1] != "docker":
@@ -347,7 +343,7 @@ def apptainer_image(image: str) -> str:
 
     Registry images become docker:// URIs in Docker's own syntax (enroot's '#' becomes '/').
     """
-    if _looks_like_file(image) or image.startswith(_APPTAINER_URIS + _APPTAINER_LOCAL):
+    if image_is_file(image) or image.startswith(_APPTAINER_URIS + _APPTAINER_LOCAL):
         return image
     scheme = _SCHEME.match(image)
     if scheme and scheme[1] != "docker":
@@ -410,12 +406,11 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
     logs = _check_mount_path(log_dir, "log_dir")
     specs = [f"{data}:{CONTAINER_DATA_DIR}", f"{logs}:{CONTAINER_RESULTS_DIR}"]
-    for mount in site.mounts:  # checked here too: a mapping in YAML skips Mount.parse
+    for mount in site.mounts:  # the site checked them; this also refuses line breaks
         source = _check_mount_path(mount.source, "mounts")
         target = _check_mount_path(mount.target, "mounts")
         specs.append(f"{source}:{target}" + (":ro" if mount.read_only else ""))
-    # image_kind() decides; a value that reads as a path is a file even if it has no known suffix.
-    is_file = site.image_kind() == "file" or _looks_like_file(site.image)
+    is_file = site.image_kind() == "file"
     if site.runtime == "pyxis":
         image = pyxis_image(site.image)  # refuses a .sif and registries enroot cannot pull
         return ContainerPlan(
