@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mounts import small_filesystem
 from prep_data import SyntheticSet, make_imagenet, write_valprep
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -283,20 +284,6 @@ def test_existing_outputs(synthetic: SyntheticSet, reference: Path, tmp_path: Pa
     user_error(prep(synthetic.extracted, out), "partial prep of other input", "--restart")
     ok(prep(synthetic.extracted, out, "--restart"))
     same_outputs(reference, out)
-
-
-@contextmanager
-def small_filesystem(path: Path, size: str, *options: str) -> Iterator[Path]:
-    """A real tmpfs of `size` (needs root, as in CI)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs",
-                    str(path)], check=True)  # fmt: skip
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def test_full_disk_is_caught_before_writing(synthetic: SyntheticSet, tmp_path: Path) -> None:

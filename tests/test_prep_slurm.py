@@ -7,7 +7,6 @@ receives are then run with bash exactly as Slurm would, array task by array task
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from hpcrepro.errors import UserError
 from hpcrepro.prep.slurm import PrepJob, render_prep_script
 from prep_data import make_imagenet
+from script_checks import check_scripts
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 NASTY = "/data/it's a $(touch /tmp/pwned) `x` dir"
@@ -39,12 +39,7 @@ def test_script_quotes_everything_and_passes_shellcheck(tmp_path: Path) -> None:
     assert "'--account=$HOME'" in script and "--array=0-7" in script
     path = tmp_path / "prep.sh"
     path.write_text(script)
-    subprocess.run(["bash", "-n", str(path)], check=True)
-    if shutil.which("shellcheck") is None and os.environ.get("CI") != "true":
-        pytest.skip("shellcheck is not installed (CI installs it)")
-    result = subprocess.run(["shellcheck", "--severity=style", str(path)], capture_output=True,
-                            text=True)  # fmt: skip
-    assert result.returncode == 0, result.stdout
+    check_scripts(path)
 
 
 @pytest.mark.parametrize("field", ["raw", "out", "log_dir"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from hpcrepro.config import resolve
 from hpcrepro.render import apptainer_image, pyxis_image, render_training
+from script_checks import check_scripts
 
 HERE = Path(__file__).parent
 SITES = HERE / "data" / "sites"
@@ -53,16 +53,7 @@ def test_matches_golden_file(name: str) -> None:
 def test_bash_syntax_and_shellcheck(name: str, tmp_path: Path) -> None:
     script = tmp_path / "job.sbatch"
     script.write_text(rendered(name))
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(
-        [shellcheck, "-S", "style", str(script)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout
+    check_scripts(script)
 
 
 def test_sbatch_lines_carry_site_options() -> None:

@@ -9,7 +9,6 @@ library://, oras://, shub://, http(s):// or a file).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from hpcrepro.render import (
     render_training,
     sbatch_options,
 )
+from script_checks import check_scripts
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -219,20 +219,6 @@ HOSTILE_ENV = (
 )
 
 
-def shellcheck(paths: list[Path]) -> None:
-    checker = shutil.which("shellcheck")
-    if checker is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    for path in paths:
-        subprocess.run(["bash", "-n", str(path)], check=True)
-    result = subprocess.run(
-        [checker, "-S", "style", *map(str, paths)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout
-
-
 @pytest.mark.parametrize(
     "extra",
     [
@@ -255,7 +241,7 @@ def test_every_stage_script_is_shellcheck_clean(extra: str, tmp_path: Path) -> N
     assert {"prep", "collect"} <= {stage["kind"] for stage in manifest["stages"]}
     prep = weird / "prep.sbatch"
     prep.write_text(render_prep_script(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird))))
-    shellcheck([*scripts, prep])
+    check_scripts(*scripts, prep)
 
 
 def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Path) -> None:

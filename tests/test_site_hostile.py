@@ -7,7 +7,6 @@ that no traceback or hang reaches the user.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.render import render_training
 from hpcrepro.site import image_is_file
 from hpcrepro.yamlio import MAX_FILE_BYTES, parse_yaml
+from script_checks import check_scripts
 
 SYSTEM = ("dgxh100_1x8", "r4.0")
 BASE = "runtime: pyxis\nimage: nvcr.io/nvidia/mxnet:23.04-py3\ndataset_dir: /d\nlog_dir: /l\n"
@@ -148,15 +148,7 @@ def test_rendered_env_values_pass_bash_and_shellcheck(tmp_path: Path) -> None:
     script = tmp_path / "job.sbatch"
     script.write_text(render_training(cfg, job_name="t", run_indices=[1]))
     assert "export C=010\n" in script.read_text()
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shellcheck is missing: scripts/install-system-deps.sh installs it")
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stdout
+    check_scripts(script)
 
 
 def test_merge_keys_follow_yaml_1_1(tmp_path: Path) -> None:
