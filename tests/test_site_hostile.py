@@ -213,10 +213,10 @@ def test_files_that_are_not_site_files(tmp_path: Path) -> None:
     latin = tmp_path / "latin.yaml"
     latin.write_bytes(BASE.encode() + b"partition: caf\xe9\n")
     cases = {
-        big: "at most 1024 KiB",
+        big: "more than the 1024 KiB such a file may have",
         many: "holds more than 100000 values",
-        latin: "latin.yaml:5: the file is not UTF-8 text",
-        tmp_path: "is a folder",
+        latin: "latin.yaml:5: not UTF-8 text: byte 0xe9",
+        tmp_path: "a folder, not a regular file",
     }
     for path, fragment in cases.items():
         with pytest.raises(UserError) as error:

@@ -9,12 +9,11 @@ or a device is refused rather than read forever.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError, location
-from hpcrepro.safeopen import open_regular
+from hpcrepro.safeopen import read_user_file
 
 # Far above any file hpcrepro writes or reads (campaign manifests of 99 runs are ~100 kB).
 MAX_BYTES = 64 << 20
@@ -22,24 +21,7 @@ MAX_BYTES = 64 << 20
 
 def read_json(path: Path, hint: str | None = None) -> Any:
     """The decoded content of `path`; UserError (file, line, reason, `hint`) when unusable."""
-    try:
-        with open_regular(path) as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_size > MAX_BYTES:
-                raise UserError(f"{info.st_size} bytes: too large for this kind of file",
-                                where=str(path), hint=hint)
-            raw = handle.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise UserError("file not found", where=str(path), hint=hint) from None
-    except OSError as error:
-        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path),
-                        hint=hint) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise UserError("not UTF-8 text", where=location(str(path), line=line),
-                        hint=hint) from None
+    text = read_user_file(path, MAX_BYTES, hint)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -1,7 +1,9 @@
-"""Open a file that a user names (a log, a JSON file) only if it is a regular file.
+"""Open and read files that a user names (a log, a JSON or YAML file) without surprises.
 
 A FIFO would block the open itself until some writer appears, and a link to /dev/zero would be
 read forever; both are refused with an OSError saying what the path is. The open never blocks.
+`read_user_file` adds what every configuration reader needs: a size limit and UTF-8 text, with
+the line of a bad byte, as user errors naming the file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
+
+from hpcrepro.errors import UserError, location
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
@@ -29,3 +33,29 @@ def open_regular(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_user_file(path: Path, max_bytes: int, hint: str | None = None) -> str:
+    """The UTF-8 text of a small regular file (a leading BOM dropped); UserError otherwise."""
+    try:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            raw = b"" if size > max_bytes else handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise UserError("file not found", where=str(path), hint=hint) from None
+    except OSError as error:
+        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path),
+                        hint=hint) from None
+    if size > max_bytes or len(raw) > max_bytes:
+        raise UserError(f"{max(size, len(raw))} bytes: more than the {max_bytes // 1024} KiB "
+                        "such a file may have; is this the right file?", where=str(path),
+                        hint=hint)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise UserError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {column}",
+                        where=location(str(path), line=line),
+                        hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                        ) from None

@@ -11,8 +11,6 @@ tracebacks.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from hpcrepro.errors import UserError, location
+from hpcrepro.safeopen import read_user_file
 
 KeyPath = tuple[str | int, ...]
 TextPaths = Callable[[KeyPath], bool]
@@ -269,46 +268,6 @@ class _Builder:
         return {**{k: v for k, v in merged.items() if k not in result}, **result}
 
 
-def _read_text(path: Path) -> str:
-    """The file's text, refusing what is not a small regular UTF-8 file."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}", hint="check the path") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise UserError(f"{path} is a folder, not a YAML file", hint="name the file itself")
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(
-            f"{path} is not a regular file (a device, pipe or socket)",
-            hint="name a YAML file",
-        )
-    if info.st_size > MAX_FILE_BYTES:
-        raise UserError(
-            f"{path} is {info.st_size} bytes; a configuration file may have at most "
-            f"{MAX_FILE_BYTES // 1024} KiB",
-            hint="is this the right file? a site or system file is a few KB",
-        )
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise UserError(f"{path} grew past {MAX_FILE_BYTES // 1024} KiB while being read")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise UserError(
-            f"the file is not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column}",
-            where=location(str(path), line=line),
-            hint="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
-
-
 def _syntax_hint(problem: str) -> str:
     if "'\\t'" in problem:
         return "YAML indents with spaces only: replace the tab with spaces"
@@ -323,7 +282,7 @@ def load_yaml(path: Path, text_paths: TextPaths | None = None) -> YamlDocument:
     Plain numbers and dates at key paths where `text_paths(path)` is true keep their text.
     """
     path = Path(path)
-    return parse_yaml(_read_text(path), path, text_paths)
+    return parse_yaml(read_user_file(path, MAX_FILE_BYTES), path, text_paths)
 
 
 def parse_yaml(text: str, path: Path | str, text_paths: TextPaths | None = None) -> YamlDocument:
