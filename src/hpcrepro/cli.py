@@ -50,12 +50,16 @@ def print_user_error(error: UserError) -> None:
         sys.stderr.write(f"  {line}\n")
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
+
+
 def main() -> None:
     try:
         app()
     except UserError as error:
         print_user_error(error)
         sys.exit(USER_ERROR_EXIT)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+    except SystemExit as done:
+        if done.code == INTERRUPTED_EXIT:  # typer turns Ctrl-C into this exit without a word
+            sys.stderr.write("interrupted\n")
+        raise
