@@ -42,14 +42,16 @@ def edit_time(log: Path, key: str, replacement: str) -> None:
     log.write_text("\n".join(lines) + "\n")
 
 
-def test_markup_in_log_text_and_file_names_is_printed_as_it_is(logs: Path) -> None:
+def test_markup_and_escapes_in_log_text_and_file_names_are_printed_inert(logs: Path) -> None:
     with open(logs / "result_0.txt", "a") as handle:
         handle.write(':::MLLOG {"key": "[/x]", broken\n')
+        handle.write(':::MLLOG {"key": "\x1b[2J\x1b]0;owned\x07", broken\n')
     (logs / "result_4.txt").rename(logs / "result_[red]4.txt")
     code, out, err = run_cli("collect", str(logs), *QUICK)
     assert code == 1 and "Traceback" not in err, err
     assert "result_[red]4.txt" in out
     assert "[/x]" in out
+    assert "\x1b" not in out + err and "\\x1b[2J" in out  # a log's escapes stay inert
 
 
 def test_fifos_devices_and_folders_named_like_logs_are_skipped(logs: Path) -> None:

@@ -315,7 +315,10 @@ def _decode_record(payload: bytes, line: int, official: bool) -> Record | str:
 
 
 def _clip(payload: bytes, width: int = 80) -> str:
-    return _shorten(payload.decode("latin-1").strip(), width)
+    """The start of a payload for a message, control bytes shown as escapes: a log's ESC
+    sequences must not reach the user's terminal."""
+    text = _shorten(payload.decode("latin-1").strip(), width)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _clip_value(value: Any, width: int = 40) -> str:
