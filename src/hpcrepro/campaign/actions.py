@@ -327,9 +327,9 @@ def resume(campaign: str) -> Outcome:
             if s["name"] in planned and not (paths.root / s["script"]).exists()
         ]
         if new_stages:
-            cfg = _config_of(manifest)
             from hpcrepro.campaign import plan
 
+            cfg = plan.stored_config(paths, manifest)
             for stage in new_stages:
                 plan.write_script(cfg, paths, manifest, stage, manifest["backend"])
         backend.cancel(engine.jobs_to_cancel_on_resume(manifest))
@@ -349,10 +349,3 @@ def resume(campaign: str) -> Outcome:
         list(backend.commands),
     )
 
-
-def _config_of(manifest: dict[str, Any]) -> Any:
-    from hpcrepro.config import resolve
-
-    inputs = manifest["inputs"]
-    site = Path(inputs["site"]) if inputs.get("site") else None
-    return resolve(inputs["system"], inputs["version"], site, inputs.get("overrides", []))

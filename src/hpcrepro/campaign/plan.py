@@ -315,3 +315,57 @@ def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) 
         pythonpath=_package_root(),
         hpcrepro_version=__version__,
     )
+
+
+# Fields `ResolvedConfig.to_dict` adds to the spec that are computed, not settings.
+_COMPUTED_SPEC_KEYS = ("global_batch", "eval_epochs", "target_epoch")
+
+
+def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedConfig:
+    """The configuration the campaign was submitted with, read back from resolved-config.json.
+
+    `resume` renders replacement runs from it, never from the site file as it is now: MLPerf
+    wants every run of a result made with one setup. The campaign's fingerprint proves the file
+    is the one submit wrote; anything else stops resume with what is wrong.
+    """
+    from pydantic import ValidationError
+
+    from hpcrepro.catalog import SystemVersion
+    from hpcrepro.config import ResolvedConfig
+    from hpcrepro.jsonio import read_json
+    from hpcrepro.site import Site
+
+    where = str(paths.resolved_config)
+
+    def unusable(problem: str) -> UserError:
+        return UserError(
+            f"resume needs the configuration the campaign was submitted with, but "
+            f"resolved-config.json {problem}",
+            where=where,
+            hint="replacement runs must use the same setup as the runs they replace; restore "
+            "that file from a backup, or submit a new campaign with `hpcrepro submit --name`",
+        )
+
+    if not paths.resolved_config.is_file():
+        raise unusable("is missing")
+    try:
+        data = read_json(paths.resolved_config)
+    except UserError as error:
+        raise unusable(f"cannot be read ({error.message})") from error
+    try:
+        spec = {k: v for k, v in data["spec"].items() if k not in _COMPUTED_SPEC_KEYS}
+        site_file = data.get("site_file")
+        cfg = ResolvedConfig(
+            system=data["system"],
+            version=data["version"],
+            spec=SystemVersion.model_validate(spec),
+            site=Site.model_validate(data["site"]),
+            site_path=Path(site_file) if site_file else None,
+        )
+    except (KeyError, TypeError, AttributeError, ValidationError) as error:
+        raise unusable(f"is damaged ({type(error).__name__}: {str(error)[:120]})") from None
+    runs = int(manifest["runs_required"])
+    wanted = fingerprint(cfg, runs, int(manifest.get("runs_per_job", 1)), manifest["backend"])
+    if wanted != manifest["fingerprint"]:
+        raise unusable("does not match the campaign's fingerprint (it was changed after submit)")
+    return cfg

@@ -1,0 +1,115 @@
+"""Resume: replacement runs keep the campaign's stored configuration and replace each lost run
+once; campaign names are registered exclusively; the local runner's jobs stay visible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from campaign_helpers import (
+    SYSTEM,
+    all_finished,
+    cli_env,
+    hpcrepro,
+    make_site,
+    sample_manifest,
+    wait_for,
+)
+from hpcrepro.campaign import engine
+from hpcrepro.campaign import stages as st
+
+LOCAL_ONE_RUN = ["--runs", "1", "--set", "nodes=1", "--set", "gpus_per_node=1", "--backend",
+                 "local"]
+
+
+# --- which run a replacement replaces
+
+
+def _lose(manifest: dict[str, object], name: str, job_id: str) -> None:
+    """The planned job of `name` ran and timed out; the collection after it completed."""
+    stage = st.by_name(manifest)[name]  # type: ignore[arg-type]
+    stage["jobs"][-1].update(job_id=job_id, state="timeout")
+    for index in stage["runs"]:
+        stage["verdicts"][str(index)] = {"verdict": "void", "reason": "timeout", "job_id": job_id}
+    collect = st.by_name(manifest)["collect"]  # type: ignore[arg-type]
+    collect["jobs"][-1].update(job_id=job_id + "c", state="completed")
+
+
+def test_each_resume_replaces_a_run_not_replaced_before() -> None:
+    manifest = sample_manifest("lbl", backend="slurm")  # run-01 valid, run-02 void, 2 required
+    assert engine.plan_resume(manifest) == ["run-03", "collect"]
+    _lose(manifest, "run-03", "103")
+    assert engine.plan_resume(manifest) == ["run-04", "collect"]
+    _lose(manifest, "run-04", "104")
+    assert engine.plan_resume(manifest) == ["run-05", "collect"]
+    replaces = {s["name"]: s["replaces"] for s in st.train_stages(manifest)}
+    assert replaces == {"run-01": [], "run-02": [], "run-03": ["run-02"],
+                        "run-04": ["run-03"], "run-05": ["run-04"]}
+
+
+def test_successive_resumes_replace_every_lost_run_once() -> None:
+    manifest = sample_manifest("many", backend="slurm")
+    manifest["runs_required"] = 4
+    for index in (3, 4):  # two more runs, both void: three lost, one valid
+        stage = st.new_stage(f"run-0{index}", st.TRAIN, f"scripts/run-0{index}.sbatch",
+                             after=["image"], runs=[index])
+        manifest["stages"].insert(-1, stage)
+        st.plan_attempt(manifest, stage)
+        _lose(manifest, f"run-0{index}", f"{index}")
+    assert engine.plan_resume(manifest) == ["run-05", "run-06", "run-07", "collect"]
+    _lose(manifest, "run-06", "106")  # run-05 and run-07 still to come
+    assert engine.plan_resume(manifest) == ["run-08", "collect"]
+    _lose(manifest, "run-08", "108")
+    assert engine.plan_resume(manifest) == ["run-09", "collect"]
+    replaced = [label for s in st.train_stages(manifest) for label in s["replaces"]]
+    assert sorted(replaced) == ["run-02", "run-03", "run-04", "run-06", "run-08"]
+
+
+def test_replacements_of_grouped_runs_name_the_runs() -> None:
+    manifest = sample_manifest("grp", backend="slurm")
+    manifest["runs_per_job"] = 2
+    manifest["runs_required"] = 3
+    _lose(manifest, "run-01", "101")  # run-01 and run-02 both lost now
+    assert engine.plan_resume(manifest) == ["runs-03-04", "run-05", "collect"]
+    by = st.by_name(manifest)
+    assert by["runs-03-04"]["replaces"] == ["run-01", "run-02"] and by["run-05"]["replaces"] == []
+
+
+# --- resume uses the configuration the campaign was submitted with
+
+
+def _script_exports(campaign: Path, stage: str) -> list[str]:
+    text = (campaign / "scripts" / f"{stage}.sbatch").read_text()
+    return [line for line in text.splitlines() if line.startswith("export FAKE_TRAIN")]
+
+
+def test_resume_ignores_later_site_file_changes_and_needs_the_stored_config(
+    tmp_path: Path,
+) -> None:
+    site = make_site(tmp_path, env={"FAKE_TRAIN_STATUS": "aborted"})  # every run invalid
+    env = cli_env(tmp_path)
+    hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "drift", env=env)
+    wait_for(all_finished("drift", env), 60, "the first run")
+    data = yaml.safe_load(site.read_text())
+    data["env"]["FAKE_TRAIN_EPOCHS"] = "7"
+    site.write_text(yaml.safe_dump(data))
+    campaign = tmp_path / "logs" / "drift"
+    assert "submitted run-02" in hpcrepro("resume", "drift", env=env).stdout
+    assert _script_exports(campaign, "run-02") == _script_exports(campaign, "run-01")
+    assert "export FAKE_TRAIN_EPOCHS=3" in _script_exports(campaign, "run-02")
+    wait_for(all_finished("drift", env), 60, "the replacement run")
+    site.rename(tmp_path / "moved.yaml")  # resume does not need the site file at all
+    assert "submitted run-03" in hpcrepro("resume", "drift", env=env).stdout
+    wait_for(all_finished("drift", env), 60, "the second replacement")
+    stored = json.loads((campaign / "resolved-config.json").read_text())
+    stored["site"]["env"]["FAKE_TRAIN_EPOCHS"] = "9"
+    (campaign / "resolved-config.json").write_text(json.dumps(stored))
+    changed = hpcrepro("resume", "drift", env=env, check=False)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "resolved-config.json" in changed.stderr and "fingerprint" in changed.stderr
+    (campaign / "resolved-config.json").unlink()
+    missing = hpcrepro("resume", "drift", env=env, check=False)
+    assert missing.returncode == 2 and "resolved-config.json is missing" in missing.stderr
+    assert not (campaign / "scripts" / "run-04.sbatch").exists()
