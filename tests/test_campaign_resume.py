@@ -4,7 +4,10 @@ once; campaign names are registered exclusively; the local runner's jobs stay vi
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -113,3 +116,45 @@ def test_resume_ignores_later_site_file_changes_and_needs_the_stored_config(
     missing = hpcrepro("resume", "drift", env=env, check=False)
     assert missing.returncode == 2 and "resolved-config.json is missing" in missing.stderr
     assert not (campaign / "scripts" / "run-04.sbatch").exists()
+
+
+# --- one campaign name, two log folders
+
+
+def _submit_named(site: str, name: str, state: str, barrier: Any, results: Any) -> None:
+    os.environ["HPCREPRO_STATE_DIR"] = state
+    from hpcrepro.campaign import actions
+    from hpcrepro.errors import UserError
+
+    request = actions.SubmitRequest(system="dgxa100_1x8", version="r2.1", site=Path(site),
+                                    name=name, runs=1, backend="local",
+                                    overrides=["nodes=1", "gpus_per_node=1"])
+    barrier.wait()
+    try:
+        results.put(("ok", str(actions.submit(request).paths.root)))
+    except UserError as error:
+        results.put(("refused", error.message))
+
+
+def test_two_submits_of_one_name_from_two_log_folders_cannot_both_win(tmp_path: Path) -> None:
+    sites = [make_site(tmp_path / "A"), make_site(tmp_path / "B")]
+    state = str(tmp_path / "state")
+    context = multiprocessing.get_context("fork")
+    for trial in range(4):
+        name = f"race{trial}"
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_submit_named,
+                                   args=(str(site), name, state, barrier, results))
+                   for site in sites]
+        for worker in workers:
+            worker.start()
+        outcomes = sorted(results.get(timeout=60) for _ in workers)
+        for worker in workers:
+            worker.join(60)
+        assert [kind for kind, _ in outcomes] == ["ok", "refused"], outcomes
+        winner = Path(outcomes[0][1])
+        assert f"a campaign named '{name}' already exists in {winner}" in outcomes[1][1]
+        assert (tmp_path / "state" / "campaigns" / name).read_text().strip() == str(winner)
+        loser = next(site.parent / "logs" / name for site in sites
+                     if site.parent / "logs" / name != winner)
+        assert not loser.exists()  # the refused submit took back the folder it made

@@ -94,44 +94,41 @@ def submit(request: SubmitRequest) -> Outcome:
         "site": str(cfg.site_path) if cfg.site_path else None,
         "overrides": list(request.overrides),
     }
+    before = _existing(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
-    with manifest_io.locked(paths.lock):
-        if paths.manifest.exists():
-            manifest = manifest_io.load(paths.manifest)
-            wanted = plan.fingerprint(cfg, runs, request.runs_per_job, request.backend)
-            if manifest["fingerprint"] != wanted:
-                raise UserError(
-                    f"campaign '{name}' already exists in {paths.root} with another configuration",
-                    hint="choose a new name with --name, or `hpcrepro resume " + name + "`",
-                )
-            if request.dry_run:
-                return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
-            backend = make_backend(manifest["backend"], manifest)
-            engine.refresh(paths, manifest, backend)
+    try:
+        with manifest_io.locked(paths.lock):
+            if paths.manifest.exists():
+                return _submit_again(request, paths, plan.fingerprint(
+                    cfg, runs, request.runs_per_job, request.backend))
+            try:
+                with contextlib.ExitStack() as registration:
+                    if not request.dry_run:
+                        # refuses a name another folder's campaign holds, until our manifest exists
+                        registration.enter_context(layout.registering(name, paths.root))
+                    manifest = plan.build(
+                        cfg, paths, name, runs, request.runs_per_job, request.backend, inputs,
+                        prep=needs_prep,
+                    )
+                    if request.backend == "local":
+                        backend = make_backend("local", manifest)
+                    if slurm_note is None:
+                        engine.check_scripts(paths, manifest, backend)
+                    if request.dry_run:
+                        lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
+                        shown = [slurm_note, *lines] if slurm_note else lines
+                        return Outcome(paths, manifest, shown)
+                    manifest_io.save(paths.manifest, manifest)
+            except BaseException:
+                _remove_new_files(paths, before)
+                raise
             submitted = engine.submit_planned(paths, manifest, backend)
             _after_submit(paths, manifest, backend)
-            note = (
-                f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
-                if submitted
-                else "already submitted: nothing to do"
-            )
-            return Outcome(
-                paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands)
-            )
-        manifest = plan.build(
-            cfg, paths, name, runs, request.runs_per_job, request.backend, inputs, prep=needs_prep
-        )
-        if request.backend == "local":
-            backend = make_backend("local", manifest)
-        if slurm_note is None:
-            engine.check_scripts(paths, manifest, backend)
-        if request.dry_run:
-            lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
-            return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
-        layout.register(name, paths.root)  # refuses a name taken by another folder's campaign
-        manifest_io.save(paths.manifest, manifest)
-        submitted = engine.submit_planned(paths, manifest, backend)
-        _after_submit(paths, manifest, backend)
+    except BaseException:
+        if paths.root not in before and not paths.manifest.exists():
+            with contextlib.suppress(OSError):  # emptied by _remove_new_files, lock released
+                paths.root.rmdir()
+        raise
     return Outcome(
         paths,
         manifest,
@@ -139,6 +136,55 @@ def submit(request: SubmitRequest) -> Outcome:
         submitted,
         list(backend.commands),
     )
+
+
+def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> Outcome:
+    """A submit of a campaign that exists: submit only what an interrupted submit left over."""
+    manifest = manifest_io.load(paths.manifest)
+    name = manifest["name"]
+    if manifest["fingerprint"] != wanted:
+        raise UserError(
+            f"campaign '{name}' already exists in {paths.root} with another configuration",
+            hint="choose a new name with --name, or `hpcrepro resume " + name + "`",
+        )
+    if request.dry_run:
+        return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
+    if manifest.get("cancelled"):
+        return Outcome(paths, manifest, [
+            f"campaign {name} was cancelled: nothing submitted",
+            f"to run what is left of it: hpcrepro resume {name}",
+        ])
+    backend = make_backend(manifest["backend"], manifest)
+    engine.refresh(paths, manifest, backend)
+    submitted = engine.submit_planned(paths, manifest, backend)
+    _after_submit(paths, manifest, backend)
+    note = (
+        f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
+        if submitted
+        else "already submitted: nothing to do"
+    )
+    return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands))
+
+
+def _existing(root: Path) -> set[Path]:
+    """Every path under `root` (itself included) that exists before a submit writes there."""
+    if not root.exists():
+        return set()
+    return {root, *root.rglob("*")}
+
+
+def _remove_new_files(paths: CampaignPaths, before: set[Path]) -> None:
+    """Take back what a refused submit wrote into the campaign folder (scripts, subfolders,
+    resolved-config.json), leaving whatever was there before; the folder itself goes too when it
+    is new (see `submit`), once the lock file inside is gone."""
+    created = sorted(_existing(paths.root) - before - {paths.lock}, reverse=True)
+    for path in created:  # deepest first, so folders are empty when their turn comes
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                if path != paths.root:
+                    path.rmdir()
+            else:
+                path.unlink()
 
 
 def dry_run_lines(
