@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,13 @@ from campaign_helpers import (
     hpcrepro,
     make_site,
     sample_manifest,
+    stage,
+    status_json,
     wait_for,
 )
 from hpcrepro.campaign import engine
 from hpcrepro.campaign import stages as st
+from hpcrepro.scheduler import local
 
 LOCAL_ONE_RUN = ["--runs", "1", "--set", "nodes=1", "--set", "gpus_per_node=1", "--backend",
                  "local"]
@@ -158,3 +163,53 @@ def test_two_submits_of_one_name_from_two_log_folders_cannot_both_win(tmp_path: 
         loser = next(site.parent / "logs" / name for site in sites
                      if site.parent / "logs" / name != winner)
         assert not loser.exists()  # the refused submit took back the folder it made
+
+
+# --- local backend: a job outlives its runner
+
+
+def _held_local_campaign(tmp_path: Path, name: str, hold: Path) -> tuple[dict[str, str], Path]:
+    """A local campaign of two runs whose run-01 holds after epoch 1, with its runner killed
+    (kill -9) there; returns the CLI environment and the campaign folder."""
+    hold.write_text("")
+    site = make_site(tmp_path / name, env={"FAKE_TRAIN_HOLD": str(hold)})
+    env = cli_env(tmp_path)
+    hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--runs", "2", "--name",
+             name, env=env)
+    campaign = tmp_path / name / "logs" / name
+    wait_for(lambda: "epoch 1" in stage(status_json(name, env), "run-01")["note"], 60,
+             "run-01 to hold after its first epoch")
+    manifest = json.loads((campaign / "campaign.json").read_text())
+    os.kill(manifest["local_runner"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not local.pid_alive(manifest["local_runner"]["pid"]), 10, "the runner to die")
+    return env, campaign
+
+
+def _job_of(campaign: Path, name: str) -> dict[str, Any]:
+    manifest = json.loads((campaign / "campaign.json").read_text())
+    return st.by_name(manifest)[name]["jobs"][-1]  # type: ignore[no-any-return]
+
+
+def test_a_job_whose_runner_died_is_seen_waited_for_and_finishes(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    env, campaign = _held_local_campaign(tmp_path, "orphan", hold)
+    assert stage(status_json("orphan", env), "run-01")["state"] == "running"
+    job = _job_of(campaign, "run-01")
+    assert local.group_alive(job["pid"], job["pid_start"])
+    assert "submitted run-03, collect" in hpcrepro("resume", "orphan", env=env).stdout
+    time.sleep(1.5)  # the new runner waits for run-01 instead of starting run-03 next to it
+    assert stage(status_json("orphan", env), "run-03")["state"] == "pending"
+    hold.unlink()
+    final = wait_for(all_finished("orphan", env), 60, "the resumed campaign")
+    assert stage(final, "run-01")["state"] == "completed"  # its exit status, read from its file
+    assert final["runs"]["valid"] == 2
+
+
+def test_cancel_kills_a_job_whose_runner_died(tmp_path: Path) -> None:
+    env, campaign = _held_local_campaign(tmp_path, "stray", tmp_path / "hold")
+    job = _job_of(campaign, "run-01")
+    # run-01 is still running; run-02 and collect were lost with the runner
+    assert "cancelled 1 job(s)" in hpcrepro("cancel", "stray", env=env).stdout
+    wait_for(lambda: not local.group_alive(job["pid"], job["pid_start"]), 10,
+             "the job's process group to end")
+    assert stage(status_json("stray", env), "run-01")["state"] == "cancelled"
