@@ -213,3 +213,42 @@ def test_cancel_kills_a_job_whose_runner_died(tmp_path: Path) -> None:
     wait_for(lambda: not local.group_alive(job["pid"], job["pid_start"]), 10,
              "the job's process group to end")
     assert stage(status_json("stray", env), "run-01")["state"] == "cancelled"
+
+
+# --- messages: local dry run, cancel when all ended, submit of a cancelled campaign, collect NAME
+
+
+def test_local_dry_run_shows_what_the_runner_runs(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    out = hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "dry",
+                   "--dry-run", env=cli_env(tmp_path)).stdout
+    assert "sbatch --" not in out and "--no-requeue" not in out
+    scripts = tmp_path / "logs" / "dry" / "scripts"
+    assert f"bash {scripts / 'run-01.sbatch'}  # run-01" in out.splitlines()
+    assert out.splitlines()[-1] == f"bash {scripts / 'collect.sbatch'}  # collect"
+
+
+def test_finished_and_cancelled_campaigns_say_what_to_do(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    env = cli_env(tmp_path)
+    submit = ["submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN]
+    hpcrepro(*submit, "--name", "done", env=env)
+    wait_for(all_finished("done", env), 60, "the campaign")
+    cancel = hpcrepro("cancel", "done", env=env).stdout
+    assert "nothing to cancel" in cancel
+    assert "cancelled" not in hpcrepro("status", "done", env=env).stdout.splitlines()[0]
+    scored = hpcrepro("collect", "done", "--no-official-check", "--format", "json", env=env,
+                      check=False)  # a campaign name, like status, cancel and resume take
+    assert scored.returncode in (0, 1) and "Traceback" not in scored.stderr
+    assert "run-01.log" in scored.stdout
+
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    held = make_site(tmp_path / "held", env={"FAKE_TRAIN_HOLD": str(hold)})
+    again = ["submit", *SYSTEM, "--site", str(held), *LOCAL_ONE_RUN, "--name", "stopped"]
+    hpcrepro(*again, env=env)
+    assert "cancelled" in hpcrepro("cancel", "stopped", env=env).stdout
+    hold.unlink()
+    out = hpcrepro(*again, env=env).stdout
+    assert "was cancelled: nothing submitted" in out and "hpcrepro resume stopped" in out
+    assert "--watch" not in out

@@ -190,13 +190,16 @@ def _remove_new_files(paths: CampaignPaths, before: set[Path]) -> None:
 def dry_run_lines(
     paths: CampaignPaths, manifest: dict[str, Any], dataset: str | None = None
 ) -> list[str]:
-    """The graph and the exact sbatch commands, runnable as a shell script."""
+    """The graph and the exact sbatch commands (for the local backend: the commands its runner
+    runs), runnable as a shell script."""
     lines = [
         f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
         "# graph: " + graph_text(manifest),
     ]
     if dataset:
         lines.append(dataset)
+    if manifest["backend"] == "local":
+        return lines + _local_run_lines(paths, manifest)
     for stage in manifest["stages"]:
         job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
         deps = [f"${_var(name)}" for name in stage["after"]]
@@ -206,6 +209,22 @@ def dry_run_lines(
             words.append(f'"{arg}"' if arg.startswith("--dependency=") else shlex.quote(arg))
         words.append(shlex.quote(str(paths.root / stage["script"])))
         lines.append(f"{_var(stage['name'])}=$({' '.join(words)})")
+    return lines
+
+
+def _local_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
+    """What the local runner runs: each script with bash, one after another in graph order; a
+    stage whose `afterok` dependency failed is skipped (blocked)."""
+    from hpcrepro.scheduler.local import package_pythonpath
+
+    lines = [
+        "# local backend: a detached runner runs these one after another; a stage after a failed "
+        "stage it needs (afterok) is not run",
+        f"export HPCREPRO_LOCAL=1 PYTHONPATH={shlex.quote(package_pythonpath())}",
+        f"cd {shlex.quote(str(paths.root))}",
+    ]
+    for stage in manifest["stages"]:
+        lines.append(f"bash {shlex.quote(str(paths.root / stage['script']))}  # {stage['name']}")
     return lines
 
 
@@ -332,6 +351,11 @@ def cancel(campaign: str) -> Outcome:
         backend = make_backend(manifest["backend"], manifest)
         engine.refresh(paths, manifest, backend)
         ids = engine.active_job_ids(manifest)
+        if not ids and not any(st.state_of(s) == states.PLANNED for s in manifest["stages"]):
+            manifest_io.save(paths.manifest, manifest)
+            return Outcome(paths, manifest, [
+                f"campaign {manifest['name']}: nothing to cancel (every job has ended)"
+            ])
         backend.cancel(ids)
         manifest["cancelled"] = True
         for stage in manifest["stages"]:

@@ -211,6 +211,18 @@ def known_campaigns(
     return found
 
 
+def folder_of(name: str) -> Path | None:
+    """The folder of the registered campaign `name`, None when no campaign has that name (a
+    damaged index entry of that name is a UserError naming it)."""
+    if not NAME.fullmatch(name) or not os.path.lexists(index_dir() / name):
+        return None
+    root = read_entry(index_dir() / name)
+    try:
+        return root if _has_manifest(root) else None
+    except OSError:
+        return None
+
+
 def find(campaign: str) -> CampaignPaths:
     """A campaign given by name (from the index) or by the path of its folder."""
     as_path = Path(campaign)
