@@ -33,7 +33,12 @@ COLLECT_MINUTES = 30
 
 def fingerprint(cfg: ResolvedConfig, runs: int, runs_per_job: int, backend: str) -> str:
     """Identifies what a campaign was submitted with; a second submit must match it."""
-    text = json.dumps([cfg.to_dict(), runs, runs_per_job, backend], sort_keys=True, default=str)
+    return _fingerprint_of(cfg.to_dict(), runs, runs_per_job, backend)
+
+
+def _fingerprint_of(config: Any, runs: int, runs_per_job: int, backend: str) -> str:
+    """`config` is `cfg.to_dict()`, or resolved-config.json as read back (the same JSON text)."""
+    text = json.dumps([config, runs, runs_per_job, backend], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -326,7 +331,8 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
 
     `resume` renders replacement runs from it, never from the site file as it is now: MLPerf
     wants every run of a result made with one setup. The campaign's fingerprint proves the file
-    is the one submit wrote; anything else stops resume with what is wrong.
+    is the one submit wrote (it is checked on the file's own content, so a newer hpcrepro reads an
+    older campaign's file); anything else stops resume with what is wrong.
     """
     from pydantic import ValidationError
 
@@ -352,6 +358,9 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
         data = read_json(paths.resolved_config)
     except UserError as error:
         raise unusable(f"cannot be read ({error.message})") from error
+    runs, per_job = int(manifest["runs_required"]), int(manifest.get("runs_per_job", 1))
+    if _fingerprint_of(data, runs, per_job, manifest["backend"]) != manifest["fingerprint"]:
+        raise unusable("does not match the campaign's fingerprint (it was changed after submit)")
     try:
         spec = {k: v for k, v in data["spec"].items() if k not in _COMPUTED_SPEC_KEYS}
         site_file = data.get("site_file")
@@ -363,9 +372,9 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
             site_path=Path(site_file) if site_file else None,
         )
     except (KeyError, TypeError, AttributeError, ValidationError) as error:
-        raise unusable(f"is damaged ({type(error).__name__}: {str(error)[:120]})") from None
-    runs = int(manifest["runs_required"])
-    wanted = fingerprint(cfg, runs, int(manifest.get("runs_per_job", 1)), manifest["backend"])
-    if wanted != manifest["fingerprint"]:
-        raise unusable("does not match the campaign's fingerprint (it was changed after submit)")
+        # the file is the one submit wrote: this hpcrepro no longer reads it the same way
+        raise unusable(
+            f"cannot be read by this hpcrepro version ({type(error).__name__}: "
+            f"{str(error)[:160]})"
+        ) from None
     return cfg
