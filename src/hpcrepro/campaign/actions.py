@@ -94,44 +94,41 @@ def submit(request: SubmitRequest) -> Outcome:
         "site": str(cfg.site_path) if cfg.site_path else None,
         "overrides": list(request.overrides),
     }
+    before = _existing(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
-    with manifest_io.locked(paths.lock):
-        if paths.manifest.exists():
-            manifest = manifest_io.load(paths.manifest)
-            wanted = plan.fingerprint(cfg, runs, request.runs_per_job, request.backend)
-            if manifest["fingerprint"] != wanted:
-                raise UserError(
-                    f"campaign '{name}' already exists in {paths.root} with another configuration",
-                    hint="choose a new name with --name, or `hpcrepro resume " + name + "`",
-                )
-            if request.dry_run:
-                return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
-            backend = make_backend(manifest["backend"], manifest)
-            engine.refresh(paths, manifest, backend)
+    try:
+        with manifest_io.locked(paths.lock):
+            if paths.manifest.exists():
+                return _submit_again(request, paths, plan.fingerprint(
+                    cfg, runs, request.runs_per_job, request.backend))
+            try:
+                with contextlib.ExitStack() as registration:
+                    if not request.dry_run:
+                        # refuses a name another folder's campaign holds, until our manifest exists
+                        registration.enter_context(layout.registering(name, paths.root))
+                    manifest = plan.build(
+                        cfg, paths, name, runs, request.runs_per_job, request.backend, inputs,
+                        prep=needs_prep,
+                    )
+                    if request.backend == "local":
+                        backend = make_backend("local", manifest)
+                    if slurm_note is None:
+                        engine.check_scripts(paths, manifest, backend)
+                    if request.dry_run:
+                        lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
+                        shown = [slurm_note, *lines] if slurm_note else lines
+                        return Outcome(paths, manifest, shown)
+                    manifest_io.save(paths.manifest, manifest)
+            except BaseException:
+                _remove_new_files(paths, before)
+                raise
             submitted = engine.submit_planned(paths, manifest, backend)
             _after_submit(paths, manifest, backend)
-            note = (
-                f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
-                if submitted
-                else "already submitted: nothing to do"
-            )
-            return Outcome(
-                paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands)
-            )
-        manifest = plan.build(
-            cfg, paths, name, runs, request.runs_per_job, request.backend, inputs, prep=needs_prep
-        )
-        if request.backend == "local":
-            backend = make_backend("local", manifest)
-        if slurm_note is None:
-            engine.check_scripts(paths, manifest, backend)
-        if request.dry_run:
-            lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
-            return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
-        layout.register(name, paths.root)  # refuses a name taken by another folder's campaign
-        manifest_io.save(paths.manifest, manifest)
-        submitted = engine.submit_planned(paths, manifest, backend)
-        _after_submit(paths, manifest, backend)
+    except BaseException:
+        if paths.root not in before and not paths.manifest.exists():
+            with contextlib.suppress(OSError):  # emptied by _remove_new_files, lock released
+                paths.root.rmdir()
+        raise
     return Outcome(
         paths,
         manifest,
@@ -141,16 +138,68 @@ def submit(request: SubmitRequest) -> Outcome:
     )
 
 
+def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> Outcome:
+    """A submit of a campaign that exists: submit only what an interrupted submit left over."""
+    manifest = manifest_io.load(paths.manifest)
+    name = manifest["name"]
+    if manifest["fingerprint"] != wanted:
+        raise UserError(
+            f"campaign '{name}' already exists in {paths.root} with another configuration",
+            hint="choose a new name with --name, or `hpcrepro resume " + name + "`",
+        )
+    if request.dry_run:
+        return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
+    if manifest.get("cancelled"):
+        return Outcome(paths, manifest, [
+            f"campaign {name} was cancelled: nothing submitted",
+            f"to run what is left of it: hpcrepro resume {name}",
+        ])
+    backend = make_backend(manifest["backend"], manifest)
+    engine.refresh(paths, manifest, backend)
+    submitted = engine.submit_planned(paths, manifest, backend)
+    _after_submit(paths, manifest, backend)
+    note = (
+        f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
+        if submitted
+        else "already submitted: nothing to do"
+    )
+    return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands))
+
+
+def _existing(root: Path) -> set[Path]:
+    """Every path under `root` (itself included) that exists before a submit writes there."""
+    if not root.exists():
+        return set()
+    return {root, *root.rglob("*")}
+
+
+def _remove_new_files(paths: CampaignPaths, before: set[Path]) -> None:
+    """Take back what a refused submit wrote into the campaign folder (scripts, subfolders,
+    resolved-config.json), leaving whatever was there before; the folder itself goes too when it
+    is new (see `submit`), once the lock file inside is gone."""
+    created = sorted(_existing(paths.root) - before - {paths.lock}, reverse=True)
+    for path in created:  # deepest first, so folders are empty when their turn comes
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                if path != paths.root:
+                    path.rmdir()
+            else:
+                path.unlink()
+
+
 def dry_run_lines(
     paths: CampaignPaths, manifest: dict[str, Any], dataset: str | None = None
 ) -> list[str]:
-    """The graph and the exact sbatch commands, runnable as a shell script."""
+    """The graph and the exact sbatch commands (for the local backend: the commands its runner
+    runs), runnable as a shell script."""
     lines = [
         f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
         "# graph: " + graph_text(manifest),
     ]
     if dataset:
         lines.append(dataset)
+    if manifest["backend"] == "local":
+        return lines + _local_run_lines(paths, manifest)
     for stage in manifest["stages"]:
         job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
         deps = [f"${_var(name)}" for name in stage["after"]]
@@ -160,6 +209,22 @@ def dry_run_lines(
             words.append(f'"{arg}"' if arg.startswith("--dependency=") else shlex.quote(arg))
         words.append(shlex.quote(str(paths.root / stage["script"])))
         lines.append(f"{_var(stage['name'])}=$({' '.join(words)})")
+    return lines
+
+
+def _local_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
+    """What the local runner runs: each script with bash, one after another in graph order; a
+    stage whose `afterok` dependency failed is skipped (blocked)."""
+    from hpcrepro.scheduler.local import package_pythonpath
+
+    lines = [
+        "# local backend: a detached runner runs these one after another; a stage after a failed "
+        "stage it needs (afterok) is not run",
+        f"export HPCREPRO_LOCAL=1 PYTHONPATH={shlex.quote(package_pythonpath())}",
+        f"cd {shlex.quote(str(paths.root))}",
+    ]
+    for stage in manifest["stages"]:
+        lines.append(f"bash {shlex.quote(str(paths.root / stage['script']))}  # {stage['name']}")
     return lines
 
 
@@ -286,6 +351,11 @@ def cancel(campaign: str) -> Outcome:
         backend = make_backend(manifest["backend"], manifest)
         engine.refresh(paths, manifest, backend)
         ids = engine.active_job_ids(manifest)
+        if not ids and not any(st.state_of(s) == states.PLANNED for s in manifest["stages"]):
+            manifest_io.save(paths.manifest, manifest)
+            return Outcome(paths, manifest, [
+                f"campaign {manifest['name']}: nothing to cancel (every job has ended)"
+            ])
         backend.cancel(ids)
         manifest["cancelled"] = True
         for stage in manifest["stages"]:
@@ -327,9 +397,9 @@ def resume(campaign: str) -> Outcome:
             if s["name"] in planned and not (paths.root / s["script"]).exists()
         ]
         if new_stages:
-            cfg = _config_of(manifest)
             from hpcrepro.campaign import plan
 
+            cfg = plan.stored_config(paths, manifest)
             for stage in new_stages:
                 plan.write_script(cfg, paths, manifest, stage, manifest["backend"])
         backend.cancel(engine.jobs_to_cancel_on_resume(manifest))
@@ -349,10 +419,3 @@ def resume(campaign: str) -> Outcome:
         list(backend.commands),
     )
 
-
-def _config_of(manifest: dict[str, Any]) -> Any:
-    from hpcrepro.config import resolve
-
-    inputs = manifest["inputs"]
-    site = Path(inputs["site"]) if inputs.get("site") else None
-    return resolve(inputs["system"], inputs["version"], site, inputs.get("overrides", []))

@@ -222,8 +222,9 @@ def run_counts(manifest: Manifest) -> dict[str, int]:
 def plan_resume(manifest: Manifest) -> list[str]:
     """Plan new jobs for what failed or never ran, until enough valid runs can exist.
 
-    Failed image/prep stages get a new attempt. Each lost run (invalid, void, never ran) is
-    replaced by a new run with a fresh index (its log is kept), only as many as are missing.
+    Failed image/prep stages get a new attempt. Each lost run (invalid, void, never ran) not yet
+    replaced is replaced by one new run with a fresh index (its log is kept), only as many as are
+    missing; the new stage's `replaces` names the runs (`run-NN`) it stands in for.
     Collection runs again after the new runs. Returns the names of stages that got a new job.
     """
     names = st.by_name(manifest)
@@ -236,23 +237,24 @@ def plan_resume(manifest: Manifest) -> list[str]:
             st.plan_attempt(manifest, stage)
             planned.append(stage["name"])
     counts = run_counts(manifest)
-    missing = manifest["runs_required"] - counts["valid"] - counts["coming"]
+    missing = max(0, manifest["runs_required"] - counts["valid"] - counts["coming"])
+    replaced = replaced_runs(manifest)
     lost = [
-        (stage, index)
+        run_label(index)
         for stage in st.train_stages(manifest)
         if not states.is_active(st.state_of(stage)) and st.state_of(stage) != states.PLANNED
         for index in stage["runs"]
         if stage["verdicts"].get(str(index), {}).get("verdict") != verdict.VALID
+        and run_label(index) not in replaced
     ]
     per_job = max(1, int(manifest.get("runs_per_job", 1)))
-    replacements = lost[: max(0, missing)]
     template = st.train_stages(manifest)[0]
     collect = names.get("collect")
     insert_at = manifest["stages"].index(collect) if collect else len(manifest["stages"])
-    for start in range(0, len(replacements), per_job):
-        group = replacements[start : start + per_job]
+    for start in range(0, missing, per_job):
+        count = min(per_job, missing - start)
         first = st.next_run_index(manifest)
-        indices = list(range(first, first + len(group)))
+        indices = list(range(first, first + count))
         name = stage_name_for_runs(indices)
         stage = st.new_stage(
             name,
@@ -261,7 +263,7 @@ def plan_resume(manifest: Manifest) -> list[str]:
             after=template["after"],
             dependency=st.AFTER_OK,
             runs=indices,
-            replaces=sorted({old["name"] for old, _ in group}),
+            replaces=lost[start : start + count],
         )
         st.plan_attempt(manifest, stage)
         manifest["stages"].insert(insert_at, stage)
@@ -277,6 +279,25 @@ def plan_resume(manifest: Manifest) -> list[str]:
             st.plan_attempt(manifest, collect)
             planned.append("collect")
     return planned
+
+
+def run_label(index: int) -> str:
+    return f"run-{index:02d}"
+
+
+def replaced_runs(manifest: Manifest) -> set[str]:
+    """Runs (`run-NN`) that a replacement already stands in for. A stage's `replaces` lists runs;
+    manifests of older versions listed the replaced stage, which stands for all its runs."""
+    by_name = st.by_name(manifest)
+    replaced: set[str] = set()
+    for stage in st.train_stages(manifest):
+        for label in stage["replaces"]:
+            old = by_name.get(label)
+            if old is not None and len(old["runs"]) > 1:
+                replaced.update(run_label(index) for index in old["runs"])
+            else:
+                replaced.add(label)
+    return replaced
 
 
 def stage_name_for_runs(indices: list[int]) -> str:

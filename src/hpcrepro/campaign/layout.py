@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,8 +117,17 @@ def read_entry(entry: Path) -> Path:
     return Path(text)
 
 
-def register(name: str, root: Path) -> None:
-    """Record that campaign `name` lives in `root` (refuses a second campaign of that name)."""
+@contextlib.contextmanager
+def registering(name: str, root: Path) -> Iterator[None]:
+    """Record that campaign `name` lives in `root`, refusing a name another folder's campaign
+    holds, and keep the name's index lock until the body (which saves the manifest) ends.
+
+    Check and record happen under `<index>/.NAME.lock` (an O_EXCL marker file, safe on NFS), and
+    the lock is held until the new manifest exists: two submits of one name from two log folders
+    cannot both pass the check. When the body fails, the entry it wrote is taken back.
+    """
+    from hpcrepro.campaign import manifest as manifest_io
+
     index = index_dir()
     try:
         index.mkdir(parents=True, exist_ok=True)
@@ -128,19 +137,35 @@ def register(name: str, root: Path) -> None:
                         hint="set $HPCREPRO_STATE_DIR to a folder you may write") from error
     entry = index / name
     root = root.resolve()
-    if os.path.lexists(entry):
-        known = read_entry(entry)
+    with manifest_io.locked(index / f".{name}.lock"):
+        previous = None
+        if os.path.lexists(entry):
+            known = read_entry(entry)
+            try:
+                taken = known != root and _has_manifest(known)
+            except OSError:
+                taken = False  # a folder that cannot be reached holds no campaign to protect
+            if taken:
+                raise UserError(
+                    f"a campaign named '{name}' already exists in {known}",
+                    hint="choose another name with --name, or `hpcrepro status " + name + "`",
+                )
+            previous = known
+        _write_entry(entry, f"{root}\n")
         try:
-            taken = known != root and _has_manifest(known)
-        except OSError:
-            taken = False  # a folder that cannot be reached holds no campaign to protect
-        if taken:
-            raise UserError(
-                f"a campaign named '{name}' already exists in {known}",
-                hint="choose another name with --name, or `hpcrepro status " + name + "`",
-            )
-    tmp = entry.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{root}\n")
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if previous is None:
+                    entry.unlink()
+                else:
+                    _write_entry(entry, f"{previous}\n")
+            raise
+
+
+def _write_entry(entry: Path, text: str) -> None:
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, entry)
 
 
@@ -184,6 +209,18 @@ def known_campaigns(
         if present:
             found[entry.name] = root
     return found
+
+
+def folder_of(name: str) -> Path | None:
+    """The folder of the registered campaign `name`, None when no campaign has that name (a
+    damaged index entry of that name is a UserError naming it)."""
+    if not NAME.fullmatch(name) or not os.path.lexists(index_dir() / name):
+        return None
+    root = read_entry(index_dir() / name)
+    try:
+        return root if _has_manifest(root) else None
+    except OSError:
+        return None
 
 
 def find(campaign: str) -> CampaignPaths:

@@ -33,7 +33,12 @@ COLLECT_MINUTES = 30
 
 def fingerprint(cfg: ResolvedConfig, runs: int, runs_per_job: int, backend: str) -> str:
     """Identifies what a campaign was submitted with; a second submit must match it."""
-    text = json.dumps([cfg.to_dict(), runs, runs_per_job, backend], sort_keys=True, default=str)
+    return _fingerprint_of(cfg.to_dict(), runs, runs_per_job, backend)
+
+
+def _fingerprint_of(config: Any, runs: int, runs_per_job: int, backend: str) -> str:
+    """`config` is `cfg.to_dict()`, or resolved-config.json as read back (the same JSON text)."""
+    text = json.dumps([config, runs, runs_per_job, backend], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -315,3 +320,61 @@ def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) 
         pythonpath=_package_root(),
         hpcrepro_version=__version__,
     )
+
+
+# Fields `ResolvedConfig.to_dict` adds to the spec that are computed, not settings.
+_COMPUTED_SPEC_KEYS = ("global_batch", "eval_epochs", "target_epoch")
+
+
+def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedConfig:
+    """The configuration the campaign was submitted with, read back from resolved-config.json.
+
+    `resume` renders replacement runs from it, never from the site file as it is now: MLPerf
+    wants every run of a result made with one setup. The campaign's fingerprint proves the file
+    is the one submit wrote (it is checked on the file's own content, so a newer hpcrepro reads an
+    older campaign's file); anything else stops resume with what is wrong.
+    """
+    from pydantic import ValidationError
+
+    from hpcrepro.catalog import SystemVersion
+    from hpcrepro.config import ResolvedConfig
+    from hpcrepro.jsonio import read_json
+    from hpcrepro.site import Site
+
+    where = str(paths.resolved_config)
+
+    def unusable(problem: str) -> UserError:
+        return UserError(
+            f"resume needs the configuration the campaign was submitted with, but "
+            f"resolved-config.json {problem}",
+            where=where,
+            hint="replacement runs must use the same setup as the runs they replace; restore "
+            "that file from a backup, or submit a new campaign with `hpcrepro submit --name`",
+        )
+
+    if not paths.resolved_config.is_file():
+        raise unusable("is missing")
+    try:
+        data = read_json(paths.resolved_config)
+    except UserError as error:
+        raise unusable(f"cannot be read ({error.message})") from error
+    runs, per_job = int(manifest["runs_required"]), int(manifest.get("runs_per_job", 1))
+    if _fingerprint_of(data, runs, per_job, manifest["backend"]) != manifest["fingerprint"]:
+        raise unusable("does not match the campaign's fingerprint (it was changed after submit)")
+    try:
+        spec = {k: v for k, v in data["spec"].items() if k not in _COMPUTED_SPEC_KEYS}
+        site_file = data.get("site_file")
+        cfg = ResolvedConfig(
+            system=data["system"],
+            version=data["version"],
+            spec=SystemVersion.model_validate(spec),
+            site=Site.model_validate(data["site"]),
+            site_path=Path(site_file) if site_file else None,
+        )
+    except (KeyError, TypeError, AttributeError, ValidationError) as error:
+        # the file is the one submit wrote: this hpcrepro no longer reads it the same way
+        raise unusable(
+            f"cannot be read by this hpcrepro version ({type(error).__name__}: "
+            f"{str(error)[:160]})"
+        ) from None
+    return cfg

@@ -48,7 +48,7 @@ def submit(
     )
     outcome = actions.submit(request)
     typer.echo("\n".join(outcome.lines))
-    if not dry_run:
+    if not dry_run and not outcome.manifest.get("cancelled"):
         typer.echo(f"follow it with: hpcrepro status {outcome.manifest['name']} --watch")
 
 

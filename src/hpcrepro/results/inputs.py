@@ -147,11 +147,16 @@ def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str
 
 def resolve(folder: Path, version: str | None, system: str | None,
             published: float | None) -> Inputs:
-    """Gather everything `collect` needs from a campaign or a plain folder of logs."""
+    """Gather everything `collect` needs from a campaign (its folder, or its name when no such
+    folder exists) or a plain folder of logs."""
+    if not folder.exists() and not folder.is_symlink():
+        from hpcrepro.campaign.layout import folder_of
+
+        folder = folder_of(str(folder)) or folder
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise UserError(what, where=str(folder),
-                        hint="pass a campaign folder or a folder of run logs")
+                        hint="pass a campaign name or folder, or a folder of run logs")
     config: dict[str, Any] = {}
     log_root = folder
     if (folder / "resolved-config.json").is_file():
