@@ -27,6 +27,7 @@ from campaign_helpers import (
 from hpcrepro.campaign import engine
 from hpcrepro.campaign import stages as st
 from hpcrepro.scheduler import local
+from mounts import small_filesystem
 
 LOCAL_ONE_RUN = ["--runs", "1", "--set", "nodes=1", "--set", "gpus_per_node=1", "--backend",
                  "local"]
@@ -252,3 +253,13 @@ def test_finished_and_cancelled_campaigns_say_what_to_do(tmp_path: Path) -> None
     out = hpcrepro(*again, env=env).stdout
     assert "was cancelled: nothing submitted" in out and "hpcrepro resume stopped" in out
     assert "--watch" not in out
+
+
+def test_a_log_dir_on_a_read_only_file_system_is_a_user_error(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "ro", "1m", "ro") as readonly:
+        site = make_site(tmp_path, log_dir=str(readonly / "logs"))
+        done = hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "ro",
+                        "--dry-run", env=cli_env(tmp_path), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot create the campaign folder {readonly / 'logs' / 'ro'}" in done.stderr
+    assert "site key 'log_dir'" in done.stderr

@@ -95,7 +95,12 @@ def submit(request: SubmitRequest) -> Outcome:
         "overrides": list(request.overrides),
     }
     before = _existing(paths.root)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the campaign folder {paths.root} "
+                        f"({error.strerror or error})", where="site key 'log_dir'",
+                        hint="set log_dir to a shared folder you can write to") from error
     try:
         with manifest_io.locked(paths.lock):
             if paths.manifest.exists():
