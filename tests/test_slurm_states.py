@@ -174,3 +174,16 @@ def test_scancel_never_gets_what_is_not_a_job_id(job_id: str) -> None:
 def test_every_form_of_slurm_job_id_passes() -> None:
     assert checked_job_ids(["4211", "4211_3", "4211+1"]) == ["4211", "4211_3", "4211+1"]
 
+
+def test_watch_counts_a_change_of_state_but_not_of_elapsed_time() -> None:
+    """A running job's elapsed time and progress change on every poll; only a state change may
+    bring `status --watch` back to short polls."""
+    from campaign_helpers import sample_manifest
+    from hpcrepro.commands.campaign import _job_states
+
+    before = sample_manifest()
+    later = sample_manifest()
+    later["stages"][1]["jobs"][0].update(elapsed="00:09:59", reason="epoch 3/35")
+    assert _job_states([(None, before)]) == _job_states([(None, later)])
+    later["stages"][1]["jobs"][0]["state"] = "failed"
+    assert _job_states([(None, before)]) != _job_states([(None, later)])
