@@ -511,7 +511,9 @@ def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
     paths, manifest = hand_made_campaign(tmp_path, "forgot", prep_exit=0)
     prep, run1, run2, _ = manifest["stages"]
     prep["jobs"][0].update(state="completed", job_id="888801")
-    run1["jobs"][0].update(state="running", job_id="888802", elapsed="00:00:42", nodes=1)
+    run1["jobs"][0].update(
+        state="running", job_id="888802", slurm_state="RUNNING", elapsed="00:00:42", nodes=1
+    )
     run2["jobs"][0].update(state="pending", job_id="888803")
     manifest_io.save(paths.manifest, manifest)
     _finished_run_log(paths.run_log(1))  # run 1 ran to run_stop; run 2 left no log
@@ -527,6 +529,7 @@ def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
     saved = manifest_io.load(paths.manifest)
     job = saved["stages"][1]["jobs"][0]
     assert job["elapsed"] == "00:00:42" and "ended, outcome unknown" in job["reason"]
+    assert job["slurm_state"] is None  # no longer RUNNING
     assert engine.plan_resume(saved) == ["run-03", "collect"]  # what resume replaces
 
 

@@ -204,8 +204,9 @@ def _day_before(created: str) -> str:
 
 def _apply(job: st.Job, info: JobInfo) -> None:
     if info.state == states.UNKNOWN and not info.slurm_state:
-        # a job Slurm forgot (see slurm.gone): keep what was last known of its times and nodes
-        job.update(state=info.state, reason=info.reason)
+        # a job Slurm forgot (see slurm.gone): keep what was last known of its times and nodes,
+        # but not a Slurm state that is no longer true
+        job.update(state=info.state, slurm_state=None, reason=info.reason)
         return
     job.update(
         state=info.state,
