@@ -63,6 +63,8 @@ SHAPE_DAMAGE: list[tuple[Damage, str, str]] = [
     (_set("exploded", "stages", 1, "jobs", 0, "state"), "stages[1].jobs[0].state", "one of"),
     (lambda data: data["stages"][1]["jobs"][0].update(state="running", job_id=None),
      "stages[1].jobs[0].job_id", "is null, but a running job has a scheduler job id"),
+    (_set("--user=root", "stages", 1, "jobs", 0, "job_id"), "stages[1].jobs[0].job_id",
+     "should be a local job id"),
     (_set("4", "stages", 1, "jobs", 0, "nodes"), "stages[1].jobs[0].nodes", "whole number"),
     (_set("me@host", "local_runner"), "local_runner", "should be an object or null"),
     (_set({"pid": "12"}, "local_runner"), "local_runner.pid", "whole number"),
@@ -110,6 +112,26 @@ def test_a_manifest_of_the_wrong_shape_names_file_and_field(
     text = caught.value.render()
     assert text.startswith(f"{path}: damaged manifest: {field}")
     assert what in text and "restore it from a backup" in text
+
+
+@pytest.mark.parametrize("job_id", ["--user=root", "-u", "123 456", "123;ls", "12,13", "", "x1"])
+def test_a_slurm_job_id_that_is_not_one_is_refused_when_read(tmp_path: Path, job_id: str) -> None:
+    """Job ids go to scancel and sacct: an option or a list must never pass for one."""
+    data = sample_manifest(backend="slurm")
+    for number, item in enumerate(data["stages"], start=1):
+        item["jobs"][0]["job_id"] = str(4000 + number)
+    data["stages"][1]["jobs"][0]["job_id"] = job_id
+    path = _write(tmp_path, data)
+    with pytest.raises(UserError, match=r"stages\[1\]\.jobs\[0\]\.job_id should be a Slurm job id"):
+        manifest_io.load(path)
+
+
+@pytest.mark.parametrize("job_id", ["4211", "4211_3", "4211+1"])
+def test_slurm_job_ids_of_every_form_are_accepted(tmp_path: Path, job_id: str) -> None:
+    data = sample_manifest(backend="slurm")
+    for item in data["stages"]:
+        item["jobs"][0]["job_id"] = job_id
+    assert manifest_io.load(_write(tmp_path, data)) == data
 
 
 def test_a_huge_value_is_quoted_clipped(tmp_path: Path) -> None:

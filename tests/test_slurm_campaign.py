@@ -26,6 +26,7 @@ from campaign_helpers import (
 from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
+from hpcrepro.errors import UserError
 from hpcrepro.scheduler.slurm import Slurm
 
 pytestmark = pytest.mark.slurm
@@ -356,14 +357,18 @@ def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path
 
 
 def test_sbatch_refusing_midway_keeps_what_was_submitted(slurm_cluster, tmp_path: Path) -> None:
-    from hpcrepro.scheduler.slurm import SubmitError
-
+    """A refusal after some jobs were queued (a per-user submit limit, which `sbatch --test-only`
+    does not see, or here a partition) says how many jobs wait and what to do next."""
     slurm = Slurm(env=slurm_cluster.env)
     paths, manifest = hand_made_campaign(tmp_path, "midway", prep_exit=0)
     script = paths.scripts / "run-02.sbatch"
     script.write_text(script.read_text().replace("#SBATCH --time=5", "#SBATCH --partition=nosuch"))
-    with pytest.raises(SubmitError, match="nosuch"):
+    with pytest.raises(UserError) as caught:
         engine.submit_planned(paths, manifest, slurm)
+    text = caught.value.render()
+    assert "Invalid partition name specified" in text and "sinfo -s" in text
+    assert "2 job(s) of campaign midway are already queued; run-02 and the stages after" in text
+    assert "`hpcrepro resume midway`" in text and "`hpcrepro cancel midway`" in text
     saved = manifest_io.load(paths.manifest)
     assert [st.state_of(s) for s in saved["stages"]] == [
         "pending",
@@ -371,7 +376,7 @@ def test_sbatch_refusing_midway_keeps_what_was_submitted(slurm_cluster, tmp_path
         "submitting",
         "submitting",
     ]
-    assert engine.repair(saved, slurm)  # nothing under run-02's token: planned again
+    assert engine.repair(saved, slurm, paths)  # nothing under run-02's token: planned again
     assert [st.state_of(s) for s in saved["stages"]][2:] == ["planned", "planned"]
     slurm.cancel(engine.active_job_ids(saved))
 
@@ -420,3 +425,138 @@ def test_hostile_log_folder_arrives_intact_and_never_runs(slurm_cluster, tmp_pat
     outputs = sorted(p.name.split("-")[0] for p in (hostile / "odd" / "jobs").iterdir())
     assert outputs == ["collect", "run"]  # '%' reached sbatch as a literal percent sign
     assert not list(tmp_path.rglob("pwned*")) and not Path("pwned").exists()
+
+
+def _conf_with(cluster, tmp_path: Path, name: str, **settings: str) -> dict[str, str]:
+    """The test cluster's environment with some slurm.conf settings changed (a copy of the file):
+    a controller port nobody listens on, or a slurmdbd port nobody listens on (accounting
+    unavailable, as on a cluster without slurmdbd: sacct fails, squeue works)."""
+    lines = [
+        line
+        for line in cluster.conf.read_text().splitlines()
+        if line.split("=", 1)[0] not in settings
+    ]
+    conf = tmp_path / name
+    conf.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in settings.items())]) + "\n")
+    return cluster.env | {"SLURM_CONF": str(conf)}
+
+
+def _bystander(env: dict[str, str], tmp_path: Path) -> str:
+    """A job that belongs to no campaign (what a hostile job id must never reach)."""
+    return subprocess.run(
+        ["sbatch", "--parsable", "--job-name=bystander", "--time=2", f"--chdir={tmp_path}",
+         "--output=/dev/null", "--wrap", "sleep 60"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip().split(";")[0]  # fmt: skip
+
+
+def _squeue_state(env: dict[str, str], job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_a_job_id_that_is_an_option_never_reaches_scancel(slurm_cluster, tmp_path: Path) -> None:
+    other = _bystander(slurm_cluster.env, tmp_path)
+    paths, manifest = hand_made_campaign(tmp_path, "hostile", prep_exit=0)
+    manifest["stages"][0]["jobs"][0].update(state="running", job_id="--user=root")
+    paths.manifest.write_text(json.dumps(manifest))
+    env = cli_env(tmp_path, slurm_cluster.env)
+    done = hpcrepro("cancel", str(paths.root), env=env, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "stages[0].jobs[0].job_id should be a Slurm job id" in done.stderr
+    assert _squeue_state(slurm_cluster.env, other) in ("PENDING", "RUNNING")
+    subprocess.run(["scancel", other], env=slurm_cluster.env, check=True)
+
+
+def test_cancel_that_slurm_does_not_carry_out_fails_and_changes_nothing(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    slurm = Slurm(env=slurm_cluster.env)
+    paths, manifest = hand_made_campaign(tmp_path, "nocancel", prep_exit=0)
+    script = paths.scripts / "prep.sbatch"
+    script.write_text(script.read_text().replace("sleep 1", "sleep 60"))
+    engine.submit_planned(paths, manifest, slurm)
+    prep_id = manifest["stages"][0]["jobs"][0]["job_id"]
+    # A real controller that does not answer: nobody listens on its port (MessageTimeout=1 keeps
+    # scancel's retries short). slurmdbd still answers, so the jobs are known to be active.
+    dead = _conf_with(slurm_cluster, tmp_path, "dead.conf", SlurmctldPort="1", MessageTimeout="1")
+    env = cli_env(tmp_path, dead)
+    done = hpcrepro("cancel", str(paths.root), env=env, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "Slurm did not cancel the jobs: scancel: error: Kill job error on job id" in done.stderr
+    assert "Unable to contact slurm controller" in done.stderr
+    assert "cancelled" not in done.stdout
+    left = manifest_io.load(paths.manifest)
+    assert not left.get("cancelled")
+    assert _squeue_state(slurm_cluster.env, prep_id) in ("PENDING", "RUNNING")
+    # the same command, once Slurm answers, cancels them; an id that already ended is fine
+    again = hpcrepro("cancel", str(paths.root), env=cli_env(tmp_path, slurm_cluster.env))
+    assert "cancelled 4 job(s)" in again.stdout
+    assert manifest_io.load(paths.manifest)["cancelled"] is True
+    slurm.cancel(["999999", prep_id])  # Slurm never had 999999: nothing left to cancel
+
+
+def _finished_run_log(path: Path) -> None:
+    env = {"FAKE_TRAIN_EPOCHS": "2", "FAKE_TRAIN_SLEEP": "0", "PATH": "/usr/bin:/bin"}
+    with path.open("w") as log:
+        subprocess.run([sys.executable, str(FAKE_TRAIN)], stdout=log, env=env, check=True)
+
+
+def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    """A job that ended and was purged (MinJobAge) is, for squeue, a job id it does not list;
+    with accounting unavailable nothing else knows it. 888888 + the index stands for such jobs."""
+    paths, manifest = hand_made_campaign(tmp_path, "forgot", prep_exit=0)
+    prep, run1, run2, _ = manifest["stages"]
+    prep["jobs"][0].update(state="completed", job_id="888801")
+    run1["jobs"][0].update(
+        state="running", job_id="888802", slurm_state="RUNNING", elapsed="00:00:42", nodes=1
+    )
+    run2["jobs"][0].update(state="pending", job_id="888803")
+    manifest_io.save(paths.manifest, manifest)
+    _finished_run_log(paths.run_log(1))  # run 1 ran to run_stop; run 2 left no log
+    env = cli_env(tmp_path, _conf_with(slurm_cluster, tmp_path, "noacct.conf",
+                                       AccountingStoragePort="1"))  # fmt: skip
+    done = hpcrepro("status", str(paths.root), "--watch", "--json", env=env, timeout=30)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1  # nothing active after the first pass: watch ends at once
+    (status,) = json.loads(lines[0])  # one compact JSON document per line
+    assert stage(status, "run-01")["state"] == stage(status, "run-02")["state"] == "unknown"
+    assert stage(status, "run-01")["verdicts"]["1"]["verdict"] == "valid"
+    assert stage(status, "run-02")["verdicts"]["2"]["verdict"] == "not_run"
+    saved = manifest_io.load(paths.manifest)
+    job = saved["stages"][1]["jobs"][0]
+    assert job["elapsed"] == "00:00:42" and "ended, outcome unknown" in job["reason"]
+    assert job["slurm_state"] is None  # no longer RUNNING
+    assert engine.plan_resume(saved) == ["run-03", "collect"]  # what resume replaces
+
+
+def test_without_accounting_repair_resubmits_only_what_never_ran(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    """A submit killed right after sbatch leaves jobs `submitting`; without accounting a job
+    that ran and was purged cannot be found by its token, so the campaign's files decide."""
+    paths, manifest = hand_made_campaign(tmp_path, "repairoff", prep_exit=0)
+    for item in manifest["stages"]:
+        item["jobs"][0]["state"] = "submitting"
+    (paths.job_output / "prep-777001.out").write_text("prep ran\n")
+    _finished_run_log(paths.run_log(1))
+    noacct = _conf_with(slurm_cluster, tmp_path, "noacct.conf", AccountingStoragePort="1")
+    slurm = Slurm(env=noacct)
+    assert engine.repair(manifest, slurm, paths)
+    assert not slurm.names_complete
+    prep, run1, run2, collect = (item["jobs"][0] for item in manifest["stages"])
+    assert prep["state"] == "unknown" and prep["job_id"] == "777001"
+    assert "prep-777001.out shows it ran" in prep["reason"]
+    assert run1["state"] == "unknown" and "run-01.log shows it ran" in run1["reason"]
+    assert run2["state"] == collect["state"] == "planned"  # no trace: sbatch never ran
+    # with accounting answering, "not found" is trusted: everything is planned again
+    manifest = hand_made_campaign(tmp_path, "repairon", prep_exit=0)[1]
+    for item in manifest["stages"]:
+        item["jobs"][0]["state"] = "submitting"
+    repaired = Slurm(env=slurm_cluster.env)
+    assert engine.repair(manifest, repaired, layout.CampaignPaths(tmp_path / "repairon"))
+    assert repaired.names_complete
+    assert {item["jobs"][0]["state"] for item in manifest["stages"]} == {"planned"}

@@ -6,8 +6,16 @@ import statistics
 
 import pytest
 
+from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
-from hpcrepro.scheduler.slurm import Backoff, SubmitError, _parse_sacct, _parse_squeue
+from hpcrepro.scheduler.slurm import (
+    Backoff,
+    Slurm,
+    SubmitError,
+    _parse_sacct,
+    _parse_squeue,
+    checked_job_ids,
+)
 
 # Every state sacct(1)/squeue(1) document for Slurm 22.05-24.x, with what a campaign makes of it.
 EVERY_SLURM_STATE = {
@@ -124,3 +132,58 @@ def test_submit_errors_name_the_script_and_hint_at_the_fix(tmp_path) -> None:
     refused = SubmitError(tmp_path / "run-01.sbatch",
                           "sbatch: error: Invalid network specification (sharp)\n").render()
     assert "sbatch_network=null" in refused
+
+
+# Slurm's own refusal texts (slurm_errno.c, sbatch's option parser) -> a word the right hint has,
+# and a word only a wrong hint would have.
+REFUSALS = [
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+     "combination specified", "--set account=NAME", "sinfo -s"),
+    ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit "
+     "limit, user's size and/or time limits)", "MaxSubmitJobs", "time_margin_minutes"),
+    ("Invalid time specification (pos=0): garbage\nsbatch: error: Invalid --begin specification",
+     "--begin=now+1hour", "time_margin_minutes"),
+    ("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
+     "exceeds some limit)", "time_margin_minutes", "sacctmgr"),
+    ("sbatch: error: invalid partition specified: gpu", "sinfo -s", "sacctmgr"),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", "sinfo -s",
+     "sacctmgr"),
+    ("sbatch: error: Batch job submission failed: Invalid qos specification", "--set qos=NAME",
+     "sinfo -s"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available",
+     "gpu_request", "sacctmgr"),
+]
+
+
+@pytest.mark.parametrize(("output", "right", "wrong"), REFUSALS)
+def test_each_sbatch_refusal_gets_the_hint_that_fits(tmp_path, output, right, wrong) -> None:
+    hint = SubmitError(tmp_path / "run-01.sbatch", output).hint or ""
+    assert right in hint and wrong not in hint
+
+
+@pytest.mark.parametrize("job_id", ["--user=root", "-u", "1 2", "1,2", "", "1;ls"])
+def test_scancel_never_gets_what_is_not_a_job_id(job_id: str) -> None:
+    slurm = Slurm(env={"PATH": "/nonexistent"})
+    with pytest.raises(UserError, match="not a job id"):
+        slurm.cancel(["4211", job_id])
+    with pytest.raises(UserError, match="not a job id"):
+        slurm.query([job_id])
+    assert slurm.commands == []  # refused before any command line was built
+
+
+def test_every_form_of_slurm_job_id_passes() -> None:
+    assert checked_job_ids(["4211", "4211_3", "4211+1"]) == ["4211", "4211_3", "4211+1"]
+
+
+def test_watch_counts_a_change_of_state_but_not_of_elapsed_time() -> None:
+    """A running job's elapsed time and progress change on every poll; only a state change may
+    bring `status --watch` back to short polls."""
+    from campaign_helpers import sample_manifest
+    from hpcrepro.commands.campaign import _job_states
+
+    before = sample_manifest()
+    later = sample_manifest()
+    later["stages"][1]["jobs"][0].update(elapsed="00:09:59", reason="epoch 3/35")
+    assert _job_states([(None, before)]) == _job_states([(None, later)])
+    later["stages"][1]["jobs"][0]["state"] = "failed"
+    assert _job_states([(None, before)]) != _job_states([(None, later)])

@@ -6,6 +6,8 @@
 # $HPCREPRO_SLURM_DIR (default /tmp/hpcrepro-slurm). The script writes $DIR/env.sh; source it
 # to talk to the cluster. Idempotent: when the cluster already answers it says so and exits 0.
 # tests/slurm/stop.sh stops exactly the processes started here (by their pid files).
+# Ports: HPCREPRO_SLURMCTLD_PORT, HPCREPRO_SLURMDBD_PORT, HPCREPRO_MARIADB_PORT and
+# HPCREPRO_NODE_PORTS (the two slurmd, "A-B"), so a second cluster can run beside the first.
 # When HPCREPRO_SLURM_STARTED_FLAG names a file, it is created only if this call started the
 # cluster, so a caller can stop the cluster at exit only when it was the one that started it.
 set -euo pipefail
@@ -16,7 +18,7 @@ CLUSTER=hpcrepro
 CTLD_PORT="${HPCREPRO_SLURMCTLD_PORT:-17817}"
 DBD_PORT="${HPCREPRO_SLURMDBD_PORT:-17819}"
 DB_PORT="${HPCREPRO_MARIADB_PORT:-17306}"
-NODE_PORTS="17001-17002"
+NODE_PORTS="${HPCREPRO_NODE_PORTS:-17001-17002}"
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd-node1 slurmd-node2)
 
 alive() {  # alive NAME: the daemon recorded in $DIR/run/NAME.pid is running

@@ -335,7 +335,7 @@ def _save_if_free(
         if repair:
             # when Slurm does not answer, the next command that reaches it repairs instead
             with contextlib.suppress(SlurmUnavailable):
-                engine.repair(fresh, backend)
+                engine.repair(fresh, backend, paths)
         if fresh["backend"] == "local":
             from hpcrepro.scheduler.local import Local
 

@@ -16,6 +16,7 @@ from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign import verdict
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
 from hpcrepro.scheduler.slurm import JobInfo
 
@@ -27,6 +28,9 @@ _SAVE_EVERY_S = 2.0
 class Backend(Protocol):
     name: str
     commands: list[str]
+    # False when the last find_by_names could not see every job (accounting off): "not found"
+    # then does not prove that sbatch never ran
+    names_complete: bool
 
     def submit(self, script: Path, args: list[str]) -> str: ...
     def test_only(self, script: Path, args: list[str]) -> None: ...
@@ -91,9 +95,12 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
             if blocked:
                 job.update(state=states.BLOCKED, reason=blocked)
                 continue
-            job_id = backend.submit(
-                paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
-            )
+            try:
+                job_id = backend.submit(
+                    paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
+                )
+            except UserError as error:
+                raise _half_submitted(manifest, stage, error) from error
             if crash_at == stage["name"]:
                 os._exit(75)
             job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
@@ -108,11 +115,35 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
     return submitted
 
 
-def repair(manifest: Manifest, backend: Backend) -> bool:
+def _half_submitted(manifest: Manifest, refused: st.Stage, error: UserError) -> UserError:
+    """The refusal, plus what it leaves behind when jobs of the campaign are already queued
+    (a per-user submit limit is met midway, not by `sbatch --test-only`): the user must know
+    that these jobs wait in Slurm and how to finish or withdraw the campaign."""
+    queued = active_job_ids(manifest)
+    if not queued:
+        return error
+    name = manifest["name"]
+    return UserError(
+        f"{error.message}\n{len(queued)} job(s) of campaign {name} are already queued; "
+        f"{refused['name']} and the stages after it are not submitted",
+        where=error.where,
+        hint=(f"{error.hint}; then " if error.hint else "")
+        + f"`hpcrepro resume {name}` submits the rest (once Slurm accepts more jobs), "
+        f"or `hpcrepro cancel {name}` withdraws the queued ones",
+    )
+
+
+def repair(manifest: Manifest, backend: Backend, paths: CampaignPaths) -> bool:
     """Settle jobs left `submitting` by a crash: adopt the job Slurm knows by its token, or mark
-    it planned again when sbatch never ran. Extra jobs with one token are cancelled."""
+    it planned again when sbatch never ran. Extra jobs with one token are cancelled.
+
+    Without accounting, a job that ran and ended is gone from Slurm after MinJobAge, so "no job
+    with this token" proves nothing: resubmitting would run the stage twice and overwrite its run
+    log. Then the campaign's files decide (see `_ran_unrecorded`): evidence that the job ran makes
+    it `unknown` (judged by its log); no evidence means sbatch never ran, and it is planned again.
+    """
     pending = [
-        job
+        (stage, job)
         for stage in manifest["stages"]
         for job in stage["jobs"]
         if job["state"] == states.SUBMITTING
@@ -120,17 +151,48 @@ def repair(manifest: Manifest, backend: Backend) -> bool:
     if not pending:
         return False
     since = _day_before(manifest["created"])
-    found = backend.find_by_names([job["token"] for job in pending], since)
-    for job in pending:
+    found = backend.find_by_names([job["token"] for _, job in pending], since)
+    for stage, job in pending:
         matches = found.get(job["token"], [])
         if not matches:
-            job.update(state=states.PLANNED, job_id=None)
+            evidence = None if backend.names_complete else _ran_unrecorded(paths, stage)
+            if evidence is None:
+                job.update(state=states.PLANNED, job_id=None)
+            else:
+                job_id, proof = evidence
+                job.update(
+                    state=states.UNKNOWN,
+                    job_id=job_id,
+                    submitted=job.get("submitted") or st.now(),
+                    reason=f"ended, outcome unknown: its submit was interrupted and Slurm keeps "
+                    f"no record of the job, but {proof} shows it ran; judged by its log",
+                )
             continue
         keep, extra = matches[0], matches[1:]
         backend.cancel([info.job_id for info in extra if states.is_active(info.state)])
         job.update(job_id=keep.job_id, submitted=job.get("submitted") or st.now())
         _apply(job, keep)
     return True
+
+
+def _ran_unrecorded(paths: CampaignPaths, stage: st.Stage) -> tuple[str | None, str] | None:
+    """(job id or None, the file) when the campaign's files show that a job of `stage` ran that
+    the manifest never recorded: a job output file `jobs/STAGE-ID.out` whose ID belongs to no
+    recorded job of the stage (Slurm creates it when the job starts), or, for a training stage,
+    a run log (each run index belongs to one stage only). None when there is no such evidence."""
+    from hpcrepro.scheduler.slurm import JOB_ID
+
+    recorded = {job["job_id"] for job in stage["jobs"] if job["job_id"]}
+    prefix = stage["name"] + "-"
+    for output in sorted(paths.job_output.glob(f"{stage['name']}-*.out")):
+        job_id = output.name.removeprefix(prefix).removesuffix(".out")
+        if JOB_ID.fullmatch(job_id) and job_id not in recorded:
+            return job_id, f"its output {output.name}"
+    for index in stage.get("runs") or []:
+        log = paths.run_log(index)
+        if log.exists():
+            return None, f"its run log {log.name}"
+    return None
 
 
 def _day_before(created: str) -> str:
@@ -141,6 +203,11 @@ def _day_before(created: str) -> str:
 
 
 def _apply(job: st.Job, info: JobInfo) -> None:
+    if info.state == states.UNKNOWN and not info.slurm_state:
+        # a job Slurm forgot (see slurm.gone): keep what was last known of its times and nodes,
+        # but not a Slurm state that is no longer true
+        job.update(state=info.state, slurm_state=None, reason=info.reason)
+        return
     job.update(
         state=info.state,
         slurm_state=info.slurm_state,
@@ -198,7 +265,7 @@ def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
 
 
 def refresh(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> bool:
-    changed = repair(manifest, backend)
+    changed = repair(manifest, backend, paths)
     ids = active_job_ids(manifest)
     infos = backend.query(ids) if ids else {}
     return apply_infos(paths, manifest, infos) or changed

@@ -9,6 +9,7 @@ Keys this version does not know are allowed (a newer hpcrepro may add some).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from hpcrepro.campaign import verdict
 from hpcrepro.campaign.layout import NAME
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
+from hpcrepro.scheduler.slurm import JOB_ID as SLURM_JOB_ID
 
 BACKENDS = ("slurm", "local")
 KINDS = ("image", "prep", st.TRAIN, "collect")
@@ -26,6 +28,12 @@ VERDICTS = (verdict.VALID, verdict.INVALID, verdict.VOID, verdict.NOT_RUN)
 JOB_STATES = tuple(sorted(states.ACTIVE | states.FINISHED | {states.PLANNED}))
 # Jobs in these states were accepted by the scheduler, so the engine needs their id.
 _HAVE_JOB_ID = (states.PENDING, states.RUNNING, states.SUSPENDED)
+# What each backend writes as a job id (Slurm: sbatch's id; local: "local:" and the job's token).
+JOB_IDS = {"slurm": SLURM_JOB_ID, "local": re.compile(r"local:[A-Za-z0-9._-]+")}
+JOB_ID_FORMS = {
+    "slurm": "a Slurm job id (digits, e.g. \"4211\", \"4211_3\" or \"4211+1\")",
+    "local": "a local job id (\"local:\" and the job's token)",
+}
 MAX_RUN = 99_999  # far more runs than any campaign makes; keeps run-NN.log a short name
 _QUOTE_AT_MOST = 60
 HINT = (
@@ -71,7 +79,7 @@ def check(data: dict[str, Any]) -> None:
     names: dict[str, int] = {}
     for index, stage in enumerate(stages):
         at = f"stages[{index}]"
-        _stage(_is_object(stage, at), at)
+        _stage(_is_object(stage, at), at, data["backend"])
         if stage["name"] in names:
             raise ShapeError(f"{at}.name", f"{_quote(stage['name'])} is also the name of "
                              f"stages[{names[stage['name']]}]")
@@ -104,7 +112,7 @@ def _inputs(inputs: dict[str, Any]) -> None:
         _is(value, f"inputs.overrides[{position}]", isinstance(value, str), "a text")
 
 
-def _stage(stage: dict[str, Any], at: str) -> None:
+def _stage(stage: dict[str, Any], at: str, backend: str) -> None:
     _named(stage, "name", f"{at}.name")
     kind = _choice(stage, "kind", f"{at}.kind", KINDS)
     _name(stage, "script", f"{at}.script")
@@ -117,7 +125,7 @@ def _stage(stage: dict[str, Any], at: str) -> None:
     if kind == st.TRAIN and not runs:
         raise ShapeError(f"{at}.runs", "is empty, but a training stage has at least one run")
     for position, job in enumerate(_list(stage, "jobs", f"{at}.jobs")):
-        _job(_is_object(job, f"{at}.jobs[{position}]"), f"{at}.jobs[{position}]")
+        _job(_is_object(job, f"{at}.jobs[{position}]"), f"{at}.jobs[{position}]", backend)
     _verdicts(_field(stage, "verdicts", f"{at}.verdicts"), runs, f"{at}.verdicts")
 
 
@@ -131,10 +139,14 @@ def _runs(stage: dict[str, Any], at: str, optional: bool = False) -> list[int] |
     return runs
 
 
-def _job(job: dict[str, Any], at: str) -> None:
+def _job(job: dict[str, Any], at: str, backend: str) -> None:
     _name(job, "token", f"{at}.token")
     state = _choice(job, "state", f"{at}.state", JOB_STATES)
     job_id = _text(job, "job_id", f"{at}.job_id", nullable=True)
+    # job ids go to scancel/sacct: an option ("--user=root") must never pass for one
+    if job_id is not None and JOB_IDS[backend].fullmatch(job_id) is None:
+        raise ShapeError(f"{at}.job_id", f"should be {JOB_ID_FORMS[backend]}, "
+                         f"found {_describe(job_id)}")
     if job_id is None and state in _HAVE_JOB_ID:
         raise ShapeError(f"{at}.job_id", f"is null, but a {state} job has a scheduler job id")
     for key in ("slurm_state", "submitted"):

@@ -99,7 +99,10 @@ def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> li
     return rows
 
 
-def as_json(campaigns: list[tuple[CampaignPaths, dict[str, Any]]]) -> str:
+def as_json(
+    campaigns: list[tuple[CampaignPaths, dict[str, Any]]], *, one_line: bool = False
+) -> str:
+    """The status as a JSON array; `one_line` gives it on one compact line (for JSON lines)."""
     out = []
     for paths, manifest in campaigns:
         out.append(
@@ -114,7 +117,7 @@ def as_json(campaigns: list[tuple[CampaignPaths, dict[str, Any]]]) -> str:
                 "stages": stage_rows(paths, manifest, live=True),
             }
         )
-    return json.dumps(out, indent=1)
+    return json.dumps(out, separators=(",", ":")) if one_line else json.dumps(out, indent=1)
 
 
 _COLUMNS = (

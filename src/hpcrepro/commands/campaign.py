@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -77,19 +78,36 @@ def status(
     if not watch:
         typer.echo(view.as_json(campaigns) if as_json else view.as_text(campaigns))
         return
+    # One JSON document per line (JSON lines) while watching; the back-off restarts only when a
+    # job's state changes (elapsed times and progress change on every poll while a job runs).
     backoff = Backoff(first=2.0, maximum=30.0)
-    previous = ""
+    previous: list[tuple[str, ...]] = []
     while True:
-        text = view.as_json(campaigns) if as_json else view.as_text(campaigns, live=True)
-        if sys.stdout.isatty() and not as_json:
-            sys.stdout.write("\x1b[H\x1b[J")
-        typer.echo(text + ("" if as_json else f"\n(updated {time.strftime('%H:%M:%S')})"))
+        if as_json:
+            text = view.as_json(campaigns, one_line=True)
+        else:
+            text = view.as_text(campaigns, live=True)
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[J")
+            text += f"\n(updated {time.strftime('%H:%M:%S')})"
+        typer.echo(text)
         if not any(engine.active_job_ids(m) for _, m in campaigns):
             return
-        time.sleep(backoff.next(changed=text != previous))
-        previous = text
+        current = _job_states(campaigns)
+        time.sleep(backoff.next(changed=current != previous))
+        previous = current
         campaigns = actions.load_campaigns(campaign)
         actions.refresh_all(campaigns, slurm)
+
+
+def _job_states(campaigns: list[tuple[Any, dict[str, Any]]]) -> list[tuple[str, ...]]:
+    """What decides whether a watch poll saw a change: every job's state, nothing else."""
+    return [
+        (manifest["name"], stage["name"], job.get("job_id") or "", job["state"])
+        for _, manifest in campaigns
+        for stage in manifest["stages"]
+        for job in stage["jobs"]
+    ]
 
 
 def cancel(campaign: str = typer.Argument(..., help="campaign name or folder")) -> None:

@@ -106,6 +106,7 @@ class Local:
     """Backend object with the Slurm backend's interface, for this machine."""
 
     name = "local"
+    names_complete = True  # local jobs exist only in the manifest
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         self.manifest = manifest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -22,10 +23,33 @@ _SACCT_FIELDS = "JobIDRaw,JobName,State,Start,End,Elapsed,NNodes,NodeList,Reason
 _SQUEUE_FORMAT = "%i|%j|%T|%S|%e|%M|%D|%N|%r|%k"
 _MAX_IDS_PER_CALL = 2000  # keeps the argument list far below ARG_MAX
 _NOT_SET = {"", "Unknown", "None", "None assigned", "N/A", "(null)"}
+# scancel's errors for a job that has already ended: nothing left to cancel
+_ALREADY_GONE = ("Invalid job id specified", "Job/step already completing or completed")
+# The state note of a job that neither squeue nor sacct knows any more
+GONE_NOTE = (
+    "ended, outcome unknown: Slurm no longer lists the job and accounting has no record of it; "
+    "its runs are judged by their logs"
+)
+# A Slurm job id as sbatch --parsable prints it (before any ';cluster'): digits, or an array task
+# (123_4) or a heterogeneous job component (123+1). Nothing else may reach a command line: a job id
+# read from a manifest edited by hand could otherwise be an option ("--user=root").
+JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+|\+[0-9]+)?")
 
 
 class SlurmUnavailable(UserError):
     """No Slurm answers here (no sbatch, or the controller does not respond)."""
+
+
+class CancelFailed(SlurmUnavailable):
+    """scancel did not cancel every job: the caller must not record them as cancelled."""
+
+    def __init__(self, first_problem: str, count: int) -> None:
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        super().__init__(
+            f"Slurm did not cancel the jobs: {first_problem}{more}",
+            hint="hpcrepro changed nothing; run the same command again once `scontrol ping` "
+            "says the controller is UP",
+        )
 
 
 @dataclass
@@ -73,6 +97,8 @@ class Slurm:
         # why the last status pass got no answer from Slurm, when it did not
         self.unavailable: str | None = None
         self.last_error = ""  # the last line a failing squeue printed
+        # whether the last find_by_names saw ended jobs too (sacct answered)
+        self.names_complete = True
 
     # --- plumbing
 
@@ -132,15 +158,26 @@ class Slurm:
             raise SubmitError(script, done.stderr or done.stdout, test_only=True)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        if job_ids:
-            self.run(["scancel", *job_ids], check=False)
+        """scancel the jobs; raise CancelFailed unless Slurm took every one (a job id Slurm no
+        longer knows has nothing left to cancel, so that error alone is fine)."""
+        if not job_ids:
+            return
+        done = self.run(["scancel", *checked_job_ids(job_ids)], check=False)
+        if done.returncode == 0:
+            return
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        problems = [line for line in lines if not any(ok in line for ok in _ALREADY_GONE)]
+        if problems or not lines:
+            raise CancelFailed(
+                problems[0] if problems else f"scancel exited {done.returncode}", len(problems)
+            )
 
     # --- state
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """State of every given job: one sacct call, plus one squeue call for jobs sacct does not
         know yet (just submitted) or for all of them when accounting is off."""
-        wanted = list(dict.fromkeys(job_ids))
+        wanted = list(dict.fromkeys(checked_job_ids(job_ids)))
         if not wanted:
             return {}
         found: dict[str, JobInfo] = {}
@@ -155,24 +192,31 @@ class Slurm:
             found.update(_parse_sacct(done.stdout))
         missing = [job for job in wanted if job not in found]
         if missing or not accounting:
-            queued = self._squeue_mine()
-            if queued is None:
-                if not accounting:
-                    raise SlurmUnavailable(
-                        f"neither sacct nor squeue answered ({self.last_error})",
-                        hint="check that slurmctld is up (scontrol ping)",
-                    )
-                queued = {}
+            answer = self._squeue_mine()
+            if answer is None and not accounting:
+                raise SlurmUnavailable(
+                    f"neither sacct nor squeue answered ({self.last_error})",
+                    hint="check that slurmctld is up (scontrol ping)",
+                )
+            queued = answer or {}
             for job in missing if accounting else wanted:
-                # With accounting on, a job squeue already shows as ended is left for sacct's
-                # complete record (squeue drops nodes that finished first) on the next pass.
-                if job in queued and not (accounting and states.is_finished(queued[job].state)):
+                if job not in queued:
+                    # Submitted earlier, yet neither list knows it: it ended and slurmctld purged
+                    # it (MinJobAge) with accounting off or not recording. Its outcome is lost,
+                    # not pending: left active it would stay "running" for ever.
+                    if answer is not None and job not in found:  # a failed squeue proves nothing
+                        found[job] = gone(job)
+                elif not (accounting and states.is_finished(queued[job].state)):
+                    # With accounting on, a job squeue already shows as ended is left for sacct's
+                    # complete record (squeue drops nodes that finished first) on the next pass.
                     found[job] = queued[job]
         return {job: found[job] for job in wanted if job in found}
 
     def find_by_names(self, names: Sequence[str], since: str) -> dict[str, list[JobInfo]]:
-        """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together."""
+        """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together.
+        Without sacct only jobs slurmctld still lists are found: `names_complete` says so."""
         wanted = set(names)
+        self.names_complete = True
         result: dict[str, dict[str, JobInfo]] = {name: {} for name in wanted}
         queued = self._squeue_mine()
         if queued is None:  # "not found" must never come from a failed lookup: that resubmits
@@ -201,6 +245,7 @@ class Slurm:
                 check=False,
             )
             if done.returncode != 0:
+                self.names_complete = False
                 break
             for job in _parse_sacct(done.stdout).values():
                 if job.name in wanted:
@@ -218,6 +263,18 @@ class Slurm:
             self.last_error = lines[-1] if lines else f"exit {done.returncode}"
             return None
         return _parse_squeue(done.stdout)
+
+
+def checked_job_ids(job_ids: Sequence[str]) -> list[str]:
+    """The ids unchanged, or a UserError naming the first one that is not a Slurm job id."""
+    for job_id in job_ids:
+        if not isinstance(job_id, str) or JOB_ID.fullmatch(job_id) is None:
+            raise UserError(
+                f"refusing to pass {job_id!r} to Slurm: it is not a job id "
+                "(digits, as sbatch prints them)",
+                hint="the campaign's campaign.json was edited by hand or damaged; restore it",
+            )
+    return list(job_ids)
 
 
 class SlurmCommandError(UserError):
@@ -239,31 +296,78 @@ class SubmitError(UserError):
         self.problem = problem
 
 
+# sbatch's refusals (Slurm's own error texts, from slurm_errno.c and sbatch's option parser),
+# matched in this order: an account message also names "partition", a QOS-limit message also says
+# "time limits", so the specific texts come before the general words.
+_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("network",),
+        "NVIDIA's configs ask for SHARP (--network=sharp), which this cluster's switch plugin "
+        "refuses: drop it with --set sbatch_network=null, or put the site's own --network "
+        "option in sbatch_args",
+    ),
+    (
+        ("invalid account or account/partition combination",),
+        "the account does not exist or may not use this partition: compare the site's account "
+        "and partition with `sacctmgr show assoc user=$USER format=account,partition` and set "
+        "them with --set account=NAME / --set partition=NAME",
+    ),
+    (
+        ("violates accounting/qos policy",),
+        "a limit of your account or QOS refuses the job: the number of jobs you may have queued "
+        "(MaxSubmitJobs) or a size/time limit; `sacctmgr show assoc user=$USER` and "
+        "`sacctmgr show qos` list them",
+    ),
+    (
+        ("invalid qos specification", "qos"),
+        "check the site's qos against `sacctmgr show assoc user=$USER format=qos` (--set qos=NAME)",
+    ),
+    (
+        ("invalid --begin specification", "invalid time specification"),
+        "an option in sbatch_args has a time Slurm cannot read (e.g. --begin=now+1hour or "
+        "--begin=2026-12-01T08:00 are valid): fix it in the site file or with --set sbatch_args",
+    ),
+    (
+        ("invalid partition", "partition not available", "access/permission denied"),
+        "set an existing partition that you may use in the site file (`sinfo -s` lists them) "
+        "or --set partition=NAME",
+    ),
+    (
+        ("node configuration is not available", "node count"),
+        "the cluster cannot give this many nodes/CPUs/GPUs in that partition; check `sinfo`, "
+        "the site's gpu_request and constraint, or pick a smaller system",
+    ),
+    (
+        ("generic resource", "gres"),
+        "the GPU request does not match the nodes: check the site's gpu_request against "
+        "`sinfo -o '%P %G'`",
+    ),
+    (
+        ("time limit",),
+        "the time limit exceeds the partition's limit; lower --runs or time_margin_minutes",
+    ),
+    (
+        ("account", "association"),
+        "check the site's account and qos against `sacctmgr show assoc user=$USER`",
+    ),
+    (
+        ("dependency",),
+        "a job this stage depends on is unknown to Slurm; run `hpcrepro resume`",
+    ),
+)
+
+
 def _hint_for(problem: str) -> str:
     text = problem.lower()
-    if "network" in text:
-        return (
-            "NVIDIA's configs ask for SHARP (--network=sharp), which this cluster's switch plugin "
-            "refuses: drop it with --set sbatch_network=null, or put the site's own --network "
-            "option in sbatch_args"
-        )
-    if "partition" in text:
-        return (
-            "set an existing partition in the site file (`sinfo -s` lists them) "
-            "or --set partition=NAME"
-        )
-    if "node configuration is not available" in text or "node count" in text:
-        return (
-            "the cluster cannot give this many nodes/CPUs/GPUs in that partition; check `sinfo`, "
-            "the site's gpu_request and constraint, or pick a smaller system"
-        )
-    if "time" in text:
-        return "the time limit exceeds the partition's limit; lower --runs or time_margin_minutes"
-    if "account" in text or "association" in text or "qos" in text:
-        return "check the site's account and qos against `sacctmgr show assoc user=$USER`"
-    if "dependency" in text:
-        return "a job this stage depends on is unknown to Slurm; run `hpcrepro resume`"
+    for needles, hint in _HINTS:
+        if any(needle in text for needle in needles):
+            return hint
     return "fix the site file or the --set values named above and submit again"
+
+
+def gone(job_id: str) -> JobInfo:
+    """What is known of a job Slurm has forgotten: it ended, nothing more."""
+    return JobInfo(job_id=job_id, name="", state=states.UNKNOWN, slurm_state="", reason=GONE_NOTE)
 
 
 def _parse_sacct(text: str) -> dict[str, JobInfo]:
