@@ -253,3 +253,15 @@ def test_cache_clear_is_logged_once_by_whoever_dropped_the_cache(tiny_data):
     assert mine.returncode == job.returncode == 0, mine.stderr + job.stderr
     assert [e["value"] for e in mllog(mine.stdout) if e["key"] == "cache_clear"] == [False]
     assert [e for e in mllog(job.stdout) if e["key"] == "cache_clear"] == []
+
+
+def test_a_damaged_index_exits_2_naming_its_line(tiny_data, tmp_path):
+    for name in ("train.rec", "val.rec", "val.idx"):
+        (tmp_path / name).write_bytes((tiny_data / name).read_bytes())
+    (tmp_path / "train.idx").write_bytes(b"0\t0\n\x00\xff garbage\n")
+    result = subprocess.run(
+        TRAIN, env=base_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: {tmp_path / 'train.idx'}:2: the index holds non-ASCII bytes" in result.stderr
+    assert "Traceback" not in result.stderr
