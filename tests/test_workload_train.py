@@ -265,3 +265,22 @@ def test_a_damaged_index_exits_2_naming_its_line(tiny_data, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"error: {tmp_path / 'train.idx'}:2: the index holds non-ASCII bytes" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_task_whose_peers_never_start_gives_up_with_a_message(tiny_data):
+    env = base_env(tiny_data)
+    env.update(
+        {
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": "0",
+            "SLURM_JOB_NODELIST": "localhost",
+            "MASTER_PORT": str(free_port()),
+            "HPCREPRO_RENDEZVOUS_TIMEOUT_S": "2",
+        }
+    )
+    result = subprocess.run(
+        TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "timed out after 2 s: still waiting for 1 of 2 tasks" in result.stderr
+    assert "HPCREPRO_RENDEZVOUS_TIMEOUT_S" in result.stderr and "Traceback" not in result.stderr
