@@ -284,3 +284,19 @@ def test_a_task_whose_peers_never_start_gives_up_with_a_message(tiny_data):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "timed out after 2 s: still waiting for 1 of 2 tasks" in result.stderr
     assert "HPCREPRO_RENDEZVOUS_TIMEOUT_S" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_log_that_cannot_be_written_ends_the_run_with_one_message(tiny_data):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*TRAIN, "--epochs", "1", "--eval-offset", "0"],
+            env=base_env(tiny_data),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: cannot write the MLLOG lines to stdout (/dev/full): No space" in result.stderr
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
