@@ -199,3 +199,47 @@ def test_command_module_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_existing_file_is_replaced_only_with_force(tmp_path: Path) -> None:
+    system, mlperf = tmp_path / "mine_1x2.yaml", tmp_path / "mine.json"
+    system.write_text("# my edits\n")
+    mlperf.write_text("{}\n")
+    source = str(DATA / "h200_2gpu_captured.json")
+    for option, target in (("--write-system", system), ("--mlperf-json", mlperf)):
+        done = run("--from-json", source, option, str(target))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"error: {option}: {target} exists" in done.stderr and "--force" in done.stderr
+    assert system.read_text() == "# my edits\n" and mlperf.read_text() == "{}\n"
+    done = run(
+        "--from-json", source, "--write-system", str(system), "--mlperf-json", str(mlperf), "--force"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "system: mine_1x2" in system.read_text() and "number_of_nodes" in mlperf.read_text()
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    done = run("--from-json", source, "--write-system", str(folder), "--force")
+    assert done.returncode == 2 and "is a folder, not a file" in done.stderr
+
+
+def test_the_shipped_catalog_is_never_written(tmp_path: Path) -> None:
+    from hpcrepro.resources import systems_dir
+
+    shipped = systems_dir() / "h200_1x8.yaml"
+    before = shipped.read_bytes()
+    link = tmp_path / "h200_1x8.yaml"
+    link.symlink_to(shipped)
+    for target in (shipped, link):
+        done = run(
+            "--from-json", str(DATA / "h200_2gpu_captured.json"), "--write-system", str(target),
+            "--force",
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "is in hpcrepro's shipped catalog" in done.stderr
+    assert shipped.read_bytes() == before
+    assert not (systems_dir() / "new_1x2.yaml").exists()
+    done = run(
+        "--from-json", str(DATA / "h200_2gpu_captured.json"),
+        "--write-system", str(systems_dir() / "new_1x2.yaml"),
+    )
+    assert done.returncode == 2 and not (systems_dir() / "new_1x2.yaml").exists()
