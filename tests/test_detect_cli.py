@@ -243,3 +243,18 @@ def test_the_shipped_catalog_is_never_written(tmp_path: Path) -> None:
         "--write-system", str(systems_dir() / "new_1x2.yaml"),
     )
     assert done.returncode == 2 and not (systems_dir() / "new_1x2.yaml").exists()
+
+
+def test_nonsense_values_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = json.loads((DATA / "h200_2gpu_captured.json").read_text())
+    data["gpus"] = [dict(data["gpus"][0], index=i) for i in range(5000)]
+    source = tmp_path / "many.json"
+    source.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    done = run(
+        "--from-json", str(source), "--write-system", str(out / "x_1x8.yaml"),
+        "--mlperf-json", str(out / "x.json"),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"error: {source} key 'gpus': 5000 GPUs in one node" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
