@@ -258,3 +258,24 @@ def test_nonsense_values_are_refused_before_anything_is_written(tmp_path: Path) 
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"error: {source} key 'gpus': 5000 GPUs in one node" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_capture_module_handles_a_bad_output_path_like_the_command(tmp_path: Path) -> None:
+    def capture(target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hpcrepro.detect", "-o", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    done = capture(tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"error: --output: cannot write {tmp_path}: " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert run("-o", str(tmp_path)).stderr.splitlines()[-1] == done.stderr.splitlines()[-1]
+    nested = tmp_path / "missing" / "node.json"
+    done = capture(nested)
+    assert done.returncode == 0, done.stderr
+    assert load_descriptions(nested)[0].hostname

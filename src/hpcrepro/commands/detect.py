@@ -223,10 +223,6 @@ def _json_text(described: list[NodeDescription]) -> str:
 
 
 def _write_text(path: Path, text: str, option: str) -> None:
-    from hpcrepro.errors import UserError
+    from hpcrepro.detect.targets import write_text
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc}", where=option) from None
+    write_text(path, text, option)

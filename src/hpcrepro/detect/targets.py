@@ -1,4 +1,4 @@
-"""Where `detect` may write its derived files.
+"""Where `detect` may write its files, and the one way it writes them.
 
 A derived system YAML or MLPerf JSON is meant to be edited by hand afterwards (the JSON has fields
 only a person can fill), so an existing file is replaced only with `--force`; and the shipped
@@ -39,3 +39,12 @@ def check_target(path: Path, option: str, force: bool, shipped: Path | None) -> 
             where=option,
             hint="choose another path, or pass --force to replace it (edits made to it are lost)",
         )
+
+
+def write_text(path: Path, text: str, option: str) -> None:
+    """Write `path`, creating its folder; any failure is a UserError naming the option."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc}", where=option) from None
