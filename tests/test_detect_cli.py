@@ -279,3 +279,12 @@ def test_capture_module_handles_a_bad_output_path_like_the_command(tmp_path: Pat
     done = capture(nested)
     assert done.returncode == 0, done.stderr
     assert load_descriptions(nested)[0].hostname
+
+
+def test_many_alike_nodes_are_named_as_a_host_list(tmp_path: Path) -> None:
+    node = json.loads((DATA / "h200_2gpu_captured.json").read_text())
+    source = tmp_path / "nodes.json"
+    source.write_text(json.dumps([dict(node, hostname=f"n{i:04d}") for i in range(200)]))
+    done = run("--from-json", str(source), "--mlperf-json", str(tmp_path / "x.json"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "all 200 nodes are alike (n[0000-0199])"

@@ -178,11 +178,11 @@ def _reference_node(described: list[NodeDescription], say: _Printer) -> NodeDesc
     """The node the configs are derived from: the one with the most common values."""
     if len(described) == 1:
         return described[0]
-    from hpcrepro.detect.compare import differences, most_common_node
+    from hpcrepro.detect.compare import differences, most_common_node, name_list
 
     found = differences(described)
     if not found:
-        say(f"all {len(described)} nodes are alike ({', '.join(n.label for n in described)})")
+        say(f"all {len(described)} nodes are alike ({name_list([n.label for n in described])})")
         return described[0]
     say(f"{len(described)} nodes differ in {len(found)} fact(s):")
     for difference in found:
