@@ -212,7 +212,13 @@ def test_an_existing_file_is_replaced_only_with_force(tmp_path: Path) -> None:
         assert f"error: {option}: {target} exists" in done.stderr and "--force" in done.stderr
     assert system.read_text() == "# my edits\n" and mlperf.read_text() == "{}\n"
     done = run(
-        "--from-json", source, "--write-system", str(system), "--mlperf-json", str(mlperf), "--force"
+        "--from-json",
+        source,
+        "--write-system",
+        str(system),
+        "--mlperf-json",
+        str(mlperf),
+        "--force",
     )
     assert done.returncode == 0, done.stderr
     assert "system: mine_1x2" in system.read_text() and "number_of_nodes" in mlperf.read_text()
@@ -231,7 +237,10 @@ def test_the_shipped_catalog_is_never_written(tmp_path: Path) -> None:
     link.symlink_to(shipped)
     for target in (shipped, link):
         done = run(
-            "--from-json", str(DATA / "h200_2gpu_captured.json"), "--write-system", str(target),
+            "--from-json",
+            str(DATA / "h200_2gpu_captured.json"),
+            "--write-system",
+            str(target),
             "--force",
         )
         assert done.returncode == 2, done.stdout + done.stderr
@@ -239,8 +248,10 @@ def test_the_shipped_catalog_is_never_written(tmp_path: Path) -> None:
     assert shipped.read_bytes() == before
     assert not (systems_dir() / "new_1x2.yaml").exists()
     done = run(
-        "--from-json", str(DATA / "h200_2gpu_captured.json"),
-        "--write-system", str(systems_dir() / "new_1x2.yaml"),
+        "--from-json",
+        str(DATA / "h200_2gpu_captured.json"),
+        "--write-system",
+        str(systems_dir() / "new_1x2.yaml"),
     )
     assert done.returncode == 2 and not (systems_dir() / "new_1x2.yaml").exists()
 
@@ -252,8 +263,12 @@ def test_nonsense_values_are_refused_before_anything_is_written(tmp_path: Path) 
     source.write_text(json.dumps(data))
     out = tmp_path / "out"
     done = run(
-        "--from-json", str(source), "--write-system", str(out / "x_1x8.yaml"),
-        "--mlperf-json", str(out / "x.json"),
+        "--from-json",
+        str(source),
+        "--write-system",
+        str(out / "x_1x8.yaml"),
+        "--mlperf-json",
+        str(out / "x.json"),
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"error: {source} key 'gpus': 5000 GPUs in one node" in done.stderr

@@ -130,7 +130,8 @@ def test_a_forked_worker_reads_through_its_own_file_handle(recordio_dir):
     fd = reader._file().fileno()
     offset = os.lseek(fd, 0, os.SEEK_CUR)
     child = multiprocessing.get_context("fork").Process(
-        target=reader.read_position, args=(len(reader) - 1,))
+        target=reader.read_position, args=(len(reader) - 1,)
+    )
     child.start()
     child.join(30)
     assert child.exitcode == 0
@@ -168,5 +169,7 @@ def test_a_damaged_index_is_blamed_by_line(recordio_dir, tmp_path, make_index, w
 
 
 def test_an_intact_index_opens_with_every_record(recordio_dir):
-    dataset = RecordImageDataset(recordio_dir / "train.rec", recordio_dir / "train.idx", 32, True, 0)
+    dataset = RecordImageDataset(
+        recordio_dir / "train.rec", recordio_dir / "train.idx", 32, True, 0
+    )
     assert len(dataset) == 48

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,15 +90,21 @@ def test_runs_are_bounded_like_submit_before_anything_is_written(tmp_path):
 def test_a_demo_folder_that_is_a_file_is_refused_by_path(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    with pytest.raises(UserError, match=f"cannot use {afile} as the demo folder: it is not a folder"):
+    with pytest.raises(
+        UserError, match=re.escape(f"cannot use {afile} as the demo folder: it is not a folder")
+    ):
         demo.run_demo(afile, 1, say=lambda text: None)
-    with pytest.raises(UserError, match=f"cannot create the demo folder {afile}/sub/systems: Not a"):
+    with pytest.raises(
+        UserError, match=re.escape(f"cannot create the demo folder {afile}/sub/systems: Not a")
+    ):
         demo.run_demo(afile / "sub", 1, say=lambda text: None)
 
 
 def test_a_site_yaml_the_demo_did_not_write_is_never_replaced(tmp_path):
     (tmp_path / "site.yaml").write_text("partition: my-precious-site\n")
-    with pytest.raises(UserError, match="site.yaml exists and was not written by the demo") as caught:
+    with pytest.raises(
+        UserError, match=r"site\.yaml exists and was not written by the demo"
+    ) as caught:
         demo.run_demo(tmp_path, 1, say=lambda text: None)
     assert "choose another --dir" in (caught.value.hint or "")
     assert (tmp_path / "site.yaml").read_text() == "partition: my-precious-site\n"

@@ -51,7 +51,9 @@ class FullStream(io.StringIO):
 def test_an_unwritable_log_stops_at_the_first_line_with_one_message(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", FullStream())
     log = MLPerfLogger(enabled=True)
-    with pytest.raises(MLLogWriteError, match="cannot write the MLLOG lines to <stdout>: No space") as caught:
+    with pytest.raises(
+        MLLogWriteError, match="cannot write the MLLOG lines to <stdout>: No space"
+    ) as caught:
         log.event("submission_benchmark", "resnet")
     assert "cannot be scored" in (caught.value.hint or "")
     assert "Logging error" not in capsys.readouterr().err

@@ -47,7 +47,9 @@ def _spans(names: Sequence[str]) -> list[Span]:
 def _render(spans: Sequence[Span]) -> str:
     by_group: dict[tuple[str, int], list[str]] = {}
     for prefix, width, low, high in spans:
-        text = "" if width < 0 else f"{low:0{width}d}" + (f"-{high:0{width}d}" if high > low else "")
+        text = (
+            "" if width < 0 else f"{low:0{width}d}" + (f"-{high:0{width}d}" if high > low else "")
+        )
         by_group.setdefault((prefix, width), []).append(text)
     parts = []
     for (prefix, width), texts in by_group.items():

@@ -224,9 +224,8 @@ class FloatRange:
 
     def admits(self, value: float) -> bool:
         above = value >= self.low if self.low_allowed else value > self.low
-        below = (
-            self.high is None
-            or (value <= self.high if self.high_allowed else value < self.high)
+        below = self.high is None or (
+            value <= self.high if self.high_allowed else value < self.high
         )
         return above and below
 

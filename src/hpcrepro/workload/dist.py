@@ -215,8 +215,8 @@ def placement_from_env(env: Mapping[str, str] | None = None) -> Placement:
 
 
 _TIMEOUT_HINT = (
-    "start all SLURM_NTASKS tasks together (srun does; a plain `python` starts one), check "
-    f"that MASTER_ADDR/MASTER_PORT reach task 0, or raise {TIMEOUT_VARIABLE} when tasks start slowly"
+    "start all SLURM_NTASKS tasks together (srun does; a plain `python` starts one), check that "
+    f"MASTER_ADDR/MASTER_PORT reach task 0, or raise {TIMEOUT_VARIABLE} when tasks start slowly"
 )
 
 

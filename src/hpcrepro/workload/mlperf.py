@@ -45,7 +45,7 @@ class _CheckedStreamHandler(logging.StreamHandler):
         except (AttributeError, OSError, ValueError):
             return name
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name
         if self.failure is not None:
             return
         error = sys.exc_info()[1]
