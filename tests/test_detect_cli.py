@@ -199,3 +199,107 @@ def test_command_module_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_existing_file_is_replaced_only_with_force(tmp_path: Path) -> None:
+    system, mlperf = tmp_path / "mine_1x2.yaml", tmp_path / "mine.json"
+    system.write_text("# my edits\n")
+    mlperf.write_text("{}\n")
+    source = str(DATA / "h200_2gpu_captured.json")
+    for option, target in (("--write-system", system), ("--mlperf-json", mlperf)):
+        done = run("--from-json", source, option, str(target))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"error: {option}: {target} exists" in done.stderr and "--force" in done.stderr
+    assert system.read_text() == "# my edits\n" and mlperf.read_text() == "{}\n"
+    done = run(
+        "--from-json",
+        source,
+        "--write-system",
+        str(system),
+        "--mlperf-json",
+        str(mlperf),
+        "--force",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "system: mine_1x2" in system.read_text() and "number_of_nodes" in mlperf.read_text()
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    done = run("--from-json", source, "--write-system", str(folder), "--force")
+    assert done.returncode == 2 and "is a folder, not a file" in done.stderr
+
+
+def test_the_shipped_catalog_is_never_written(tmp_path: Path) -> None:
+    from hpcrepro.resources import systems_dir
+
+    shipped = systems_dir() / "h200_1x8.yaml"
+    before = shipped.read_bytes()
+    link = tmp_path / "h200_1x8.yaml"
+    link.symlink_to(shipped)
+    for target in (shipped, link):
+        done = run(
+            "--from-json",
+            str(DATA / "h200_2gpu_captured.json"),
+            "--write-system",
+            str(target),
+            "--force",
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "is in hpcrepro's shipped catalog" in done.stderr
+    assert shipped.read_bytes() == before
+    assert not (systems_dir() / "new_1x2.yaml").exists()
+    done = run(
+        "--from-json",
+        str(DATA / "h200_2gpu_captured.json"),
+        "--write-system",
+        str(systems_dir() / "new_1x2.yaml"),
+    )
+    assert done.returncode == 2 and not (systems_dir() / "new_1x2.yaml").exists()
+
+
+def test_nonsense_values_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = json.loads((DATA / "h200_2gpu_captured.json").read_text())
+    data["gpus"] = [dict(data["gpus"][0], index=i) for i in range(5000)]
+    source = tmp_path / "many.json"
+    source.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    done = run(
+        "--from-json",
+        str(source),
+        "--write-system",
+        str(out / "x_1x8.yaml"),
+        "--mlperf-json",
+        str(out / "x.json"),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"error: {source} key 'gpus': 5000 GPUs in one node" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_capture_module_handles_a_bad_output_path_like_the_command(tmp_path: Path) -> None:
+    def capture(target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hpcrepro.detect", "-o", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    done = capture(tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"error: --output: cannot write {tmp_path}: " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert run("-o", str(tmp_path)).stderr.splitlines()[-1] == done.stderr.splitlines()[-1]
+    nested = tmp_path / "missing" / "node.json"
+    done = capture(nested)
+    assert done.returncode == 0, done.stderr
+    assert load_descriptions(nested)[0].hostname
+
+
+def test_many_alike_nodes_are_named_as_a_host_list(tmp_path: Path) -> None:
+    node = json.loads((DATA / "h200_2gpu_captured.json").read_text())
+    source = tmp_path / "nodes.json"
+    source.write_text(json.dumps([dict(node, hostname=f"n{i:04d}") for i in range(200)]))
+    done = run("--from-json", str(source), "--mlperf-json", str(tmp_path / "x.json"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "all 200 nodes are alike (n[0000-0199])"

@@ -57,3 +57,33 @@ def test_most_common_node_is_the_reference() -> None:
     nodes = load_descriptions(DATA / "h200_3nodes_handwritten.json")
     nodes = [nodes[1], nodes[0], nodes[2]]  # the odd node first
     assert nodes[most_common_node(nodes, differences(nodes))].hostname == "h200-node001"
+
+
+def test_long_node_lists_are_compressed_and_cut_short() -> None:
+    from hpcrepro.detect.compare import name_list
+
+    assert name_list(["h200-node001", "h200-node003"]) == "h200-node001, h200-node003"
+    assert name_list([f"n{i:04d}" for i in range(1000)]) == "n[0000-0999]"
+    assert name_list([f"gpu{i:03d}" for i in (*range(1, 97), 101, 7)]) == "gpu[001-096,101]"
+    assert (
+        name_list([f"n{i:04d}" for i in range(0, 1000, 2)])
+        == "n[0000,0002,0004,0006,0008,0010,0012,0014] and 492 more"
+    )
+    mixed = ["gpu1", "gpu2", "gpu3", "gpu10", "gpu11", "login", "gpu5", "x01", "x02", "x03"]
+    assert name_list(mixed) == "gpu[1-3,5],gpu[10-11],login,x[01-03]"
+    assert name_list([chr(ord("a") + i) for i in range(10)]) == "a,b,c,d,e,f,g,h and 2 more"
+
+
+def test_a_difference_over_many_nodes_stays_one_short_line() -> None:
+    base = load_description(DATA / "h200_8gpu_handwritten.json")
+    nodes = []
+    for i in range(300):
+        node = copy.deepcopy(base)
+        node.hostname = f"gpu{i:03d}"
+        if i == 7:
+            node.nvml.driver_version = "535.161.08"
+        nodes.append(node)
+    (found,) = differences(nodes)
+    assert found.text() == (
+        f"driver: {base.nvml.driver_version} on gpu[000-006,008-299]; 535.161.08 on gpu007"
+    )

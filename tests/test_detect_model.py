@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hpcrepro.detect.model import (
+    MAX_GPUS_PER_NODE,
     SCHEMA,
     NodeDescription,
     load_description,
@@ -68,6 +69,37 @@ def _edited(path: Path, tmp_path: Path, edit) -> Path:
             "unknown description schema",
             "key 'schema'",
         ),
+        # values, not only types
+        (
+            lambda d: d["gpus"][3].update(memory_total_mib=-5),
+            "must be between 1 and 16777216, got -5",
+            "gpus.3.memory_total_mib",
+        ),
+        (lambda d: d["gpus"][0].update(name="  "), "must not be empty", "gpus.0.name"),
+        (lambda d: d.update(hostname=""), "must not be empty", "key 'hostname'"),
+        (lambda d: d["cpu"].update(sockets=-2), "between 1 and 64, got -2", "cpu.sockets"),
+        (lambda d: d["cpu"].update(max_mhz=float("nan")), "expected a finite number", "max_mhz"),
+        (
+            lambda d: d["gpus"][1].update(power_limit_w=float("inf")),
+            "expected a finite number, got inf",
+            "gpus.1.power_limit_w",
+        ),
+        (lambda d: d["gpus"][0].update(pcie_width_max=0), "between 1 and 64", "pcie_width_max"),
+        (
+            lambda d: d["gpus"][0].update(compute_capability="9.0.1; x"),
+            "expected a compute capability such as '9.0'",
+            "gpus.0.compute_capability",
+        ),
+        (
+            lambda d: d["cpu"]["caches"].append({"level": 2, "type": "Data", "size_kib": 0}),
+            "between 1 and",
+            "cpu.caches.4.size_kib",
+        ),
+        (
+            lambda d: d.update(gpus=[dict(d["gpus"][0], index=i) for i in range(65)]),
+            "65 GPUs in one node; the catalog takes at most 64 per node",
+            "key 'gpus'",
+        ),
     ],
 )
 def test_bad_description_names_the_key(tmp_path: Path, edit, message: str, where: str) -> None:
@@ -100,3 +132,17 @@ def test_list_entries_are_named_by_position(tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         load_descriptions(path)
     assert "[1] key 'kernel'" in (caught.value.where or "")
+
+
+def test_the_gpu_limit_is_the_catalogs() -> None:
+    catalog = pytest.importorskip("hpcrepro.catalog")
+    assert MAX_GPUS_PER_NODE == catalog.MAX_GPUS_PER_NODE
+
+
+def test_a_link_that_is_down_may_read_zero(tmp_path: Path) -> None:
+    path = _edited(
+        DATA / "h200_8gpu_handwritten.json",
+        tmp_path,
+        lambda d: d["gpus"][0].update(pcie_gen_current=0, pcie_width_current=0),
+    )
+    assert load_description(path).gpus[0].pcie_width_current == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,34 @@ def test_evaluation_epochs_follow_nvidia_offset_and_period():
         ({"OPTIMIZER": "sgd"}, "OPTIMIZER='sgd'"),
         ({"NUMEPOCHS": "2", "EVAL_OFFSET": "3"}, "no evaluation falls within NUMEPOCHS=2"),
         ({"LABELSMOOTHING": "1.5"}, "LABELSMOOTHING"),
+        ({"LR": "nan"}, "LR must be a finite number, got nan"),
+        ({"LR": "inf"}, "LR must be a finite number, got inf"),
+        ({"LR": "-1"}, "LR must be in (0, inf), got -1.0"),
+        ({"WD": "nan"}, "WD must be a finite number"),
+        ({"WD": "-1e-5"}, "WD must be in [0, inf)"),
+        ({"MOM": "nan"}, "MOM must be a finite number"),
+        ({"MOM": "1.0"}, "MOM must be in [0, 1)"),
+        ({"LARSETA": "nan"}, "LARSETA must be a finite number"),
+        ({"LARSETA": "0"}, "LARSETA must be in (0, inf)"),
+        ({"LABELSMOOTHING": "nan"}, "LABELSMOOTHING must be a finite number"),
+        ({"WARMUP_EPOCHS": "nan"}, "WARMUP_EPOCHS must be a finite number"),
+        ({"WARMUP_EPOCHS": "-inf"}, "WARMUP_EPOCHS must be a finite number"),
+        ({"WARMUP_EPOCHS": "-1"}, "WARMUP_EPOCHS must be in [0, inf)"),
+        ({"WARMUP_EPOCHS": "1e300"}, "WARMUP_EPOCHS=1e+300 is longer than NUMEPOCHS=37"),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+    with pytest.raises(UserError, match=re.escape(message)):
         settle([], {"HPCREPRO_DATA_DIR": "/d", **env})
+
+
+def test_a_flag_value_is_checked_like_its_variable():
+    with pytest.raises(UserError, match="--target-accuracy must be a finite number"):
+        settle(["--target-accuracy", "nan"], {"HPCREPRO_DATA_DIR": "/d"})
+    with pytest.raises(UserError, match="LR must be a finite number") as caught:
+        settle(["--lr", "inf"], {"HPCREPRO_DATA_DIR": "/d", "HPCREPRO_WORKLOAD_PROFILE": "tiny"})
+    assert "such as 2.0" in (caught.value.hint or "")
+    assert settle(["--target-accuracy", "1.0"], {"HPCREPRO_DATA_DIR": "/d"}).target_accuracy == 1
 
 
 def test_missing_data_folder_says_how_to_give_it():

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 Image = pytest.importorskip("PIL.Image")
 
+from hpcrepro.errors import UserError  # noqa: E402
 from hpcrepro.recordio import IndexedReader  # noqa: E402
 from hpcrepro.workload.data import (  # noqa: E402
     RecordImageDataset,
@@ -129,10 +130,46 @@ def test_a_forked_worker_reads_through_its_own_file_handle(recordio_dir):
     fd = reader._file().fileno()
     offset = os.lseek(fd, 0, os.SEEK_CUR)
     child = multiprocessing.get_context("fork").Process(
-        target=reader.read_position, args=(len(reader) - 1,))
+        target=reader.read_position, args=(len(reader) - 1,)
+    )
     child.start()
     child.join(30)
     assert child.exitcode == 0
     assert os.lseek(fd, 0, os.SEEK_CUR) == offset  # the child moved no offset of ours
     assert reader.read_position(0) == first
     reader.close()
+
+
+def damaged_copy(recordio_dir, tmp_path, index: bytes):
+    (tmp_path / "train.rec").write_bytes((recordio_dir / "train.rec").read_bytes())
+    (tmp_path / "train.idx").write_bytes(index)
+    return tmp_path / "train.rec", tmp_path / "train.idx"
+
+
+@pytest.mark.parametrize(
+    ("make_index", "where", "message"),
+    [
+        (lambda good: b"0\t0\n\x00\xff garbage\n", ":2", "non-ASCII bytes"),
+        (lambda good: b"abc\tdef\n", ":1", "not integers"),
+        (lambda good: b"0\t0\n1\n", ":2", "expected 'id<TAB>offset'"),
+        # a copy cut mid-line: the last line '<id>\t<first digits>' still parses
+        (lambda good: good[: good.index(b"\t", 200) + 2], "", "does not follow the previous"),
+        (lambda good: good + b"48\t99999999\n", ":49", "beyond the end of"),
+    ],
+    ids=["binary", "text", "one-field", "cut-short", "past-the-end"],
+)
+def test_a_damaged_index_is_blamed_by_line(recordio_dir, tmp_path, make_index, where, message):
+    good = (recordio_dir / "train.idx").read_bytes()
+    rec, idx = damaged_copy(recordio_dir, tmp_path, make_index(good))
+    with pytest.raises(UserError, match=message) as caught:
+        RecordImageDataset(rec, idx, 32, True, 0)
+    assert f"{idx}{where}:" in caught.value.render()
+    assert "hpcrepro prep verify" in (caught.value.hint or "")
+    assert "train.rec" not in caught.value.render().split(str(idx))[0]
+
+
+def test_an_intact_index_opens_with_every_record(recordio_dir):
+    dataset = RecordImageDataset(
+        recordio_dir / "train.rec", recordio_dir / "train.idx", 32, True, 0
+    )
+    assert len(dataset) == 48

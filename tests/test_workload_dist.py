@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
+
 import pytest
 
 from hpcrepro.errors import UserError
+from hpcrepro.workload import dist
 from hpcrepro.workload.dist import (
     DEFAULT_PORT,
+    DEFAULT_RENDEZVOUS_TIMEOUT_S,
     Placement,
     expand_nodelist,
     gpu_index,
+    join,
     master_address,
     master_port,
     placement_from_env,
+    rendezvous_timeout,
 )
 
 
@@ -91,3 +99,55 @@ def test_gpu_index_binds_local_rank_or_the_single_visible_gpu():
 def test_local_launcher_job_ids_get_their_own_port():
     ports = {master_port({"SLURM_JOB_ID": f"local{n}"}) for n in range(50)}
     assert len(ports) > 45 and all(1024 < port < 32768 for port in ports)
+
+
+def test_rendezvous_timeout_is_a_positive_number_of_seconds():
+    assert rendezvous_timeout({}) == DEFAULT_RENDEZVOUS_TIMEOUT_S
+    assert rendezvous_timeout({"HPCREPRO_RENDEZVOUS_TIMEOUT_S": "2.5"}) == 2.5
+    for bad in ("0", "-3", "nan", "inf", "soon"):
+        with pytest.raises(UserError, match=f"HPCREPRO_RENDEZVOUS_TIMEOUT_S='{bad}'"):
+            rendezvous_timeout({"HPCREPRO_RENDEZVOUS_TIMEOUT_S": bad})
+    env = {"SLURM_NTASKS": "2", "MASTER_ADDR": "h", "HPCREPRO_RENDEZVOUS_TIMEOUT_S": "7"}
+    assert placement_from_env(env).rendezvous_timeout_s == 7
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def placement(rank: int, world: int, port: int, timeout: float) -> Placement:
+    return Placement(rank, world, rank, world, "127.0.0.1", port, timeout)
+
+
+def test_a_task_left_alone_says_how_many_it_waits_for_then_gives_up(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(dist, "FIRST_REPORT_S", 0.2)
+    port, said = free_port(), []
+    with pytest.raises(UserError, match=r"timed out after 1\.5 s: still waiting for 2 of 3 tasks"):
+        join(placement(0, 3, port, 1.5), said.append)
+    assert said and f"rank 0 waiting for 2 of 3 tasks at 127.0.0.1:{port}" in said[0]
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"task 1 could not reach task 0's rendezvous at 127.0.0.1:{port} within 1 s"
+        ),
+    ):
+        join(placement(1, 2, port, 1.0), said.append)
+
+
+def test_tasks_that_all_start_join_one_store():
+    pytest.importorskip("torch")
+    port, stores = free_port(), {}
+
+    def one(rank: int) -> None:
+        stores[rank] = join(placement(rank, 2, port, 20), print)
+
+    threads = [threading.Thread(target=one, args=(rank,)) for rank in (1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(stores) == [0, 1]
+    assert stores[1].add(dist.JOINED_KEY, 0) == 2

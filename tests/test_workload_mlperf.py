@@ -1,8 +1,14 @@
-"""Which division a run may claim."""
+"""Which division a run may claim; a log that cannot be written stops the run."""
 
 from __future__ import annotations
 
-from hpcrepro.workload.mlperf import division_for
+import errno
+import io
+import sys
+
+import pytest
+
+from hpcrepro.workload.mlperf import MLLogWriteError, MLPerfLogger, division_for
 
 FULL = {
     "width": 64,
@@ -26,3 +32,35 @@ def test_only_resnet50_on_imagenet_to_the_mlperf_target_is_closed():
         {"eval_samples": 200},
     ):
         assert division_for(**{**FULL, **change}) == "open", change
+
+
+class FullStream(io.StringIO):
+    """stdout on a full file system: every write fails."""
+
+    name = "<stdout>"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def write(self, text: str) -> int:
+        self.attempts += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_unwritable_log_stops_at_the_first_line_with_one_message(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", FullStream())
+    log = MLPerfLogger(enabled=True)
+    with pytest.raises(
+        MLLogWriteError, match="cannot write the MLLOG lines to <stdout>: No space"
+    ) as caught:
+        log.event("submission_benchmark", "resnet")
+    assert "cannot be scored" in (caught.value.hint or "")
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_ranks_other_than_0_do_not_write(monkeypatch):
+    stream = FullStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    MLPerfLogger(enabled=False).event("submission_benchmark", "resnet")
+    assert stream.attempts == 0

@@ -253,3 +253,50 @@ def test_cache_clear_is_logged_once_by_whoever_dropped_the_cache(tiny_data):
     assert mine.returncode == job.returncode == 0, mine.stderr + job.stderr
     assert [e["value"] for e in mllog(mine.stdout) if e["key"] == "cache_clear"] == [False]
     assert [e for e in mllog(job.stdout) if e["key"] == "cache_clear"] == []
+
+
+def test_a_damaged_index_exits_2_naming_its_line(tiny_data, tmp_path):
+    for name in ("train.rec", "val.rec", "val.idx"):
+        (tmp_path / name).write_bytes((tiny_data / name).read_bytes())
+    (tmp_path / "train.idx").write_bytes(b"0\t0\n\x00\xff garbage\n")
+    result = subprocess.run(
+        TRAIN, env=base_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: {tmp_path / 'train.idx'}:2: the index holds non-ASCII bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_task_whose_peers_never_start_gives_up_with_a_message(tiny_data):
+    env = base_env(tiny_data)
+    env.update(
+        {
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": "0",
+            "SLURM_JOB_NODELIST": "localhost",
+            "MASTER_PORT": str(free_port()),
+            "HPCREPRO_RENDEZVOUS_TIMEOUT_S": "2",
+        }
+    )
+    result = subprocess.run(
+        TRAIN, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "timed out after 2 s: still waiting for 1 of 2 tasks" in result.stderr
+    assert "HPCREPRO_RENDEZVOUS_TIMEOUT_S" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_log_that_cannot_be_written_ends_the_run_with_one_message(tiny_data):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*TRAIN, "--epochs", "1", "--eval-offset", "0"],
+            env=base_env(tiny_data),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: cannot write the MLLOG lines to stdout (/dev/full): No space" in result.stderr
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr

@@ -61,6 +61,9 @@ def detect(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Also write the JSON description here."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace existing --write-system / --mlperf-json files."
+    ),
 ) -> None:
     """Describe this node (GPUs through NVML, CPU, memory, OS, InfiniBand, Slurm), or every node
     of a job, and derive a system config and an MLPerf system description from it."""
@@ -71,6 +74,7 @@ def detect(
             "--from-json and --all-nodes exclude each other",
             hint="use --from-json for a captured description, --all-nodes to capture anew",
         )
+    _check_targets(write_system, mlperf_json, force)
     say = _Printer(quiet_stdout=as_json)
     described = _gather(all_nodes, from_json, site, nodes, gpus_per_node, timeout_min, job_folder)
     for node in described:
@@ -91,6 +95,25 @@ def detect(
         from hpcrepro.detect.summary import summary_text
 
         sys.stdout.write(summary_text(reference))
+
+
+def _check_targets(write_system: Path | None, mlperf_json: Path | None, force: bool) -> None:
+    """Before any detection (which may be a Slurm job): refuse targets that must not be written."""
+    if write_system is None and mlperf_json is None:
+        return
+    from hpcrepro.detect.closest import system_name_for
+    from hpcrepro.detect.targets import check_target
+    from hpcrepro.resources import systems_dir
+
+    try:
+        shipped: Path | None = systems_dir()
+    except FileNotFoundError:  # an installation without its catalog has nothing to protect
+        shipped = None
+    if write_system is not None:
+        system_name_for(write_system)
+        check_target(write_system, "--write-system", force, shipped)
+    if mlperf_json is not None:
+        check_target(mlperf_json, "--mlperf-json", force, shipped)
 
 
 class _Printer:
@@ -155,11 +178,11 @@ def _reference_node(described: list[NodeDescription], say: _Printer) -> NodeDesc
     """The node the configs are derived from: the one with the most common values."""
     if len(described) == 1:
         return described[0]
-    from hpcrepro.detect.compare import differences, most_common_node
+    from hpcrepro.detect.compare import differences, most_common_node, name_list
 
     found = differences(described)
     if not found:
-        say(f"all {len(described)} nodes are alike ({', '.join(n.label for n in described)})")
+        say(f"all {len(described)} nodes are alike ({name_list([n.label for n in described])})")
         return described[0]
     say(f"{len(described)} nodes differ in {len(found)} fact(s):")
     for difference in found:
@@ -200,10 +223,6 @@ def _json_text(described: list[NodeDescription]) -> str:
 
 
 def _write_text(path: Path, text: str, option: str) -> None:
-    from hpcrepro.errors import UserError
+    from hpcrepro.detect.targets import write_text
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc}", where=option) from None
+    write_text(path, text, option)

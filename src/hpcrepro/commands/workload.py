@@ -11,7 +11,10 @@ def demo(
     directory: Path = typer.Option(
         Path("hpcrepro-demo"), "--dir", help="Folder for the demo's data, configs and logs."
     ),
-    runs: int = typer.Option(5, "--runs", min=1, help="Training runs (MLPerf scores 5)."),
+    # 99: what `hpcrepro submit` accepts (hpcrepro.site.MAX_RUNS; a test keeps them equal).
+    runs: int = typer.Option(
+        5, "--runs", min=1, max=99, help="Training runs, 1-99 (MLPerf scores 5)."
+    ),
 ) -> None:
     """Synthetic data -> prep -> training runs with the local backend -> collected report."""
     from hpcrepro.workload.demo import run_demo

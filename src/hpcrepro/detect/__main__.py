@@ -9,6 +9,8 @@ from pathlib import Path
 
 from hpcrepro.detect.describe import describe_node
 from hpcrepro.detect.summary import summary_text
+from hpcrepro.detect.targets import write_text
+from hpcrepro.errors import USER_ERROR_EXIT, UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"notice: {node.nvml.notice}\n")
     text = node.to_json()
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            write_text(args.output, text, "--output")
+        except UserError as error:  # the same message `hpcrepro detect -o` gives
+            lines = error.render().splitlines()
+            sys.stderr.write(f"error: {lines[0]}\n" + "".join(f"  {ln}\n" for ln in lines[1:]))
+            return USER_ERROR_EXIT
     sys.stdout.write(text if args.json else summary_text(node))
     return 0
 

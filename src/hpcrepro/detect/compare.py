@@ -8,6 +8,7 @@ differently per boot and firmware).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,55 @@ Fingerprint = dict[str, str]
 
 # Facts compared with a relative tolerance instead of exactly.
 _TOLERANCE = {"memory_gib": 0.01}
+# Node lists longer than this are compressed like Slurm's ('gpu[001-128]') and then cut short.
+NAMES_SHOWN = 8
+
+
+Span = tuple[str, int, int, int]  # (prefix, digit count, first number, last number); -1: no digits
+
+
+def _spans(names: Sequence[str]) -> list[Span]:
+    """Runs of consecutive numbers per (prefix, digit count), groups in order of appearance."""
+    groups: dict[tuple[str, int], set[int]] = {}
+    for name in names:
+        match = re.fullmatch(r"(.*?)(\d+)", name)
+        key = (match.group(1), len(match.group(2))) if match else (name, -1)
+        groups.setdefault(key, set()).add(int(match.group(2)) if match else 0)
+    spans: list[Span] = []
+    for (prefix, width), numbers in groups.items():
+        run: list[int] = []
+        for number in sorted(numbers):
+            if run and number != run[1] + 1:
+                spans.append((prefix, width, run[0], run[1]))
+                run = []
+            run = [run[0] if run else number, number]
+        spans.append((prefix, width, run[0], run[1]))
+    return spans
+
+
+def _render(spans: Sequence[Span]) -> str:
+    by_group: dict[tuple[str, int], list[str]] = {}
+    for prefix, width, low, high in spans:
+        text = (
+            "" if width < 0 else f"{low:0{width}d}" + (f"-{high:0{width}d}" if high > low else "")
+        )
+        by_group.setdefault((prefix, width), []).append(text)
+    parts = []
+    for (prefix, width), texts in by_group.items():
+        single = width < 0 or (len(texts) == 1 and "-" not in texts[0])
+        parts.append(prefix + texts[0] if single else f"{prefix}[{','.join(texts)}]")
+    return ",".join(parts)
+
+
+def name_list(names: Sequence[str]) -> str:
+    """A few names as they are; many as a Slurm-style host list ('gpu[001-096,101]') of at most
+    NAMES_SHOWN ranges, then how many nodes are left out."""
+    if len(names) <= NAMES_SHOWN:
+        return ", ".join(names)
+    spans = _spans(names)
+    shown = _render(spans[:NAMES_SHOWN])
+    rest = sum(high - low + 1 for _, _, low, high in spans[NAMES_SHOWN:])
+    return shown + (f" and {rest} more" if rest else "")
 
 
 def fingerprint(node: NodeDescription) -> Fingerprint:
@@ -61,7 +111,7 @@ class Difference:
     groups: list[tuple[str, list[str]]]
 
     def text(self) -> str:
-        parts = [f"{value} on {', '.join(hosts)}" for value, hosts in self.groups]
+        parts = [f"{value} on {name_list(hosts)}" for value, hosts in self.groups]
         return f"{self.key}: " + "; ".join(parts)
 
 

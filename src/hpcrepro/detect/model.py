@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -158,6 +160,37 @@ class NodeDescription:
         return names.pop() if len(names) == 1 else None
 
 
+# The catalog's own limit (hpcrepro.catalog.MAX_GPUS_PER_NODE; not imported: it needs pydantic).
+MAX_GPUS_PER_NODE = 64
+# Plausible values of numeric facts: anything outside is a damaged or hand-edited file, and would
+# come out as nonsense in the derived files ('-141GB' GPUs, 'nan MHz') or a YAML the catalog
+# refuses. Current PCIe generation and width may read 0 on a link that is down.
+VALUE_RANGES: dict[tuple[type, str], tuple[float, float]] = {
+    (NodeDescription, "memory_bytes"): (1, 2**60),
+    (Cpu, "sockets"): (1, 64),
+    (Cpu, "cores"): (1, 2**20),
+    (Cpu, "threads"): (1, 2**20),
+    (Cpu, "max_mhz"): (1, 100_000),
+    (CpuCache, "level"): (1, 5),
+    (CpuCache, "size_kib"): (1, 2**30),
+    (CpuCache, "shared_by_cpus"): (1, 2**20),
+    (Gpu, "index"): (0, MAX_GPUS_PER_NODE - 1),
+    (Gpu, "memory_total_mib"): (1, 2**24),
+    (Gpu, "max_sm_clock_mhz"): (1, 100_000),
+    (Gpu, "max_memory_clock_mhz"): (1, 100_000),
+    (Gpu, "power_limit_w"): (1, 100_000),
+    (Gpu, "pcie_gen_current"): (0, 16),
+    (Gpu, "pcie_gen_max"): (1, 16),
+    (Gpu, "pcie_width_current"): (0, 64),
+    (Gpu, "pcie_width_max"): (1, 64),
+    (NvLink, "link"): (0, 255),
+    (IbPort, "port"): (0, 255),
+    (IbPort, "rate_gbps"): (0, 100_000),
+}
+# Text facts the derived files are named or keyed by: an empty one makes a nameless GPU model.
+NON_EMPTY = {(NodeDescription, "hostname"), (Gpu, "name")}
+
+
 def load_descriptions(path: Path) -> list[NodeDescription]:
     """Read one description, or the list `detect --all-nodes --json` writes, from a JSON file."""
     data = _read_json(Path(path))
@@ -211,6 +244,8 @@ def _build(kind: Any, value: Any, source: str, path: tuple[str | int, ...]) -> A
     if dataclasses.is_dataclass(kind):
         return _build_dataclass(kind, value, source, path)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"expected a finite number, got {value}", where=_where(source, path))
         return float(value)
     if kind is int and isinstance(value, bool):
         raise UserError(f"expected int, got {value!r}", where=_where(source, path))
@@ -234,6 +269,13 @@ def _build_dataclass(kind: Any, value: Any, source: str, path: tuple[str | int, 
             where=_where(source, (*path, unknown[0])),
             hint=f"known keys here: {', '.join(fields)}",
         )
+    gpus = value.get("gpus") if kind is NodeDescription else None
+    if isinstance(gpus, list) and len(gpus) > MAX_GPUS_PER_NODE:
+        raise UserError(
+            f"{len(gpus)} GPUs in one node; the catalog takes at most {MAX_GPUS_PER_NODE} per node",
+            where=_where(source, (*path, "gpus")),
+            hint="describe each node as its own entry (a list of nodes for several)",
+        )
     kwargs = {}
     for name, spec in fields.items():
         if name not in value:
@@ -244,4 +286,18 @@ def _build_dataclass(kind: Any, value: Any, source: str, path: tuple[str | int, 
                 raise UserError(f"missing key '{name}'", where=_where(source, path))
             continue
         kwargs[name] = _build(hints[name], value[name], source, (*path, name))
+        _check_value(kind, name, kwargs[name], _where(source, (*path, name)))
     return kind(**kwargs)
+
+
+def _check_value(kind: Any, name: str, value: Any, where: str) -> None:
+    if value is None:
+        return
+    if (kind, name) in NON_EMPTY and not value.strip():
+        raise UserError("must not be empty", where=where)
+    if (kind, name) == (Gpu, "compute_capability") and not re.fullmatch(r"\d{1,2}\.\d{1,2}", value):
+        raise UserError(f"expected a compute capability such as '9.0', got {value!r}", where=where)
+    bounds = VALUE_RANGES.get((kind, name))
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        low, high = (f"{bound:g}" if bound < 1e6 else f"{bound:.0f}" for bound in bounds)
+        raise UserError(f"must be between {low} and {high}, got {value}", where=where)

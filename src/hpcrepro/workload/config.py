@@ -11,6 +11,7 @@ This module needs only the standard library, so `--help` and config errors are i
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -211,7 +212,58 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], device_name: str) 
     return config
 
 
+@dataclass(frozen=True)
+class FloatRange:
+    """Where a float setting may lie; `None` leaves that side open."""
+
+    variable: str
+    low: float
+    high: float | None
+    low_allowed: bool
+    high_allowed: bool
+
+    def admits(self, value: float) -> bool:
+        above = value >= self.low if self.low_allowed else value > self.low
+        below = self.high is None or (
+            value <= self.high if self.high_allowed else value < self.high
+        )
+        return above and below
+
+    def describe(self) -> str:
+        opening = "[" if self.low_allowed else "("
+        if self.high is None:
+            return f"{opening}{self.low:g}, inf)"
+        closing = "]" if self.high_allowed else ")"
+        return f"{opening}{self.low:g}, {self.high:g}{closing}"
+
+
+FLOAT_RANGES = {
+    "lr": FloatRange("LR", 0.0, None, False, False),
+    "warmup_epochs": FloatRange("WARMUP_EPOCHS", 0.0, None, True, False),
+    "weight_decay": FloatRange("WD", 0.0, None, True, False),
+    "momentum": FloatRange("MOM", 0.0, 1.0, True, False),
+    "lars_eta": FloatRange("LARSETA", 0.0, None, False, False),
+    "label_smoothing": FloatRange("LABELSMOOTHING", 0.0, 1.0, True, False),
+    "target_accuracy": FloatRange("--target-accuracy", 0.0, 1.0, False, True),
+}
+
+
+def _check_floats(config: RunConfig) -> None:
+    """Every float finite and in its range: a NaN or infinite rate would train on NaN weights
+    and log `NaN` values that no MLLOG reader accepts."""
+    for name, allowed in FLOAT_RANGES.items():
+        value = getattr(config, name)
+        hint = f"set {allowed.variable} to a number such as {PROFILES[config.profile][name]}"
+        if not math.isfinite(value):
+            raise UserError(f"{allowed.variable} must be a finite number, got {value}", hint=hint)
+        if not allowed.admits(value):
+            raise UserError(
+                f"{allowed.variable} must be in {allowed.describe()}, got {value}", hint=hint
+            )
+
+
 def _check(config: RunConfig) -> None:
+    _check_floats(config)
     positive = {
         "batch_size": "BATCHSIZE",
         "epochs": "NUMEPOCHS",
@@ -219,15 +271,17 @@ def _check(config: RunConfig) -> None:
         "num_classes": "--num-classes",
         "image_size": "--image-size",
         "width": "--width",
-        "lr": "LR",
     }
     for name, source in positive.items():
         if getattr(config, name) <= 0:
             raise UserError(f"{source} must be positive, got {getattr(config, name)}")
-    if config.eval_offset < 0 or config.warmup_epochs < 0 or config.workers < 0:
-        raise UserError("EVAL_OFFSET, WARMUP_EPOCHS and --workers must not be negative")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        raise UserError(f"LABELSMOOTHING must be in [0, 1), got {config.label_smoothing}")
+    if config.eval_offset < 0 or config.workers < 0:
+        raise UserError("EVAL_OFFSET and --workers must not be negative")
+    if config.warmup_epochs > config.epochs:
+        raise UserError(
+            f"WARMUP_EPOCHS={config.warmup_epochs:g} is longer than NUMEPOCHS={config.epochs}",
+            hint="the learning rate would never reach its decay; lower WARMUP_EPOCHS",
+        )
     if "lars" not in config.optimizer.lower():
         raise UserError(
             f"OPTIMIZER='{config.optimizer}' is not supported by the reference workload",

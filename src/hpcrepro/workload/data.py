@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from hpcrepro.errors import UserError
-from hpcrepro.recordio import IndexedReader
+from hpcrepro.recordio import IndexedReader, RecordIOError
 
 MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -77,6 +77,59 @@ def to_chw_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+_DATA_HINT = (
+    "check the data set with `hpcrepro prep verify` and rebuild it with `hpcrepro prep imagenet`"
+)
+_HEADER_BYTES = 8  # a record's magic and length word
+
+
+def _first_non_ascii_line(path: Path) -> int:
+    data = path.read_bytes()
+    position = next((i for i, byte in enumerate(data) if byte > 127), len(data))
+    return data.count(b"\n", 0, position) + 1
+
+
+def open_indexed(rec_path: Path, idx_path: Path) -> IndexedReader:
+    """An `IndexedReader` whose index has been checked against its `.rec`.
+
+    A damaged index must be blamed on itself: an `.idx` cut short mid-line still parses (its
+    last offset shrinks to a few digits), and the run would fail later on "bad magic" in the
+    `.rec`. Offsets grow in file order in every index im2rec or `hpcrepro prep` writes, and each
+    must leave room for a record header inside the `.rec`.
+    """
+    try:
+        reader = IndexedReader(rec_path, idx_path)
+        rec_size = rec_path.stat().st_size
+    except UnicodeDecodeError:
+        raise UserError(
+            "the index holds non-ASCII bytes; an .idx has 'id<TAB>offset' lines only",
+            where=f"{idx_path}:{_first_non_ascii_line(idx_path)}",
+            hint=_DATA_HINT,
+        ) from None
+    except RecordIOError as exc:  # its message starts with 'path:line:'
+        raise UserError(f"damaged index: {exc}", hint=_DATA_HINT) from None
+    except OSError as exc:
+        raise UserError(
+            f"cannot read {exc.filename or idx_path}: {exc.strerror or exc}", hint=_DATA_HINT
+        ) from None
+    previous = -1
+    for line, (_, offset) in enumerate(reader.entries, 1):
+        problem = ""
+        if offset <= previous:
+            problem = f"offset {offset} does not follow the previous line's {previous}"
+        elif offset + _HEADER_BYTES > rec_size:
+            problem = f"offset {offset} lies beyond the end of {rec_path} ({rec_size} bytes)"
+        if problem:
+            raise UserError(
+                f"the index is damaged: {problem} (a copy cut short, or an index written "
+                "for another .rec?)",
+                where=f"{idx_path}:{line}",
+                hint=_DATA_HINT,
+            )
+        previous = offset
+    return reader
+
+
 class RecordImageDataset(torch.utils.data.Dataset):
     """Images of one `.rec`/`.idx` pair, decoded and augmented per item.
 
@@ -92,7 +145,7 @@ class RecordImageDataset(torch.utils.data.Dataset):
                     hint="point HPCREPRO_DATA_DIR (or --data-dir) at the folder that holds "
                     "train.rec, train.idx, val.rec and val.idx (made by `hpcrepro prep imagenet`)",
                 )
-        self.reader = IndexedReader(Path(rec_path), Path(idx_path))
+        self.reader = open_indexed(Path(rec_path), Path(idx_path))
         self.size = size
         self.train = train
         self.seed = seed
@@ -114,8 +167,7 @@ class RecordImageDataset(torch.utils.data.Dataset):
             raise UserError(
                 f"{self.reader.rec_path}: record {position} of the index cannot be read as an "
                 f"image ({exc})",
-                hint="check the data set with `hpcrepro prep verify` and rebuild it with "
-                "`hpcrepro prep imagenet`",
+                hint=_DATA_HINT,
             ) from None
         return to_chw_uint8(image), int(record.label)
 

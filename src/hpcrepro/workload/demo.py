@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,10 +25,16 @@ from hpcrepro.errors import UserError
 SYSTEM = "demo_cpu"
 VERSION = "r4.0"
 TAIL_LINES = 20
+MAX_RUNS = 99  # what `hpcrepro submit` accepts (hpcrepro.site.MAX_RUNS)
+# The first line of every file the demo writes: a file without it is the user's, never replaced.
+WRITTEN_BY = "# Written by `hpcrepro demo`"
+# Marks a raw/ folder whose generation finished; raw/ only appears once it is complete.
+RAW_COMPLETE = "hpcrepro-demo-complete"
+RAW_PARTIAL_PREFIX = ".hpcrepro-demo-raw-"
 
 # The tiny recipe as a catalog entry (schema of systems/*.yaml). One task per node on CPU.
-SYSTEM_YAML = """\
-# Written by `hpcrepro demo`: the tiny reference workload on this machine's CPU.
+SYSTEM_YAML = f"""\
+{WRITTEN_BY}: the tiny reference workload on this machine's CPU.
 system: demo_cpu
 title: hpcrepro demo, tiny ResNet-50 on CPU (1 node x 1 task)
 gpu_model: none
@@ -70,13 +77,13 @@ versions:
       HPCREPRO_WORKLOAD_PROFILE: tiny
 """
 
-SITE_YAML = """\
-# Written by `hpcrepro demo`: this machine, no container, the reference workload.
+SITE_YAML = f"""\
+{WRITTEN_BY}: this machine, no container, the reference workload.
 runtime: none
 workload: reference
-python: {python}
-dataset_dir: {data}
-log_dir: {logs}
+python: {{python}}
+dataset_dir: {{data}}
+log_dir: {{logs}}
 drop_caches_command: null
 """
 
@@ -120,21 +127,102 @@ def _newest_campaign(logs: Path, before: set[Path]) -> Path:
     return max(created, key=lambda path: path.stat().st_mtime)
 
 
+def _refuse_foreign_files(paths: Sequence[Path], directory: Path) -> None:
+    """The demo rewrites its own config files on every run, but never a file it did not write."""
+    for path in paths:
+        try:
+            first_line = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing there to replace; creating the folders will say what is wrong
+        except OSError as exc:
+            raise UserError(
+                f"cannot read {path}: {exc.strerror or exc}",
+                hint="choose another --dir for the demo",
+            ) from None
+        if not first_line.startswith(WRITTEN_BY):
+            raise UserError(
+                f"{path} exists and was not written by the demo; the demo would replace it",
+                hint=f"choose another --dir (the demo writes site.yaml, systems/, raw/, data/ "
+                f"and campaigns/ in it), or move {path.name} away from {directory}",
+            )
+
+
+def _make_folders(folders: Sequence[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the demo folder {folder}: {exc.strerror or exc}",
+                hint="choose another --dir: a folder you can write to (it is created if missing)",
+            ) from None
+
+
+def _write_own(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="choose another --dir"
+        ) from None
+
+
+def _ensure_raw(raw: Path, step: Callable[[str], None]) -> None:
+    """The synthetic JPEG tree, whole or not at all.
+
+    It is written into a hidden sibling folder and renamed to `raw` once complete, so an
+    interrupted generation leaves no `raw/` that a later run would trust.
+    """
+    from hpcrepro.workload.synthetic import write_synthetic_imagenet
+
+    if (raw / RAW_COMPLETE).is_file():
+        return
+    if raw.exists():
+        raise UserError(
+            f"{raw} exists but the demo did not finish writing it (an interrupted run of an "
+            "older hpcrepro, or a folder that is not the demo's)",
+            hint=f"delete {raw} if it is the demo's and run again, or choose another --dir",
+        )
+    for leftover in raw.parent.glob(f"{RAW_PARTIAL_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)  # an interrupted generation's half
+    step(f"writing a synthetic ImageNet-shaped set to {raw}")
+    partial = raw.parent / f"{RAW_PARTIAL_PREFIX}{os.getpid()}"
+    try:
+        write_synthetic_imagenet(partial)
+        (partial / RAW_COMPLETE).write_text(f"{WRITTEN_BY}\n", encoding="utf-8")
+        partial.rename(raw)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the synthetic data set to {raw}: {exc.strerror or exc}",
+            hint="free some space (about 3 MB) or choose another --dir",
+        ) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> Path:
     """Build and run the demo in `directory`; returns the campaign folder."""
+    if not 1 <= runs <= MAX_RUNS:
+        raise UserError(
+            f"--runs {runs} is out of range", hint=f"give 1 to {MAX_RUNS} (MLPerf scores 5)"
+        )
     missing = _missing_packages()
     if missing:
         raise UserError(
             f"the demo needs the workload extra; missing: {', '.join(missing)}",
             hint="pip install 'hpcrepro[workload]'",
         )
-    from hpcrepro.workload.synthetic import write_synthetic_imagenet
-
     directory = directory.resolve()
     raw, data = directory / "raw", directory / "data"
     systems, logs, site = directory / "systems", directory / "campaigns", directory / "site.yaml"
-    for folder in (systems, logs):
-        folder.mkdir(parents=True, exist_ok=True)
+    system_file = systems / f"{SYSTEM}.yaml"
+    if directory.exists() and not directory.is_dir():
+        raise UserError(
+            f"cannot use {directory} as the demo folder: it is not a folder",
+            hint="choose another --dir: a folder you can write to (it is created if missing)",
+        )
+    _refuse_foreign_files([site, system_file], directory)
+    _make_folders([systems, logs])
     env = dict(os.environ)
     env["HPCREPRO_SYSTEMS"] = os.pathsep.join(
         [str(systems), *filter(None, [os.environ.get("HPCREPRO_SYSTEMS")])]
@@ -147,19 +235,17 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
     def step(text: str) -> None:
         say(f"[{time.monotonic() - started:6.1f} s] {text}")
 
-    if not (raw / "val").is_dir():
-        step(f"writing a synthetic ImageNet-shaped set to {raw}")
-        write_synthetic_imagenet(raw)
+    _ensure_raw(raw, step)
     step(f"hpcrepro prep imagenet --raw {raw} --out {data}")
     _hpcrepro(["prep", "imagenet", "--raw", str(raw), "--out", str(data)], env, "prep")
-    (systems / f"{SYSTEM}.yaml").write_text(SYSTEM_YAML, encoding="utf-8")
-    site.write_text(
+    _write_own(system_file, SYSTEM_YAML)
+    _write_own(
+        site,
         SITE_YAML.format(
             python=json.dumps(sys.executable),
             data=json.dumps(str(data)),
             logs=json.dumps(str(logs)),
         ),
-        encoding="utf-8",
     )
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     before = set(logs.iterdir())

@@ -4,24 +4,41 @@ One process per GPU: rank = SLURM_PROCID, world = SLURM_NTASKS, GPU = SLURM_LOCA
 host is MASTER_ADDR if set, else the first host of SLURM_JOB_NODELIST (expanded here, no
 `scontrol` needed); the port is MASTER_PORT if set, else derived from SLURM_JOB_ID so that two
 jobs sharing a node do not collide. gloo on CPU, NCCL on GPU.
+
+Joining is bounded: every task counts itself in on rank 0's store and waits until all have, for
+at most HPCREPRO_RENDEZVOUS_TIMEOUT_S seconds (torch alone would wait 30 minutes in silence when
+a task never starts), saying how many it still waits for.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from hpcrepro.errors import UserError
 
+if TYPE_CHECKING:
+    import torch.distributed
+
 DEFAULT_PORT = 29500
 PORT_BASE, PORT_SPAN = 12000, 20000  # stays below Linux's ephemeral range (32768+)
+TIMEOUT_VARIABLE = "HPCREPRO_RENDEZVOUS_TIMEOUT_S"
+# Long enough for tasks whose container image loads slowly, short enough to free a stuck job.
+DEFAULT_RENDEZVOUS_TIMEOUT_S = 600.0
+FIRST_REPORT_S, REPORT_EVERY_S = 10.0, 60.0
+JOINED_KEY = "hpcrepro/joined"
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,7 @@ class Placement:
     local_world_size: int
     master_addr: str
     master_port: int
+    rendezvous_timeout_s: float = DEFAULT_RENDEZVOUS_TIMEOUT_S
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -155,6 +173,22 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise UserError(f"{name}='{raw}' is not an integer") from None
 
 
+def rendezvous_timeout(env: Mapping[str, str]) -> float:
+    raw = env.get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_RENDEZVOUS_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(
+            f"{TIMEOUT_VARIABLE}='{raw}' is not a positive number of seconds",
+            hint=f"unset it for the default of {DEFAULT_RENDEZVOUS_TIMEOUT_S:g} s",
+        )
+    return seconds
+
+
 def placement_from_env(env: Mapping[str, str] | None = None) -> Placement:
     """This task's rank, world size and rendezvous point from SLURM_* (single process without)."""
     env = os.environ if env is None else env
@@ -170,11 +204,112 @@ def placement_from_env(env: Mapping[str, str] | None = None) -> Placement:
         raise UserError(f"SLURM_PROCID={rank} is outside 0..SLURM_NTASKS-1 ({world} tasks)")
     address = master_address(env) if world > 1 else "localhost"
     return Placement(
-        rank, world, local_rank, max(1, min(local_world, world)), address, master_port(env)
+        rank,
+        world,
+        local_rank,
+        max(1, min(local_world, world)),
+        address,
+        master_port(env),
+        rendezvous_timeout(env),
     )
 
 
-def init_process_group(place: Placement, use_gpu: bool) -> None:
+_TIMEOUT_HINT = (
+    "start all SLURM_NTASKS tasks together (srun does; a plain `python` starts one), check that "
+    f"MASTER_ADDR/MASTER_PORT reach task 0, or raise {TIMEOUT_VARIABLE} when tasks start slowly"
+)
+
+
+def _wait_for_listener(place: Placement, started: float, say: Callable[[str], None]) -> None:
+    """Wait until task 0's store accepts connections: torch's own connect loop would print a
+    C++ stack trace when it gives up, and says nothing while it waits."""
+    where = f"{place.master_addr}:{place.master_port}"
+    limit = place.rendezvous_timeout_s
+    next_report = started + FIRST_REPORT_S
+    while True:
+        try:
+            with socket.create_connection((place.master_addr, place.master_port), timeout=2):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        now = time.monotonic()
+        if now - started >= limit:
+            raise UserError(
+                f"task {place.rank} could not reach task 0's rendezvous at {where} "
+                f"within {limit:g} s ({reason})",
+                hint=_TIMEOUT_HINT,
+            )
+        if now >= next_report:
+            say(
+                f"hpcrepro.workload: rank {place.rank} waiting for task 0 at {where} "
+                f"({now - started:.0f} s of {limit:g} s)"
+            )
+            next_report = now + REPORT_EVERY_S
+        time.sleep(0.2)
+
+
+def join(place: Placement, say: Callable[[str], None]) -> torch.distributed.TCPStore:
+    """Rank 0's store, once every task has counted itself in; a UserError when the time is up."""
+    import torch.distributed as dist
+
+    where = f"{place.master_addr}:{place.master_port}"
+    limit = place.rendezvous_timeout_s
+    started = time.monotonic()
+    if place.rank != 0:
+        _wait_for_listener(place, started, say)
+    try:
+        store = dist.TCPStore(
+            place.master_addr,
+            place.master_port,
+            place.world_size,
+            is_master=place.rank == 0,
+            timeout=timedelta(seconds=limit),
+            wait_for_workers=False,
+        )
+        joined = store.add(JOINED_KEY, 1)
+    except RuntimeError as exc:  # torch's DistNetworkError / DistStoreError
+        if place.rank == 0:
+            raise UserError(
+                f"task 0 cannot open the rendezvous at {where}: {exc}",
+                hint="set MASTER_PORT to a free port of that node",
+            ) from None
+        raise UserError(
+            f"task {place.rank} could not reach task 0's rendezvous at {where} "
+            f"within {limit:g} s: {str(exc).splitlines()[0]}",
+            hint=_TIMEOUT_HINT,
+        ) from None
+    next_report = started + FIRST_REPORT_S
+    while joined < place.world_size:
+        now = time.monotonic()
+        missing = place.world_size - joined
+        if now - started >= limit:
+            raise UserError(
+                f"rendezvous at {where} timed out after {limit:g} s: still waiting for "
+                f"{missing} of {place.world_size} tasks",
+                hint=_TIMEOUT_HINT,
+            )
+        if now >= next_report:
+            say(
+                f"hpcrepro.workload: rank {place.rank} waiting for {missing} of "
+                f"{place.world_size} tasks at {where} ({now - started:.0f} s of {limit:g} s)"
+            )
+            next_report = now + REPORT_EVERY_S
+        time.sleep(0.1)
+        try:
+            joined = store.add(JOINED_KEY, 0)
+        except RuntimeError as exc:
+            raise UserError(
+                f"task {place.rank} lost the rendezvous at {where} while waiting for "
+                f"{missing} of {place.world_size} tasks (did task 0 end?): "
+                f"{str(exc).splitlines()[0]}",
+                hint="see task 0's output for why it ended",
+            ) from None
+    return store
+
+
+def init_process_group(
+    place: Placement, use_gpu: bool, say: Callable[[str], None] | None = None
+) -> None:
     """Join the job's process group (nothing to do for a single process)."""
     import torch.distributed as dist
 
@@ -182,16 +317,13 @@ def init_process_group(place: Placement, use_gpu: bool) -> None:
         return
     os.environ["MASTER_ADDR"] = place.master_addr
     os.environ["MASTER_PORT"] = str(place.master_port)
+    store = join(place, say or (lambda text: print(text, file=sys.stderr, flush=True)))
     dist.init_process_group(
         backend="nccl" if use_gpu else "gloo",
-        init_method=f"tcp://{_url_host(place.master_addr)}:{place.master_port}",
+        store=store,
         rank=place.rank,
         world_size=place.world_size,
     )
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def gpu_index(place: Placement, visible: int) -> int:
