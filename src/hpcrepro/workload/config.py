@@ -277,11 +277,6 @@ def _check(config: RunConfig) -> None:
             raise UserError(f"{source} must be positive, got {getattr(config, name)}")
     if config.eval_offset < 0 or config.workers < 0:
         raise UserError("EVAL_OFFSET and --workers must not be negative")
-    if config.warmup_epochs > config.epochs:
-        raise UserError(
-            f"WARMUP_EPOCHS={config.warmup_epochs:g} is longer than NUMEPOCHS={config.epochs}",
-            hint="the learning rate would never reach its decay; lower WARMUP_EPOCHS",
-        )
     if "lars" not in config.optimizer.lower():
         raise UserError(
             f"OPTIMIZER='{config.optimizer}' is not supported by the reference workload",
