@@ -59,3 +59,15 @@ def read_user_file(path: Path, max_bytes: int, hint: str | None = None) -> str:
                         where=location(str(path), line=line),
                         hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
                         ) from None
+
+
+def existing_file(path: Path, option: str, hint: str) -> bool:
+    """Whether a regular file is at `path` (False: nothing is). A folder, a broken link or any
+    other non-file there is a UserError even with --force: hpcrepro removes nothing to make room."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
+        raise UserError(f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
+                        "and removes nothing", where=option, hint=hint)
+    return True

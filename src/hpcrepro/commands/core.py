@@ -71,23 +71,12 @@ def config_show(
 
 
 def _check_target(path: Path, text: str, force: bool) -> None:
-    """Refuse to write over anything the user made unless it is a file and --force says so.
-
-    A folder, a FIFO or any other non-file at `path` is refused even with --force: hpcrepro never
-    deletes it to make room.
-    """
+    """Refuse to write over anything the user made unless it is a file and --force says so."""
     from hpcrepro.errors import UserError
+    from hpcrepro.safeopen import existing_file
 
-    if not path.exists() and not path.is_symlink():
+    if not existing_file(path, "--output", hint="move it away, or choose another -o folder"):
         return
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
-        raise UserError(
-            f"{path} exists and is {kind}, not a file: hpcrepro writes a file there and "
-            "removes nothing",
-            where="--output",
-            hint="move it away, or choose another -o folder",
-        )
     if force:
         return
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpcrepro.errors import UserError
+from hpcrepro.safeopen import existing_file
 
 
 def check_target(path: Path, option: str, force: bool, shipped: Path | None) -> None:
@@ -23,16 +24,8 @@ def check_target(path: Path, option: str, force: bool, shipped: Path | None) -> 
                 hint=f"write into a folder of your own, e.g. {option} mysystems/{path.name}"
                 + (", and add that folder to $HPCREPRO_SYSTEMS" if path.suffix == ".yaml" else ""),
             )
-    if not path.exists() and not path.is_symlink():
+    if not existing_file(path, option, hint="move it away, or choose another path"):
         return
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
-        raise UserError(
-            f"{path} exists and is {kind}, not a file: detect writes a file there and "
-            "removes nothing",
-            where=option,
-            hint="move it away, or choose another path",
-        )
     if not force:
         raise UserError(
             f"{path} exists",
