@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mounts import small_filesystem
+from mounts import small_filesystem, without_read_override
 from prep_data import SyntheticSet, make_imagenet, write_valprep
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -352,16 +352,6 @@ def tree(root: Path) -> list[tuple[str, int]]:
         os.path.join(folder, name) for folder, dirs, files in os.walk(root) for name in dirs + files
     ]
     return sorted((os.path.relpath(path, root), os.lstat(path).st_mode) for path in paths)
-
-
-def without_read_override() -> list[str]:
-    """A command prefix under which mode 000 bites: root's CAP_DAC_OVERRIDE and
-    CAP_DAC_READ_SEARCH dropped (CI runs as root on Debian, which has setpriv)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("root reads mode-000 folders anyway; dropping that needs setpriv (util-linux)")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 @contextmanager

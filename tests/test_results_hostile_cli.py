@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mounts import small_filesystem
+from mounts import small_filesystem, without_read_override
 from results_helpers import research, run_cli  # noqa: F401
 
 EOS_N8 = "v4.0/NVIDIA/eos_n8_ngc24.04_mxnet"
@@ -128,16 +128,14 @@ def test_utf16_logs_are_named_as_such(logs: Path) -> None:
 
 
 def test_unlistable_folders_are_reported(logs: Path, tmp_path: Path) -> None:
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop root's read override")
     hidden = logs / "more"
     hidden.mkdir()
     shutil.copy(logs / "result_4.txt", hidden / "result_9.txt")
     hidden.chmod(0)
     try:
         done = subprocess.run(
-            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
-             sys.executable, "-m", "hpcrepro", "collect", str(logs), *QUICK, "--format", "json"],
+            [*without_read_override(), sys.executable, "-m", "hpcrepro", "collect", str(logs),
+             *QUICK, "--format", "json"],
             capture_output=True, text=True, check=False, timeout=300)
     finally:
         hidden.chmod(0o755)
