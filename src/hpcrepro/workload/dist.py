@@ -220,31 +220,39 @@ _TIMEOUT_HINT = (
 )
 
 
-def _wait_for_listener(place: Placement, started: float, say: Callable[[str], None]) -> None:
+class _Clock:
+    """One time limit for the whole join, and a progress line at growing intervals."""
+
+    def __init__(self, place: Placement, say: Callable[[str], None]) -> None:
+        self.place, self.say = place, say
+        self.started = time.monotonic()
+        self.next_report = self.started + FIRST_REPORT_S
+
+    def tick(self, awaited: str, timed_out: str) -> None:
+        """Raise `timed_out` once the limit has passed; at report times, say what is awaited."""
+        now = time.monotonic()
+        limit = self.place.rendezvous_timeout_s
+        if now - self.started >= limit:
+            raise UserError(timed_out, hint=_TIMEOUT_HINT)
+        if now >= self.next_report:
+            self.say(f"hpcrepro.workload: rank {self.place.rank} waiting for {awaited} "
+                     f"({now - self.started:.0f} s of {limit:g} s)")
+            self.next_report = now + REPORT_EVERY_S
+
+
+def _wait_for_listener(place: Placement, clock: _Clock) -> None:
     """Wait until task 0's store accepts connections: torch's own connect loop would print a
     C++ stack trace when it gives up, and says nothing while it waits."""
     where = f"{place.master_addr}:{place.master_port}"
-    limit = place.rendezvous_timeout_s
-    next_report = started + FIRST_REPORT_S
     while True:
         try:
             with socket.create_connection((place.master_addr, place.master_port), timeout=2):
                 return
         except OSError as exc:
             reason = exc.strerror or str(exc)
-        now = time.monotonic()
-        if now - started >= limit:
-            raise UserError(
-                f"task {place.rank} could not reach task 0's rendezvous at {where} "
-                f"within {limit:g} s ({reason})",
-                hint=_TIMEOUT_HINT,
-            )
-        if now >= next_report:
-            say(
-                f"hpcrepro.workload: rank {place.rank} waiting for task 0 at {where} "
-                f"({now - started:.0f} s of {limit:g} s)"
-            )
-            next_report = now + REPORT_EVERY_S
+        clock.tick(f"task 0 at {where}",
+                   f"task {place.rank} could not reach task 0's rendezvous at {where} "
+                   f"within {place.rendezvous_timeout_s:g} s ({reason})")
         time.sleep(0.2)
 
 
@@ -254,9 +262,9 @@ def join(place: Placement, say: Callable[[str], None]) -> torch.distributed.TCPS
 
     where = f"{place.master_addr}:{place.master_port}"
     limit = place.rendezvous_timeout_s
-    started = time.monotonic()
+    clock = _Clock(place, say)
     if place.rank != 0:
-        _wait_for_listener(place, started, say)
+        _wait_for_listener(place, clock)
     try:
         store = dist.TCPStore(
             place.master_addr,
@@ -278,22 +286,11 @@ def join(place: Placement, say: Callable[[str], None]) -> torch.distributed.TCPS
             f"within {limit:g} s: {str(exc).splitlines()[0]}",
             hint=_TIMEOUT_HINT,
         ) from None
-    next_report = started + FIRST_REPORT_S
     while joined < place.world_size:
-        now = time.monotonic()
         missing = place.world_size - joined
-        if now - started >= limit:
-            raise UserError(
-                f"rendezvous at {where} timed out after {limit:g} s: still waiting for "
-                f"{missing} of {place.world_size} tasks",
-                hint=_TIMEOUT_HINT,
-            )
-        if now >= next_report:
-            say(
-                f"hpcrepro.workload: rank {place.rank} waiting for {missing} of "
-                f"{place.world_size} tasks at {where} ({now - started:.0f} s of {limit:g} s)"
-            )
-            next_report = now + REPORT_EVERY_S
+        clock.tick(f"{missing} of {place.world_size} tasks at {where}",
+                   f"rendezvous at {where} timed out after {limit:g} s: still waiting for "
+                   f"{missing} of {place.world_size} tasks")
         time.sleep(0.1)
         try:
             joined = store.add(JOINED_KEY, 0)
