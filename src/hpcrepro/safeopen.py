@@ -1,4 +1,5 @@
-"""Open and read files that a user names (a log, a JSON or YAML file) without surprises.
+"""Open, read and write files that a user names (a log, a JSON or YAML file, an output) without
+surprises.
 
 A FIFO would block the open itself until some writer appears, and a link to /dev/zero would be
 read forever; both are refused with an OSError saying what the path is. The open never blocks.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,3 +73,24 @@ def existing_file(path: Path, option: str, hint: str) -> bool:
         raise UserError(f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
                         "and removes nothing", where=option, hint=hint)
     return True
+
+
+def write_atomically(path: Path, data: bytes, option: str, mode: int | None = None) -> None:
+    """Write `path` (creating its folder) through a temporary sibling renamed over it, so a
+    reader never sees half a file and a full disk leaves the old one; a UserError naming
+    `option` on failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            if mode is not None:
+                os.chmod(temp, mode)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror or error})",
+                        where=option) from None

@@ -91,27 +91,6 @@ def _check_target(path: Path, text: str, force: bool) -> None:
         )
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees half a file."""
-    import os
-    import tempfile
-
-    from hpcrepro.errors import UserError
-
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}", where="--output") from None
-
-
 def render(
     system: str = SystemOption,
     version: str = VersionOption,
@@ -150,8 +129,10 @@ def render(
     ]
     for path, text, _ in files:  # every check before any write: all or nothing
         _check_target(path, text, force)
+    from hpcrepro.safeopen import write_atomically
+
     for path, text, mode in files:
-        _write(path, text, mode)
+        write_atomically(path, text.encode(), "--output", mode)
     script_path, config_path = files[0][0], files[1][0]
     typer.echo(str(script_path))
     typer.echo(str(config_path))

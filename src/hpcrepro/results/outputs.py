@@ -60,18 +60,6 @@ def check_package_path(folder: Path) -> None:
     _writable_ancestor(folder / "x", where)
 
 
-def write_atomically(path: Path, data: bytes, option: str) -> None:
-    """Write a file through a temporary sibling, so a full disk leaves the old file intact."""
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    except OSError as error:
-        temp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({error.strerror or error})", where=option) from error
-
-
 class StagedTree:
     """Build a tree of files in a hidden folder inside `root`, then move its top entries into
     place: a failure half-way (full disk) removes the staging folder and leaves `root` as it was.

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 from hpcrepro.results.collect import Collection
-from hpcrepro.results.outputs import write_atomically
 from hpcrepro.results.runs import TARGET_ACCURACY
+from hpcrepro.safeopen import write_atomically
 
 
 def write_plot(collection: Collection, out: Path) -> Path:
