@@ -71,3 +71,22 @@ def slurm_cluster() -> SlurmCluster:
     if len(names) < 2:
         _unavailable(f"expected two nodes, sinfo shows {names}")
     return SlurmCluster(env=env, partition="debug", node_names=names, conf=conf)
+
+
+# The research folder beside the checkout (NVIDIA's published code, real result logs, the enroot
+# and pyxis sources). Tests read it in place and never copy it into the project.
+SHARED_DIR = Path(
+    os.environ.get("HPCREPRO_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
+)
+NVIDIA_CODE = SHARED_DIR / "research" / "nvidia-resnet-code"
+
+
+def require_shared(path: Path) -> Path:
+    """`path` inside the shared research folder; a skip (a failure under CI=true) when it is
+    missing, naming $HPCREPRO_SHARED_DIR as the way to point at it."""
+    if path.exists():
+        return path
+    reason = f"{path} is missing (set HPCREPRO_SHARED_DIR to the folder holding research/)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; under CI=true these tests must run", pytrace=False)
+    pytest.skip(reason)
