@@ -186,6 +186,42 @@ def test_env_layers_common_under_system(catalog: Catalog) -> None:
     assert origin["env.CUDNN_FORCE_KERNEL_INIT"].startswith("systems/_common.yaml:")
 
 
+def test_common_layer_of_an_implementation_folder(catalog: Catalog) -> None:
+    """r4.0's CoreWeave folder is the r3.0 code: its common file has no CUDNN_FORCE_KERNEL_INIT,
+    which every other r4.0 folder's has."""
+    assert "CUDNN_FORCE_KERNEL_INIT" not in catalog.get("dgxh100_448x8", "r4.0").env
+    assert "CUDNN_FORCE_KERNEL_INIT" not in catalog.raw("dgxh100_448x8", "r4.0")["env"]
+    assert "env.CUDNN_FORCE_KERNEL_INIT" not in catalog.origin("dgxh100_448x8", "r4.0")
+    assert catalog.get("dgxh100_316x8", "r4.0").env["CUDNN_FORCE_KERNEL_INIT"] == "1"
+
+
+def test_user_common_layers_apply_after_the_shipped_ones(tmp_path: Path) -> None:
+    """A later folder wins, also over a shipped implementation block; a user's own folder name
+    gets its own block."""
+    text = base_text().replace("    implementation: mxnet\n", "    implementation: mine\n", 1)
+    folder = user_folder(tmp_path, text)
+    common = (
+        "versions:\n"
+        "  r4.0:\n"
+        "    env:\n"
+        '      CUDNN_FORCE_KERNEL_INIT: "0"\n'
+        "  r3.0:\n"
+        "    implementations:\n"
+        "      mine:\n"
+        "        unset: [DGXHT]\n"
+        "        env:\n"
+        '          DGXSOCKETCORES: "48"\n'
+    )
+    (folder / "_common.yaml").write_text(common, encoding="utf-8")
+    own = load_catalog(systems_dir(), extra=[folder])
+    assert own.get("dgxh100_448x8", "r4.0").env["CUDNN_FORCE_KERNEL_INIT"] == "0"
+    mine = own.get("mysite_2x8", "r3.0")
+    assert "DGXHT" not in mine.env and mine.env["DGXSOCKETCORES"] == "48"
+    assert "DGXHT" in own.get("dgxh100_8x8", "r3.0").env
+    assert own.origin("mysite_2x8", "r3.0")["env.DGXSOCKETCORES"].endswith("_common.yaml:10")
+    assert own.raw("mysite_2x8", "r3.0")["env"]["DGXSOCKETCORES"] == "48"
+
+
 def test_structured_values_never_in_env(catalog: Catalog) -> None:
     for _, _, item in entries(catalog):
         assert not {
@@ -341,6 +377,18 @@ def test_missing_system_key_and_empty_versions(tmp_path: Path) -> None:
         ("versions:\n  r9.0:\n    env: {}\n", ["_common.yaml:2", "unknown version 'r9.0'"]),
         ('versions:\n  r3.0:\n    env:\n      DGXNGPU: "4"\n', ["DGXNGPU", "gpus_per_node"]),
         ("- a\n", ["_common.yaml", "must be a mapping"]),
+        (
+            "versions:\n  r3.0:\n    implementations:\n      mxnett:\n        unset: [DGXHT]\n",
+            ["_common.yaml:4", "no r3.0 system runs implementation 'mxnett'", "'mxnet'"],
+        ),
+        (
+            "versions:\n  r3.0:\n    implementations:\n      mxnet:\n        unset: [DGXHTT]\n",
+            ["_common.yaml:5", "unset DGXHTT: the r3.0 common env does not set it", "DGXHT"],
+        ),
+        (
+            "versions:\n  r3.0:\n    implementations:\n      mxnet:\n        envv: {}\n",
+            ["_common.yaml:5", "did you mean 'env'", "valid keys here: env, unset"],
+        ),
     ],
 )
 def test_bad_common_file(tmp_path: Path, common: str, expected: list[str]) -> None:

@@ -1,8 +1,9 @@
 """The system catalog: NVIDIA's ResNet-50 configs as validated objects.
 
 Each `systems/<name>.yaml` holds one system (a node count and GPU type) with a block per
-MLPerf version; `systems/_common.yaml` holds the exports of NVIDIA's `config_DGXA100_common.sh`
-per version, which every node config sources first. A system's `env` is laid over that common
+MLPerf version; `systems/_common.yaml` holds the exports of NVIDIA's `config_DGXA100_common.sh`,
+which every node config sources first: per version, with the few implementation folders whose
+common file differs from the rest of their round. A system's `env` is laid over that common
 layer. Extra folders (`$HPCREPRO_SYSTEMS`) let a site add or replace systems without touching
 the installed package.
 """
@@ -224,8 +225,31 @@ class SystemEntry(_Strict):
     versions: dict[str, SystemVersion] = Field(min_length=1)
 
 
+class _CommonImplementation(_Strict):
+    """How one implementation folder's common file differs from the rest of its round."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_text(cls, value: Any) -> Any:
+        return _env_to_text(value)
+
+    @field_validator("unset")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            try:
+                check_env_name(name)
+            except UserError as error:
+                raise ValueError(f"{error.message} ({error.hint})") from None
+        return names
+
+
 class _CommonVersion(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
+    implementations: dict[str, _CommonImplementation] = Field(default_factory=dict)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -246,6 +270,38 @@ def _suggest(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+# NAME -> (text, 'file:line') of one common export.
+_CommonEnv = dict[str, tuple[str, str]]
+
+
+@dataclass
+class _CommonLayer:
+    """One version block of one `_common.yaml`: the round's env and its folders' changes."""
+
+    version: str
+    env: _CommonEnv
+    implementations: dict[str, tuple[_CommonEnv, list[str]]]
+    doc: YamlDocument
+    shipped: bool
+
+
+def _common_env(layers: Sequence[_CommonLayer], version: str, implementation: Any) -> _CommonEnv:
+    """The common exports of one implementation folder of one version.
+
+    Layers apply in folder order (a later folder wins); within one file, an implementation's
+    block applies after its round's env: `unset` removes names, `env` sets them."""
+    result: _CommonEnv = {}
+    for layer in layers:
+        if layer.version != version:
+            continue
+        result.update(layer.env)
+        env, unset = layer.implementations.get(str(implementation), ({}, []))
+        for name in unset:
+            result.pop(name, None)
+        result.update(env)
+    return result
+
+
 @dataclass
 class _Source:
     """Where a system's data came from: its document and the common layer documents."""
@@ -261,7 +317,7 @@ class Catalog:
     systems: dict[str, SystemEntry]
     path: Path
     _sources: dict[str, _Source] = field(default_factory=dict, repr=False)
-    _common: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _common: list[_CommonLayer] = field(default_factory=list, repr=False)
     _raw: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def names(self) -> list[str]:
@@ -293,7 +349,8 @@ class Catalog:
         """Plain merged data (common env under the system's env) before validation."""
         self.get(system, version)
         data = copy.deepcopy(self._raw[system]["versions"][version])
-        env = {name: text for name, (text, _) in self._common.get(version, {}).items()}
+        common = _common_env(self._common, version, data.get("implementation"))
+        env = {name: text for name, (text, _) in common.items()}
         env.update(data.get("env") or {})
         data["env"] = env
         return data
@@ -317,7 +374,7 @@ class Catalog:
                 result[f"published.{name}"] = self._at(source, (*base, "published", name))
         else:
             result["published"] = self._at(source, (*base, "published"))
-        for name, (_, where) in self._common.get(version, {}).items():
+        for name, (_, where) in _common_env(self._common, version, chosen.implementation).items():
             result[f"env.{name}"] = where
         for name in self._raw[system]["versions"][version].get("env") or {}:
             result[f"env.{name}"] = self._at(source, (*base, "env", str(name)))
@@ -404,6 +461,11 @@ def _valid_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
                 return list(VERSIONS)
             parts.pop(0)
             model = SystemVersion if model is SystemEntry else _CommonVersion
+        elif part == "implementations" and model is _CommonVersion:
+            if not parts:
+                break
+            parts.pop(0)
+            model = _CommonImplementation
         elif part == "hparams":
             model = Hyperparameters
         elif part == "published":
@@ -422,17 +484,60 @@ def _load_common(path: Path) -> tuple[YamlDocument, _CommonFile]:
         raise _validation_error(error, doc, _CommonFile) from None
 
 
-def _merge_common(
-    layers: dict[str, dict[str, tuple[str, str]]],
-    doc: YamlDocument,
-    parsed: _CommonFile,
-    label: str,
-) -> None:
+def _common_layers(
+    doc: YamlDocument, parsed: _CommonFile, label: str, shipped: bool
+) -> list[_CommonLayer]:
+    def located(env: dict[str, str], *key_path: str) -> _CommonEnv:
+        lines = {name: doc.lines.get((*key_path, name)) for name in env}
+        return {
+            name: (text, f"{label}:{lines[name]}" if lines[name] else label)
+            for name, text in env.items()
+        }
+
+    layers = []
     for version, block in parsed.versions.items():
-        target = layers.setdefault(version, {})
-        for name, text in block.env.items():
-            line = doc.lines.get(("versions", version, "env", name))
-            target[name] = (text, f"{label}:{line}" if line else label)
+        base = ("versions", version)
+        implementations = {
+            name: (located(item.env, *base, "implementations", name, "env"), item.unset)
+            for name, item in block.implementations.items()
+        }
+        layers.append(
+            _CommonLayer(version, located(block.env, *base, "env"), implementations, doc, shipped)
+        )
+    return layers
+
+
+def _check_common_implementations(
+    layers: Sequence[_CommonLayer], systems: dict[str, SystemEntry]
+) -> None:
+    """A folder that a user's common layer names must be run by some system of that version,
+    and what a layer unsets must be set by the round: a typo would otherwise change nothing,
+    silently. (A shipped folder may be unused: a user's file can replace the system running it.)"""
+    for index, layer in enumerate(layers):
+        used = sorted(
+            {
+                item.implementation
+                for entry in systems.values()
+                for version, item in entry.versions.items()
+                if version == layer.version
+            }
+        )
+        for name, (_, unset) in layer.implementations.items():
+            key_path: KeyPath = ("versions", layer.version, "implementations", name)
+            if name not in used and not layer.shipped:
+                raise UserError(
+                    f"no {layer.version} system runs implementation '{name}'{_suggest(name, used)}",
+                    where=layer.doc.where(key_path),
+                    hint=f"implementations of {layer.version}: {', '.join(used) or 'none'}",
+                )
+            before = _common_env(layers[:index], layer.version, name) | layer.env
+            for position, variable in enumerate(unset):
+                if variable not in before:
+                    raise UserError(
+                        f"unset {variable}: the {layer.version} common env does not set it",
+                        where=layer.doc.where((*key_path, "unset", position)),
+                        hint=f"names it sets: {', '.join(sorted(before)) or 'none'}",
+                    )
 
 
 def _mapping(doc: YamlDocument, what: str) -> dict[str, Any]:
@@ -457,7 +562,7 @@ def _mapping(doc: YamlDocument, what: str) -> dict[str, Any]:
 
 
 def _load_system(
-    path: Path, common: dict[str, dict[str, tuple[str, str]]]
+    path: Path, common: Sequence[_CommonLayer]
 ) -> tuple[YamlDocument, dict[str, Any], SystemEntry]:
     doc = load_yaml(path, text_paths=_env_text_path)
     data = _mapping(doc, "system, title, gpu_model, versions")
@@ -476,7 +581,8 @@ def _load_system(
     merged = copy.deepcopy(data)
     for version, block in (merged.get("versions") or {}).items():
         if isinstance(block, dict) and isinstance(block.get("env") or {}, dict):
-            env = {name: text for name, (text, _) in common.get(version, {}).items()}
+            layer = _common_env(common, version, block.get("implementation"))
+            env = {name: text for name, (text, _) in layer.items()}
             env.update(block.get("env") or {})
             block["env"] = env
     try:
@@ -534,7 +640,7 @@ def load_catalog(directory: Path | None = None, *, extra: Sequence[Path] | None 
 
 
 def _build(folders: Sequence[Path], shipped: Path) -> Catalog:
-    common: dict[str, dict[str, tuple[str, str]]] = {}
+    common: list[_CommonLayer] = []
     files: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.iterdir()):
@@ -548,7 +654,8 @@ def _build(folders: Sequence[Path], shipped: Path) -> Catalog:
                 continue
             if path.name == COMMON_FILE:
                 doc, parsed = _load_common(path)
-                _merge_common(common, doc, parsed, _label(path, shipped))
+                label = _label(path, shipped)
+                common.extend(_common_layers(doc, parsed, label, folder == shipped))
             elif path.name.startswith("_"):
                 raise UserError(
                     f"unexpected file {path.name}",
@@ -565,4 +672,5 @@ def _build(folders: Sequence[Path], shipped: Path) -> Catalog:
         catalog.systems[name] = entry
         catalog._sources[name] = _Source(doc=doc, label=_label(path, shipped))
         catalog._raw[name] = data
+    _check_common_implementations(common, catalog.systems)
     return catalog
