@@ -10,6 +10,9 @@
 # HPCREPRO_NODE_PORTS (the two slurmd, "A-B"), so a second cluster can run beside the first.
 # When HPCREPRO_SLURM_STARTED_FLAG names a file, it is created only if this call started the
 # cluster, so a caller can stop the cluster at exit only when it was the one that started it.
+# When HPCREPRO_RUNTIME_DIR names a build of tests/runtime/build.sh, pyxis is loaded into the
+# cluster (plugstack.conf beside slurm.conf) and each node gets enroot with its own data, runtime
+# and cache folders (see "Container runtime" below); a pyxis that does not load stops the script.
 set -euo pipefail
 
 DIR="${HPCREPRO_SLURM_DIR:-/tmp/hpcrepro-slurm}"
@@ -19,6 +22,7 @@ CTLD_PORT="${HPCREPRO_SLURMCTLD_PORT:-17817}"
 DBD_PORT="${HPCREPRO_SLURMDBD_PORT:-17819}"
 DB_PORT="${HPCREPRO_MARIADB_PORT:-17306}"
 NODE_PORTS="${HPCREPRO_NODE_PORTS:-17001-17002}"
+RUNTIME="${HPCREPRO_RUNTIME_DIR:-}"
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd-node1 slurmd-node2)
 
 alive() {  # alive NAME: the daemon recorded in $DIR/run/NAME.pid is running
@@ -29,6 +33,12 @@ alive() {  # alive NAME: the daemon recorded in $DIR/run/NAME.pid is running
 cluster_answers() {
     [ -f "$DIR/env.sh" ] || return 1
     for daemon in "${DAEMONS[@]}"; do alive "$daemon" || return 1; done
+    # a cluster started without the runtime asked for now (or with another build) is restarted
+    if [ -n "$RUNTIME" ]; then
+        grep -qF "$RUNTIME/spank_pyxis.so" "$DIR/etc/plugstack.conf" 2>/dev/null || return 1
+    elif [ -e "$DIR/etc/plugstack.conf" ]; then
+        return 1
+    fi
     SLURM_CONF="$DIR/etc/slurm.conf" timeout 10 scontrol ping >/dev/null 2>&1
 }
 
@@ -179,6 +189,9 @@ cat >"$DIR/env.sh" <<ENV
 # Source this file to use the hpcrepro test Slurm cluster.
 export SLURM_CONF=$DIR/etc/slurm.conf
 ENV
+if [ -n "$RUNTIME" ]; then
+    echo "export PATH=$DIR/bin:\$PATH  # enroot of the node a job step runs on" >>"$DIR/env.sh"
+fi
 export SLURM_CONF="$DIR/etc/slurm.conf"
 
 # --- slurmdbd, then register the cluster before slurmctld starts.
@@ -190,10 +203,57 @@ sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
 launch slurmctld slurmctld -D -i
 wait_for 60 "slurmctld" scontrol ping
 mkdir -p "$DIR/spool/node1" "$DIR/spool/node2"
-launch slurmd-node1 slurmd -D -N node1
-launch slurmd-node2 slurmd -D -N node2
+
+# --- Container runtime: real pyxis and enroot (tests/runtime/build.sh).
+# Both nodes share this host's file system, so each gets its own enroot data, runtime, cache and
+# temp folders. pyxis runs `enroot` with the job's environment plus slurmstepd's PATH, so each
+# slurmd starts with a folder of its own first on PATH, holding an `enroot` that sets that node's
+# folders. Commands a job runs itself (`enroot list` in a cleanup step) find the node's enroot
+# through $DIR/bin/enroot, which picks the node from SLURMD_NODENAME.
+node_path() { echo "$PATH"; }
+if [ -n "$RUNTIME" ]; then
+    if [ ! -f "$RUNTIME/spank_pyxis.so" ] || [ ! -x "$RUNTIME/prefix/bin/enroot" ]; then
+        echo "test Slurm: $RUNTIME holds no pyxis/enroot build; run tests/runtime/build.sh" >&2
+        exit 1
+    fi
+    mkdir -p "$DIR/bin" "$DIR/pyxis"
+    for node in node1 node2; do
+        mkdir -p "$DIR/enroot/$node"/{data,run,cache,tmp} "$DIR/nodes/$node"
+        cat >"$DIR/nodes/$node/enroot" <<WRAPPER
+#!/bin/sh
+# enroot of test node $node: this node's own folders (two test nodes share one host).
+export ENROOT_DATA_PATH="$DIR/enroot/$node/data" ENROOT_RUNTIME_PATH="$DIR/enroot/$node/run"
+export ENROOT_CACHE_PATH="$DIR/enroot/$node/cache" ENROOT_TEMP_PATH="$DIR/enroot/$node/tmp"
+PATH="$RUNTIME/prefix/bin:\$PATH"  # enroot runs its helpers (enroot-nsenter...) from PATH
+exec enroot "\$@"
+WRAPPER
+        chmod 755 "$DIR/nodes/$node/enroot"
+    done
+    cat >"$DIR/bin/enroot" <<DISPATCH
+#!/bin/sh
+# enroot for commands a job runs on a test node: the node's own enroot, chosen by SLURMD_NODENAME.
+case "\${SLURMD_NODENAME:-}" in
+    node1 | node2) exec "$DIR/nodes/\$SLURMD_NODENAME/enroot" "\$@" ;;
+    *) echo "enroot (test cluster): SLURMD_NODENAME is not node1 or node2" >&2; exit 1 ;;
+esac
+DISPATCH
+    chmod 755 "$DIR/bin/enroot"
+    echo "required $RUNTIME/spank_pyxis.so runtime_path=$DIR/pyxis" >"$DIR/etc/plugstack.conf"
+    node_path() { echo "$DIR/nodes/$1:$DIR/bin:$PATH"; }
+fi
+launch slurmd-node1 env PATH="$(node_path node1)" slurmd -D -N node1
+launch slurmd-node2 env PATH="$(node_path node2)" slurmd -D -N node2
 wait_for 60 "slurmd on node1 and node2" bash -c \
     "[ \"\$(sinfo -h -N -p debug -o '%N %t' | grep -c -E ' (idle|mix|alloc)$')\" -eq 2 ]"
+if [ -n "$RUNTIME" ]; then
+    if ! srun --help 2>&1 | grep -q -- --container-image; then
+        echo "test Slurm: pyxis did not load: srun --help lists no --container-image" \
+            "($DIR/etc/plugstack.conf names $RUNTIME/spank_pyxis.so)" >&2
+        srun --help 2>&1 | grep -i -E "spank|pyxis|error" | head -n 5 >&2 || true
+        exit 1
+    fi
+    echo "test Slurm: pyxis $RUNTIME/spank_pyxis.so loaded; enroot data under $DIR/enroot"
+fi
 if [ -n "${HPCREPRO_SLURM_STARTED_FLAG:-}" ]; then
     touch "$HPCREPRO_SLURM_STARTED_FLAG"
 fi
