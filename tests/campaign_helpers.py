@@ -34,14 +34,34 @@ def make_site(root: Path, *, env: dict[str, str] | None = None, **extra: Any) ->
         "mpi": "none",
         "dataset_dir": str(data_dir),
         "log_dir": str(log_dir),
-        "drop_caches_command": None,
+        # a stand-in for NVIDIA's `sudo sysctl vm.drop_caches=3`: the job logs cache_clear after it
+        "drop_caches_command": "true",
         "check_compliance": False,
         "train_command": f"{sys.executable} {FAKE_TRAIN}",
-        "env": {"FAKE_TRAIN_EPOCHS": "3", "FAKE_TRAIN_SLEEP": "0.05", **(env or {})},
+        "env": {"FAKE_TRAIN_SLEEP": "0.3", **(env or {})},
         **extra,
     }
     path = root / "site.yaml"
     path.write_text(yaml.safe_dump(site))
+    return path
+
+
+CACHE_CLEAR_LINE = (
+    ':::MLLOG {"namespace": "", "time_ms": 1, "event_type": "POINT_IN_TIME", "key": '
+    '"cache_clear", "value": true, "metadata": {"file": "hpcrepro-job", "lineno": 0}}\n'
+)
+
+
+def write_replayed_log(path: Path, version: str, *, cache_clear: bool, **env: str) -> Path:
+    """A run log as a job of `version` writes it: the fake trainer's replay of a published run,
+    after the job's own `cache_clear` line when `cache_clear` (without it, no run complies)."""
+    run_env = {"PATH": os.environ["PATH"], "HPCREPRO_VERSION": version, "FAKE_TRAIN_SLEEP": "0",
+               **env}  # fmt: skip
+    with path.open("w") as log:
+        if cache_clear:
+            log.write(CACHE_CLEAR_LINE)
+            log.flush()
+        subprocess.run([sys.executable, str(FAKE_TRAIN)], stdout=log, env=run_env, check=True)
     return path
 
 
@@ -123,18 +143,37 @@ def sample_manifest(name: str = "sample", backend: str = "local") -> dict[str, A
             st.new_stage("image", "image", "scripts/image.sbatch"),
             st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["image"], runs=[1]),
             st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["image"], runs=[2]),
-            st.new_stage("collect", "collect", "scripts/collect.sbatch",
-                         after=["run-01", "run-02"], dependency=st.AFTER_ANY),
+            st.new_stage(
+                "collect",
+                "collect",
+                "scripts/collect.sbatch",
+                after=["run-01", "run-02"],
+                dependency=st.AFTER_ANY,
+            ),
         ],
     }
     for number, item in enumerate(manifest["stages"], start=1):
         job = st.plan_attempt(manifest, item)
-        job.update(job_id=f"local:{job['token']}", state="completed", slurm_state="COMPLETED",
-                   submitted="2026-01-31T12:00:01Z", start="2026-01-31T12:00:02Z",
-                   end="2026-01-31T12:01:00Z", nodes=1, nodelist="node1", pid=1000 + number,
-                   exit_code="0:0")
-    manifest["stages"][1]["verdicts"]["1"] = {"verdict": "valid", "reason": "reached 0.7600",
-                                              "job_id": manifest["stages"][1]["jobs"][0]["job_id"]}
-    manifest["stages"][2]["verdicts"]["2"] = {"verdict": "void", "reason": "job timeout",
-                                              "job_id": manifest["stages"][2]["jobs"][0]["job_id"]}
+        job.update(
+            job_id=f"local:{job['token']}",
+            state="completed",
+            slurm_state="COMPLETED",
+            submitted="2026-01-31T12:00:01Z",
+            start="2026-01-31T12:00:02Z",
+            end="2026-01-31T12:01:00Z",
+            nodes=1,
+            nodelist="node1",
+            pid=1000 + number,
+            exit_code="0:0",
+        )
+    manifest["stages"][1]["verdicts"]["1"] = {
+        "verdict": "valid",
+        "reason": "reached 0.7600",
+        "job_id": manifest["stages"][1]["jobs"][0]["job_id"],
+    }
+    manifest["stages"][2]["verdicts"]["2"] = {
+        "verdict": "void",
+        "reason": "job timeout",
+        "job_id": manifest["stages"][2]["jobs"][0]["job_id"],
+    }
     return manifest

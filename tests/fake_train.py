@@ -1,11 +1,13 @@
-"""A tiny stand-in for ResNet training, used as `site.train_command` in the Slurm tests.
+"""A stand-in for a training program, used as `site.train_command` in the campaign tests.
 
-Rank 0 writes real MLLOG lines through mlperf-logging's own `mllog` (run_start, one eval_accuracy
-per epoch, run_stop); every rank leaves a marker file naming its node when FAKE_TRAIN_MARKERS is
-set. Behaviour comes from the environment:
-  FAKE_TRAIN_EPOCHS   epochs to log (default 3)
-  FAKE_TRAIN_SLEEP    seconds per epoch (default 0.1)
-  FAKE_TRAIN_STATUS   run_stop status: success (default) or aborted
+Rank 0 replays a real published result log of the job's round (HPCREPRO_VERSION) through
+mlperf-logging's own `mllog` (see `mllog_replay`), so its log passes the round's compliance rules
+exactly as the published run did; the job script logs `cache_clear` itself, as for any training
+program. Every rank leaves a marker file naming its node when FAKE_TRAIN_MARKERS is set.
+Behaviour comes from the environment:
+  FAKE_TRAIN_LOG      the result log to replay (default: a converged NVIDIA run of the round)
+  FAKE_TRAIN_SLEEP    wall-clock seconds the whole run takes (default 0.5)
+  FAKE_TRAIN_STATUS   success (default) or aborted (accuracy below the target, run_stop aborted)
   FAKE_TRAIN_HOLD     while this file exists, wait after the first epoch (at most 120 s)
   FAKE_TRAIN_EXIT     exit code after run_stop (default 0)
 """
@@ -18,6 +20,26 @@ import sys
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from mllog_replay import abort, mllog_emitter, read_events, replay  # noqa: E402
+
+SHARED = Path(os.environ.get("HPCREPRO_SHARED_DIR") or HERE.parent.parent / "shared")
+RESULTS = SHARED / "research" / "mlperf-resnet-results"
+# A converged run of each round whose result set passes mlperf-logging's checker.
+ROUND_LOGS = {
+    "r2.1": "v2.1/NVIDIA/dgxh100_preview/result_0.txt",
+    "r3.0": "v3.0/NVIDIA/dgxh100_ngc23.04_mxnet/result_0.txt",
+    "r3.1": "v3.1/NVIDIA/eos_n8_ngc23.09_mxnet/result_0.txt",
+    "r4.0": "v4.0/NVIDIA/h200_ngc24.04_mxnet/result_0.txt",
+}
+
+
+def _hold(path: str | None) -> None:
+    deadline = time.monotonic() + 120
+    while path and os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
 
 def main() -> int:
     rank = int(os.environ.get("SLURM_PROCID", "0"))
@@ -28,31 +50,21 @@ def main() -> int:
         Path(markers, f"{job}-{rank}-{node}").write_text(f"{os.getpid()}\n")
     if rank != 0:
         return 0
-    from mlperf_logging import mllog
-    from mlperf_logging.mllog import constants
-
-    mllog.config(filename=os.devnull)
-    logger = mllog.get_mllogger()
-    epochs = int(os.environ.get("FAKE_TRAIN_EPOCHS", "3"))
-    pause = float(os.environ.get("FAKE_TRAIN_SLEEP", "0.1"))
-    status = os.environ.get("FAKE_TRAIN_STATUS", constants.SUCCESS)
-    hold = os.environ.get("FAKE_TRAIN_HOLD")
-    logger.event(key=constants.SUBMISSION_BENCHMARK, value=constants.RESNET)
-    logger.start(key=constants.INIT_START)
-    logger.end(key=constants.INIT_STOP)
-    logger.start(key=constants.RUN_START)
-    for epoch in range(1, epochs + 1):
-        logger.start(key=constants.EPOCH_START, metadata={"epoch_num": epoch})
-        time.sleep(pause)
-        accuracy = 0.76 * epoch / epochs if status == constants.SUCCESS else 0.5 * epoch / epochs
-        logger.event(
-            key=constants.EVAL_ACCURACY, value=round(accuracy, 4), metadata={"epoch_num": epoch}
-        )
-        sys.stdout.flush()
-        deadline = time.monotonic() + 120
-        while hold and os.path.exists(hold) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    logger.end(key=constants.RUN_STOP, metadata={"status": status})
+    log = os.environ.get("FAKE_TRAIN_LOG") or str(
+        RESULTS / ROUND_LOGS[os.environ.get("HPCREPRO_VERSION", "r2.1")]
+    )
+    events = read_events(log, skip=["cache_clear"])
+    if os.environ.get("FAKE_TRAIN_STATUS", "success") == "aborted":
+        events = abort(events)
+    wall = max(float(os.environ.get("FAKE_TRAIN_SLEEP", "0.5")), 0.001)
+    span_s = (int(events[-1]["time_ms"]) - int(events[0]["time_ms"])) / 1000.0
+    replay(
+        events,
+        mllog_emitter(),
+        speedup=max(span_s / wall, 1.0),
+        after_first_epoch=lambda: _hold(os.environ.get("FAKE_TRAIN_HOLD")),
+    )
+    sys.stdout.flush()
     return int(os.environ.get("FAKE_TRAIN_EXIT", "0"))
 
 

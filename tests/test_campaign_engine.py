@@ -21,6 +21,7 @@ from campaign_helpers import (
     sample_manifest,
     stage,
     wait_for,
+    write_replayed_log,
 )
 from hpcrepro.campaign import engine, verdict
 from hpcrepro.campaign import manifest as manifest_io
@@ -76,11 +77,14 @@ def test_lock_left_by_a_killed_process_is_broken(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"format": 1, "stages": [', "invalid JSON"),
-    ("[]", "not a campaign manifest"),
-    ('{"format": 1, "name": "c"}', "damaged manifest: id is missing"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": 1, "stages": [', "invalid JSON"),
+        ("[]", "not a campaign manifest"),
+        ('{"format": 1, "name": "c"}', "damaged manifest: id is missing"),
+    ],
+)
 def test_damaged_manifest_is_a_user_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "campaign.json"
     path.write_text(text)
@@ -98,27 +102,30 @@ def _log(tmp_path: Path, *lines: str) -> Path:
 
 
 def test_verdict_comes_from_the_log_not_the_exit_code(tmp_path: Path) -> None:
-    good = _log(
-        tmp_path,
-        mllog("run_start"),
-        mllog("eval_accuracy", 0.7612, epoch_num=37),
-        mllog("run_stop", status="success"),
-    )
-    assert verdict.judge(good, "failed")[0] == verdict.VALID  # compliance step may have failed
+    good = tmp_path / "good.log"
+    write_replayed_log(good, "r4.0", cache_clear=True)
+    assert verdict.judge(good, "failed", "4.0.0")[0] == verdict.VALID  # a later step failed
+    uncleared = tmp_path / "uncleared.log"
+    write_replayed_log(uncleared, "r4.0", cache_clear=False)
+    outcome, reason = verdict.judge(uncleared, "completed", "4.0.0")
+    assert outcome == verdict.INVALID and "cache_clear" in reason  # what collect would say
     aborted = _log(
         tmp_path,
         mllog("run_start"),
         mllog("eval_accuracy", 0.7612, epoch_num=37),
         mllog("run_stop", status="aborted"),
     )
-    assert verdict.judge(aborted, "completed") == (verdict.INVALID, "run_stop status aborted")
+    assert verdict.judge(aborted, "completed", "4.0.0") == (
+        verdict.INVALID,
+        "run_stop status aborted",
+    )
     short = _log(
         tmp_path,
         mllog("run_start"),
         mllog("eval_accuracy", 0.74, epoch_num=37),
         mllog("run_stop", status="success"),
     )
-    assert verdict.judge(short, "completed")[0] == verdict.INVALID
+    assert verdict.judge(short, "completed", "4.0.0")[0] == verdict.INVALID
 
 
 @pytest.mark.parametrize("state", ["timeout", "node_fail", "out_of_memory", "cancelled", "failed"])
@@ -129,7 +136,7 @@ def test_a_run_cut_short_is_void(tmp_path: Path, state: str) -> None:
         mllog("eval_accuracy", 0.5, epoch_num=4),
         '::MLLOG {"namespace": "", "time_ms"',
     )
-    assert verdict.judge(cut, state)[0] == verdict.VOID
+    assert verdict.judge(cut, state, "4.0.0")[0] == verdict.VOID
 
 
 @pytest.mark.parametrize("state", ["preempted", "requeued"])
@@ -140,7 +147,7 @@ def test_preempted_or_requeued_is_void_even_with_a_good_log(tmp_path: Path, stat
         mllog("eval_accuracy", 0.77, epoch_num=37),
         mllog("run_stop", status="success"),
     )
-    assert verdict.judge(good, state)[0] == verdict.VOID
+    assert verdict.judge(good, state, "4.0.0")[0] == verdict.VOID
 
 
 def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
@@ -152,7 +159,7 @@ def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
         12.0,
         0.61,
     )
-    assert verdict.judge(tmp_path / "missing.log", "blocked")[0] == verdict.NOT_RUN
+    assert verdict.judge(tmp_path / "missing.log", "blocked", "4.0.0")[0] == verdict.NOT_RUN
 
 
 # --- planning a resume
@@ -530,8 +537,9 @@ def test_fast_commands_import_no_heavy_module(tmp_path: Path, argv: list[str]) -
         "print(sorted(heavy & set(sys.modules)), file=sys.stderr)"
     )
     env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
 

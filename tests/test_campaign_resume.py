@@ -102,18 +102,18 @@ def test_resume_ignores_later_site_file_changes_and_needs_the_stored_config(
     hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "drift", env=env)
     wait_for(all_finished("drift", env), 60, "the first run")
     data = yaml.safe_load(site.read_text())
-    data["env"]["FAKE_TRAIN_EPOCHS"] = "7"
+    data["env"]["FAKE_TRAIN_SLEEP"] = "0.7"
     site.write_text(yaml.safe_dump(data))
     campaign = tmp_path / "logs" / "drift"
     assert "submitted run-02" in hpcrepro("resume", "drift", env=env).stdout
     assert _script_exports(campaign, "run-02") == _script_exports(campaign, "run-01")
-    assert "export FAKE_TRAIN_EPOCHS=3" in _script_exports(campaign, "run-02")
+    assert "export FAKE_TRAIN_SLEEP=0.3" in _script_exports(campaign, "run-02")
     wait_for(all_finished("drift", env), 60, "the replacement run")
     site.rename(tmp_path / "moved.yaml")  # resume does not need the site file at all
     assert "submitted run-03" in hpcrepro("resume", "drift", env=env).stdout
     wait_for(all_finished("drift", env), 60, "the second replacement")
     stored = json.loads((campaign / "resolved-config.json").read_text())
-    stored["site"]["env"]["FAKE_TRAIN_EPOCHS"] = "9"
+    stored["site"]["env"]["FAKE_TRAIN_SLEEP"] = "0.9"
     (campaign / "resolved-config.json").write_text(json.dumps(stored))
     changed = hpcrepro("resume", "drift", env=env, check=False)
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
@@ -241,7 +241,7 @@ def test_finished_and_cancelled_campaigns_say_what_to_do(tmp_path: Path) -> None
     scored = hpcrepro("collect", "done", "--no-official-check", "--format", "json", env=env,
                       check=False)  # a campaign name, like status, cancel and resume take
     assert scored.returncode in (0, 1) and "Traceback" not in scored.stderr
-    assert "run-01.log" in scored.stdout
+    assert "run-01_" in scored.stdout
 
     hold = tmp_path / "hold"
     hold.write_text("")

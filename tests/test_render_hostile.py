@@ -169,13 +169,13 @@ def test_image_files_are_never_registry_references(tmp_path: Path) -> None:
 
 
 SITE_ARGS = [
-    "--gres=gpu:a100:8", "--time=1-12:00:00", "-t10", "--ti=5", "--mem=0", "-N2",
+    "--gres=gpu:a100:8", "--time=1-12:00:00", "-t10", "--time-m=5", "--mem=0", "-N2",
     "--exclusive", "--gpus-per-node=8", "--nodelist=n[1-8]", "--ntasks=64",
     "--mail-type=END", "--mail-user=a@b.c", "--comment=mlperf", "--licenses=fs:1",
-    "--exclude=bad1", "--requeue",
+    "--exclude=bad1", "--hold",
 ]  # fmt: skip
 SCHEDULING = ["--mail-type=END", "--mail-user=a@b.c", "--comment=mlperf", "--licenses=fs:1",
-              "--exclude=bad1", "--requeue"]  # fmt: skip
+              "--exclude=bad1", "--hold"]  # fmt: skip
 
 
 def test_helper_stages_get_scheduling_options_but_keep_their_own_resources(

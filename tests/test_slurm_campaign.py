@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from campaign_helpers import (
+    CACHE_CLEAR_LINE,
     FAKE_TRAIN,
     SYSTEM,
     all_finished,
@@ -22,6 +24,7 @@ from campaign_helpers import (
     stage,
     status_json,
     wait_for,
+    write_replayed_log,
 )
 from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
@@ -62,14 +65,20 @@ def sacct_nodes(env: dict[str, str], job_id: str) -> str:
     return out.strip()
 
 
+def _train_line(log: Path) -> str:
+    """The fake trainer writing a compliant run log, after the job's own cache_clear line."""
+    clear = shlex.quote(CACHE_CLEAR_LINE)
+    return f"printf '%s' {clear} > {log}\n{sys.executable} {FAKE_TRAIN} >> {log}\n"
+
+
 def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.CampaignPaths, dict]:
     """prep -> run-01, run-02 (afterok) -> collect (afterany), with hand-written scripts."""
     paths = layout.CampaignPaths(root / name)
     paths.make()
     scripts = {
         "prep": f"sleep 1\nexit {prep_exit}\n",
-        "run-01": f"{sys.executable} {FAKE_TRAIN} > {paths.run_log(1)}\n",
-        "run-02": f"{sys.executable} {FAKE_TRAIN} > {paths.run_log(2)}\n",
+        "run-01": _train_line(paths.run_log(1)),
+        "run-02": _train_line(paths.run_log(2)),
         "collect": "sleep 1\n",
     }
     for stage_name, body in scripts.items():
@@ -178,7 +187,7 @@ def test_two_node_job_runs_tasks_on_both_nodes(slurm_cluster, tmp_path: Path) ->
     summary = json.loads((tmp_path / "logs" / "twonode" / "results" / "summary.json").read_text())
     assert summary["valid_runs"] == 1 and summary["complete"] is True
     report = (tmp_path / "logs" / "twonode" / "results" / "report.md").read_text()
-    assert "logs/run-01.log" in report  # the results area scored the campaign's log
+    assert "logs/run-01_" in report  # the results area scored the campaign's log
 
 
 def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(
@@ -186,7 +195,7 @@ def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(
 ) -> None:
     hold = tmp_path / "hold"
     hold.write_text("")
-    site = make_site(tmp_path, env={"FAKE_TRAIN_HOLD": str(hold), "FAKE_TRAIN_EPOCHS": "4"})
+    site = make_site(tmp_path, env={"FAKE_TRAIN_HOLD": str(hold)})
     env = cli_env(tmp_path, slurm_cluster.env)
     hpcrepro(
         "submit", *SYSTEM, "--site", str(site), "--runs", "2", "--name", "kill", *ONE_NODE, env=env
@@ -498,9 +507,7 @@ def test_cancel_that_slurm_does_not_carry_out_fails_and_changes_nothing(
 
 
 def _finished_run_log(path: Path) -> None:
-    env = {"FAKE_TRAIN_EPOCHS": "2", "FAKE_TRAIN_SLEEP": "0", "PATH": "/usr/bin:/bin"}
-    with path.open("w") as log:
-        subprocess.run([sys.executable, str(FAKE_TRAIN)], stdout=log, env=env, check=True)
+    write_replayed_log(path, "r2.1", cache_clear=True)
 
 
 def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(

@@ -11,13 +11,14 @@ import copy
 import difflib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from hpcrepro.catalog import SystemVersion, load_catalog
+from hpcrepro.catalog import STRUCTURED_EXPORTS, Hyperparameters, SystemVersion, load_catalog
 from hpcrepro.errors import UserError, location
 from hpcrepro.site import DEFAULT_SITE_PATH, MAX_RUNS, SITE_ENV_VAR, Site, image_is_file
 from hpcrepro.validation import KeyPath, raise_validation_error
@@ -82,6 +83,63 @@ class ResolvedConfig:
         return DEFAULT_ORIGIN
 
 
+# Names the job script sets from the catalog entry and the launch: a site's `env` may not set
+# them, or its value would silently win over what `config show` prints (and a value such as
+# `RUN_TOTAL[$(id)]` would reach shell arithmetic).
+LAUNCH_NAMES = frozenset(
+    {
+        "MLPERF_RULESET", "CLEAR_CACHES", "CHECK_COMPLIANCE", "NCCL_TEST", "SLURM_MPI_TYPE",
+        "SLURM_EXPORT_ENV", "MLPERF_CLUSTER_NAME", "MLPERF_SUBMISSION_ORG",
+        "MLPERF_SUBMISSION_PLATFORM", "MLPERF_SUBMITTER", "MLPERF_SYSTEM_NAME", "MLPERF_STATUS",
+        "MLPERF_DIVISION", "HPCREPRO_SYSTEM", "HPCREPRO_VERSION", "HPCREPRO_DATA_DIR",
+        "HPCREPRO_RESULTS_DIR", "HPCREPRO_PYTHON", "HPCREPRO_CACHE_CLEARED", "HPCREPRO_LOCAL",
+    }
+)  # fmt: skip
+_SITE_KEY_FOR = {
+    "SLURM_MPI_TYPE": "mpi",
+    "MLPERF_CLUSTER_NAME": "cluster_name",
+    "NCCL_TEST": "nccl_test",
+    "CLEAR_CACHES": "drop_caches_command",
+    "CHECK_COMPLIANCE": "check_compliance",
+    **{
+        name: "submission"
+        for name in (
+            "MLPERF_SUBMISSION_ORG",
+            "MLPERF_SUBMISSION_PLATFORM",
+            "MLPERF_SUBMITTER",
+            "MLPERF_SYSTEM_NAME",
+            "MLPERF_STATUS",
+            "MLPERF_DIVISION",
+        )
+    },
+}
+
+
+def check_site_env(site: Site, spec: SystemVersion, where: Callable[[KeyPath], str]) -> None:
+    """Refuse a site `env` name that the catalog entry or the launch already sets."""
+    for name, value in site.env.items():
+        problem, hint = "", ""
+        if name in STRUCTURED_EXPORTS or name in Hyperparameters.model_fields:
+            problem = "is one of the system's sizes or hyperparameters"
+            field = STRUCTURED_EXPORTS.get(name) or f"hparams.{name}"
+            hint = f"change it with --set {field.split(' ')[0]}=VALUE, which `config show` reports"
+        elif name in spec.env:
+            problem = f"is set by the system's own config ({spec.env[name]!r})"
+            hint = f"change the system's value with --set system.env.{name}=VALUE"
+        elif name in LAUNCH_NAMES:
+            problem = "is set by the job script itself"
+            key = _SITE_KEY_FOR.get(name)
+            hint = f"use the site key '{key}'" if key else "remove it"
+        elif name.startswith("SLURM_"):
+            problem = "belongs to Slurm, which sets it in every job"
+            hint = "remove it; Slurm options go in sbatch_args or srun_args"
+        elif name == "SEED" and not value.isdigit():
+            problem = f"must be a whole number (NVIDIA's --seed), not {value!r}"
+            hint = "write a number, or remove SEED to draw a fresh seed per run"
+        if problem:
+            raise UserError(f"env {name} {problem}", where=where(("env", name)), hint=hint)
+
+
 def find_site_file(explicit: Path | None) -> Path | None:
     """`--site`, else $HPCREPRO_SITE, else ~/.config/hpcrepro/site.yaml if it exists."""
     return site_file_and_source(explicit)[0]
@@ -114,8 +172,7 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         data["image"] = _absolute_path(image, base)
 
 
-def load_site_file(path: Path | None, source: str
-                   ) -> tuple[dict[str, Any], YamlDocument | None]:
+def load_site_file(path: Path | None, source: str) -> tuple[dict[str, Any], YamlDocument | None]:
     """A site file's mapping (paths made absolute) and its document; `source` names where the
     path came from (--site, $HPCREPRO_SITE) for the error when it is missing."""
     if path is None:
@@ -248,8 +305,11 @@ def resolve(
         layer, path = _route(parts, site_keys, system_keys)
         keep_text = layer == "site" or path[-2:-1] == ["env"]
         value = override_value(raw, f"--set {'.'.join(parts)}", keep_text)
-        if layer == "site" and isinstance(value, str) and value and (
-            path[0] in _SITE_PATH_KEYS or (path == ["image"] and image_is_file(value))
+        if (
+            layer == "site"
+            and isinstance(value, str)
+            and value
+            and (path[0] in _SITE_PATH_KEYS or (path == ["image"] and image_is_file(value)))
         ):
             value = _absolute_path(value, Path.cwd())
         _assign(site_data if layer == "site" else system_data, path, value)
@@ -300,6 +360,7 @@ def resolve(
     except ValidationError as exc:
         raise_validation_error(exc, SystemVersion, system_where)
         raise
+    check_site_env(site, spec, site_where)
 
     return ResolvedConfig(
         system=system,

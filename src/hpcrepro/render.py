@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any, Literal
 
 import jinja2
 
-from hpcrepro import __version__
+from hpcrepro import __version__, slurm_args
 from hpcrepro.config import ResolvedConfig
 from hpcrepro.errors import UserError
+from hpcrepro.nvidia_launch import LaunchProfile, profile_for
 from hpcrepro.resources import templates_dir
 from hpcrepro.shell import check_env_name, quote
 from hpcrepro.site import image_is_file
@@ -94,7 +96,7 @@ def render_template(name: str, **context: Any) -> str:
 # one-task helper stages (image import, prep, collect): those keep their own time and ask for no
 # GPUs. Scheduling policy (partition, account, qos, reservation, constraint, mail, comment,
 # licenses...) reaches every stage.
-_PER_JOB_LONG = frozenset(
+_PER_JOB = frozenset(
     [
         "nodes", "ntasks", "ntasks-per-node", "ntasks-per-socket", "ntasks-per-core",
         "ntasks-per-gpu", "cpus-per-task", "cpus-per-gpu", "gpus", "gpus-per-node",
@@ -106,36 +108,12 @@ _PER_JOB_LONG = frozenset(
         "thread-spec", "segment", "array", "dependency", "job-name", "output", "error", "input",
     ]
 )  # fmt: skip
-_PER_JOB_SHORT = frozenset("NntcGwBSsmaJoeid")
-
-
-# Options that change what sbatch itself does (wait for the job, only test, print differently) or
-# the job chain hpcrepro builds: no site may set these for every job.
-_REFUSED_LONG = frozenset(["wait", "test-only", "parsable", "array", "dependency", "wrap"])
-_REFUSED_SHORT = frozenset("Wad")
-
-
-def _check_site_option(option: str) -> str:
-    name = option[2:].partition("=")[0] if option.startswith("--") else ""
-    if name in _REFUSED_LONG or (not name and option[1:2] in _REFUSED_SHORT):
-        raise UserError(
-            f"'{option}' cannot be a site-wide sbatch option: it changes how sbatch submits "
-            "or how hpcrepro chains the jobs",
-            where="site key 'sbatch_args'",
-            hint="remove it; `hpcrepro submit` sets job dependencies itself",
-        )
-    return option
 
 
 def is_per_job_option(option: str) -> bool:
-    """Whether a site sbatch option sizes or names the job (see `_PER_JOB_LONG`).
-
-    sbatch accepts unambiguous abbreviations of long options, so a prefix counts too.
-    """
-    if option.startswith("--"):
-        name = option[2:].partition("=")[0]
-        return len(name) >= 2 and any(full.startswith(name) for full in _PER_JOB_LONG)
-    return len(option) >= 2 and option[1] in _PER_JOB_SHORT
+    """Whether a (checked) site sbatch option sizes or names the job (see `_PER_JOB`), read as
+    sbatch reads it: `--gpus-per-n=8` is --gpus-per-node, `-N2` is --nodes."""
+    return any(name in _PER_JOB for name, _ in slurm_args.options_of(slurm_args.SBATCH, option))
 
 
 def sbatch_literal(text: object) -> str:
@@ -167,9 +145,12 @@ def sbatch_options(
     """The `#SBATCH` options of a job, site settings included (each is one token).
 
     `gpus=False` marks a helper stage (image, prep, collect): it gets the site's scheduling
-    options but none of the site's per-job resource options (`is_per_job_option`).
+    options but none of the site's per-job resource options (`is_per_job_option`). A training
+    job (`gpus=True`) starts from the user's login environment, not the submitting shell's
+    (`--export=NONE`), and is never requeued: a requeued run restarts its log and is void.
     """
     site = cfg.site
+    site_args = slurm_args.check(slurm_args.SBATCH, site.sbatch_args)
     options = [
         f"--job-name={job_name}",
         f"--nodes={nodes}",
@@ -177,6 +158,8 @@ def sbatch_options(
         f"--time={time_minutes}",
         f"--output={sbatch_output(output)}",
     ]
+    if gpus:
+        options += ["--export=NONE", "--no-requeue"]
     for key in ("partition", "account", "qos", "reservation", "constraint"):
         value = getattr(site, key)
         if value:
@@ -187,10 +170,9 @@ def sbatch_options(
         options.append(f"--gpus-per-node={cfg.spec.gpus_per_node}")
     elif gpus and site.gpu_request == "gres":
         options.append(f"--gres=gpu:{cfg.spec.gpus_per_node}")
-    site_network = any(arg.startswith("--network") for arg in site.sbatch_args)
+    site_network = slurm_args.sets_option(slurm_args.SBATCH, site_args, "network")
     if gpus and cfg.spec.sbatch_network and not site_network:  # the site's own --network wins
         options.append(f"--network={cfg.spec.sbatch_network}")
-    site_args = [_check_site_option(arg) for arg in site.sbatch_args]
     options.extend(arg for arg in site_args if gpus or not is_per_job_option(arg))
     return [_sbatch_token(option) for option in options]
 
@@ -442,6 +424,24 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     )
 
 
+def launch_profile(cfg: ResolvedConfig) -> LaunchProfile:
+    """NVIDIA's launch of the entry's implementation folder (`hpcrepro.nvidia_launch`)."""
+    return profile_for(cfg.version, cfg.spec.implementation, cfg.spec.dgxsystem)
+
+
+def runs_nvidia_code(cfg: ResolvedConfig) -> bool:
+    """Whether each task runs NVIDIA's run_and_time.sh (not the reference workload or a site's
+    own command), so the job logs through the image's mlperf_log_utils."""
+    return cfg.site.workload == "nvidia" and cfg.site.train_command is None
+
+
+def nccl_test(cfg: ResolvedConfig) -> bool:
+    """The site's choice, else NVIDIA's default of the round (NVIDIA's code only)."""
+    if cfg.site.nccl_test is not None:
+        return cfg.site.nccl_test
+    return runs_nvidia_code(cfg) and launch_profile(cfg).nccl_test
+
+
 def train_command(cfg: ResolvedConfig) -> list[str]:
     """Each task's command: NVIDIA's run_and_time.sh, the reference workload, or the site's."""
     site = cfg.site
@@ -457,11 +457,12 @@ def train_command(cfg: ResolvedConfig) -> list[str]:
         return words
     if site.workload == "reference":
         return [site.python, "-m", "hpcrepro.workload.train"]
-    return ["./run_and_time.sh"]
+    return [launch_profile(cfg).run_script]
 
 
 def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str]]:
-    """Every variable the job exports: NVIDIA's config, then hpcrepro's, then the site's."""
+    """Every variable the job exports: NVIDIA's config, then hpcrepro's, then the site's (which
+    may not set any name of the first two: `config.check_site_env`)."""
     spec = cfg.spec
     exports: dict[str, str] = {
         "DGXSYSTEM": spec.dgxsystem,
@@ -476,7 +477,7 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
             "MLPERF_RULESET": spec.ruleset,
             "CLEAR_CACHES": "1" if cfg.site.drop_caches_command else "0",
             "CHECK_COMPLIANCE": "1" if cfg.site.check_compliance else "0",
-            "NCCL_TEST": "1" if cfg.site.nccl_test else "0",
+            "NCCL_TEST": "1" if nccl_test(cfg) else "0",
             "SLURM_MPI_TYPE": cfg.site.mpi,
             "HPCREPRO_SYSTEM": cfg.system,
             "HPCREPRO_VERSION": cfg.version,
@@ -487,6 +488,7 @@ def job_exports(cfg: ResolvedConfig, plan: ContainerPlan) -> list[tuple[str, str
     )
     if cfg.site.cluster_name:
         exports["MLPERF_CLUSTER_NAME"] = cfg.site.cluster_name
+    exports.update(cfg.site.submission.exports())
     exports.update(cfg.site.env)
     return [(_export_name(name), value) for name, value in exports.items()]
 
@@ -517,6 +519,7 @@ def render_training(
     logs = Path(log_dir) if log_dir is not None else cfg.site.log_dir
     plan = container_plan(cfg, logs)
     spec = cfg.spec
+    slurm_args.check(slurm_args.SRUN, cfg.site.srun_args)
     header = sbatch_header(
         cfg,
         job_name=job_name,
@@ -544,6 +547,10 @@ def render_training(
         run_indices=ShellText(" ".join(str(i) for i in run_indices)),
         run_count=len(run_indices),
         train_command=train_command(cfg),
-        nvidia_workload=cfg.site.workload == "nvidia" and cfg.site.train_command is None,
+        nvidia_workload=runs_nvidia_code(cfg),
+        launch=launch_profile(cfg),
+        implementation=spec.implementation,
+        nccl_test=nccl_test(cfg),
+        checker_python=sys.executable,
         total_tasks=spec.nodes * spec.gpus_per_node,
     )

@@ -62,8 +62,12 @@ def _control_problem(text: str, pattern: re.Pattern[str] = _CONTROL) -> str | No
     if match is None:
         return None
     char = match.group()
-    name = "a NUL byte" if char == "\0" else "a line break" if char in "\r\n" else (
-        f"the control character {char!r}"
+    name = (
+        "a NUL byte"
+        if char == "\0"
+        else "a line break"
+        if char in "\r\n"
+        else (f"the control character {char!r}")
     )
     return f"{text!r} contains {name}, which cannot be written into a job script"
 
@@ -120,6 +124,32 @@ class Mount(BaseModel):
         return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
 
 
+class Submission(BaseModel):
+    """Who ran the results, as the MLPerf logs and the submission package name them.
+
+    NVIDIA's mlperf-common (rounds r3.0 on) logs `submission_org` and `submission_platform` from
+    MLPERF_SUBMISSION_ORG / MLPERF_SUBMISSION_PLATFORM, and its mlperf-sysjson.sh (r4.0) reads
+    MLPERF_SUBMITTER, MLPERF_SYSTEM_NAME, MLPERF_STATUS and MLPERF_DIVISION.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    org: str | None = Field(default=None, min_length=1, max_length=200)
+    platform: str | None = Field(default=None, min_length=1, max_length=200)
+    status: Literal["onprem", "cloud", "preview", "research"] = "onprem"
+    division: Literal["closed", "open"] = "closed"
+
+    def exports(self) -> dict[str, str]:
+        values = {
+            "MLPERF_SUBMISSION_ORG": self.org,
+            "MLPERF_SUBMITTER": self.org,
+            "MLPERF_SUBMISSION_PLATFORM": self.platform,
+            "MLPERF_SYSTEM_NAME": self.platform,
+            "MLPERF_STATUS": self.status,
+            "MLPERF_DIVISION": self.division,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+
 def _env_name(name: str) -> str:
     if not is_env_name(name):
         raise ValueError(
@@ -144,7 +174,7 @@ def _env_value(value: Any) -> Any:
         if isinstance(value, list | dict):
             kind = "a list" if isinstance(value, list) else "a mapping"
         raise ValueError(
-            f"must be text, not {kind}: quote the whole value (e.g. \"[a, b]\") if it was "
+            f'must be text, not {kind}: quote the whole value (e.g. "[a, b]") if it was '
             "meant as text"
         )
     problem = _control_problem(value, _ENV_CONTROL)
@@ -195,9 +225,10 @@ class Site(BaseModel):
     modules: list[str] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     drop_caches_command: str | None = "sudo /sbin/sysctl vm.drop_caches=3"
-    nccl_test: bool = False
+    nccl_test: bool | None = None  # None: as NVIDIA's launch of the entry's round does
     check_compliance: bool = True
     cluster_name: str | None = None
+    submission: Submission = Field(default_factory=Submission)
 
     # What runs in each task
     workload: Literal["nvidia", "reference"] = "nvidia"

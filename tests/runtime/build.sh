@@ -100,6 +100,9 @@ make -s -C "$WORK/pyxis" >"$WORK/pyxis-build.log" 2>&1 ||
     { tail -n 30 "$WORK/pyxis-build.log" >&2; fail "building pyxis failed (log above)"; }
 cp "$WORK/pyxis/spank_pyxis.so" "$WORK/out/"
 
+# The two test nodes share one host: PMIx's shared-memory data store (gds/ds12) cannot be used
+# from inside their containers (PMIX ERROR ... gds_ds12_lock_pthread.c); its hash store works.
+echo "PMIX_MCA_gds=hash" >"$WORK/out/prefix/etc/enroot/environ.d/50-test-cluster-pmix.env"
 rm -rf -- "$OUT"
 mv "$WORK/out" "$OUT"
 "$OUT/prefix/bin/enroot" version >/dev/null || fail "the enroot just built in $OUT does not run"

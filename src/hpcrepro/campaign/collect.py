@@ -30,7 +30,7 @@ def summary(paths: CampaignPaths, manifest: dict[str, Any]) -> dict[str, Any]:
                 {
                     "run": index,
                     "stage": stage["name"],
-                    "log": str(paths.run_log(index)),
+                    "log": str(paths.run_log(index, job.get("job_id"))),
                     "job_id": job.get("job_id"),
                     "job_state": job.get("state"),
                     "verdict": judged.get("verdict", "pending"),

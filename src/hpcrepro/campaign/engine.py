@@ -258,7 +258,9 @@ def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
             known = stage["verdicts"].get(key)
             if known and known.get("job_id") == job["job_id"]:
                 continue
-            outcome, reason = verdict.judge(paths.run_log(index), state, target)
+            outcome, reason = verdict.judge(
+                paths.run_log(index, job["job_id"]), state, verdict.ruleset_of(manifest), target
+            )
             stage["verdicts"][key] = {"verdict": outcome, "reason": reason, "job_id": job["job_id"]}
             changed = True
     return changed

@@ -8,6 +8,7 @@ campaign name to that folder, so `hpcrepro status` needs neither the site file n
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import stat
@@ -55,12 +56,25 @@ class CampaignPaths:
     def resolved_config(self) -> Path:
         return self.root / "resolved-config.json"
 
-    def run_log(self, index: int) -> Path:
-        return self.logs / f"run-{index:02d}.log"
+    def run_log(self, index: int, job_id: str | None = None) -> Path:
+        """The log of run `index`. The job names it `run-NN_<JOBID>_<DATESTAMP>.log`, so a job
+        script submitted again never overwrites it: the log of job `job_id` when given (else the
+        newest), `run-NN.log` for campaigns made before the names carried the job."""
+        prefix = f"run-{index:02d}_"
+        found = sorted(self.logs.glob(f"{glob.escape(prefix)}*.log"))
+        if job_id is not None:
+            own = [p for p in found if p.name.startswith(f"{prefix}{job_file_id(job_id)}_")]
+            found = own or found
+        return found[-1] if found else self.logs / f"run-{index:02d}.log"
 
     def make(self) -> None:
         for folder in (self.root, self.scripts, self.logs, self.job_output, self.results):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+def job_file_id(job_id: str) -> str:
+    """A job id as it appears in file names (the local backend's ids hold ':')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
 
 
 def check_name(name: str) -> str:

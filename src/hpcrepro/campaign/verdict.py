@@ -1,19 +1,22 @@
 """Is a training run valid? Decided from its MLPerf log, not from the job's exit code.
 
-A run is valid when its log has `run_stop` with status success and an `eval_accuracy` at or above
-the target. A job that ended PREEMPTED or REQUEUED is void whatever its log says (the log may
-restart); a job that ended TIMEOUT, NODE_FAIL or OUT_OF_MEMORY voids the runs whose log has no
-`run_stop` (a run that finished before the job died is judged by its log).
+A run is valid exactly when `collect` would score it: its log has `run_stop` with status success,
+an `eval_accuracy` at or above the target, and it passes the round's compliance rules (which
+need, among others, the `submission_*` events and `cache_clear: true`; a job whose cache drop
+failed stops before the run, so such a run never claims it). A job that ended PREEMPTED or
+REQUEUED is void whatever its log says (the log may restart); a job that ended TIMEOUT,
+NODE_FAIL or OUT_OF_MEMORY voids the runs whose log has no `run_stop` (a run that finished
+before the job died is judged by its log).
 
 The log is read by the results area (`hpcrepro.results.runs.summarize_run` for a finished run,
-`progress` for a growing one), so a campaign and its report agree. Compliance is not part of the
-verdict: it decides whether a valid run may be scored, which is the results area's question.
+`progress` for a growing one), so a campaign and its report agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hpcrepro.scheduler import states
 
@@ -34,18 +37,20 @@ class LogOutcome:
     best_accuracy: float | None = None
     last_accuracy: float | None = None
     epoch: float | None = None
+    counts: bool = False  # collect would score it (converged, timed and compliant)
+    why_not: str = ""  # collect's reason when it would not
 
     @property
     def stopped(self) -> bool:
         return self.status is not None
 
 
-def finished_log(path: Path) -> LogOutcome:
-    """What the log of a run that has ended says (the same reader `collect` uses)."""
+def finished_log(path: Path, ruleset: str) -> LogOutcome:
+    """What the log of a run that has ended says, read as `collect` reads it."""
     from hpcrepro.results.runs import summarize_run
 
     try:
-        result = summarize_run(path)
+        result = summarize_run(path, ruleset)
     except OSError:  # never written, unreadable, or not a regular file
         return LogOutcome()
     return LogOutcome(
@@ -54,6 +59,8 @@ def finished_log(path: Path) -> LogOutcome:
         best_accuracy=result.best_accuracy,
         last_accuracy=result.last_accuracy,
         epoch=result.last_epoch,
+        counts=result.valid,
+        why_not=result.reason,
     )
 
 
@@ -73,13 +80,21 @@ def live_progress(path: Path) -> LogOutcome:
     )
 
 
-def judge(log: Path, job_state: str, target: float = RESNET_TARGET) -> tuple[str, str]:
-    """(verdict, reason) for one run whose job ended in `job_state`."""
+def ruleset_of(manifest: dict[str, Any]) -> str:
+    """The compliance ruleset of a campaign's round: r4.0 -> 4.0.0."""
+    version = str(manifest.get("version") or "r4.0")
+    return version.removeprefix("r") + ".0"
+
+
+def judge(
+    log: Path, job_state: str, ruleset: str, target: float = RESNET_TARGET
+) -> tuple[str, str]:
+    """(verdict, reason) for one run whose job ended in `job_state`, under `ruleset`'s rules."""
     if job_state in (states.BLOCKED, states.PLANNED):
         return NOT_RUN, "never started: a stage it depends on failed"
     if job_state in _LOG_RESTARTS:
         return VOID, f"job {job_state}: void for time-to-train"
-    outcome = finished_log(log)
+    outcome = finished_log(log, ruleset)
     if not log.exists() or not outcome.started:
         if job_state == states.CANCELLED:
             return NOT_RUN, "cancelled before the run started"
@@ -93,4 +108,6 @@ def judge(log: Path, job_state: str, target: float = RESNET_TARGET) -> tuple[str
         return INVALID, f"run_stop status {outcome.status}"
     if outcome.best_accuracy is None or outcome.best_accuracy < target:
         return INVALID, f"target {target} not reached (best {outcome.best_accuracy})"
-    return VALID, f"reached {outcome.best_accuracy:.4f}"
+    if not outcome.counts:
+        return INVALID, outcome.why_not
+    return VALID, f"reached {outcome.best_accuracy:.4f}, compliant with the {ruleset} rules"

@@ -37,8 +37,9 @@ def _elapsed(job: dict[str, Any]) -> str:
 def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) -> str:
     """'epoch 12/35 acc 0.6123' for a running training job, read from its growing MLLOG."""
     parts = []
+    job = st.current(stage) or {}
     for index in stage["runs"]:
-        outcome = live_progress(paths.run_log(index))
+        outcome = live_progress(paths.run_log(index, job.get("job_id")))
         if not outcome.started:
             continue
         text = (

@@ -133,15 +133,19 @@ def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str
         shape.check_run_verdicts(data)
     except shape.ShapeError as error:
         raise shape.damaged(manifest, error) from error
-    by_name = {p.name: p for p in logs}
+    from hpcrepro.campaign.layout import job_file_id
+
     excluded = []
     for stage in data["stages"]:
         for index, judged in stage.get("verdicts", {}).items():
             if judged["verdict"] not in _NOT_COUNTED:
                 continue
-            log = by_name.get(f"run-{int(index):02d}.log")
-            if log is not None:
-                excluded.append((log, f"{judged['verdict']}: {judged.get('reason') or ''}".strip()))
+            job_id = judged.get("job_id")
+            run = f"run-{int(index):02d}"
+            own = f"{run}_{job_file_id(job_id)}_" if isinstance(job_id, str) else None
+            reason = f"{judged['verdict']}: {judged.get('reason') or ''}".strip()
+            excluded += [(log, reason) for log in logs if log.name == f"{run}.log"
+                         or (own and log.name.startswith(own))]  # fmt: skip
     return excluded
 
 
