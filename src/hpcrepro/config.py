@@ -24,7 +24,8 @@ from hpcrepro.validation import KeyPath, raise_validation_error
 from hpcrepro.yamlio import YamlDocument, YamlTooDeep, dotted_key, load_yaml, parse_yaml
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
-_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
+_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir",
+                   "image_code_dir", "image_dockerfile", "image_wheels_dir")
 DEFAULT_ORIGIN = "default"
 SET_ORIGIN = "--set"
 
@@ -109,9 +110,10 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         value = data.get(key)
         if isinstance(value, str) and value:
             data[key] = _absolute_path(value, base)
-    image = data.get("image")
-    if isinstance(image, str) and image_is_file(image):
-        data["image"] = _absolute_path(image, base)
+    for key in ("image", "image_base"):
+        image = data.get(key)
+        if isinstance(image, str) and image_is_file(image):
+            data[key] = _absolute_path(image, base)
 
 
 def load_site_file(path: Path | None, source: str
@@ -249,7 +251,8 @@ def resolve(
         keep_text = layer == "site" or path[-2:-1] == ["env"]
         value = override_value(raw, f"--set {'.'.join(parts)}", keep_text)
         if layer == "site" and isinstance(value, str) and value and (
-            path[0] in _SITE_PATH_KEYS or (path == ["image"] and image_is_file(value))
+            path[0] in _SITE_PATH_KEYS
+            or (path in (["image"], ["image_base"]) and image_is_file(value))
         ):
             value = _absolute_path(value, Path.cwd())
         _assign(site_data if layer == "site" else system_data, path, value)
