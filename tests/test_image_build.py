@@ -29,7 +29,7 @@ WORKDIR /workspace/image_classification
 COPY requirements.txt .
 RUN grep mlperf-common requirements.txt > pinned.txt && test ! -e run_and_time.sh
 COPY . .
-RUN test -x run_and_time.sh && echo "built in $(pwd) with ${MXNET_UPDATE_ON_KVSTORE:-unset}" > built.txt
+RUN test -x run_and_time.sh && echo "built in $(pwd) ${MXNET_UPDATE_ON_KVSTORE:-unset}" >built.txt
 ENV MXNET_UPDATE_ON_KVSTORE=0 \\
     OMPI_MCA_btl=^openib \\
     HPCREPRO_SPACES="a b"
@@ -88,7 +88,7 @@ def assert_nvidia_shape(enroot: Path, env: dict[str, str], image: Path) -> None:
     )
     lines = out.splitlines()
     assert lines[0] == "/workspace/image_classification"  # WORKDIR, where pyxis starts tasks
-    assert "built in /workspace/image_classification with unset" in lines  # ENV after that RUN
+    assert "built in /workspace/image_classification unset" in lines  # ENV after that RUN
     assert (
         "git+https://github.com/NVIDIA/mlperf-common.git@68cf1d0d5e3de3351e66abb696d0e2d011aabf47"
     ) in lines
@@ -270,7 +270,7 @@ def test_two_builds_of_one_key_build_once(tmp_path: Path) -> None:
     second = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    results = [p.communicate(timeout=120) + (p.returncode,) for p in (first, second)]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in (first, second)]
     assert [r[2] for r in results] == [0, 0], results
     builds = [json.loads(line) for line in log.read_text().splitlines()]
     assert len([b for b in builds if b["apptainer"][0] == "build"]) == 1

@@ -20,7 +20,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from hpcrepro.shell import is_env_name
@@ -285,16 +284,18 @@ class Site(BaseModel):
             raise ValueError(f"'{value}' is not an MPI plugin name such as pmix, pmi2 or none")
         return value
 
-    @model_validator(mode="after")
-    def _image_for_reference_workload(self) -> Site:
+    @field_validator("workload")
+    @classmethod
+    def _image_for_reference_workload(cls, value: str, info: ValidationInfo) -> str:
         # No image means "build NVIDIA's" (hpcrepro image build); the reference workload is
         # hpcrepro's own PyTorch code, which NVIDIA's image does not hold.
-        if self.runtime != "none" and not self.image and self.workload == "reference":
+        runtime = info.data.get("runtime")
+        if value == "reference" and runtime not in (None, "none") and not info.data.get("image"):
             raise ValueError(
-                f"runtime '{self.runtime}' with workload 'reference' needs 'image': an image "
-                "with PyTorch and hpcrepro (only NVIDIA's image is built when image is unset)"
+                f"workload 'reference' under runtime '{runtime}' needs 'image': an image with "
+                "PyTorch and hpcrepro (only NVIDIA's image is built when image is unset)"
             )
-        return self
+        return value
 
     def image_kind(self) -> Literal["registry", "file", "none"]:
         """Whether the image must be pulled (registry URI), exists as a file, or (none, under a
