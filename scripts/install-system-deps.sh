@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The linter shellcheck checks generated scripts; libgomp1 and libquadmath0 are loaded by mxnet, whose own
-# RecordIO readers judge the prepared datasets.
-packages=(shellcheck libgomp1 libquadmath0)
+# RecordIO readers judge the prepared datasets. podman, mmdebstrap and squashfs-tools make the real
+# image builds of tests/test_image_build.py (a Debian base, podman build, enroot's squashfs).
+packages=(shellcheck libgomp1 libquadmath0 podman mmdebstrap squashfs-tools)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

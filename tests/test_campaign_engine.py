@@ -27,6 +27,7 @@ from hpcrepro.campaign import engine, verdict
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
 from hpcrepro.errors import UserError
+from hpcrepro.image.cache import file_name
 
 MLLOG = (
     ':::MLLOG {{"namespace": "", "time_ms": 1, "event_type": "{kind}", "key": "{key}", '
@@ -462,7 +463,9 @@ def test_registry_image_gets_one_import_stage_and_runs_use_the_cached_file(tmp_p
     assert "# graph: image; run-01 (afterok image);" in done.stdout
     assert '"--dependency=afterok:$job_image" --kill-on-invalid-dep=yes' in done.stdout
     scripts = tmp_path / "logs" / "img" / "scripts"
-    cached = tmp_path / "cache" / "nvcr.io_nvidia_mxnet_23.04-py3.sqsh"
+    source = "nvcr.io#nvidia/mxnet:23.04-py3"  # what pyxis pulls; hashed into the cache name
+    cached = tmp_path / "cache" / file_name(source, f"registry pyxis {source}", ".sqsh")
+    assert cached.name.startswith("nvcr.io_nvidia_mxnet_23.04-py3-")
     image_script = (scripts / "image.sbatch").read_text()
     assert "enroot import --output \"$PARTIAL\" 'docker://nvcr.io#nvidia/mxnet:23.04-py3'" in (
         image_script

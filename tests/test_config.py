@@ -84,7 +84,11 @@ def test_site_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Monk
             ["site.yaml:4", "exclusive"],
         ),
         ("runtime: none\ndataset_dir: data\nlog_dir: /l\n", ["dataset_dir="], ["dataset_dir"]),
-        ("runtime: pyxis\ndataset_dir: /d\nlog_dir: /l\n", [], ["needs 'image'"]),
+        (
+            "runtime: pyxis\ndataset_dir: /d\nlog_dir: /l\nworkload: reference\n",
+            [],
+            ["needs 'image'", "workload"],
+        ),
         ("runtime: none\ndataset_dir: /d\nlog_dir: /l\npartition: 'a b'\n", [], ["#SBATCH"]),
         (
             "runtime: none\ndataset_dir: /d\nlog_dir: /l\n"

@@ -110,11 +110,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (BASE.replace("log_dir: /l", "log_dir: /l,x"), [], "site.yaml:4 key 'log_dir'",
          ["container mount syntax"]),
         (BASE, ["dataset_dir=/d:x"], "--set dataset_dir", ["container mount syntax"]),
-        (BASE.replace("image: nvcr.io/nvidia/mxnet:23.04-py3\n", ""), [], "site.yaml key 'image'",
-         ["runtime 'pyxis' needs 'image'", "site.yaml:1"]),
-        (BASE, ["image="], "--set image", ["needs 'image'"]),
-        (BASE.replace("runtime: pyxis", "runtime: none").replace("image: nvcr", "x: y"),
-         ["runtime=apptainer", "image="], "--set image", ["runtime comes from --set runtime"]),
+        (BASE.replace("image: nvcr.io/nvidia/mxnet:23.04-py3\n", "workload: reference\n"), [],
+         "site.yaml:2 key 'workload'", ["workload 'reference' under runtime 'pyxis' needs"]),
+        (BASE, ["image=", "workload=reference"], "--set workload", ["needs 'image'"]),
     ],
 )
 def test_hostile_site_values_name_the_place(

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "hpcrepro.commands.workload",
     "hpcrepro.commands.detect",
     "hpcrepro.commands.systems",
+    "hpcrepro.commands.image",
 )
 
 app = typer.Typer(

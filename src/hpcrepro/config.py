@@ -25,7 +25,8 @@ from hpcrepro.validation import KeyPath, raise_validation_error
 from hpcrepro.yamlio import YamlDocument, YamlTooDeep, dotted_key, load_yaml, parse_yaml
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
-_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
+_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir",
+                   "image_code_dir", "image_dockerfile", "image_wheels_dir")
 DEFAULT_ORIGIN = "default"
 SET_ORIGIN = "--set"
 
@@ -167,9 +168,10 @@ def _absolutize_site_paths(data: dict[str, Any], base: Path) -> None:
         value = data.get(key)
         if isinstance(value, str) and value:
             data[key] = _absolute_path(value, base)
-    image = data.get("image")
-    if isinstance(image, str) and image_is_file(image):
-        data["image"] = _absolute_path(image, base)
+    for key in ("image", "image_base"):
+        image = data.get(key)
+        if isinstance(image, str) and image_is_file(image):
+            data[key] = _absolute_path(image, base)
 
 
 def load_site_file(path: Path | None, source: str) -> tuple[dict[str, Any], YamlDocument | None]:
@@ -309,7 +311,10 @@ def resolve(
             layer == "site"
             and isinstance(value, str)
             and value
-            and (path[0] in _SITE_PATH_KEYS or (path == ["image"] and image_is_file(value)))
+            and (
+                path[0] in _SITE_PATH_KEYS
+                or (path in (["image"], ["image_base"]) and image_is_file(value))
+            )
         ):
             value = _absolute_path(value, Path.cwd())
         _assign(site_data if layer == "site" else system_data, path, value)

@@ -408,10 +408,9 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     image = image_file(site.image) if is_file else apptainer_image(site.image)
     build = ""
     if not is_file:
-        cache = site.image_cache_dir or site.log_dir
-        stem = image.split("://", 1)[-1]
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
-        build, image = image, str(cache / f"{safe}.sif")
+        from hpcrepro.image.cache import registry_cache_file
+
+        build, image = image, str(registry_cache_file(site, image))
     return ContainerPlan(
         runtime="apptainer",
         image=image,

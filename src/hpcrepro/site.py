@@ -212,6 +212,12 @@ class Site(BaseModel):
     image_cache_dir: Path | None = None
     workdir: str = "/workspace/image_classification"
     mounts: list[Mount] = Field(default_factory=list)
+    # Building NVIDIA's image when `image` is unset (docs/image.md)
+    image_builder: Literal["auto", "enroot", "apptainer", "podman", "docker"] = "auto"
+    image_code_dir: Path | None = None  # offline copy of NVIDIA's implementation folder
+    image_base: str | None = None  # instead of the catalog's container_base (mirror, .sqsh, .sif)
+    image_dockerfile: Path | None = None  # the site's own Dockerfile instead of NVIDIA's
+    image_wheels_dir: Path | None = None  # mlperf-logging / mlperf-common wheels or sources
 
     # Data and logs
     dataset_dir: Path
@@ -274,7 +280,8 @@ class Site(BaseModel):
                 )
         return value
 
-    @field_validator("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir")
+    @field_validator("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir",
+                     "image_code_dir", "image_dockerfile", "image_wheels_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -308,19 +315,22 @@ class Site(BaseModel):
             raise ValueError(f"'{value}' is not an MPI plugin name such as pmix, pmi2 or none")
         return value
 
-    @field_validator("image")
+    @field_validator("workload")
     @classmethod
-    def _image_for_runtime(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _image_for_reference_workload(cls, value: str, info: ValidationInfo) -> str:
+        # No image means "build NVIDIA's" (hpcrepro image build); the reference workload is
+        # hpcrepro's own PyTorch code, which NVIDIA's image does not hold.
         runtime = info.data.get("runtime")
-        if runtime not in (None, "none") and not value:
+        if value == "reference" and runtime not in (None, "none") and not info.data.get("image"):
             raise ValueError(
-                f"runtime '{runtime}' needs 'image': a registry URI "
-                "(nvcr.io/nvidia/mxnet:23.04-py3), a .sqsh file (pyxis) or a .sif file (apptainer)"
+                f"workload 'reference' under runtime '{runtime}' needs 'image': an image with "
+                "PyTorch and hpcrepro (only NVIDIA's image is built when image is unset)"
             )
         return value
 
     def image_kind(self) -> Literal["registry", "file", "none"]:
-        """Whether the image must be pulled (registry URI) or already exists as a file."""
+        """Whether the image must be pulled (registry URI), exists as a file, or (none, under a
+        container runtime) is NVIDIA's image that `hpcrepro image build` makes."""
         if not self.image:
             return "none"
         return "file" if image_is_file(self.image) else "registry"

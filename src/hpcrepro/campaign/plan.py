@@ -128,13 +128,19 @@ def _missing_files(folder: Path) -> list[str]:
 
 
 def image_cache_file(cfg: ResolvedConfig) -> Path:
-    """Where a registry image is kept once imported (.sqsh for pyxis, .sif for apptainer)."""
-    image = cfg.site.image or ""
-    cache = cfg.site.image_cache_dir or cfg.site.log_dir / "images"
-    stem = image.split("://", 1)[-1]
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
-    suffix = ".sqsh" if cfg.site.runtime == "pyxis" else ".sif"
-    return cache / f"{safe}{suffix}"
+    """The image file the runs use: a registry image imported once, or (no `image` set) NVIDIA's
+    image built once, both in the site's image cache (`hpcrepro.image.cache` names them)."""
+    from hpcrepro.image import cache
+
+    image = cfg.site.image
+    if not image:
+        from hpcrepro.image.build import planned_file
+
+        return planned_file(cfg)
+    from hpcrepro.render import apptainer_image, pyxis_image
+
+    source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
+    return cache.registry_cache_file(cfg.site, source)
 
 
 def with_image(cfg: ResolvedConfig, image: Path) -> ResolvedConfig:
@@ -148,7 +154,8 @@ def small_job_config(cfg: ResolvedConfig) -> ResolvedConfig:
 
 
 def needs_image_stage(cfg: ResolvedConfig) -> bool:
-    return cfg.site.runtime in ("pyxis", "apptainer") and cfg.site.image_kind() == "registry"
+    """A registry image to import, or no image at all: NVIDIA's to build."""
+    return cfg.site.runtime in ("pyxis", "apptainer") and cfg.site.image_kind() != "file"
 
 
 def training_config(cfg: ResolvedConfig) -> ResolvedConfig:
@@ -247,20 +254,8 @@ def write_script(
             launcher="local" if backend == "local" else "srun",
         )
     elif stage["kind"] == "image":
-        from hpcrepro.render import apptainer_image, pyxis_image
-
         header = one_task_header(small_job_config(cfg), job_name, output, IMAGE_STAGE_MINUTES)
-        image = cfg.site.image or ""
-        source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
-        text = render_template(
-            "image.sbatch.j2",
-            header=ShellText(header),
-            uri=image,
-            source=source,
-            runtime=cfg.site.runtime,
-            target=str(image_cache_file(cfg)),
-            hpcrepro_version=__version__,
-        )
+        text = render_image_stage(cfg, ShellText(header))
     elif stage["kind"] == "prep":
         text = render_prep(cfg, name, job_name, output)
     else:
@@ -277,6 +272,36 @@ def write_script(
     script = paths.root / stage["script"]
     script.write_text(text)
     script.chmod(0o755)
+
+
+def render_image_stage(cfg: ResolvedConfig, header: str) -> str:
+    """The image stage: import the registry image, or build NVIDIA's (hpcrepro image build on
+    the compute node, every value passed explicitly so the job builds what submit planned)."""
+    from hpcrepro.render import ShellText, apptainer_image, pyxis_image, render_template
+
+    target = image_cache_file(cfg)
+    common = {"header": ShellText(header), "target": str(target),
+              "hpcrepro_version": __version__}
+    image = cfg.site.image
+    if image:
+        source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
+        return render_template("image.sbatch.j2", build=False, uri=image, source=source,
+                               runtime=cfg.site.runtime, **common)
+    from hpcrepro.image.build import plan, request_for
+
+    request = request_for(cfg.system, cfg.version, cfg.spec, cfg.site)
+    built = plan(request)
+    arguments = ["--system", cfg.system, "--version", cfg.version, "--no-site",
+                 "--format", request.output_format, "--builder", request.builder,
+                 "--base", built.base]
+    for option, value in (("--code", request.code), ("--dockerfile", request.dockerfile),
+                          ("--wheels", request.wheels)):
+        if value is not None:
+            arguments += [option, str(value)]
+    arguments += ["--output", str(target)]
+    return render_template("image.sbatch.j2", build=True, code=built.location.label,
+                           base=built.base, arguments=arguments, python=sys.executable,
+                           pythonpath=_package_root(), **common)
 
 
 def _package_root() -> str:

@@ -35,7 +35,13 @@ def submit(
 ) -> None:
     """Submit the whole stage graph (image, runs, collect) so you can log out."""
     from hpcrepro.campaign import actions
+    from hpcrepro.config import resolve
+    from hpcrepro.image.tagcheck import image_warning
 
+    cfg = resolve(system, version, site, list(overrides))
+    warning = image_warning(cfg.site.image, cfg.spec.container_base, system, version)
+    if warning and cfg.site.runtime != "none":
+        typer.echo(f"warning: {warning}", err=True)
     request = actions.SubmitRequest(
         system=system,
         version=version,

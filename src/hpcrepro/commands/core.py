@@ -109,9 +109,14 @@ def render(
     from hpcrepro.render import render_training
 
     cfg = resolve(system, version, site, overrides)
+    from hpcrepro.image.tagcheck import image_notes
+
+    filled, notes = image_notes(cfg)
+    for note in notes:
+        typer.echo(f"warning: {note}" if not note.startswith("no image") else note, err=True)
     run_count = checked_run_count(cfg, runs)
     script = render_training(
-        cfg, job_name=f"hpcrepro-{system}-{version}", run_indices=list(range(1, run_count + 1))
+        filled, job_name=f"hpcrepro-{system}-{version}", run_indices=list(range(1, run_count + 1))
     )
     if output.exists() and not output.is_dir():
         raise UserError(
