@@ -1,8 +1,8 @@
-"""Rendered sbatch scripts: golden files, shell syntax, shellcheck, and runs under stand-ins.
+"""Rendered sbatch scripts: golden files, shell syntax, shellcheck, and runs on the cluster.
 
-pyxis and Apptainer cannot be installed here, so `tests/fakes/` holds strict stand-ins for
-`srun` (with pyxis' options), `apptainer` and `enroot`: they reject any option or syntax the real
-tools would not accept, record every call, and run the task command on this machine.
+pyxis jobs run under real pyxis and enroot (tests/test_pyxis_launch.py). Apptainer cannot be
+installed here, so `tests/fakes/apptainer` is a strict stand-in: it rejects any option or syntax
+the real tool would not accept, records every call, and runs the task command on the node.
 """
 
 from __future__ import annotations
@@ -107,25 +107,19 @@ def test_image_references() -> None:
     assert apptainer_image("/images/rn50.sif") == "/images/rn50.sif"
 
 
-def run_under_fakes(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list]:
-    """Run a rendered script with the stand-ins first on PATH, as sbatch would on one node."""
+def submit_and_wait(script: str, tmp_path: Path, env: dict[str, str]) -> tuple[str, str]:
+    """sbatch --wait the script on the test cluster; (job id, job output)."""
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    log = tmp_path / "calls.jsonl"
-    env = dict(
-        os.environ,
-        PATH=f"{FAKES}:{os.environ['PATH']}",
-        FAKE_SRUN_LOG=str(log),
-        FAKE_SRUN_STATE=str(tmp_path / "containers"),
-        SLURM_JOB_ID="4242",
-        SLURM_JOB_NUM_NODES="1",
-        SLURM_JOB_NODELIST="node1",
-    )
-    result = subprocess.run(
-        ["bash", str(path)], capture_output=True, text=True, env=env, timeout=120
-    )
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return result, calls
+    done = subprocess.run(
+        ["sbatch", "--parsable", "--wait", f"--output={tmp_path}/job-%j.out", str(path)],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    job_id = done.stdout.strip().split(";")[0]
+    output = tmp_path / f"job-{job_id}.out"
+    text = output.read_text() if output.exists() else ""
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}\n{text}"
+    return job_id, text
 
 
 def recorder(tmp_path: Path) -> str:
@@ -141,18 +135,24 @@ def recorder(tmp_path: Path) -> str:
     return f"{sys.executable} {script}"
 
 
-@pytest.mark.parametrize("runtime", ["pyxis", "apptainer"])
-def test_script_runs_under_strict_stand_ins(runtime: str, tmp_path: Path) -> None:
+@pytest.mark.slurm
+def test_apptainer_script_runs_on_the_cluster_under_the_strict_stand_in(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    """Apptainer has no Debian package here: the job runs under the real test Slurm with the
+    strict `tests/fakes/apptainer` first on PATH, which checks every build and exec line."""
     records = tmp_path / "records"
     records.mkdir()
     data, logs, cache = tmp_path / "data", tmp_path / "logs", tmp_path / "cache"
     data.mkdir()
+    calls = tmp_path / "calls.jsonl"
     site = tmp_path / "site.yaml"
     site.write_text(
-        f"runtime: {runtime}\nimage: nvcr.io/nvidia/mxnet:23.04-py3\n"
-        f"dataset_dir: {data}\nlog_dir: {logs}\nimage_cache_dir: {cache}\n"
-        f"drop_caches_command: 'true'\ncheck_compliance: false\nworkdir: {tmp_path}\n"
-        f"srun_args: [--cpu-bind=none]\n"
+        f"runtime: apptainer\nimage: nvcr.io/nvidia/mxnet:23.04-py3\npartition: debug\n"
+        f"exclusive: false\nmpi: none\ndataset_dir: {data}\nlog_dir: {logs}\n"
+        f"image_cache_dir: {cache}\ndrop_caches_command: 'true'\ncheck_compliance: false\n"
+        f"workdir: {tmp_path}\nsrun_args: [--cpu-bind=none]\n"
+        f"env:\n  PATH: {FAKES}:/usr/local/bin:/usr/bin:/bin\n  FAKE_SRUN_LOG: {calls}\n"
     )
     cfg = resolve(
         "dgxh100_1x8",
@@ -164,43 +164,19 @@ def test_script_runs_under_strict_stand_ins(runtime: str, tmp_path: Path) -> Non
             "gpus_per_node=2",
         ],
     )
-    result, calls = run_under_fakes(
-        render_training(cfg, job_name="t", run_indices=[1, 2]), tmp_path
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert sorted(p.name for p in logs.iterdir() if p.suffix == ".log") == [
-        "run-01.log",
-        "run-02.log",
-    ]
-    run_log = (logs / "run-01.log").read_text()
+    submit_and_wait(render_training(cfg, job_name="t", run_indices=[1, 2]), tmp_path,
+                    slurm_cluster.env)  # fmt: skip
+    run_logs = sorted(p.name for p in logs.iterdir() if p.suffix == ".log")
+    assert [name.split("_")[0] for name in run_logs] == ["run-01", "run-02"]
+    run_log = (logs / run_logs[0]).read_text()
     assert '"key": "cache_clear", "value": true' in run_log
     assert len(list(records.iterdir())) == 4  # 2 runs x 2 tasks
-    seeds = {p.name.split("-")[1] for p in records.iterdir()}
-    assert len(seeds) == 2  # a fresh seed per run
-    if runtime == "pyxis":
-        imports = [c for c in calls if "--container-image" in c.get("options", {})]
-        assert (
-            len(imports) == 1
-            and imports[0]["options"]["--container-image"] == "nvcr.io#nvidia/mxnet:23.04-py3"
-        )
-        train = [c for c in calls if c.get("options", {}).get("--mpi") == "pmix"]
-        assert len(train) == 2
-        assert train[0]["options"]["--ntasks-per-node"] == "2"
-        assert train[0]["options"]["--container-mounts"] == f"{data}:/data,{logs}:/results"
-        removed = [
-            c
-            for c in calls
-            if c.get("command", [None])[0] == "bash" and "enroot list" in " ".join(c["command"])
-        ]
-        assert removed and removed[-1]["command"][-1] == "hpcrepro_4242"
-    else:
-        builds = [c for c in calls if c.get("apptainer", [None])[0] == "build"]
-        assert (
-            len(builds) == 1
-            and builds[0]["apptainer"][2] == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
-        )
-        execs = [c["apptainer"] for c in calls if c.get("apptainer", [None])[0] == "exec"]
-        assert execs and all("--nv" in e and "--pwd" in e for e in execs)
+    assert len({p.name.split("-")[1] for p in records.iterdir()}) == 2  # a fresh seed per run
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    builds = [c["apptainer"] for c in recorded if c["apptainer"][0] == "build"]
+    assert len(builds) == 1 and builds[0][2] == "docker://nvcr.io/nvidia/mxnet:23.04-py3"
+    execs = [c["apptainer"] for c in recorded if c["apptainer"][0] == "exec"]
+    assert execs and all("--nv" in e and "--pwd" in e for e in execs)
 
 
 HOSTILE = [
@@ -247,7 +223,7 @@ def test_hostile_values_arrive_intact_and_never_execute(tmp_path: Path) -> None:
     for i, value in enumerate(HOSTILE):
         assert env[f"HOSTILE_{i}"] == value
     assert env["HPCREPRO_DATA_DIR"] == str(weird)
-    assert (logs / "run-01.log").is_file()
+    assert [p.name.split("_")[0] for p in logs.glob("*.log")] == ["run-01"]
 
 
 def test_local_launcher_starts_one_process_per_gpu(tmp_path: Path) -> None:

@@ -387,7 +387,8 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     assert site.image is not None  # Site validation guarantees an image for container runtimes
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
     logs = _check_mount_path(log_dir, "log_dir")
-    specs = [f"{data}:{CONTAINER_DATA_DIR}", f"{logs}:{CONTAINER_RESULTS_DIR}"]
+    # The data set is mounted read-only: no task may change what every run reads.
+    specs = [f"{data}:{CONTAINER_DATA_DIR}:ro", f"{logs}:{CONTAINER_RESULTS_DIR}"]
     for mount in site.mounts:  # the site checked them; this also refuses line breaks
         source = _check_mount_path(mount.source, "mounts")
         target = _check_mount_path(mount.target, "mounts")

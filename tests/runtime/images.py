@@ -134,23 +134,31 @@ def _squash(rootfs: Path, out: Path) -> None:
                         "-quiet", "-no-progress"])  # fmt: skip
 
 
-def _pip_into(rootfs: Path, *requirements: str) -> None:
-    """Install wheels for the image's Python 3.11 into its site-packages, from the host."""
+def _pip_into(rootfs: Path, *requirements: str, binary: bool = True) -> None:
+    """Install packages for the image's Python 3.11 into its site-packages, from the host.
+
+    pip puts their scripts into `<target>/bin` (and skips them when that folder exists), so
+    they are moved to /usr/local/bin, where the container's PATH finds them."""
     target = rootfs / SITE_PACKAGES
     target.mkdir(parents=True, exist_ok=True)
+    wheels_only = ["--only-binary=:all:", "--python-version", "3.11", "--platform",
+                   "manylinux2014_x86_64", "--implementation", "cp"] if binary else []
     _run("pip install into the image", [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--no-compile", "--only-binary=:all:", "--python-version", "3.11",
-        "--platform", "manylinux2014_x86_64", "--implementation", "cp",
-        "--target", str(target), *requirements,
+        "--no-compile", *wheels_only, "--target", str(target), *requirements,
     ])  # fmt: skip
+    scripts = target / "bin"
+    if scripts.is_dir():
+        for script in scripts.iterdir():
+            shutil.move(str(script), rootfs / "usr" / "local" / "bin" / script.name)
+        scripts.rmdir()
 
 
 def base_image() -> Path:
     """The cached base folder: `rootfs/` and `base.sqsh`."""
     _need("mmdebstrap", "mksquashfs")
     key = _digest(BASE_PACKAGES, BASE_PIP, STAND_INS / "nvidia-smi", STAND_INS / "numactl",
-                  STAND_INS / "mxnet_cuda_utils.py", "v1")  # fmt: skip
+                  STAND_INS / "mxnet_cuda_utils.py", "v2")  # fmt: skip
 
     def make(work: Path) -> None:
         rootfs = work / "rootfs"
@@ -195,7 +203,7 @@ def nvidia_image(version: str) -> Path:
         raise ImageBuildError(f"{spec.code} is missing (the shared research folder)")
     base = base_image()
     common = NVIDIA_CODE / "mlperf-common" / spec.mlperf_common if spec.mlperf_common else None
-    key = _digest(base.name, spec, spec.code, common or "", "v1")
+    key = _digest(base.name, spec, spec.code, common or "", "v2")
 
     def make(work: Path) -> None:
         rootfs = work / "rootfs"
@@ -208,14 +216,10 @@ def nvidia_image(version: str) -> Path:
             source = work / "mlperf-common"
             shutil.copytree(common, source)
             _run("chmod", ["chmod", "-R", "u+w", str(source)])
-            target = rootfs / SITE_PACKAGES
-            _run("pip install mlperf-common", [
-                sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-                "--disable-pip-version-check", "--target", str(target), str(source),
-            ])  # fmt: skip
-            for script in (target / "bin").iterdir():  # bindpcie, mlperf-sysjson.sh, ...
-                shutil.move(str(script), rootfs / "usr/local/bin" / script.name)
-            (target / "bin").rmdir()
+            _pip_into(rootfs, "--no-deps", str(source), binary=False)  # bindpcie, sysjson...
+            for script in ("bindpcie", *(["mlperf-sysjson.sh"] if version == "r4.0" else [])):
+                if not (rootfs / "usr/local/bin" / script).is_file():
+                    raise ImageBuildError(f"mlperf-common did not install {script}")
         environment = _dockerfile_env(spec.code / "Dockerfile")
         environment += ["NVIDIA_PRODUCT_NAME=MXNet", "NVIDIA_MXNET_VERSION=stand-in"]
         (rootfs / "etc/environment").write_text("\n".join(environment) + "\n")

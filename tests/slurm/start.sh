@@ -189,9 +189,6 @@ cat >"$DIR/env.sh" <<ENV
 # Source this file to use the hpcrepro test Slurm cluster.
 export SLURM_CONF=$DIR/etc/slurm.conf
 ENV
-if [ -n "$RUNTIME" ]; then
-    echo "export PATH=$DIR/bin:\$PATH  # enroot of the node a job step runs on" >>"$DIR/env.sh"
-fi
 export SLURM_CONF="$DIR/etc/slurm.conf"
 
 # --- slurmdbd, then register the cluster before slurmctld starts.
@@ -208,15 +205,14 @@ mkdir -p "$DIR/spool/node1" "$DIR/spool/node2"
 # Both nodes share this host's file system, so each gets its own enroot data, runtime, cache and
 # temp folders. pyxis runs `enroot` with the job's environment plus slurmstepd's PATH, so each
 # slurmd starts with a folder of its own first on PATH, holding an `enroot` that sets that node's
-# folders. Commands a job runs itself (`enroot list` in a cleanup step) find the node's enroot
-# through $DIR/bin/enroot, which picks the node from SLURMD_NODENAME.
+# folders.
 node_path() { echo "$PATH"; }
 if [ -n "$RUNTIME" ]; then
     if [ ! -f "$RUNTIME/spank_pyxis.so" ] || [ ! -x "$RUNTIME/prefix/bin/enroot" ]; then
         echo "test Slurm: $RUNTIME holds no pyxis/enroot build; run tests/runtime/build.sh" >&2
         exit 1
     fi
-    mkdir -p "$DIR/bin" "$DIR/pyxis"
+    mkdir -p "$DIR/pyxis"
     for node in node1 node2; do
         mkdir -p "$DIR/enroot/$node"/{data,run,cache,tmp} "$DIR/nodes/$node"
         cat >"$DIR/nodes/$node/enroot" <<WRAPPER
@@ -229,17 +225,24 @@ exec enroot "\$@"
 WRAPPER
         chmod 755 "$DIR/nodes/$node/enroot"
     done
-    cat >"$DIR/bin/enroot" <<DISPATCH
+    # Commands a job runs itself (the cleanup's `enroot list`) use the enroot on the login PATH,
+    # as on a real cluster: /usr/local/bin/enroot picks the node's enroot of the cluster the
+    # job runs on (from SLURM_CONF and SLURMD_NODENAME, which Slurm sets in every job). It is
+    # installed only where no other enroot is.
+    dispatcher=/usr/local/bin/enroot
+    if [ ! -e "$dispatcher" ] || grep -q hpcrepro-test-enroot "$dispatcher" 2>/dev/null; then
+        cat >"$dispatcher" <<'DISPATCH'
 #!/bin/sh
-# enroot for commands a job runs on a test node: the node's own enroot, chosen by SLURMD_NODENAME.
-case "\${SLURMD_NODENAME:-}" in
-    node1 | node2) exec "$DIR/nodes/\$SLURMD_NODENAME/enroot" "\$@" ;;
-    *) echo "enroot (test cluster): SLURMD_NODENAME is not node1 or node2" >&2; exit 1 ;;
-esac
+# hpcrepro-test-enroot: the enroot of the hpcrepro test-cluster node a job step runs on.
+cluster="$(dirname "$(dirname "${SLURM_CONF:?not in a test-cluster job}")")"
+exec "$cluster/nodes/${SLURMD_NODENAME:?not in a test-cluster job}/enroot" "$@"
 DISPATCH
-    chmod 755 "$DIR/bin/enroot"
+        chmod 755 "$dispatcher"
+    else
+        echo "test Slurm: $dispatcher is another enroot; jobs' own enroot commands use it" >&2
+    fi
     echo "required $RUNTIME/spank_pyxis.so runtime_path=$DIR/pyxis" >"$DIR/etc/plugstack.conf"
-    node_path() { echo "$DIR/nodes/$1:$DIR/bin:$PATH"; }
+    node_path() { echo "$DIR/nodes/$1:$PATH"; }
 fi
 launch slurmd-node1 env PATH="$(node_path node1)" slurmd -D -N node1
 launch slurmd-node2 env PATH="$(node_path node2)" slurmd -D -N node2
