@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/gpu_session.sh checks       # DALI, detect, workload end-to-end check
 #   bash benchmarks/gpu_session.sh throughput   # workload images/s on 1 and 2 GPUs
+#   bash benchmarks/gpu_session.sh speed        # issue 16: entry point beside its ceiling, 1 GPU
 #
 # DALI and its wheels are expected as .dali/part-* or /tmp/dali-parts/part-* (a split tar of
 # wheels), or already installed.
@@ -44,6 +45,14 @@ throughput)
         --out "$results/throughput-1" 2>&1 | tee "$results/throughput-1.log"
     PYTHONPATH=src timeout 280 python3 benchmarks/workload_throughput.py --nproc 2 \
         --out "$results/throughput-2" 2>&1 | tee "$results/throughput-2.log"
+    ;;
+speed)
+    # mlperf_logging (pure Python) must be importable: carried under .device-carry/ if missing.
+    mkdir -p "$results/speed" "$results/interference"
+    CUDA_VISIBLE_DEVICES=0 PYTHONPATH="src:.device-carry:${PYTHONPATH:-}" timeout 580 python3 \
+        benchmarks/workload_speed.py --out "$results/speed" 2>&1 | tee "$results/speed.log"
+    CUDA_VISIBLE_DEVICES=0 PYTHONPATH=src timeout 200 python3 benchmarks/workload_interference.py \
+        --out "$results/interference" 2>&1 | tee "$results/interference.log"
     ;;
 esac
 tar czf "$OUT/gpu-${1:-checks}.tgz" -C "$results" .

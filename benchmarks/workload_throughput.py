@@ -36,12 +36,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hpcrepro.recordio import encode_record, pack_image
-from hpcrepro.workload.data import (
-    RecordImageDataset,
-    ShardedBatches,
-    make_loader,
-    normalise,
-)
+from hpcrepro.workload.augment import normalise
+from hpcrepro.workload.data import RecordImageDataset, ShardedBatches, make_loader
 from hpcrepro.workload.model import ResNet50
 from hpcrepro.workload.optim import Lars, lars_groups, smoothed_cross_entropy
 from hpcrepro.workload.synthetic import encode_jpeg, render_image

@@ -14,15 +14,14 @@ Image = pytest.importorskip("PIL.Image")
 
 from hpcrepro.errors import UserError  # noqa: E402
 from hpcrepro.recordio import IndexedReader  # noqa: E402
-from hpcrepro.workload.data import (  # noqa: E402
-    RecordImageDataset,
-    ShardedBatches,
-    decode_eval,
-    decode_train,
-    make_loader,
+from hpcrepro.workload.augment import (  # noqa: E402
+    apply_pillow,
+    eval_plan,
     normalise,
     random_crop_box,
+    train_plan,
 )
+from hpcrepro.workload.data import RecordImageDataset, ShardedBatches, make_loader  # noqa: E402
 from hpcrepro.workload.synthetic import (  # noqa: E402
     class_wnids,
     pack_dataset,
@@ -72,9 +71,11 @@ def test_large_jpeg_crop_uses_reduced_decoding_and_keeps_output_size():
     pixels[:, 500:] = (200, 30, 30)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG")
-    out = decode_train(buffer.getvalue(), 64, random.Random(0))
+    source = Image.open(io.BytesIO(buffer.getvalue()))
+    out = apply_pillow(source, train_plan(1000, 800, random.Random(0)), 64)
+    assert source.size != (1000, 800), "the JPEG decoder was not asked to scale down"
     assert out.size == (64, 64) and out.mode == "RGB"
-    centre = decode_eval(buffer.getvalue(), 64)
+    centre = apply_pillow(Image.open(io.BytesIO(buffer.getvalue())), eval_plan(1000, 800), 64)
     assert centre.size == (64, 64)
     array = np.asarray(centre)
     # Centre crop of a half-black, half-red image: left half dark, right half red.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
+from hpcrepro.workload.fastpath import COMPILE_CHOICES, DATA_BACKENDS
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class RunConfig:
     image_size: int
     width: int
     workers: int
+    data_backend: str
+    compile_mode: str
     device: str
     org: str
     platform: str
@@ -113,7 +116,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "optimizer": ("OPTIMIZER", str),
     "seed": ("SEED", int),
     "data_dir": ("HPCREPRO_DATA_DIR", Path),
+    "data_backend": ("HPCREPRO_DATA_BACKEND", str),
+    "compile_mode": ("HPCREPRO_COMPILE", str),
 }
+# Not part of a profile: chosen at run time (see `fastpath`) unless asked for.
+RUNTIME_DEFAULTS = {"data_backend": "auto", "compile_mode": "auto"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for flag, (dest, kind, text) in flags.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--data-backend",
+        dest="data_backend",
+        choices=DATA_BACKENDS,
+        default=None,
+        help="JPEG decoding: nvjpeg (on the GPU, torchvision), cpu (Pillow in the loader "
+        "workers) or auto (nvjpeg where it works); default: $HPCREPRO_DATA_BACKEND, else auto",
+    )
+    parser.add_argument(
+        "--compile",
+        dest="compile_mode",
+        choices=COMPILE_CHOICES,
+        default=None,
+        help="torch.compile mode of the step (off = eager; reduce-overhead adds CUDA graphs); "
+        "auto compiles on a GPU only; default: $HPCREPRO_COMPILE, else auto",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return parser
 
@@ -188,7 +211,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], device_name: str) 
             f"HPCREPRO_WORKLOAD_PROFILE='{profile}' is not a profile",
             hint=f"use one of: {', '.join(sorted(PROFILES))}",
         )
-    values: dict[str, Any] = dict(PROFILES[profile])
+    values: dict[str, Any] = {**PROFILES[profile], **RUNTIME_DEFAULTS}
     values.update(_from_env(env))
     for item in fields(RunConfig):
         flag_value = getattr(args, item.name, None)
@@ -277,6 +300,15 @@ def _check(config: RunConfig) -> None:
             raise UserError(f"{source} must be positive, got {getattr(config, name)}")
     if config.eval_offset < 0 or config.workers < 0:
         raise UserError("EVAL_OFFSET and --workers must not be negative")
+    for name, variable, allowed in (
+        ("data_backend", "HPCREPRO_DATA_BACKEND", DATA_BACKENDS),
+        ("compile_mode", "HPCREPRO_COMPILE", COMPILE_CHOICES),
+    ):
+        if getattr(config, name) not in allowed:
+            raise UserError(
+                f"{variable}='{getattr(config, name)}' is not one of: {', '.join(allowed)}",
+                hint=f"fix {variable}, or pass the matching flag",
+            )
     if "lars" not in config.optimizer.lower():
         raise UserError(
             f"OPTIMIZER='{config.optimizer}' is not supported by the reference workload",

@@ -1,11 +1,10 @@
 """RecordIO images for training and evaluation, read through hpcrepro's own `IndexedReader`.
 
-Training images get a random-resized crop (area 5-100 %, aspect 3/4-4/3, as NVIDIA's DALI pipeline
-uses) and a random horizontal flip; evaluation images are resized so the short side is
-size/0.875 and centre-cropped. JPEGs are decoded with Pillow; `Image.draft` lets the JPEG decoder
-scale down by 1/2, 1/4 or 1/8 while decoding whenever the crop still has enough pixels, which saves
-most of the decode time on full-size ImageNet. Batches leave the workers as uint8 NCHW tensors;
-`normalise` turns them into float on the device, where it is cheapest.
+Every item gets its `augment.Plan` from the image's size and a seed per (run, epoch, image), so
+augmentation does not depend on worker scheduling or on the decode path. `RecordImageDataset`
+decodes with Pillow in the loader workers (the CPU path) and hands out uint8 CHW crops;
+`EncodedRecordDataset` hands out the JPEG bytes with their plan, for the GPU path to decode
+(`hpcrepro.workload.nvjpeg`). `normalise` (in `augment`) turns a batch into float on the device.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,54 +22,7 @@ from PIL import Image
 
 from hpcrepro.errors import UserError
 from hpcrepro.recordio import IndexedReader, RecordIOError
-
-MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-MIN_AREA, MAX_AREA = 0.05, 1.0
-MIN_RATIO, MAX_RATIO = 3 / 4, 4 / 3
-EVAL_CROP_FRACTION = 0.875
-
-
-def random_crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
-    """(left, top, crop_width, crop_height) of a random-resized crop; whole image as a fallback."""
-    area = width * height
-    for _ in range(10):
-        target = area * rng.uniform(MIN_AREA, MAX_AREA)
-        ratio = math.exp(rng.uniform(math.log(MIN_RATIO), math.log(MAX_RATIO)))
-        crop_w = round(math.sqrt(target * ratio))
-        crop_h = round(math.sqrt(target / ratio))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            return rng.randint(0, width - crop_w), rng.randint(0, height - crop_h), crop_w, crop_h
-    return 0, 0, width, height
-
-
-def decode_train(jpeg: bytes, size: int, rng: random.Random) -> Image.Image:
-    source = Image.open(io.BytesIO(jpeg))
-    width, height = source.size
-    left, top, crop_w, crop_h = random_crop_box(width, height, rng)
-    # Ask the decoder for the smallest DCT scale that keeps the crop at least `size` pixels wide.
-    source.draft("RGB", (math.ceil(width * size / crop_w), math.ceil(height * size / crop_h)))
-    scale_x, scale_y = source.size[0] / width, source.size[1] / height
-    box = (left * scale_x, top * scale_y, (left + crop_w) * scale_x, (top + crop_h) * scale_y)
-    image = source.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=box)
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
-
-
-def decode_eval(jpeg: bytes, size: int) -> Image.Image:
-    source = Image.open(io.BytesIO(jpeg))
-    short = size / EVAL_CROP_FRACTION
-    width, height = source.size
-    scale = short / min(width, height)
-    source.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    image = source.convert("RGB")
-    width, height = image.size
-    scale = short / min(width, height)
-    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = image.resize(resized, Image.Resampling.BILINEAR)
-    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    return image.crop((left, top, left + size, top + size))
+from hpcrepro.workload.augment import Plan, apply_pillow, eval_plan, train_plan
 
 
 def to_chw_uint8(image: Image.Image) -> torch.Tensor:
@@ -131,7 +83,7 @@ def open_indexed(rec_path: Path, idx_path: Path) -> IndexedReader:
 
 
 class RecordImageDataset(torch.utils.data.Dataset):
-    """Images of one `.rec`/`.idx` pair, decoded and augmented per item.
+    """Images of one `.rec`/`.idx` pair, decoded with Pillow and augmented per item (CPU path).
 
     Items are addressed as (record position, epoch): the epoch travels with the index because
     persistent loader workers never see attribute changes made in the main process.
@@ -153,23 +105,107 @@ class RecordImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        position, epoch = item
+    def plan(self, position: int, epoch: int, width: int, height: int) -> Plan:
+        if not self.train:
+            return eval_plan(width, height)
+        # Seeded per (run, epoch, image): augmentations do not depend on worker scheduling.
+        return train_plan(width, height, random.Random(hash((self.seed, epoch, position))))
+
+    def _open(self, position: int) -> tuple[Image.Image, bytes, int]:
         try:
             record = self.reader.read_position(position)
-            if self.train:
-                # Seeded per (run, epoch, image): augmentations do not depend on worker scheduling.
-                rng = random.Random(hash((self.seed, epoch, position)))
-                image = decode_train(record.image, self.size, rng)
-            else:
-                image = decode_eval(record.image, self.size)
+            return Image.open(io.BytesIO(record.image)), record.image, int(record.label)
         except (OSError, SyntaxError, ValueError) as exc:  # Pillow and RecordIOError
-            raise UserError(
-                f"{self.reader.rec_path}: record {position} of the index cannot be read as an "
-                f"image ({exc})",
-                hint=_DATA_HINT,
-            ) from None
-        return to_chw_uint8(image), int(record.label)
+            raise self.unreadable(position, exc) from None
+
+    def unreadable(self, position: int, reason: object) -> UserError:
+        return UserError(
+            f"{self.reader.rec_path}: record {position} of the index cannot be read as an "
+            f"image ({reason})",
+            hint=_DATA_HINT,
+        )
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        position, epoch = item
+        source, _, label = self._open(position)
+        try:
+            image = apply_pillow(source, self.plan(position, epoch, *source.size), self.size)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise self.unreadable(position, exc) from None
+        return to_chw_uint8(image), label
+
+
+JPEG, PIXELS = 0, 1  # how an EncodedItem's payload is stored
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    """One image for the GPU path: JPEG bytes (or, for what nvJPEG cannot read, RGB pixels)."""
+
+    payload: bytes
+    kind: int
+    height: int
+    width: int
+    plan: Plan
+    label: int
+    position: int
+
+
+class EncodedRecordDataset(RecordImageDataset):
+    """Records with their plans, undecoded: the loader workers only read and parse headers.
+
+    Baseline and progressive JPEGs in RGB or greyscale go to the GPU as bytes. The rest (CMYK
+    JPEGs, and the PNG that ImageNet's training set holds under a .JPEG name) are decoded here
+    with Pillow and travel as pixels, so the GPU path accepts every image the CPU path accepts.
+    """
+
+    def __getitem__(self, item: tuple[int, int]) -> EncodedItem:  # type: ignore[override]
+        position, epoch = item
+        source, jpeg, label = self._open(position)
+        width, height = source.size
+        plan = self.plan(position, epoch, width, height)
+        if source.format == "JPEG" and source.mode in ("RGB", "L"):
+            return EncodedItem(jpeg, JPEG, height, width, plan, label, position)
+        try:
+            pixels = np.asarray(source.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise self.unreadable(position, exc) from None
+        return EncodedItem(pixels.tobytes(), PIXELS, height, width, plan, label, position)
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of `EncodedItem`s in a few tensors, cheap to pass between processes."""
+
+    data: torch.Tensor  # uint8, every payload back to back
+    offsets: torch.Tensor  # int64, N + 1
+    kinds: torch.Tensor  # int8: JPEG or PIXELS
+    shapes: torch.Tensor  # int32 (N, 2): height, width
+    plans: torch.Tensor  # int32 (N, 5): left, top, width, height, flip
+    labels: torch.Tensor  # int64
+    positions: torch.Tensor  # int64: record positions, for error messages
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def payload(self, index: int) -> torch.Tensor:
+        return self.data[int(self.offsets[index]) : int(self.offsets[index + 1])]
+
+
+def collate_encoded(items: Sequence[EncodedItem]) -> EncodedBatch:
+    sizes = [len(item.payload) for item in items]
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = torch.frombuffer(bytearray().join(item.payload for item in items), dtype=torch.uint8)
+    return EncodedBatch(
+        data=data,
+        offsets=torch.from_numpy(offsets),
+        kinds=torch.tensor([item.kind for item in items], dtype=torch.int8),
+        shapes=torch.tensor([(item.height, item.width) for item in items], dtype=torch.int32),
+        plans=torch.tensor([item.plan.as_tuple() for item in items], dtype=torch.int32),
+        labels=torch.tensor([item.label for item in items], dtype=torch.int64),
+        positions=torch.tensor([item.position for item in items], dtype=torch.int64),
+    )
 
 
 @dataclass
@@ -220,27 +256,19 @@ def make_loader(
     workers: int,
     pin_memory: bool,
 ) -> torch.utils.data.DataLoader:
+    encoded = isinstance(dataset, EncodedRecordDataset)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and not encoded,
         prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=_quiet_worker,
+        collate_fn=collate_encoded if encoded else None,
     )
 
 
 def _quiet_worker(_: int) -> None:
     # Decoding is Pillow's work; one intra-op thread per worker keeps workers from fighting.
     torch.set_num_threads(1)
-
-
-def normalise(batch: torch.Tensor, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 NCHW on the device -> normalised float, optionally channels_last."""
-    mean = torch.tensor(MEAN, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    out = (batch.float() - mean) / std
-    if channels_last:
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out.to(dtype)

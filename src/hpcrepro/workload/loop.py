@@ -8,28 +8,112 @@ them); NUMEPOCHS still sets the length of the learning-rate decay.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from mlperf_logging.mllog import constants as keys
 from torch import nn
 
 from hpcrepro.errors import UserError
+from hpcrepro.workload.augment import normalise
 from hpcrepro.workload.config import RunConfig
-from hpcrepro.workload.data import RecordImageDataset, ShardedBatches, make_loader, normalise
+from hpcrepro.workload.data import (
+    EncodedRecordDataset,
+    RecordImageDataset,
+    ShardedBatches,
+    make_loader,
+)
 from hpcrepro.workload.dist import Placement
 from hpcrepro.workload.mlperf import MLPerfLogger
 from hpcrepro.workload.model import ResNet50
-from hpcrepro.workload.optim import Lars, PolySchedule, lars_groups, set_lr, smoothed_cross_entropy
+from hpcrepro.workload.optim import Lars, PolySchedule, lars_groups, smoothed_cross_entropy
+from hpcrepro.workload.step import TrainStep
+
+if TYPE_CHECKING:
+    from hpcrepro.workload.nvjpeg import Decoder
 
 
 @dataclass
 class Runtime:
-    """Where this process runs."""
+    """Where this process runs, and the fast paths `fastpath` chose for it."""
 
     place: Placement
     device: torch.device
     use_gpu: bool
+    data_backend: str = "cpu"
+    compile_mode: str = "off"
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+        raise UserError(
+            f"a record has label {int(labels.max())}, outside 0..{num_classes - 1}",
+            hint="pass --num-classes with the number of classes of the data set",
+        )
+
+
+class DeviceBatches:
+    """One split's batches of one epoch, as normalised images and labels on the device.
+
+    The CPU path decodes in the loader workers and normalises here; the nvjpeg path gets JPEG
+    bytes from the workers and decodes them on the GPU in a prefetch thread.
+    """
+
+    def __init__(
+        self,
+        dataset: RecordImageDataset,
+        sampler: ShardedBatches,
+        cfg: RunConfig,
+        runtime: Runtime,
+        decoder: Decoder | None = None,
+    ) -> None:
+        """`decoder` replaces nvJPEG for an `EncodedRecordDataset` (tests decode with Pillow)."""
+        self.sampler, self.cfg, self.runtime = sampler, cfg, runtime
+        self.channels_last = runtime.use_gpu
+        # bf16 inputs on the GPU (the first convolution runs in bf16 under autocast anyway).
+        self.dtype = torch.bfloat16 if runtime.use_gpu else torch.float32
+        self.loader = make_loader(dataset, sampler, cfg.workers, runtime.use_gpu)
+        self.prefetcher: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if isinstance(dataset, EncodedRecordDataset):
+            from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, nvjpeg_decoder
+
+            assemble = BatchAssembler(
+                runtime.device,
+                cfg.image_size,
+                decoder or nvjpeg_decoder(runtime.device),
+                self.channels_last,
+                self.dtype,
+            )
+            self.prefetcher = Prefetcher(
+                _LabelChecked(self.loader, cfg.num_classes), assemble, runtime.device
+            )
+
+    def _on_device(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.runtime.device
+        for images, labels in self.loader:
+            check_labels(labels, self.cfg.num_classes)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            yield normalise(images, self.channels_last, self.dtype), labels
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.epoch = epoch
+        yield from self._on_device() if self.prefetcher is None else self.prefetcher
+
+
+@dataclass
+class _LabelChecked:
+    """The encoded batches of a loader, each checked for labels the classifier cannot have."""
+
+    loader: Iterable
+    num_classes: int
+
+    def __iter__(self) -> Iterator:
+        for batch in self.loader:
+            check_labels(batch.labels, self.num_classes)
+            yield batch
 
 
 class Trainer:
@@ -46,9 +130,9 @@ class Trainer:
         self.cfg, self.runtime, self.log = cfg, runtime, log
         self.place = runtime.place
         self.steps_per_epoch = steps_per_epoch
-        self.memory_format = torch.channels_last if runtime.use_gpu else torch.contiguous_format
+        memory_format = torch.channels_last if runtime.use_gpu else torch.contiguous_format
         model = ResNet50(num_classes=cfg.num_classes, width=cfg.width)
-        model = model.to(runtime.device).to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        model = model.to(runtime.device).to(memory_format=memory_format)  # type: ignore[call-overload]
         self.model: nn.Module = model
         if self.place.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -56,70 +140,55 @@ class Trainer:
                 device_ids=[runtime.device.index] if runtime.use_gpu else None,
                 gradient_as_bucket_view=True,
             )
-        self.optimizer = Lars(
+        optimizer = Lars(
             lars_groups(model),
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             eta=cfg.lars_eta,
         )
-        self.schedule = PolySchedule(
+        schedule = PolySchedule(
             base_lr=cfg.lr,
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
             total_steps=cfg.epochs * steps_per_epoch,
         )
-        self.criterion = smoothed_cross_entropy(cfg.label_smoothing)
-        self.train_batches = ShardedBatches(
-            len(train_set),
-            cfg.batch_size,
-            self.place.rank,
-            self.place.world_size,
-            cfg.seed,
-            train=True,
+        self.step = TrainStep(
+            self.model,
+            model,
+            optimizer,
+            smoothed_cross_entropy(cfg.label_smoothing),
+            schedule,
+            runtime.device,
+            runtime.compile_mode,
+            fall_back=cfg.compile_mode == "auto",
         )
-        val_batches = ShardedBatches(
-            len(val_set),
-            cfg.batch_size,
-            self.place.rank,
-            self.place.world_size,
-            cfg.seed,
-            train=False,
+        rank, world = self.place.rank, self.place.world_size
+        train_batches = ShardedBatches(
+            len(train_set), cfg.batch_size, rank, world, cfg.seed, train=True
         )
-        pin = runtime.use_gpu
-        self.train_loader = make_loader(train_set, self.train_batches, cfg.workers, pin)
-        self.val_loader = make_loader(val_set, val_batches, cfg.workers, pin)
-        self.autocast = torch.autocast(
-            device_type=runtime.device.type, dtype=torch.bfloat16, enabled=runtime.use_gpu
-        )
-        self.step = 0
+        val_batches = ShardedBatches(len(val_set), cfg.batch_size, rank, world, cfg.seed, False)
+        self.train_batches = DeviceBatches(train_set, train_batches, cfg, runtime)
+        self.val_batches = DeviceBatches(val_set, val_batches, cfg, runtime)
+        self.global_step = 0
 
-    def _inputs(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if int(labels.max()) >= self.cfg.num_classes or int(labels.min()) < 0:
-            raise UserError(
-                f"a record has label {int(labels.max())}, outside 0..{self.cfg.num_classes - 1}",
-                hint="pass --num-classes with the number of classes of the data set",
-            )
-        device = self.runtime.device
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        return normalise(images, self.runtime.use_gpu, torch.float32), labels
+    def warm_up(self) -> float:
+        """Compile and tune before run_start (see `step`); seconds taken, 0 when eager on CPU."""
+        if self.runtime.compile_mode == "off" and not self.runtime.use_gpu:
+            return 0.0
+        return self.step.warm_up(
+            self.cfg.batch_size,
+            self.cfg.image_size,
+            self.cfg.num_classes,
+            self.train_batches.dtype,
+        )
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch; returns images per second over all ranks."""
         self.model.train()
-        self.train_batches.epoch = epoch
         started = time.perf_counter()
-        for images, labels in self.train_loader:
-            inputs, targets = self._inputs(images, labels)
-            with self.autocast:
-                loss = self.criterion(self.model(inputs), targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            set_lr(self.optimizer, self.schedule(self.step))
-            self.optimizer.step()
-            self.step += 1
+        for inputs, targets in self.train_batches.epoch(epoch):
+            self.step.train(inputs, targets, self.global_step)
+            self.global_step += 1
         if self.runtime.use_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -131,11 +200,8 @@ class Trainer:
         """Top-1 accuracy over the whole validation set, each image counted once across ranks."""
         self.model.eval()
         counts = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
-        for images, labels in self.val_loader:
-            inputs, targets = self._inputs(images, labels)
-            with self.autocast:
-                predicted = self.model(inputs).argmax(dim=1)
-            counts[0] += (predicted == targets).sum()
+        for inputs, targets in self.val_batches.epoch(0):
+            counts[0] += self.step.correct(inputs, targets, self.cfg.batch_size)
             counts[1] += targets.numel()
         if self.place.world_size > 1:
             torch.distributed.all_reduce(counts)

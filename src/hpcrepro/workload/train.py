@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> str:
     import torch
     from mlperf_logging.mllog import constants as keys
 
-    from hpcrepro.workload import dist
-    from hpcrepro.workload.data import RecordImageDataset
+    from hpcrepro.workload import dist, fastpath
+    from hpcrepro.workload.data import EncodedRecordDataset, RecordImageDataset
     from hpcrepro.workload.mlperf import (
         MLPerfLogger,
         division_for,
@@ -70,21 +70,23 @@ def run(args: argparse.Namespace) -> str:
     cfg = run_config.resolve(args, os.environ, device_name)
     if not use_gpu:
         torch.set_num_threads(dist.cpu_threads(place, cfg.workers))
+    backend = fastpath.choose_data_backend(
+        cfg.data_backend, use_gpu, lambda: fastpath.nvjpeg_problem(device)
+    )
+    compiled = fastpath.choose_compile(cfg.compile_mode, use_gpu)
     log = MLPerfLogger(enabled=place.rank == 0)
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     sys.stderr.write(
         f"hpcrepro.workload: rank {place.rank}/{place.world_size} on node {node}, {device_name}, "
-        f"rendezvous {place.master_addr}:{place.master_port}\n"
+        f"rendezvous {place.master_addr}:{place.master_port}; data: {backend.name} "
+        f"({backend.reason}), step: compile {compiled.name} ({compiled.reason})\n"
     )
 
     data_dir = Path(cfg.data_dir)
     # Index files only: cheap, and the sample counts decide the division before anything is logged.
-    train_set = RecordImageDataset(
-        data_dir / "train.rec", data_dir / "train.idx", cfg.image_size, True, 0
-    )
-    val_set = RecordImageDataset(
-        data_dir / "val.rec", data_dir / "val.idx", cfg.image_size, False, 0
-    )
+    dataset = EncodedRecordDataset if backend.name == "nvjpeg" else RecordImageDataset
+    train_set = dataset(data_dir / "train.rec", data_dir / "train.idx", cfg.image_size, True, 0)
+    val_set = dataset(data_dir / "val.rec", data_dir / "val.idx", cfg.image_size, False, 0)
     log_submission(
         log,
         org=cfg.org,
@@ -135,8 +137,18 @@ def run(args: argparse.Namespace) -> str:
     )
     from hpcrepro.workload.loop import Runtime, Trainer
 
-    runtime = Runtime(place=place, device=device, use_gpu=use_gpu)
+    runtime = Runtime(place, device, use_gpu, backend.name, compiled.name)
     trainer = Trainer(cfg, runtime, train_set, val_set, steps_per_epoch, log)
+    # Compilation and tuning belong to initialisation, as in NVIDIA's code: before run_start.
+    seconds = trainer.warm_up()
+    if trainer.step.fell_back:
+        sys.stderr.write(
+            f"hpcrepro.workload: rank {place.rank}: torch.compile failed in the warm-up "
+            f"({trainer.step.fell_back}); training eagerly\n"
+        )
+    if seconds and place.rank == 0:
+        mode = trainer.step.compile_mode
+        sys.stderr.write(f"hpcrepro.workload: warm-up (compile {mode}) {seconds:.1f} s\n")
     log.end(keys.INIT_STOP)
     if place.world_size > 1:
         torch.distributed.barrier()

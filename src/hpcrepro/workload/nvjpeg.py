@@ -1,0 +1,192 @@
+"""The GPU decode path: JPEG bytes from the loader workers, decoded by nvJPEG, cropped on the GPU.
+
+Loader workers only read records and plan the crops (`EncodedRecordDataset`), so a GPU needs one
+or two CPU cores instead of a dozen Pillow decoders. A background thread takes each
+`EncodedBatch`, decodes its JPEGs in one batched `torchvision.io.decode_jpeg(device="cuda")` call
+(the A100/H100/H200 hardware JPEG engines where the image allows it, nvJPEG's CUDA decoder
+otherwise), resizes each planned box with the same antialiased bilinear filter the CPU path uses
+(`augment.crop_resize_all`), mirrors and normalises the batch, all on its own CUDA stream, and
+queues it while the training step runs. `BatchAssembler` takes the decoder as an argument so that
+the same code runs on the CPU, with Pillow decoding, in the tests.
+
+Measured on one H200 (benchmarks/RESULTS.md): this path alone delivers 8,200-9,200 images/s with
+two loader workers and the compiled step alone runs at 6,950, but together they reach 4,700: each
+batch still costs the step about 27 ms. Running the per-image loop as TorchScript (no interpreter
+lock held) or the step as CUDA graphs did not change that, so the cost is on the GPU side; the
+2 x N small crop and resize kernels of a batch, or an implicit synchronisation inside the
+decoder, are the suspects that `benchmarks/workload_interference.py` separates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hpcrepro.errors import UserError
+from hpcrepro.workload.augment import crop_resize_all, flip_where, normalise
+from hpcrepro.workload.data import JPEG, EncodedBatch
+
+Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+"""JPEG byte tensors (uint8, 1-D, on the CPU) -> uint8 CHW RGB images on the target device."""
+
+
+def nvjpeg_decoder(device: torch.device) -> Decoder:
+    """torchvision's batched GPU decode; raises ImportError where torchvision is missing."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def decode(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+
+    return decode
+
+
+def pillow_decoder(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The CPU stand-in for nvJPEG (full-size libjpeg decode): the tests run the GPU path's code."""
+    decoded = []
+    for jpeg in jpegs:
+        image = Image.open(io.BytesIO(jpeg.numpy().tobytes())).convert("RGB")
+        decoded.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+    return decoded
+
+
+@dataclass
+class BatchAssembler:
+    """An `EncodedBatch` -> (normalised NCHW images, labels) on `device`."""
+
+    device: torch.device
+    size: int
+    decode: Decoder
+    channels_last: bool
+    dtype: torch.dtype
+
+    def images(self, batch: EncodedBatch) -> list[torch.Tensor]:
+        payloads = list(torch.split(batch.data, batch.offsets.diff().tolist()))
+        kinds = batch.kinds.tolist()
+        jpegs = [i for i, kind in enumerate(kinds) if kind == JPEG]
+        images: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        decoded = self._decode([payloads[i] for i in jpegs], batch, jpegs)
+        for index, image in zip(jpegs, decoded, strict=True):
+            images[index] = image
+        for index, kind in enumerate(kinds):
+            if kind != JPEG:
+                height, width = batch.shapes[index].tolist()
+                pixels = payloads[index].view(height, width, 3).permute(2, 0, 1)
+                images[index] = pixels.to(self.device, non_blocking=True)
+        return images
+
+    def _decode(
+        self, jpegs: list[torch.Tensor], batch: EncodedBatch, where: list[int]
+    ) -> list[torch.Tensor]:
+        if not jpegs:
+            return []
+        try:
+            return self.decode(jpegs)
+        except RuntimeError:
+            pass
+        # One bad image fails the whole batched call: find it, and name its record.
+        decoded = []
+        for jpeg, index in zip(jpegs, where, strict=True):
+            try:
+                decoded.extend(self.decode([jpeg]))
+            except RuntimeError as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise UserError(
+                    f"record {int(batch.positions[index])} cannot be decoded on the GPU ({reason})",
+                    hint="check the data set with `hpcrepro prep verify`, or train with "
+                    "--data-backend cpu to see Pillow's verdict on the same record",
+                ) from None
+        return decoded
+
+    def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = crop_resize_all(self.images(batch), batch.plans.tolist(), self.size)
+        flips = batch.plans[:, 4].to(torch.bool).to(self.device, non_blocking=True)
+        out = normalise(flip_where(boxes, flips), self.channels_last, self.dtype)
+        return out, batch.labels.to(self.device, non_blocking=True)
+
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Runs `assemble` over `batches` in a thread, `depth` batches ahead of the consumer.
+
+    On a GPU the thread works on its own CUDA stream; each batch is handed over with an event that
+    the consumer's stream waits for, so decoding overlaps the training step. An exception in the
+    thread (a bad record, say) is raised in the consumer.
+    """
+
+    def __init__(
+        self,
+        batches: Iterable[EncodedBatch],
+        assemble: Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]],
+        device: torch.device,
+        depth: int = 3,
+    ) -> None:
+        self.batches, self.assemble, self.device, self.depth = batches, assemble, device, depth
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        handoff: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(handoff, stop), daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                images, labels, ready = item
+                if ready is not None:
+                    consumer = torch.cuda.current_stream(self.device)
+                    consumer.wait_event(ready)
+                    images.record_stream(consumer)
+                    labels.record_stream(consumer)
+                yield images, labels
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    handoff.get(timeout=0.05)
+            worker.join()
+
+    def _put(self, handoff: queue.Queue, stop: threading.Event, item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, handoff: queue.Queue, stop: threading.Event) -> None:
+        on_gpu = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if on_gpu else None
+        try:
+            for batch in self.batches:
+                if stop.is_set():
+                    return
+                ready = None
+                if stream is not None:
+                    # nvJPEG writes from a stream of its own into memory this stream freed: let
+                    # the last batch's kernels finish before the next decode reuses it.
+                    stream.synchronize()
+                    with torch.cuda.stream(stream):
+                        images, labels = self.assemble(batch)
+                        ready = torch.cuda.Event()
+                        ready.record(stream)
+                else:
+                    images, labels = self.assemble(batch)
+                if not self._put(handoff, stop, (images, labels, ready)):
+                    return
+            self._put(handoff, stop, _DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(handoff, stop, exc)

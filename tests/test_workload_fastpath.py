@@ -1,0 +1,94 @@
+"""Run-time choice of the data path and the step compilation, and how a wrong ask is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcrepro.errors import UserError
+from hpcrepro.workload import config
+from hpcrepro.workload.fastpath import choose_compile, choose_data_backend, nvjpeg_problem
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def works() -> None:
+    return None
+
+
+def broken() -> str:
+    return "torchvision cannot be imported (ModuleNotFoundError)"
+
+
+def never() -> str:
+    raise AssertionError("a CPU run must not probe the GPU decoder")
+
+
+def test_auto_decodes_on_the_gpu_where_nvjpeg_works_and_with_pillow_elsewhere():
+    assert choose_data_backend("auto", True, works).name == "nvjpeg"
+    fallback = choose_data_backend("auto", True, broken)
+    assert fallback.name == "cpu" and "torchvision cannot be imported" in fallback.reason
+    assert choose_data_backend("auto", False, never).name == "cpu"
+    assert choose_data_backend("cpu", True, never).name == "cpu"
+
+
+def test_nvjpeg_asked_for_where_it_cannot_work_is_an_error_that_says_why():
+    with pytest.raises(UserError, match="needs a GPU") as on_cpu:
+        choose_data_backend("nvjpeg", False, never)
+    assert "--data-backend cpu" in (on_cpu.value.hint or "")
+    with pytest.raises(UserError, match="cannot decode on this GPU: torchvision cannot"):
+        choose_data_backend("nvjpeg", True, broken)
+
+
+def test_auto_compiles_on_a_gpu_only_and_a_named_mode_is_kept():
+    assert choose_compile("auto", True).name == "default"
+    assert choose_compile("auto", False).name == "off"
+    assert choose_compile("reduce-overhead", False).name == "reduce-overhead"
+
+
+def test_the_probe_reports_a_missing_torchvision_or_a_cpu_device_as_a_reason():
+    pytest.importorskip("torch")
+    problem = nvjpeg_problem("cpu")
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError:
+        assert problem is not None and problem.startswith("torchvision cannot be imported")
+    else:
+        assert problem == "cpu is not a GPU"
+
+
+def _resolve(argv: list[str], env: dict[str, str]) -> config.RunConfig:
+    args = config.build_parser().parse_args(["--data-dir", "/data", *argv])
+    return config.resolve(args, env, "CPU")
+
+
+def test_flags_and_variables_choose_the_paths_and_bad_values_are_refused():
+    default = _resolve([], {})
+    assert (default.data_backend, default.compile_mode) == ("auto", "auto")
+    env = {"HPCREPRO_DATA_BACKEND": "cpu", "HPCREPRO_COMPILE": "off"}
+    assert (_resolve([], env).data_backend, _resolve([], env).compile_mode) == ("cpu", "off")
+    flagged = _resolve(["--data-backend", "nvjpeg", "--compile", "reduce-overhead"], env)
+    assert (flagged.data_backend, flagged.compile_mode) == ("nvjpeg", "reduce-overhead")
+    with pytest.raises(UserError, match="HPCREPRO_DATA_BACKEND='dali' is not one of"):
+        _resolve([], {"HPCREPRO_DATA_BACKEND": "dali"})
+    with pytest.raises(UserError, match="HPCREPRO_COMPILE='fast' is not one of"):
+        _resolve([], {"HPCREPRO_COMPILE": "fast"})
+
+
+def test_the_entry_point_refuses_gpu_decoding_on_a_cpu_run_with_exit_code_2(tmp_path):
+    pytest.importorskip("torch")
+    train = [sys.executable, "-m", "hpcrepro.workload.train", "--profile", "tiny"]
+    result = subprocess.run(
+        [*train, "--device", "cpu", "--data-dir", str(tmp_path), "--data-backend", "nvjpeg"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: --data-backend nvjpeg (HPCREPRO_DATA_BACKEND) needs a GPU" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
