@@ -4,6 +4,8 @@
 #
 #   bash scripts/test.sh [pytest args...]
 #
+# As root the test cluster runs real pyxis and enroot, built from ../shared/research/
+# container-runtimes by tests/runtime/build.sh; a build or load that fails stops this script.
 # As a non-root developer, system packages and Slurm are left alone and the Slurm tests skip
 # with a reason (under CI=true they fail instead).
 set -euo pipefail
@@ -27,6 +29,8 @@ fi
 # is left alone).
 started_flag=$(mktemp -u)
 if [[ $(id -u) -eq 0 && -x tests/slurm/start.sh ]]; then
+    HPCREPRO_RUNTIME_DIR="$(bash tests/runtime/build.sh)"
+    export HPCREPRO_RUNTIME_DIR
     HPCREPRO_SLURM_STARTED_FLAG=$started_flag bash tests/slurm/start.sh
 fi
 stop_slurm() {

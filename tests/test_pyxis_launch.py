@@ -98,11 +98,13 @@ def test_two_node_job_in_real_pyxis(slurm_cluster, tmp_path: Path) -> None:
         assert env["DGXNGPU"] == "2" and env["MLPERF_RULESET"] == "3.0.0"
         assert env["HPCREPRO_DATA_DIR"] == "/data" and env["SLURM_JOB_ID"] == job_id
         assert "SUBMITTING_SHELL_ONLY" not in env  # the submitting shell does not leak
-    # one container per node, imported once and reused by name: each node's four training
-    # tasks (two runs) appended to one file in one container's root file system
+    # one container per node, created once and reused by name by every later step (what pyxis
+    # logs in each slurmd's log, per step of this job)
     for node in ("node1", "node2"):
-        steps = sorted(r["earlier_steps"] for r in records if r["env"]["SLURMD_NODENAME"] == node)
-        assert steps == [0, 1, 2, 3], (node, steps)
+        log = Path(slurm_cluster.conf).parent.parent / "log" / f"slurmd-{node}.log"
+        lines = [line for line in log.read_text().splitlines() if f"] [{job_id}." in line]
+        assert sum("pyxis: creating container filesystem" in line for line in lines) == 1, node
+        assert sum("pyxis: reusing existing container filesystem" in line for line in lines) >= 3
     assert not leftover_containers(slurm_cluster.env, job_id), "the job left its containers"
 
     # the same script again: new logs beside the old ones, none overwritten

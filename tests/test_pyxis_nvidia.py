@@ -139,7 +139,7 @@ def test_a_failed_cache_drop_leaves_no_valid_run(slurm_cluster, tmp_path: Path) 
     logs = run_logs(campaign)
     assert len(logs) == 1  # the job stopped at its first run
     text = logs[0].read_text()
-    assert "cache_clear" not in text and "dropping the page cache failed" in text
+    assert '"key": "cache_clear"' not in text and "dropping the page cache failed" in text
     assert status["runs"]["valid"] == 0
     collected = hpcrepro("collect", str(campaign), env=env, check=False, timeout=300)
     assert collected.returncode != 0 and "no valid" in (collected.stdout + collected.stderr).lower()

@@ -257,3 +257,87 @@ def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Pat
     newline_name = site_file(tmp_path, 'env:\n  "A\\n": x\n')
     with pytest.raises(UserError, match="not a valid environment variable name"):
         render_training(resolve("dgxa100_8x8", "r3.0", newline_name), job_name="j", run_indices=[1])
+
+
+# --- values that must never execute (issue 13) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DGXNGPU", "RUN_TOTAL[$(id>>/tmp/x)]", "sizes or hyperparameters"),
+        ("BATCHSIZE", "1", "sizes or hyperparameters"),
+        ("LR", "99", "sizes or hyperparameters"),
+        ("NUMEPOCHS", "1", "sizes or hyperparameters"),
+        ("DALI_THREADS", "2", "system's own config"),
+        ("MLPERF_RULESET", "1.0.0", "job script itself"),
+        ("NCCL_TEST", "0", "job script itself"),
+        ("SLURM_MPI_TYPE", "none", "job script itself"),
+        ("MLPERF_SUBMISSION_ORG", "x", "job script itself"),
+        ("SLURM_JOB_NUM_NODES", "$(id)", "belongs to Slurm"),
+        ("SEED", "$(id)", "whole number"),
+    ],
+)
+def test_site_env_cannot_set_what_the_catalog_or_the_launch_sets(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    site = site_file(tmp_path, f"env:\n  {name}: {value!r}\n")
+    with pytest.raises(UserError, match=message) as caught:
+        resolve("dgxh100_8x8", "r4.0", site)
+    assert f"{site}:" in caught.value.where and name in caught.value.where
+
+
+def test_the_systems_own_values_change_only_where_config_show_sees_them(tmp_path: Path) -> None:
+    site = site_file(tmp_path, "env:\n  SEED: '42'\n  NCCL_DEBUG: INFO\n")
+    cfg = resolve("dgxh100_8x8", "r4.0", site, ["system.env.DALI_THREADS=2", "hparams.LR=10.5"])
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    assert "export DALI_THREADS=2\n" in text and "export LR=10.5\n" in text
+    assert cfg.origin_of("spec.env.DALI_THREADS").startswith("--set")
+    assert "export SEED=42\n" in text and "export NCCL_DEBUG=INFO\n" in text
+
+
+def test_step_sizes_are_literals_not_arithmetic_on_exported_text() -> None:
+    cfg = resolve("dgxh100_8x8", "r4.0", Path(__file__).parent / "data" / "sites" / "pyxis.yaml")
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    assert "readonly JOB_NODES=8\nreadonly TASKS_PER_NODE=8\nreadonly TOTAL_TASKS=64\n" in text
+    for line in text.splitlines():  # no shell arithmetic reads an exported variable
+        for expression in line.split("$((")[1:]:
+            assert not any(name in expression for name in ("DGX", "SLURM_", "BATCHSIZE")), line
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["--dep=afterok:1", "--arr=0-9", "--wr=id", "--pars", "-dafterok:1", "-vW", "--te",
+     "--export=ALL", "--req", "--container-image=x", "bash", "--gres", "--w"],
+)  # fmt: skip
+def test_sbatch_options_are_read_as_sbatchs_getopt_reads_them(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(UserError, match="sbatch_args"):  # the site file or the render refuses
+        cfg = resolve("dgxa100_8x8", "r3.0", site_file(tmp_path), [f'sbatch_args=["{entry}"]'])
+        render_training(cfg, job_name="j", run_indices=[1])
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["bash", "-c", "id > /tmp/x", "x"], ["--cpu-bind"], ["-n4"], ["--nod=2"], ["--mpi=none"],
+     ["--container-mounts=/a:/b"], ["--"], ["-lN2"], ["--pty"]],
+)  # fmt: skip
+def test_srun_args_must_be_whole_options_hpcrepro_leaves_to_the_site(
+    tmp_path: Path, entries: list[str]
+) -> None:
+    listed = ",".join(f'"{e}"' for e in entries)
+    cfg = resolve("dgxa100_8x8", "r3.0", site_file(tmp_path), [f"srun_args=[{listed}]"])
+    with pytest.raises(UserError, match="srun_args entry"):
+        render_training(cfg, job_name="j", run_indices=[1])
+
+
+def test_whole_options_stay_allowed(tmp_path: Path) -> None:
+    cfg = resolve("dgxa100_8x8", "r3.0", site_file(tmp_path), ['sbatch_args=["-C"]'])
+    with pytest.raises(UserError, match="constraint needs a value"):  # attached, as -Cgpu
+        render_training(cfg, job_name="j", run_indices=[1])
+    cfg = resolve("dgxa100_8x8", "r3.0", site_file(tmp_path), [
+        'srun_args=["--cpu-bind=none", "-l", "--gpu-bind=closest"]',
+        'sbatch_args=["--wait-all-nodes=1", "--mem=0", "-Cgpu", "--time-m=30"]',
+    ])  # fmt: skip
+    text = render_training(cfg, job_name="j", run_indices=[1])
+    assert "#SBATCH --wait-all-nodes=1\n#SBATCH --mem=0\n#SBATCH -Cgpu\n#SBATCH --time-m=30" in text
+    assert "readonly SRUN_ARGS=(--cpu-bind=none -l --gpu-bind=closest)" in text

@@ -203,7 +203,7 @@ def nvidia_image(version: str) -> Path:
         raise ImageBuildError(f"{spec.code} is missing (the shared research folder)")
     base = base_image()
     common = NVIDIA_CODE / "mlperf-common" / spec.mlperf_common if spec.mlperf_common else None
-    key = _digest(base.name, spec, spec.code, common or "", "v2")
+    key = _digest(base.name, spec, spec.code, common or "", "v3")
 
     def make(work: Path) -> None:
         rootfs = work / "rootfs"
@@ -211,7 +211,8 @@ def nvidia_image(version: str) -> Path:
         workdir = rootfs / "workspace" / "image_classification"
         shutil.copytree(spec.code, workdir)
         _run("make the code writable", ["chmod", "-R", "u+w", str(workdir)])
-        _pip_into(rootfs, f"mlperf-logging=={spec.mlperf_logging}", "--no-deps")
+        # with what mlperf-logging's checker imports (NVIDIA's pip install brings it along)
+        _pip_into(rootfs, f"mlperf-logging=={spec.mlperf_logging}", "pyyaml", "--no-deps")
         if common is not None:  # pip builds in its source folder: build from a copy
             source = work / "mlperf-common"
             shutil.copytree(common, source)
