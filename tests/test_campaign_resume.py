@@ -196,7 +196,7 @@ def test_a_job_whose_runner_died_is_seen_waited_for_and_finishes(tmp_path: Path)
     env, campaign = _held_local_campaign(tmp_path, "orphan", hold)
     assert stage(status_json("orphan", env), "run-01")["state"] == "running"
     job = _job_of(campaign, "run-01")
-    assert local.group_alive(job["pid"], job["pid_start"])
+    assert job["pid"] in local.job_processes(job["job_id"])
     assert "submitted run-03, collect" in hpcrepro("resume", "orphan", env=env).stdout
     time.sleep(1.5)  # the new runner waits for run-01 instead of starting run-03 next to it
     assert stage(status_json("orphan", env), "run-03")["state"] == "pending"
@@ -211,8 +211,7 @@ def test_cancel_kills_a_job_whose_runner_died(tmp_path: Path) -> None:
     job = _job_of(campaign, "run-01")
     # run-01 is still running; run-02 and collect were lost with the runner
     assert "cancelled 1 job(s)" in hpcrepro("cancel", "stray", env=env).stdout
-    wait_for(lambda: not local.group_alive(job["pid"], job["pid_start"]), 10,
-             "the job's process group to end")
+    wait_for(lambda: not local.job_processes(job["job_id"]), 30, "the job's processes to end")
     assert stage(status_json("stray", env), "run-01")["state"] == "cancelled"
 
 

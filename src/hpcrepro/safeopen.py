@@ -5,10 +5,16 @@ A FIFO would block the open itself until some writer appears, and a link to /dev
 read forever; both are refused with an OSError saying what the path is. The open never blocks.
 `read_user_file` adds what every configuration reader needs: a size limit and UTF-8 text, with
 the line of a bad byte, as user errors naming the file.
+
+Inside a folder hpcrepro made (a campaign folder, the campaign index), `replace_inside` and
+`open_inside` never follow a link: each folder on the way is opened with O_NOFOLLOW, relative
+to the one before, and a file is written as a new file renamed over the old name, which replaces
+a link planted there instead of writing through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -17,6 +23,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hpcrepro.errors import UserError, location
+
+_NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a full disk or an exhausted quota says: the same advice fits both.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
@@ -94,3 +104,70 @@ def write_atomically(path: Path, data: bytes, option: str, mode: int | None = No
     except OSError as error:
         raise UserError(f"cannot write {path} ({error.strerror or error})",
                         where=option) from None
+
+
+def open_folder(base: Path, relative: str | Path = "") -> int:
+    """A descriptor of the folder `base/relative`, each part opened without following a link
+    (OSError ELOOP or ENOTDIR when one is a link or no folder). `relative` may not climb ('..')."""
+    parts = Path(relative).parts
+    if any(part in ("..", "/") for part in parts):
+        raise OSError(errno.EINVAL, "a path that leaves its folder", str(Path(base, relative)))
+    fd = os.open(base, _NO_FOLLOW_DIR)
+    try:
+        for part in parts:
+            inner = os.open(part, _NO_FOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def replace_inside(
+    base: Path, relative: str | Path, data: bytes, mode: int = 0o644, sync: bool = False
+) -> None:
+    """Write `base/relative` as a new file (permissions `mode` less the umask) renamed into
+    place: readers never see half a file, and a link at that name or on the way is replaced or
+    refused, never followed. OSError on failure; the old file is then left as it was."""
+    relative = Path(relative)
+    folder = open_folder(base, relative.parent)
+    temp = f".{relative.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode, dir_fd=folder)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, relative.name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+    finally:
+        os.close(folder)
+
+
+def open_inside(base: Path, relative: str | Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open(base/relative, flags | O_NOFOLLOW)` with no link followed on the way either."""
+    relative = Path(relative)
+    folder = open_folder(base, relative.parent)
+    try:
+        return os.open(relative.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def cannot_write(path: Path, error: OSError, where: str | None = None) -> UserError:
+    """The user error for a failed write: the file, the system's reason, and for a full disk or
+    quota what to do about it."""
+    hint = None
+    if error.errno in NO_SPACE:
+        hint = (f"the file system of {path.parent} is full (or your quota is used up): free "
+                "space there (`df`, `quota`) and run the same command again")
+    return UserError(f"cannot write {path} ({error.strerror or error})", where=where, hint=hint)

@@ -5,6 +5,12 @@ of another shape was damaged or edited by hand. Every command reads fields deep 
 (`stages[i].jobs[j].state`, verdicts by run index), so the whole shape is checked once, when the
 file is loaded: a damaged manifest is one error naming the field, never a KeyError much later.
 Keys this version does not know are allowed (a newer hpcrepro may add some).
+
+What a command acts on is checked like user input, since the file may have been edited by hand:
+a stage runs only `scripts/STAGE.sbatch` (never `../../x.sh`), a job's token is the one its
+campaign, stage and attempt give (the name under which an interrupted submit adopts, or cancels,
+Slurm jobs), job ids cannot be options, pids are numbers. Paths of a job's files are never read
+from it (see `CampaignPaths.job_files`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ JOB_ID_FORMS = {
     "slurm": "a Slurm job id (digits, e.g. \"4211\", \"4211_3\" or \"4211+1\")",
     "local": "a local job id (\"local:\" and the job's token)",
 }
+_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 MAX_RUN = 99_999  # far more runs than any campaign makes; keeps run-NN.log a short name
 _QUOTE_AT_MOST = 60
 HINT = (
@@ -59,8 +66,9 @@ def damaged(path: Path, error: ShapeError) -> UserError:
 def check(data: dict[str, Any]) -> None:
     """Raise ShapeError unless `data` has the shape hpcrepro writes (see campaign.plan.build)."""
     _named(data, "name", "name")
-    for key in ("id", "fingerprint"):
-        _name(data, key, key)
+    _typed(data, "id", "id", lambda v: isinstance(v, str) and _ID.fullmatch(v) is not None,
+           "a short id of letters and digits", False, False)
+    _name(data, "fingerprint", "fingerprint")
     _timestamp(data, "created", "created")
     _choice(data, "backend", "backend", BACKENDS)
     _integer(data, "runs_required", "runs_required", minimum=1)
@@ -75,11 +83,13 @@ def check(data: dict[str, Any]) -> None:
     if runner:
         _integer(runner, "pid", "local_runner.pid", minimum=1)
         _name(runner, "host", "local_runner.host")
+        _integer(runner, "start", "local_runner.start", minimum=0, optional=True, nullable=True)
+    _timestamp(data, "states_checked", "states_checked", optional=True)
     stages = _list(data, "stages", "stages")
     names: dict[str, int] = {}
     for index, stage in enumerate(stages):
         at = f"stages[{index}]"
-        _stage(_is_object(stage, at), at, data["backend"])
+        _stage(_is_object(stage, at), at, data)
         if stage["name"] in names:
             raise ShapeError(f"{at}.name", f"{_quote(stage['name'])} is also the name of "
                              f"stages[{names[stage['name']]}]")
@@ -91,6 +101,23 @@ def check(data: dict[str, Any]) -> None:
                                  f"names no stage of this campaign ({_quote(name)})")
     if not any(stage["kind"] == st.TRAIN for stage in stages):
         raise ShapeError("stages", "holds no training stage (kind 'train')")
+    for index, stage in enumerate(stages):
+        _what_it_runs(stage, f"stages[{index}]", st.key(data))
+
+
+def _what_it_runs(stage: dict[str, Any], at: str, campaign_key: str) -> None:
+    """The script a scheduler runs and the job names under which Slurm jobs are adopted (or
+    cancelled as extras) are the ones hpcrepro gives, never ones an editor of the file chose."""
+    name = stage["name"]
+    if stage["script"] != f"scripts/{name}.sbatch":
+        raise ShapeError(f"{at}.script", f"should be 'scripts/{name}.sbatch' (a stage runs its own "
+                         f"script in the campaign's scripts folder), found "
+                         f"{_describe(stage['script'])}")
+    for position, job in enumerate(stage["jobs"]):
+        token = st.token(campaign_key, name, position + 1)
+        if job["token"] != token:
+            raise ShapeError(f"{at}.jobs[{position}].token", f"should be {token!r} (campaign, "
+                             f"id, stage and attempt), found {_describe(job['token'])}")
 
 
 def check_run_verdicts(data: Any) -> None:
@@ -112,7 +139,7 @@ def _inputs(inputs: dict[str, Any]) -> None:
         _is(value, f"inputs.overrides[{position}]", isinstance(value, str), "a text")
 
 
-def _stage(stage: dict[str, Any], at: str, backend: str) -> None:
+def _stage(stage: dict[str, Any], at: str, data: dict[str, Any]) -> None:
     _named(stage, "name", f"{at}.name")
     kind = _choice(stage, "kind", f"{at}.kind", KINDS)
     _name(stage, "script", f"{at}.script")
@@ -125,7 +152,8 @@ def _stage(stage: dict[str, Any], at: str, backend: str) -> None:
     if kind == st.TRAIN and not runs:
         raise ShapeError(f"{at}.runs", "is empty, but a training stage has at least one run")
     for position, job in enumerate(_list(stage, "jobs", f"{at}.jobs")):
-        _job(_is_object(job, f"{at}.jobs[{position}]"), f"{at}.jobs[{position}]", backend)
+        where = f"{at}.jobs[{position}]"
+        _job(_is_object(job, where), where, data["backend"])
     _verdicts(_field(stage, "verdicts", f"{at}.verdicts"), runs, f"{at}.verdicts")
 
 
@@ -155,6 +183,7 @@ def _job(job: dict[str, Any], at: str, backend: str) -> None:
         _text(job, key, f"{at}.{key}", optional=True, nullable=True)
     _integer(job, "nodes", f"{at}.nodes", minimum=0, optional=True, nullable=True)
     _integer(job, "pid", f"{at}.pid", minimum=1, optional=True, nullable=True)
+    _integer(job, "pid_start", f"{at}.pid_start", minimum=0, optional=True, nullable=True)
 
 
 def _verdicts(verdicts: Any, runs: list[int] | None, at: str) -> None:
@@ -216,9 +245,11 @@ def _text(
     return _typed(obj, key, at, lambda v: isinstance(v, str), "a text", optional, nullable)
 
 
-def _timestamp(obj: dict[str, Any], key: str, at: str) -> None:
+def _timestamp(obj: dict[str, Any], key: str, at: str, optional: bool = False) -> None:
     from datetime import datetime
 
+    if optional and key not in obj:
+        return
     value = _name(obj, key, at)
     try:
         datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
