@@ -74,8 +74,9 @@ def status_json(campaign: str, env: dict[str, str]) -> dict[str, Any]:
     """The campaign's status; `status` exits 1 while runs are lost (resume replaces them)."""
     done = hpcrepro("status", campaign, "--json", env=env, check=False)
     if done.returncode not in (0, 1):
-        raise AssertionError(f"hpcrepro status {campaign} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"hpcrepro status {campaign} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return json.loads(done.stdout)[0]  # type: ignore[no-any-return]
 
 
@@ -128,18 +129,37 @@ def sample_manifest(name: str = "sample", backend: str = "local") -> dict[str, A
             st.new_stage("image", "image", "scripts/image.sbatch"),
             st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["image"], runs=[1]),
             st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["image"], runs=[2]),
-            st.new_stage("collect", "collect", "scripts/collect.sbatch",
-                         after=["run-01", "run-02"], dependency=st.AFTER_ANY),
+            st.new_stage(
+                "collect",
+                "collect",
+                "scripts/collect.sbatch",
+                after=["run-01", "run-02"],
+                dependency=st.AFTER_ANY,
+            ),
         ],
     }
     for number, item in enumerate(manifest["stages"], start=1):
         job = st.plan_attempt(manifest, item)
-        job.update(job_id=f"local:{job['token']}", state="completed", slurm_state="COMPLETED",
-                   submitted="2026-01-31T12:00:01Z", start="2026-01-31T12:00:02Z",
-                   end="2026-01-31T12:01:00Z", nodes=1, nodelist="node1", pid=1000 + number,
-                   exit_code="0:0")
-    manifest["stages"][1]["verdicts"]["1"] = {"verdict": "valid", "reason": "reached 0.7600",
-                                              "job_id": manifest["stages"][1]["jobs"][0]["job_id"]}
-    manifest["stages"][2]["verdicts"]["2"] = {"verdict": "void", "reason": "job timeout",
-                                              "job_id": manifest["stages"][2]["jobs"][0]["job_id"]}
+        job.update(
+            job_id=f"local:{job['token']}",
+            state="completed",
+            slurm_state="COMPLETED",
+            submitted="2026-01-31T12:00:01Z",
+            start="2026-01-31T12:00:02Z",
+            end="2026-01-31T12:01:00Z",
+            nodes=1,
+            nodelist="node1",
+            pid=1000 + number,
+            exit_code="0:0",
+        )
+    manifest["stages"][1]["verdicts"]["1"] = {
+        "verdict": "valid",
+        "reason": "reached 0.7600",
+        "job_id": manifest["stages"][1]["jobs"][0]["job_id"],
+    }
+    manifest["stages"][2]["verdicts"]["2"] = {
+        "verdict": "void",
+        "reason": "job timeout",
+        "job_id": manifest["stages"][2]["jobs"][0]["job_id"],
+    }
     return manifest

@@ -77,11 +77,14 @@ def test_lock_left_by_a_killed_process_is_broken(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"format": 1, "stages": [', "invalid JSON"),
-    ("[]", "not a campaign manifest"),
-    ('{"format": 1, "name": "c"}', "damaged manifest: id is missing"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": 1, "stages": [', "invalid JSON"),
+        ("[]", "not a campaign manifest"),
+        ('{"format": 1, "name": "c"}', "damaged manifest: id is missing"),
+    ],
+)
 def test_damaged_manifest_is_a_user_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "campaign.json"
     path.write_text(text)
@@ -409,12 +412,7 @@ def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> No
         env=env,
     )
     wait_for(
-        lambda: (
-            "epoch 1"
-            in stage(status_json("stop", env), "run-01")[
-                "note"
-            ]
-        ),
+        lambda: "epoch 1" in stage(status_json("stop", env), "run-01")["note"],
         60,
         "run-01 to start",
     )
@@ -531,8 +529,9 @@ def test_fast_commands_import_no_heavy_module(tmp_path: Path, argv: list[str]) -
         "print(sorted(heavy & set(sys.modules)), file=sys.stderr)"
     )
     env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
 

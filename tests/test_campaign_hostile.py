@@ -72,8 +72,14 @@ def test_a_stage_script_the_manifest_names_elsewhere_is_refused(tmp_path: Path) 
     env, campaign = _finished_local(tmp_path, "edited")
     evil, mark = _evil(tmp_path)
     saved = (campaign / "campaign.json").read_text()
-    for script in ("../../evil.sh", str(evil), "scripts/../../evil.sh", "scripts/collect.sbatch",
-                   "scripts/run-01.sh", "scripts//run-01.sbatch"):
+    for script in (
+        "../../evil.sh",
+        str(evil),
+        "scripts/../../evil.sh",
+        "scripts/collect.sbatch",
+        "scripts/run-01.sh",
+        "scripts//run-01.sbatch",
+    ):
         (campaign / "campaign.json").write_text(saved)
 
         def change(data: dict[str, Any], script: str = script) -> None:
@@ -85,7 +91,8 @@ def test_a_stage_script_the_manifest_names_elsewhere_is_refused(tmp_path: Path) 
             done = hpcrepro(command, "edited", env=env, check=False)
             assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
             assert "damaged manifest: stages[0].script should be 'scripts/run-01.sbatch'" in (
-                done.stderr)
+                done.stderr
+            )
     time.sleep(1)
     assert not mark.exists()
 
@@ -106,8 +113,10 @@ def test_a_stage_script_replaced_by_a_link_is_not_run(tmp_path: Path) -> None:
     hold.unlink()
     final = wait_for(all_finished("linked", env), 90, "the campaign")
     assert stage(final, "collect")["state"] == "failed"
-    assert "refusing to run the script of stage collect: it is a link" in (
-        stage(final, "collect")["note"])
+    assert (
+        "refusing to run the script of stage collect: it is a link"
+        in (stage(final, "collect")["note"])
+    )
     resumed = hpcrepro("resume", "linked", env=env, check=False)  # plans collect again
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr
     assert "refusing to run the script of stage collect: it is a link" in resumed.stderr
@@ -118,8 +127,10 @@ def test_a_stage_script_replaced_by_a_link_is_not_run(tmp_path: Path) -> None:
 def test_a_token_of_another_campaign_is_refused(tmp_path: Path) -> None:
     """A token is the job name under which Slurm jobs are adopted or cancelled as extras."""
     env, campaign = _finished_local(tmp_path, "tokens")
-    _edit(campaign, lambda data: data["stages"][0]["jobs"][0].update(
-        token="hpcrepro.other.abcdef.run-01.1"))
+    _edit(
+        campaign,
+        lambda data: data["stages"][0]["jobs"][0].update(token="hpcrepro.other.abcdef.run-01.1"),
+    )
     done = hpcrepro("resume", "tokens", env=env, check=False)
     assert done.returncode == 2, done.stderr
     assert "stages[0].jobs[0].token should be 'hpcrepro.tokens." in done.stderr
@@ -143,8 +154,11 @@ def test_a_pid_edited_into_the_manifest_is_never_signalled(tmp_path: Path, where
             if where == "job":
                 job.update(pid=other.pid, pid_start=start)
             else:
-                data["local_runner"] = {"pid": other.pid, "start": start,
-                                        "host": os.uname().nodename}
+                data["local_runner"] = {
+                    "pid": other.pid,
+                    "start": start,
+                    "host": os.uname().nodename,
+                }
 
         _edit(campaign, change)
         done = hpcrepro("cancel", "pids", env=env, check=False)
@@ -178,8 +192,13 @@ def test_an_exit_file_or_log_that_is_a_fifo_does_not_hang_status(tmp_path: Path)
         data["stages"][0]["verdicts"] = {}
 
     _edit(campaign, change)
-    for args in (["status", "fifo"], ["status", "fifo", "--json"], ["status"],
-                 ["status", "fifo", "--watch"], ["cancel", "fifo"]):
+    for args in (
+        ["status", "fifo"],
+        ["status", "fifo", "--json"],
+        ["status"],
+        ["status", "fifo", "--watch"],
+        ["cancel", "fifo"],
+    ):
         done = hpcrepro(*args, env=env, check=False, timeout=60)
         assert done.returncode in (0, 1) and "Traceback" not in done.stderr, (args, done.stderr)
     assert stage(status_json("fifo", env), "run-01")["state"] == "failed"
@@ -205,9 +224,7 @@ def _plant(folder: Path, victim: Path) -> None:
 
 
 @pytest.mark.parametrize("planted", ["links", "link", "file", "foreign-dry-run"])
-def test_a_folder_found_at_the_campaign_name_receives_nothing(
-    tmp_path: Path, planted: str
-) -> None:
+def test_a_folder_found_at_the_campaign_name_receives_nothing(tmp_path: Path, planted: str) -> None:
     site = make_site(tmp_path)
     env = cli_env(tmp_path)
     victim = _victim(tmp_path)
@@ -265,9 +282,7 @@ def test_an_empty_folder_at_the_name_is_taken_over(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["partial", "scripts", "manifest"])
-def test_a_submit_killed_early_is_found_and_resume_finishes_it(
-    tmp_path: Path, point: str
-) -> None:
+def test_a_submit_killed_early_is_found_and_resume_finishes_it(tmp_path: Path, point: str) -> None:
     site = make_site(tmp_path)
     env = cli_env(tmp_path)
     submit = ["submit", *SYSTEM, "--site", str(site), "--runs", "1", *LOCAL, "--name", "cut"]

@@ -28,8 +28,13 @@ _NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a full disk or an exhausted quota says: the same advice fits both.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -56,21 +61,26 @@ def read_user_file(path: Path, max_bytes: int, hint: str | None = None) -> str:
     except FileNotFoundError:
         raise UserError("file not found", where=str(path), hint=hint) from None
     except OSError as error:
-        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path),
-                        hint=hint) from None
+        raise UserError(
+            f"cannot read it ({error.strerror or error})", where=str(path), hint=hint
+        ) from None
     if size > max_bytes or len(raw) > max_bytes:
-        raise UserError(f"{max(size, len(raw))} bytes: more than the {max_bytes // 1024} KiB "
-                        "such a file may have; is this the right file?", where=str(path),
-                        hint=hint)
+        raise UserError(
+            f"{max(size, len(raw))} bytes: more than the {max_bytes // 1024} KiB "
+            "such a file may have; is this the right file?",
+            where=str(path),
+            hint=hint,
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        raise UserError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {column}",
-                        where=location(str(path), line=line),
-                        hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                        ) from None
+        raise UserError(
+            f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {column}",
+            where=location(str(path), line=line),
+            hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
 
 
 def existing_file(path: Path, option: str, hint: str) -> bool:
@@ -80,8 +90,12 @@ def existing_file(path: Path, option: str, hint: str) -> bool:
         return False
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
-        raise UserError(f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
-                        "and removes nothing", where=option, hint=hint)
+        raise UserError(
+            f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
+            "and removes nothing",
+            where=option,
+            hint=hint,
+        )
     return True
 
 
@@ -102,8 +116,7 @@ def write_atomically(path: Path, data: bytes, option: str, mode: int | None = No
             Path(temp).unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise UserError(f"cannot write {path} ({error.strerror or error})",
-                        where=option) from None
+        raise UserError(f"cannot write {path} ({error.strerror or error})", where=option) from None
 
 
 def open_folder(base: Path, relative: str | Path = "") -> int:
@@ -134,12 +147,16 @@ def replace_inside(
     folder = open_folder(base, relative.parent)
     temp = f".{relative.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     mode, dir_fd=folder)
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            mode,
+            dir_fd=folder,
+        )
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
         finally:
@@ -154,13 +171,24 @@ def replace_inside(
 
 
 def open_inside(base: Path, relative: str | Path, flags: int, mode: int = 0o644) -> int:
-    """`os.open(base/relative, flags | O_NOFOLLOW)` with no link followed on the way either."""
+    """`os.open(base/relative, flags)` for a regular file, with no link followed on the way or
+    at the end, and no wait on a FIFO planted there (OSError EINVAL for anything not a file)."""
     relative = Path(relative)
     folder = open_folder(base, relative.parent)
     try:
-        return os.open(relative.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
+        fd = os.open(
+            relative.name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=folder
+        )
     finally:
         os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(Path(base, relative)))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def cannot_write(path: Path, error: OSError, where: str | None = None) -> UserError:
@@ -168,6 +196,8 @@ def cannot_write(path: Path, error: OSError, where: str | None = None) -> UserEr
     quota what to do about it."""
     hint = None
     if error.errno in NO_SPACE:
-        hint = (f"the file system of {path.parent} is full (or your quota is used up): free "
-                "space there (`df`, `quota`) and run the same command again")
+        hint = (
+            f"the file system of {path.parent} is full (or your quota is used up): free "
+            "space there (`df`, `quota`) and run the same command again"
+        )
     return UserError(f"cannot write {path} ({error.strerror or error})", where=where, hint=hint)

@@ -152,17 +152,26 @@ def submit(request: SubmitRequest) -> Outcome:
         try:
             partial = folder.make_partial(paths.root)
         except OSError as error:
-            raise UserError(f"cannot create the campaign folder {paths.root} "
-                            f"({error.strerror or error})", where="site key 'log_dir'",
-                            hint="set log_dir to a shared folder you can write to") from error
+            raise UserError(
+                f"cannot create the campaign folder {paths.root} ({error.strerror or error})",
+                where="site key 'log_dir'",
+                hint="set log_dir to a shared folder you can write to",
+            ) from error
         try:
             folder.write_request(partial, _request_record(request, cfg.site_path, name))
             if not request.dry_run:
                 claim.record()  # from here, status NAME finds what a killed submit leaves
             _crash_point("partial")
             manifest = plan.build(
-                cfg, paths, name, runs, request.runs_per_job, request.backend, inputs,
-                prep=needs_prep, into=partial,
+                cfg,
+                paths,
+                name,
+                runs,
+                request.runs_per_job,
+                request.backend,
+                inputs,
+                prep=needs_prep,
+                into=partial,
             )
             _crash_point("scripts")
             if request.backend == "local":
@@ -198,8 +207,10 @@ def _submit_published(paths: CampaignPaths, backend: engine.Backend, note: str) 
     return Outcome(
         paths,
         manifest,
-        [f"campaign {manifest['name']}: {note.format(count=len(submitted))}",
-         f"folder: {paths.root}"],
+        [
+            f"campaign {manifest['name']}: {note.format(count=len(submitted))}",
+            f"folder: {paths.root}",
+        ],
         submitted,
         list(backend.commands),
     )
@@ -231,15 +242,23 @@ def _request_from(record: dict[str, Any] | None) -> SubmitRequest | None:
     if not (
         texts
         and (site is None or isinstance(site, str))
-        and isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
+        and isinstance(overrides, list)
+        and all(isinstance(o, str) for o in overrides)
         and (runs is None or (isinstance(runs, int) and not isinstance(runs, bool)))
-        and isinstance(per_job, int) and not isinstance(per_job, bool)
+        and isinstance(per_job, int)
+        and not isinstance(per_job, bool)
     ):
         return None
-    return SubmitRequest(system=record["system"], version=record["version"],
-                         site=Path(site) if site else None, overrides=overrides,
-                         name=record["name"], runs=runs, runs_per_job=per_job,
-                         backend=record["backend"])
+    return SubmitRequest(
+        system=record["system"],
+        version=record["version"],
+        site=Path(site) if site else None,
+        overrides=overrides,
+        name=record["name"],
+        runs=runs,
+        runs_per_job=per_job,
+        backend=record["backend"],
+    )
 
 
 def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> Outcome:
@@ -254,10 +273,14 @@ def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> 
     if request.dry_run:
         return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
     if manifest.get("cancelled"):
-        return Outcome(paths, manifest, [
-            f"campaign {name} was cancelled: nothing submitted",
-            f"to run what is left of it: hpcrepro resume {name}",
-        ])
+        return Outcome(
+            paths,
+            manifest,
+            [
+                f"campaign {name} was cancelled: nothing submitted",
+                f"to run what is left of it: hpcrepro resume {name}",
+            ],
+        )
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
         backend = make_backend(manifest["backend"], manifest, paths.root)
@@ -295,9 +318,11 @@ def finish_half_made(half: layout.HalfMade) -> Outcome:
                 if other != complete:
                     folder.remove(other)
             return _submit_published(
-                paths, backend, "finished its interrupted submit: submitted {count} job(s)")
-        request = next((r for r in (_request_from(folder.read_request(p)) for p in left) if r),
-                       None)
+                paths, backend, "finished its interrupted submit: submitted {count} job(s)"
+            )
+        request = next(
+            (r for r in (_request_from(folder.read_request(p)) for p in left) if r), None
+        )
         for other in left:
             folder.remove(other)
         layout.forget(half.name, half.root)
@@ -305,10 +330,14 @@ def finish_half_made(half: layout.HalfMade) -> Outcome:
         outcome = submit(request)
         outcome.lines[0] = outcome.lines[0] + " (its interrupted submit, done again)"
         return outcome
-    return Outcome(paths, {}, [
-        f"campaign {half.name}: removed what its interrupted submit left (no job of it had "
-        "been submitted); submit it again with `hpcrepro submit`",
-    ])
+    return Outcome(
+        paths,
+        {},
+        [
+            f"campaign {half.name}: removed what its interrupted submit left (no job of it had "
+            "been submitted); submit it again with `hpcrepro submit`",
+        ],
+    )
 
 
 def remove_half_made(half: layout.HalfMade) -> Outcome:
@@ -317,16 +346,22 @@ def remove_half_made(half: layout.HalfMade) -> Outcome:
         raise half
     with layout.claiming(half.name, half.root):
         if (half.root / "campaign.json").exists():
-            raise UserError(f"campaign {half.name} was completed meanwhile",
-                            hint=f"run `hpcrepro cancel {half.name}` again")
+            raise UserError(
+                f"campaign {half.name} was completed meanwhile",
+                hint=f"run `hpcrepro cancel {half.name}` again",
+            )
         left = folder.leftovers(half.root)
         for other in left:
             folder.remove(other)
         layout.forget(half.name, half.root)
-    return Outcome(CampaignPaths(half.root), {}, [
-        f"campaign {half.name}: removed what its interrupted submit left "
-        f"({len(left)} folder(s)); no job of it had been submitted",
-    ])
+    return Outcome(
+        CampaignPaths(half.root),
+        {},
+        [
+            f"campaign {half.name}: removed what its interrupted submit left "
+            f"({len(left)} folder(s)); no job of it had been submitted",
+        ],
+    )
 
 
 def _complete(partial: Path, name: str) -> bool:
@@ -496,7 +531,11 @@ def refresh_all(
                     checked,
                 )
             except (UserError, OSError) as error:  # e.g. a full disk: show, do not save
-                text = error.message if isinstance(error, UserError) else str(error)
+                text = (
+                    error.message
+                    if isinstance(error, UserError)
+                    else (f"cannot write {paths.lock} ({error.strerror or error})")
+                )
                 result.not_saved[paths.root] = text
     return result
 
@@ -573,9 +612,11 @@ def cancel(campaign: str) -> Outcome:
         if not ids and not any(st.state_of(s) == states.PLANNED for s in manifest["stages"]):
             with contextlib.suppress(UserError):  # the refresh, if there is room for it
                 manifest_io.save(paths.manifest, manifest, reserve=False)
-            return Outcome(paths, manifest, [
-                f"campaign {manifest['name']}: nothing to cancel (every job has ended)"
-            ])
+            return Outcome(
+                paths,
+                manifest,
+                [f"campaign {manifest['name']}: nothing to cancel (every job has ended)"],
+            )
         backend.cancel(ids)
         survivors = getattr(backend, "survivors", {})
         manifest["cancelled"] = True
@@ -583,8 +624,12 @@ def cancel(campaign: str) -> Outcome:
             job = st.current(stage)
             if job and job["state"] == states.PLANNED:
                 job["state"] = states.CANCELLED
-            if (manifest["backend"] == "local" and job and states.is_active(job["state"])
-                    and job["job_id"] not in survivors):
+            if (
+                manifest["backend"] == "local"
+                and job
+                and states.is_active(job["state"])
+                and job["job_id"] not in survivors
+            ):
                 job.update(state=states.CANCELLED, slurm_state="CANCELLED", end=st.now())
         if manifest["backend"] == "slurm" and ids:
             with contextlib.suppress(SlurmUnavailable):
@@ -598,8 +643,9 @@ def cancel(campaign: str) -> Outcome:
     lines = [f"campaign {manifest['name']}: cancelled {len(stopped)} job(s)"]
     lines += [f"note: {note}" for note in getattr(backend, "notes", [])]
     lines += [f"still running after SIGKILL: {what}: {left}" for what, left in survivors.items()]
-    return Outcome(paths, manifest, lines, commands=list(backend.commands),
-                   exit_code=1 if survivors else 0)
+    return Outcome(
+        paths, manifest, lines, commands=list(backend.commands), exit_code=1 if survivors else 0
+    )
 
 
 def _cancel_jobs(
@@ -620,8 +666,7 @@ def _not_recorded(manifest: dict[str, Any], ids: list[str], error: UserError) ->
         else "`hpcrepro status " + name + "` shows them ended"
     )
     return UserError(
-        f"cancelled {len(ids)} job(s) of campaign {name}, but could not record it: "
-        f"{error.message}",
+        f"cancelled {len(ids)} job(s) of campaign {name}, but could not record it: {error.message}",
         where=error.where,
         hint=f"the jobs are stopped; once there is room again, {later}"
         + (f" ({error.hint})" if error.hint else ""),
@@ -674,4 +719,3 @@ def resume(campaign: str) -> Outcome:
         submitted,
         list(backend.commands),
     )
-

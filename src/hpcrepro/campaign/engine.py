@@ -177,17 +177,20 @@ def _settle(
     return None
 
 
-def _no_answer(
-    manifest: Manifest, stage: st.Stage, error: UserError, backend: Backend
-) -> NoAnswer:
+def _no_answer(manifest: Manifest, stage: st.Stage, error: UserError, backend: Backend) -> NoAnswer:
     """What a submit that Slurm stopped answering leaves: the jobs queued, the one whose fate is
     unknown, those not submitted, and that `resume` adopts what exists."""
     name = manifest["name"]
-    queued = [(s["name"], s["jobs"][-1]["job_id"]) for s in manifest["stages"]
-              if s["jobs"] and s["jobs"][-1]["state"] == states.PENDING
-              and s["jobs"][-1]["job_id"]]
-    later = [s["name"] for s in manifest["stages"]
-             if s is not stage and s["jobs"] and s["jobs"][-1]["state"] == states.SUBMITTING]
+    queued = [
+        (s["name"], s["jobs"][-1]["job_id"])
+        for s in manifest["stages"]
+        if s["jobs"] and s["jobs"][-1]["state"] == states.PENDING and s["jobs"][-1]["job_id"]
+    ]
+    later = [
+        s["name"]
+        for s in manifest["stages"]
+        if s is not stage and s["jobs"] and s["jobs"][-1]["state"] == states.SUBMITTING
+    ]
     shown = ", ".join(f"{n} {i}" for n, i in queued[:6]) + (", ..." if len(queued) > 6 else "")
     lines = [
         f"Slurm did not answer while {stage['name']} of campaign {name} was submitted "

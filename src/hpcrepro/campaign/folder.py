@@ -82,8 +82,10 @@ def publish(partial: Path, root: Path) -> None:
 
 def _occupied(root: Path, error: OSError) -> UserError:
     what = (
-        "is a link" if root.is_symlink()
-        else "exists and is not a folder" if error.errno == errno.ENOTDIR
+        "is a link"
+        if root.is_symlink()
+        else "exists and is not a folder"
+        if error.errno == errno.ENOTDIR
         else "already exists and holds files hpcrepro did not make"
         if error.errno in (errno.ENOTEMPTY, errno.EEXIST)
         else f"cannot be made ({error.strerror or error})"

@@ -20,8 +20,10 @@ from hpcrepro.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PATH_MAX = 4096  # Linux PATH_MAX: an index entry longer than this cannot name a folder
-_RESUBMIT = ("hpcrepro writes the campaign's scripts itself, so this one was changed by hand: "
-             "submit the campaign again under a new name (`hpcrepro submit ... --name NEW`)")
+_RESUBMIT = (
+    "hpcrepro writes the campaign's scripts itself, so this one was changed by hand: "
+    "submit the campaign again under a new name (`hpcrepro submit ... --name NEW`)"
+)
 
 
 class HalfMade(UserError):
@@ -31,8 +33,10 @@ class HalfMade(UserError):
     def __init__(self, name: str, root: Path, left: list[Path], busy: bool) -> None:
         self.name, self.root, self.leftovers, self.busy = name, root, left, busy
         if busy:
-            super().__init__(f"campaign {name} is being submitted right now by another "
-                             "hpcrepro process", hint=f"wait, then `hpcrepro status {name}`")
+            super().__init__(
+                f"campaign {name} is being submitted right now by another hpcrepro process",
+                hint=f"wait, then `hpcrepro status {name}`",
+            )
             return
         super().__init__(
             f"campaign {name} is half-made: its submit was interrupted before any job was "
@@ -97,19 +101,28 @@ class CampaignPaths:
             folder = os.lstat(self.scripts)
             info = os.lstat(script)
         except OSError as error:
-            raise UserError(f"the script of stage {stage['name']} cannot be read "
-                            f"({error.strerror or error})", where=str(script),
-                            hint=_RESUBMIT) from None
+            raise UserError(
+                f"the script of stage {stage['name']} cannot be read ({error.strerror or error})",
+                where=str(script),
+                hint=_RESUBMIT,
+            ) from None
         problem = (
-            "scripts/ is not a folder (a link?)" if not stat.S_ISDIR(folder.st_mode)
-            else "it is a link" if stat.S_ISLNK(info.st_mode)
-            else "it is not a regular file" if not stat.S_ISREG(info.st_mode)
-            else "it belongs to another user" if info.st_uid != os.geteuid()
+            "scripts/ is not a folder (a link?)"
+            if not stat.S_ISDIR(folder.st_mode)
+            else "it is a link"
+            if stat.S_ISLNK(info.st_mode)
+            else "it is not a regular file"
+            if not stat.S_ISREG(info.st_mode)
+            else "it belongs to another user"
+            if info.st_uid != os.geteuid()
             else None
         )
         if problem:
-            raise UserError(f"refusing to run the script of stage {stage['name']}: {problem}",
-                            where=str(script), hint=_RESUBMIT)
+            raise UserError(
+                f"refusing to run the script of stage {stage['name']}: {problem}",
+                where=str(script),
+                hint=_RESUBMIT,
+            )
         return script
 
 
@@ -215,9 +228,11 @@ def claiming(name: str, root: Path) -> Iterator[Claim]:
     try:
         index.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot make the campaign index folder ({error.strerror or error})",
-                        where=str(index),
-                        hint="set $HPCREPRO_STATE_DIR to a folder you may write") from error
+        raise UserError(
+            f"cannot make the campaign index folder ({error.strerror or error})",
+            where=str(index),
+            hint="set $HPCREPRO_STATE_DIR to a folder you may write",
+        ) from error
     entry = index / name
     root = root.resolve()
     with manifest_io.locked(name_lock(name)):
@@ -285,8 +300,11 @@ def known_campaigns(
     try:
         entries = sorted(index.iterdir())
     except OSError as error:
-        raise UserError(f"the campaign index cannot be read ({error.strerror or error})",
-                        where=str(index), hint="make it a folder you may read") from error
+        raise UserError(
+            f"the campaign index cannot be read ({error.strerror or error})",
+            where=str(index),
+            hint="make it a folder you may read",
+        ) from error
     found: dict[str, Path] = {}
     for entry in entries:
         if entry.name.startswith("."):
@@ -333,8 +351,10 @@ def find(campaign: str) -> CampaignPaths:
     """A campaign given by name (from the index) or by the path of its folder."""
     as_path = Path(campaign)
     if folder.is_leftover(as_path):
-        raise UserError(f"{as_path} is what an interrupted submit left, not a campaign",
-                        hint="name the campaign instead: `hpcrepro resume NAME` finishes it")
+        raise UserError(
+            f"{as_path} is what an interrupted submit left, not a campaign",
+            hint="name the campaign instead: `hpcrepro resume NAME` finishes it",
+        )
     with contextlib.suppress(OSError):  # e.g. a name too long to be a path
         if _has_manifest(as_path):
             return CampaignPaths(as_path.resolve())

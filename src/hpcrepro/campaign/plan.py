@@ -390,7 +390,6 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
     except (KeyError, TypeError, AttributeError, ValidationError) as error:
         # the file is the one submit wrote: this hpcrepro no longer reads it the same way
         raise unusable(
-            f"cannot be read by this hpcrepro version ({type(error).__name__}: "
-            f"{str(error)[:160]})"
+            f"cannot be read by this hpcrepro version ({type(error).__name__}: {str(error)[:160]})"
         ) from None
     return cfg

@@ -159,8 +159,10 @@ def as_text(
         rows = stage_rows(paths, manifest, live)
         if paths.root in unknown:
             known = manifest.get("states_checked") or "their submission"
-            title += (f"\n  Slurm did not answer: {len(unknown[paths.root])} job(s) show their "
-                      f"state as last known, at {known}")
+            title += (
+                f"\n  Slurm did not answer: {len(unknown[paths.root])} job(s) show their "
+                f"state as last known, at {known}"
+            )
         table = [[head for _, head in _COLUMNS]]
         table += [[str(row[key]) for key, _ in _COLUMNS] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]

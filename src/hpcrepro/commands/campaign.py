@@ -95,8 +95,11 @@ def status(
     said: set[Path] = set()
     checked = _status_pass(campaigns, actions.refresh_all(campaigns), said)
     if not watch:
-        typer.echo(view.as_json(campaigns, checked.unknown) if as_json
-                   else view.as_text(campaigns, unknown=checked.unknown))
+        typer.echo(
+            view.as_json(campaigns, checked.unknown)
+            if as_json
+            else view.as_text(campaigns, unknown=checked.unknown)
+        )
         raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
     # One JSON document per line (JSON lines) while watching; the back-off restarts only when a
     # job's state changes (elapsed times and progress change on every poll while a job runs).
@@ -126,14 +129,20 @@ def _status_pass(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, said
     for root, jobs in checked.unknown.items():
         manifest = next(m for p, m in campaigns if p.root == root)
         known = manifest.get("states_checked") or "their submission"
-        typer.echo(f"note: campaign {names[root]}: Slurm did not answer "
-                   f"({checked.slurm.unavailable}); {len(jobs)} job(s) show their state as last "
-                   f"known, at {known}", err=True)
+        typer.echo(
+            f"note: campaign {names[root]}: Slurm did not answer "
+            f"({checked.slurm.unavailable}); {len(jobs)} job(s) show their state as last "
+            f"known, at {known}",
+            err=True,
+        )
     for root, problem in checked.not_saved.items():
         if root not in said:
             said.add(root)
-            typer.echo(f"warning: campaign {names[root]}: this status could not be recorded "
-                       f"({problem}); it is shown, not saved", err=True)
+            typer.echo(
+                f"warning: campaign {names[root]}: this status could not be recorded "
+                f"({problem}); it is shown, not saved",
+                err=True,
+            )
     return checked
 
 

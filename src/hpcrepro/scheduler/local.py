@@ -29,7 +29,6 @@ import errno
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -96,7 +95,7 @@ def _marks(pid: int | str, name: str) -> str | None:
     prefix = f"{name}=".encode()
     for item in environ.split(b"\0"):
         if item.startswith(prefix):
-            return item[len(prefix):].decode(errors="replace")
+            return item[len(prefix) :].decode(errors="replace")
     return None
 
 
@@ -141,12 +140,10 @@ def _read_status(root: Path, relative: str) -> int | None:
     from hpcrepro.safeopen import open_inside
 
     try:
-        fd = open_inside(root, relative, os.O_RDONLY | os.O_NONBLOCK)
+        fd = open_inside(root, relative, os.O_RDONLY)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         return int(os.read(fd, 32).strip())
     except (OSError, ValueError):
         return None
@@ -170,9 +167,11 @@ def grace_seconds() -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 3600:
-        raise UserError(f"{GRACE_ENV}={text[:40]!r} is not a number of seconds from 0 to 3600",
-                        where=f"environment variable {GRACE_ENV}",
-                        hint=f"unset it for the default of {GRACE_S:.0f} s")
+        raise UserError(
+            f"{GRACE_ENV}={text[:40]!r} is not a number of seconds from 0 to 3600",
+            where=f"environment variable {GRACE_ENV}",
+            hint=f"unset it for the default of {GRACE_S:.0f} s",
+        )
     return value
 
 
@@ -242,13 +241,22 @@ class Local:
             job.get("nodelist") not in (None, socket.gethostname()) or running.get(job["job_id"])
         ):
             return None
-        common = {"job_id": job["job_id"], "name": job["token"], "start": job.get("start"),
-                  "nodes": job.get("nodes"), "nodelist": job.get("nodelist")}
+        common = {
+            "job_id": job["job_id"],
+            "name": job["token"],
+            "start": job.get("start"),
+            "nodes": job.get("nodes"),
+            "nodelist": job.get("nodelist"),
+        }
         if job["state"] != states.RUNNING or not job.get("pid"):
             # never started: a job runs only once its pid is recorded (the gate)
-            return JobInfo(**common, state=states.FAILED, slurm_state="RUNNER_GONE",
-                           end=job.get("end") or _now(),
-                           reason="the local runner process ended before this job ran")
+            return JobInfo(
+                **common,
+                state=states.FAILED,
+                slurm_state="RUNNER_GONE",
+                end=job.get("end") or _now(),
+                reason="the local runner process ended before this job ran",
+            )
         status = None
         if self.root is not None:
             from hpcrepro.campaign.layout import CampaignPaths
@@ -256,12 +264,21 @@ class Local:
             _, exit_file = CampaignPaths(self.root).job_files(stage, job["job_id"])
             status = _read_status(self.root, f"jobs/{exit_file.name}")
         if status is None:
-            return JobInfo(**common, state=states.FAILED, slurm_state="RUNNER_GONE",
-                           end=job.get("end") or _now(),
-                           reason="the local runner and this job ended; no exit status was left")
+            return JobInfo(
+                **common,
+                state=states.FAILED,
+                slurm_state="RUNNER_GONE",
+                end=job.get("end") or _now(),
+                reason="the local runner and this job ended; no exit status was left",
+            )
         state = states.COMPLETED if status == 0 else states.FAILED
-        return JobInfo(**common, state=state, slurm_state=state.upper(),
-                       end=job.get("end") or _now(), exit_code=f"{status}:0")
+        return JobInfo(
+            **common,
+            state=state,
+            slurm_state=state.upper(),
+            end=job.get("end") or _now(),
+            exit_code=f"{status}:0",
+        )
 
     def find_by_names(self, names: list[str], since: str) -> dict[str, list[JobInfo]]:
         return {}  # local jobs exist only in the manifest: a job left `submitting` never started
@@ -278,8 +295,7 @@ class Local:
         wanted = set(job_ids)
 
         def alive() -> dict[str, list[int]]:
-            found = {job: pids for job, pids in marked_processes(JOB_MARK).items()
-                     if job in wanted}
+            found = {job: pids for job, pids in marked_processes(JOB_MARK).items() if job in wanted}
             left = [pid for pid in runner if pid_alive(pid)]
             return {**found, "the local runner": left} if left else found
 
@@ -287,12 +303,15 @@ class Local:
         left = _wait_until_gone(alive, grace)
         if left:
             for what, pids in left.items():
-                self.notes.append(f"{what}: {len(pids)} process(es) ignored SIGTERM for "
-                                  f"{grace:g} s and were killed with SIGKILL")
+                self.notes.append(
+                    f"{what}: {len(pids)} process(es) ignored SIGTERM for "
+                    f"{grace:g} s and were killed with SIGKILL"
+                )
             self._signal(left, signal.SIGKILL)
             left = _wait_until_gone(alive, _KILL_WAIT_S)
-        self.survivors = {what: ", ".join(_describe(pid) for pid in pids)
-                          for what, pids in left.items()}
+        self.survivors = {
+            what: ", ".join(_describe(pid) for pid in pids) for what, pids in left.items()
+        }
 
     def _signal(self, targets: dict[str, list[int]], signum: int) -> None:
         for pids in targets.values():
@@ -308,8 +327,9 @@ class Local:
         from hpcrepro.safeopen import cannot_write, open_inside
 
         try:
-            log = open_inside(campaign_dir, f"jobs/{RUNNER_LOG}",
-                              os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            log = open_inside(
+                campaign_dir, f"jobs/{RUNNER_LOG}", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            )
         except OSError as error:
             raise cannot_write(campaign_dir / "jobs" / RUNNER_LOG, error) from None
         env = dict(os.environ, PYTHONPATH=package_pythonpath())
@@ -334,9 +354,7 @@ def _identity(pid: int) -> dict[str, Any]:
     return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
 
 
-def _wait_until_gone(
-    alive: Any, seconds: float
-) -> dict[str, list[int]]:
+def _wait_until_gone(alive: Any, seconds: float) -> dict[str, list[int]]:
     """Poll `alive()` until it finds nothing or `seconds` have passed; what it found last."""
     deadline = time.monotonic() + seconds
     left = alive()
@@ -358,8 +376,11 @@ def _describe(pid: int) -> str:
         owner = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         owner = -1
-    why = " (uninterruptible I/O)" if state == "D" else (
-        " (another user's: not allowed)" if owner not in (-1, os.geteuid()) else "")
+    why = (
+        " (uninterruptible I/O)"
+        if state == "D"
+        else (" (another user's: not allowed)" if owner not in (-1, os.geteuid()) else "")
+    )
     return f"pid {pid} {name} state {state}{why}"
 
 
@@ -406,8 +427,12 @@ def run_campaign(campaign_dir: Path) -> None:
                     manifest_io.save(paths.manifest, manifest)
                     continue
                 job.update(
-                    state=states.RUNNING, slurm_state="RUNNING", start=st.now(), nodes=1,
-                    nodelist=host, pid=None,
+                    state=states.RUNNING,
+                    slurm_state="RUNNING",
+                    start=st.now(),
+                    nodes=1,
+                    nodelist=host,
+                    pid=None,
                 )
                 manifest_io.save(paths.manifest, manifest)
         if found is None:
@@ -481,8 +506,9 @@ def _run_job(paths: Any, stage: str, job_id: str, script: Path) -> None:
         job = st.by_name(manifest)[stage]["jobs"][-1]
         if job["state"] == states.RUNNING:
             state = states.COMPLETED if status == 0 else states.FAILED
-            job.update(state=state, slurm_state=state.upper(), end=st.now(),
-                       exit_code=f"{status}:0")
+            job.update(
+                state=state, slurm_state=state.upper(), end=st.now(), exit_code=f"{status}:0"
+            )
             engine.judge_runs(paths, manifest)
             manifest_io.save(paths.manifest, manifest)
 

@@ -122,7 +122,9 @@ class Slurm:
     name = "slurm"
 
     def __init__(
-        self, env: dict[str, str] | None = None, timeout: float = 60.0,
+        self,
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
         patience: float | None = None,
     ) -> None:
         self.env = env
@@ -193,8 +195,9 @@ class Slurm:
         if done.returncode != 0:
             output = done.stderr or done.stdout
             if no_answer(output):
-                raise SubmitUncertain(f"sbatch got no answer from the controller: "
-                                      f"{_last_line(output)}")
+                raise SubmitUncertain(
+                    f"sbatch got no answer from the controller: {_last_line(output)}"
+                )
             raise SubmitError(script, output)
         return done.stdout.strip().splitlines()[-1].split(";", 1)[0]
 
@@ -261,8 +264,11 @@ class Slurm:
                 accounting = False
                 break
             recorded.update(_parse_sacct(done.stdout))
-        going = [job for job in wanted
-                 if job not in recorded or not states.is_finished(recorded[job].state)]
+        going = [
+            job
+            for job in wanted
+            if job not in recorded or not states.is_finished(recorded[job].state)
+        ]
         if accounting and not going:
             return {job: recorded[job] for job in wanted}
         try:
@@ -370,9 +376,11 @@ def patience_seconds() -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 86400:
-        raise UserError(f"{PATIENCE_ENV}={text[:40]!r} is not a number of seconds from 0 to 86400",
-                        where=f"environment variable {PATIENCE_ENV}",
-                        hint=f"unset it for the default of {PATIENCE_S:.0f} s")
+        raise UserError(
+            f"{PATIENCE_ENV}={text[:40]!r} is not a number of seconds from 0 to 86400",
+            where=f"environment variable {PATIENCE_ENV}",
+            hint=f"unset it for the default of {PATIENCE_S:.0f} s",
+        )
     return value
 
 
