@@ -114,11 +114,13 @@ def test_a_full_disk_gives_messages_and_cancel_still_works(tmp_path: Path) -> No
         assert "running  (local" in hpcrepro("status", env=env, check=False).stdout
         shown = json.loads(hpcrepro("status", "ended", "--json", env=env, check=False).stdout)
         assert stage(shown[0], "run-01")["state"] == "failed"  # it could not write its log
-        watch = subprocess.Popen([sys.executable, "-m", "hpcrepro", "status", "--watch"],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)  # fmt: skip
-        assert watch.stdout is not None
-        wait_for(lambda: "(updated" in watch.stdout.readline(), 60, "a watch pass")  # type: ignore[union-attr]
+        printed = tmp_path / "watch.out"  # not on the full disk
+        with printed.open("w") as out:
+            watch = subprocess.Popen(
+                [sys.executable, "-m", "hpcrepro", "status", "--watch"],
+                env=env, stdout=out, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        wait_for(lambda: "(updated" in printed.read_text(), 60, "a watch pass")
         watch.send_signal(signal.SIGINT)
         _, err = watch.communicate(timeout=60)
         assert "Traceback" not in err and "could not be recorded" in err, err

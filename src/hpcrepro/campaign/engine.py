@@ -184,7 +184,10 @@ def _no_answer(manifest: Manifest, stage: st.Stage, error: UserError, backend: B
     queued = [
         (s["name"], s["jobs"][-1]["job_id"])
         for s in manifest["stages"]
-        if s["jobs"] and s["jobs"][-1]["state"] == states.PENDING and s["jobs"][-1]["job_id"]
+        if s["jobs"]
+        and s["jobs"][-1]["job_id"]
+        and states.is_active(s["jobs"][-1]["state"])
+        and s["jobs"][-1]["state"] != states.SUBMITTING
     ]
     later = [
         s["name"]

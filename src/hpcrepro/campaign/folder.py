@@ -27,7 +27,7 @@ from typing import Any
 
 from hpcrepro.errors import UserError
 from hpcrepro.jsonio import read_json
-from hpcrepro.safeopen import replace_inside
+from hpcrepro.safeopen import cannot_write, replace_inside
 
 PARTIAL = "~partial-"
 OLD = "~old-"  # a dry run's folder moved aside while a submit takes its place
@@ -48,7 +48,7 @@ def make_partial(root: Path) -> Path:
 
 def write_request(partial: Path, request: dict[str, Any]) -> None:
     """Record what was asked for, first of all, so that an interrupted submit can be redone."""
-    replace_inside(partial, REQUEST, (json.dumps(request, indent=1) + "\n").encode())
+    _write(partial, REQUEST, (json.dumps(request, indent=1) + "\n").encode())
 
 
 def read_request(partial: Path) -> dict[str, Any] | None:
@@ -61,7 +61,14 @@ def read_request(partial: Path) -> dict[str, Any] | None:
 
 
 def mark_dry_run(partial: Path) -> None:
-    replace_inside(partial, DRY_RUN, b"written by hpcrepro submit --dry-run; nothing submitted\n")
+    _write(partial, DRY_RUN, b"written by hpcrepro submit --dry-run; nothing submitted\n")
+
+
+def _write(partial: Path, name: str, data: bytes) -> None:
+    try:
+        replace_inside(partial, name, data)
+    except OSError as error:
+        raise cannot_write(partial / name, error) from None
 
 
 def publish(partial: Path, root: Path) -> None:
