@@ -141,7 +141,7 @@ def sample_manifest(name: str = "sample", backend: str = "local") -> dict[str, A
     for number, item in enumerate(manifest["stages"], start=1):
         job = st.plan_attempt(manifest, item)
         job.update(
-            job_id=f"local:{job['token']}",
+            job_id="local:" + job["token"].removeprefix("hpcrepro."),
             state="completed",
             slurm_state="COMPLETED",
             submitted="2026-01-31T12:00:01Z",

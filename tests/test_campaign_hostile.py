@@ -124,16 +124,21 @@ def test_a_stage_script_replaced_by_a_link_is_not_run(tmp_path: Path) -> None:
     assert not mark.exists()
 
 
-def test_a_token_of_another_campaign_is_refused(tmp_path: Path) -> None:
-    """A token is the job name under which Slurm jobs are adopted or cancelled as extras."""
+def test_a_token_or_local_job_id_of_another_campaign_is_refused(tmp_path: Path) -> None:
+    """A token is the job name under which Slurm jobs are adopted or cancelled as extras; a
+    local job id is the mark whose processes a local cancel stops."""
     env, campaign = _finished_local(tmp_path, "tokens")
-    _edit(
-        campaign,
-        lambda data: data["stages"][0]["jobs"][0].update(token="hpcrepro.other.abcdef.run-01.1"),
-    )
-    done = hpcrepro("resume", "tokens", env=env, check=False)
-    assert done.returncode == 2, done.stderr
-    assert "stages[0].jobs[0].token should be 'hpcrepro.tokens." in done.stderr
+    saved = (campaign / "campaign.json").read_text()
+    for key, value, message in (
+        ("token", "hpcrepro.other.abcdef.run-01.1", "token should be 'hpcrepro.tokens."),
+        ("job_id", "local:other.abcdef.run-01.1", "job_id should be 'local:tokens."),
+    ):
+        (campaign / "campaign.json").write_text(saved)
+        _edit(campaign, lambda data, k=key, v=value: data["stages"][0]["jobs"][0].update({k: v}))
+        for command in ("resume", "cancel"):
+            done = hpcrepro(command, "tokens", env=env, check=False)
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            assert f"stages[0].jobs[0].{message}" in done.stderr
 
 
 def _bystander() -> subprocess.Popen[bytes]:
@@ -400,3 +405,25 @@ def test_local_backend_refuses_apptainer_when_it_is_not_installed(tmp_path: Path
     done = hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "1", *LOCAL, env=env,
                     check=False)  # fmt: skip
     assert done.returncode == 2 and "needs the `apptainer` command" in done.stderr, done.stderr
+
+
+def test_a_jobs_folder_replaced_by_a_link_receives_no_output(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    site = make_site(tmp_path, env={"FAKE_TRAIN_HOLD": str(hold)})
+    env = cli_env(tmp_path)
+    hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "2", *LOCAL, "--name", "jobs",
+             env=env)  # fmt: skip
+    wait_for(lambda: "epoch 1" in stage(status_json("jobs", env), "run-01")["note"], 60,
+             "run-01 to hold")  # fmt: skip
+    jobs = tmp_path / "logs" / "jobs" / "jobs"
+    jobs.rename(jobs.with_name("jobs.moved"))
+    jobs.symlink_to(victim)  # while run-01 runs: its exit status and the next outputs go where?
+    hold.unlink()
+    final = wait_for(all_finished("jobs", env), 90, "the campaign")
+    assert stage(final, "run-01")["state"] == "completed"  # its status went into its own file
+    assert stage(final, "run-02")["state"] == "failed"
+    saved = manifest_io.load(tmp_path / "logs" / "jobs" / "campaign.json")
+    assert "cannot be written" in st.by_name(saved)["run-02"]["jobs"][0]["reason"]
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"]

@@ -113,12 +113,15 @@ def check(data: dict[str, Any]) -> None:
     if not any(stage["kind"] == st.TRAIN for stage in stages):
         raise ShapeError("stages", "holds no training stage (kind 'train')")
     for index, stage in enumerate(stages):
-        _what_it_runs(stage, f"stages[{index}]", st.key(data))
+        _what_it_runs(stage, f"stages[{index}]", st.key(data), data["backend"])
 
 
-def _what_it_runs(stage: dict[str, Any], at: str, campaign_key: str) -> None:
-    """The script a scheduler runs and the job names under which Slurm jobs are adopted (or
-    cancelled as extras) are the ones hpcrepro gives, never ones an editor of the file chose."""
+def _what_it_runs(stage: dict[str, Any], at: str, campaign_key: str, backend: str) -> None:
+    """The script a scheduler runs, the job names under which Slurm jobs are adopted (or
+    cancelled as extras) and the ids whose processes a local cancel stops are the ones hpcrepro
+    gives, never ones an editor of the file chose."""
+    from hpcrepro.scheduler.local import job_id_of
+
     name = stage["name"]
     if stage["script"] != f"scripts/{name}.sbatch":
         raise ShapeError(
@@ -134,6 +137,12 @@ def _what_it_runs(stage: dict[str, Any], at: str, campaign_key: str) -> None:
                 f"{at}.jobs[{position}].token",
                 f"should be {token!r} (campaign, "
                 f"id, stage and attempt), found {_describe(job['token'])}",
+            )
+        if backend == "local" and job["job_id"] not in (None, job_id_of(token)):
+            raise ShapeError(
+                f"{at}.jobs[{position}].job_id",
+                f"should be {job_id_of(token)!r} (the id its token gives), found "
+                f"{_describe(job['job_id'])}",
             )
 
 

@@ -14,9 +14,10 @@ even when one left the job's process group (a daemon that called setsid).
 A job starts behind a gate: its small bash wrapper waits for one line on its stdin, which the
 runner writes only after the job's pid is in the manifest. A runner killed before that closes the
 pipe, and the job ends without running anything; so a job that runs is always recorded. The
-wrapper writes the job's exit status next to its output, so when the runner dies later (kill -9,
-the OOM killer) `status` still sees the job running and then its real end, `cancel` stops it,
-and the next runner (started by `resume`) waits for it before running anything else.
+wrapper writes the job's exit status next to its output (into a file the runner opened for it),
+so when the runner dies later (kill -9, the OOM killer) `status` still sees the job running and
+then its real end, `cancel` stops it, and the next runner (started by `resume`) waits for it
+before running anything else.
 
 `cancel` sends SIGTERM, and SIGKILL to what is left after a grace period (10 s, or
 `$HPCREPRO_CANCEL_GRACE_S`); what even SIGKILL leaves is reported, not called cancelled.
@@ -49,12 +50,13 @@ _KILL_WAIT_S = 5.0  # how long processes may take to vanish after SIGKILL
 _WAIT_S = 1.0  # how often a runner looks whether a job left by an earlier runner has ended
 _current: subprocess.Popen[bytes] | None = None  # the job this runner process runs now
 # The job's first act: wait for the runner's go (its pid is recorded), then run the script and
-# write its exit status (set -C: never through a file or link that appeared there).
+# write its exit status into the file the runner opened for it (descriptor $2, closed for the
+# script), so that nothing planted on the way to that file later can redirect the write.
 _WRAPPER = (
+    "status_fd=$2\n"
     'IFS= read -r gate && [ "$gate" = go ] || exit 125\n'
     "exec </dev/null\n"
-    "set -C\n"
-    'bash "$1"; status=$?; echo "$status" > "$2"; exit "$status"\n'
+    'bash "$1" {status_fd}>&-; status=$?; echo "$status" >&"$status_fd"; exit "$status"\n'
 )
 
 
@@ -113,6 +115,11 @@ def marked_processes(name: str) -> dict[str, list[int]]:
         if fields and fields[0] not in ("Z", "X"):
             found.setdefault(value, []).append(int(entry.name))
     return found
+
+
+def job_id_of(token: str) -> str:
+    """The id of the local job with this token: what its processes are marked with."""
+    return "local:" + token.removeprefix("hpcrepro.")
 
 
 def job_processes(job_id: str) -> list[int]:
@@ -190,8 +197,7 @@ class Local:
         self.survivors: dict[str, str] = {}
 
     def submit(self, script: Path, args: list[str]) -> str:
-        name = next(a.split("=", 1)[1] for a in args if a.startswith("--job-name="))
-        return "local:" + name.removeprefix("hpcrepro.")
+        return job_id_of(next(a.split("=", 1)[1] for a in args if a.startswith("--job-name=")))
 
     def test_only(self, script: Path, args: list[str]) -> None:
         from hpcrepro.scheduler.slurm import SubmitError
@@ -465,26 +471,46 @@ def _run_job(paths: Any, stage: str, job_id: str, script: Path) -> None:
 
     global _current
     output, status_file = paths.job_files(stage, job_id)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(status_file)  # unlink removes a link itself, never its target
-    out = open_inside(paths.root, f"jobs/{output.name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    writing = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        out = open_inside(paths.root, f"jobs/{output.name}", writing)
+        try:
+            done = open_inside(paths.root, f"jobs/{status_file.name}", writing)
+        except OSError:
+            os.close(out)
+            raise
+    except OSError as error:  # jobs/ replaced by a link, a folder at the file's name, no room
+        with manifest_io.locked(paths.lock):
+            manifest = manifest_io.load(paths.manifest)
+            job = st.by_name(manifest)[stage]["jobs"][-1]
+            job.update(
+                state=states.FAILED,
+                slurm_state="FAILED",
+                end=st.now(),
+                reason=f"its output {output} cannot be written "
+                f"({error.strerror or error}): the job was not started",
+            )
+            engine.judge_runs(paths, manifest)
+            manifest_io.save(paths.manifest, manifest)
+        return
     gate, opener = os.pipe()
     env = dict(os.environ, HPCREPRO_LOCAL="1", PYTHONPATH=package_pythonpath())
     env.pop(RUNNER_MARK, None)
     env[JOB_MARK] = job_id
     try:
         _current = subprocess.Popen(
-            ["bash", "-c", _WRAPPER, "hpcrepro-job", str(script), str(status_file)],
+            ["bash", "-c", _WRAPPER, "hpcrepro-job", str(script), str(done)],
             stdin=gate,
             stdout=out,
             stderr=subprocess.STDOUT,
+            pass_fds=(done,),
             env=env,
             cwd=paths.root,
             start_new_session=True,  # its own process group, which cancel can kill
         )
     finally:
-        os.close(gate)
-        os.close(out)
+        for fd in (gate, out, done):
+            os.close(fd)
     crash = os.environ.get(CRASH_HOOK, "")
     if crash == stage:
         os._exit(75)
