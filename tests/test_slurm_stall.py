@@ -84,6 +84,28 @@ def _stalling_sbatch(tmp_path: Path, controller: Controller, at_call: int) -> tu
     return str(folder), stopped
 
 
+def _unreachable_sbatch(slurm_cluster, tmp_path: Path, at_call: int) -> str:
+    """A PATH entry whose `sbatch` sends its `at_call`-th submission to a port nobody listens
+    on: "Unable to contact slurm controller", and certainly no job."""
+    real = shutil.which("sbatch")
+    assert real is not None
+    dead = _conf_with(slurm_cluster, tmp_path, "dead.conf", SlurmctldPort="1",
+                      MessageTimeout="3")["SLURM_CONF"]  # fmt: skip
+    folder = tmp_path / "shim"
+    folder.mkdir()
+    count = tmp_path / "count"
+    (folder / "sbatch").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = --parsable ]; then\n'
+        f"    n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}\n"
+        f"    if [ $n -eq {at_call} ]; then export SLURM_CONF={dead}; fi\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    (folder / "sbatch").chmod(0o755)
+    return str(folder)
+
+
 def _env(slurm_cluster, tmp_path: Path, shim: str, patience: float) -> dict[str, str]:
     quick = _conf_with(slurm_cluster, tmp_path, "quick.conf", MessageTimeout="3")
     env = cli_env(tmp_path, quick)
@@ -124,6 +146,20 @@ def test_a_stall_mid_submit_is_waited_out_and_the_job_adopted(
     assert "submitted 5 job(s)" in done.stdout
     assert _jobs_of(slurm_cluster.env, tmp_path, "stall") == ALL_JOBS  # run-03 once, adopted
     final = wait_for(all_finished("stall", cli_env(tmp_path, slurm_cluster.env)), 120,
+                     "the campaign")  # fmt: skip
+    assert final["runs"]["valid"] == 4
+
+
+def test_a_submission_that_never_reached_slurm_is_made_once_more(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    shim = _unreachable_sbatch(slurm_cluster, tmp_path, at_call=2)
+    env = _env(slurm_cluster, tmp_path, shim, patience=60)
+    done = _submit(make_site(tmp_path), "lost", env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "submitted 5 job(s)" in done.stdout
+    assert _jobs_of(slurm_cluster.env, tmp_path, "lost") == ALL_JOBS  # run-02 made once
+    final = wait_for(all_finished("lost", cli_env(tmp_path, slurm_cluster.env)), 120,
                      "the campaign")  # fmt: skip
     assert final["runs"]["valid"] == 4
 

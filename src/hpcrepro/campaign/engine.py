@@ -7,6 +7,7 @@ campaign lock (see `manifest.locked`), so two hpcrepro processes never submit th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
     manifest_io.save(paths.manifest, manifest)
     crash_at = os.environ.get(CRASH_HOOK)
     submitted: list[str] = []
+    again: list[tuple[str, str]] = []  # (token, job id) submitted again after no answer
     last_save = time.monotonic()
     try:
         for stage in todo:
@@ -100,7 +102,7 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
                 job.update(state=states.BLOCKED, reason=blocked)
                 continue
             try:
-                job_id = _submit_one(paths, manifest, stage, job, backend, ids)
+                job_id, resubmitted = _submit_one(paths, manifest, stage, job, backend, ids)
             except NoAnswer:
                 raise
             except UserError as error:
@@ -109,9 +111,12 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
                 os._exit(75)
             job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
             submitted.append(stage["name"])
+            if resubmitted:
+                again.append((job["token"], job_id))
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 manifest_io.save(paths.manifest, manifest)
                 last_save = time.monotonic()
+        _cancel_doubles(manifest, backend, again)
     finally:
         # Also when sbatch fails midway: the jobs already submitted keep their ids, and the
         # rest stay `submitting` for `repair` to settle.
@@ -130,12 +135,13 @@ def _submit_one(
     job: st.Job,
     backend: Backend,
     dependency_ids: list[str],
-) -> str:
-    """Submit the current job of `stage`; its job id, the refusal, or NoAnswer."""
+) -> tuple[str, bool]:
+    """Submit the current job of `stage`: its job id and whether it was submitted again after
+    an sbatch that got no answer; or the refusal, or NoAnswer."""
     script = paths.stage_script(stage)
     args = sbatch_args(paths, manifest, stage, job, dependency_ids)
     try:
-        return backend.submit(script, args)
+        return backend.submit(script, args), False
     except SubmitUncertain as error:
         manifest_io.save(paths.manifest, manifest)  # what is queued so far, whatever comes
         settled = _settle(manifest, job, backend, script, args)
@@ -144,13 +150,32 @@ def _submit_one(
         return settled
 
 
+def _cancel_doubles(manifest: Manifest, backend: Backend, again: list[tuple[str, str]]) -> None:
+    """A request slurmctld received while it stalled may still make its job after the lookups
+    that found none: cancel every job of a token submitted again but the one recorded."""
+    if not again:
+        return
+    with contextlib.suppress(SlurmUnavailable):
+        found = backend.find_by_names(
+            [token for token, _ in again], _day_before(manifest["created"])
+        )
+        backend.cancel(
+            [
+                info.job_id
+                for token, kept in again
+                for info in found.get(token, [])
+                if info.job_id != kept and states.is_active(info.state)
+            ]
+        )
+
+
 def _settle(
     manifest: Manifest, job: st.Job, backend: Backend, script: Path, args: list[str]
-) -> str | None:
-    """The job id of a job whose sbatch got no answer, once Slurm answers: the job found under
-    its token, or a new submission when Slurm twice (a few seconds apart, so that a request
-    the controller received while it stalled is processed first) shows no such job. None when
-    Slurm does not answer within the backend's patience."""
+) -> tuple[str, bool] | None:
+    """(job id, submitted again) of a job whose sbatch got no answer, once Slurm answers: the
+    job found under its token, or a new submission when Slurm twice (a few seconds apart, so
+    that a request the controller received while it stalled is processed first) shows no such
+    job. None when Slurm does not answer within the backend's patience."""
     from hpcrepro.scheduler.slurm import Backoff
 
     since = _day_before(manifest["created"])
@@ -166,12 +191,12 @@ def _settle(
         if matches:
             keep, extra = matches[0], matches[1:]
             backend.cancel([info.job_id for info in extra if states.is_active(info.state)])
-            return keep.job_id
+            return keep.job_id, False
         absent += 1
         if absent < 2:
             continue
         try:
-            return backend.submit(script, args)
+            return backend.submit(script, args), True
         except SubmitUncertain:
             absent = 0
     return None
