@@ -32,6 +32,8 @@ class Backend(Protocol):
     # False when the last find_by_names could not see every job (accounting off): "not found"
     # then does not prove that sbatch never ran
     names_complete: bool
+    # how long a submit waits for a scheduler that does not answer (0: it always answers)
+    patience: float
 
     def submit(self, script: Path, args: list[str]) -> str: ...
     def test_only(self, script: Path, args: list[str]) -> None: ...
@@ -179,7 +181,7 @@ def _settle(
     from hpcrepro.scheduler.slurm import Backoff
 
     since = _day_before(manifest["created"])
-    deadline = time.monotonic() + float(getattr(backend, "patience", 0.0))
+    deadline = time.monotonic() + backend.patience
     delays = Backoff(first=1.0, factor=2.0, maximum=15.0)
     absent = 0
     while time.monotonic() < deadline:
@@ -222,7 +224,7 @@ def _no_answer(manifest: Manifest, stage: st.Stage, error: UserError, backend: B
     shown = ", ".join(f"{n} {i}" for n, i in queued[:6]) + (", ..." if len(queued) > 6 else "")
     lines = [
         f"Slurm did not answer while {stage['name']} of campaign {name} was submitted "
-        f"({error.message}), nor in the {float(getattr(backend, 'patience', 0.0)):.0f} s after",
+        f"({error.message}), nor in the {backend.patience:.0f} s after",
         f"queued: {len(queued)} job(s)" + (f" ({shown})" if queued else ""),
         f"not known: whether Slurm created {stage['name']} (it may have received the request)",
     ]

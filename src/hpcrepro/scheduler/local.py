@@ -187,6 +187,7 @@ class Local:
 
     name = "local"
     names_complete = True  # local jobs exist only in the manifest
+    patience = 0.0  # it always answers
 
     def __init__(self, manifest: dict[str, Any], root: Path | None = None) -> None:
         self.manifest = manifest
