@@ -40,31 +40,54 @@ def _set(value: Any, *keys: str | int) -> Damage:
 
 # (damage, the field the message must name, what it must say); stage 1 is run-01, stage 2 run-02.
 SHAPE_DAMAGE: list[tuple[Damage, str, str]] = [
-    *[(_delete("stages", 1, key), f"stages[1].{key} is missing", "missing")
-      for key in ("kind", "name", "jobs", "runs", "verdicts", "replaces")],
+    *[
+        (_delete("stages", 1, key), f"stages[1].{key} is missing", "missing")
+        for key in ("kind", "name", "jobs", "runs", "verdicts", "replaces")
+    ],
     (_delete("stages", 2, "jobs", 0, "state"), "stages[2].jobs[0].state", "missing"),
     (_set([], "stages", 1, "verdicts"), "stages[1].verdicts", "should be an object"),
     (_set([{"verdict": "valid"}], "stages", 1, "verdicts"), "stages[1].verdicts", "a list"),
-    (_set("valid", "stages", 1, "verdicts", "1"), "stages[1].verdicts['1']",
-     "should be an object, found the text 'valid'"),
-    (_set({"verdict": "void"}, "stages", 1, "verdicts", "x"), "stages[1].verdicts['x']",
-     "not a run number"),
-    (_set({"verdict": "void"}, "stages", 1, "verdicts", "7"), "stages[1].verdicts['7']",
-     "not a run of this stage"),
-    (_set("great", "stages", 1, "verdicts", "1", "verdict"), "stages[1].verdicts['1'].verdict",
-     "one of valid, invalid, void, not_run"),
+    (
+        _set("valid", "stages", 1, "verdicts", "1"),
+        "stages[1].verdicts['1']",
+        "should be an object, found the text 'valid'",
+    ),
+    (
+        _set({"verdict": "void"}, "stages", 1, "verdicts", "x"),
+        "stages[1].verdicts['x']",
+        "not a run number",
+    ),
+    (
+        _set({"verdict": "void"}, "stages", 1, "verdicts", "7"),
+        "stages[1].verdicts['7']",
+        "not a run of this stage",
+    ),
+    (
+        _set("great", "stages", 1, "verdicts", "1", "verdict"),
+        "stages[1].verdicts['1'].verdict",
+        "one of valid, invalid, void, not_run",
+    ),
     (_set(["2"], "stages", 2, "runs"), "stages[2].runs[0]", "found the text '2'"),
     (_set(2, "stages", 2, "runs"), "stages[2].runs", "should be a list, found the number 2"),
     (_set([], "stages", 2, "runs"), "stages[2].runs", "a training stage has at least one run"),
     (_set("abc", "stages", 1, "jobs"), "stages[1].jobs", "should be a list"),
     (_set(["x"], "stages", 1, "jobs"), "stages[1].jobs[0]", "should be an object"),
-    (_set(1700000000, "stages", 1, "jobs", 0, "start"), "stages[1].jobs[0].start",
-     "should be a text or null"),
+    (
+        _set(1700000000, "stages", 1, "jobs", 0, "start"),
+        "stages[1].jobs[0].start",
+        "should be a text or null",
+    ),
     (_set("exploded", "stages", 1, "jobs", 0, "state"), "stages[1].jobs[0].state", "one of"),
-    (lambda data: data["stages"][1]["jobs"][0].update(state="running", job_id=None),
-     "stages[1].jobs[0].job_id", "is null, but a running job has a scheduler job id"),
-    (_set("--user=root", "stages", 1, "jobs", 0, "job_id"), "stages[1].jobs[0].job_id",
-     "should be a local job id"),
+    (
+        lambda data: data["stages"][1]["jobs"][0].update(state="running", job_id=None),
+        "stages[1].jobs[0].job_id",
+        "is null, but a running job has a scheduler job id",
+    ),
+    (
+        _set("--user=root", "stages", 1, "jobs", 0, "job_id"),
+        "stages[1].jobs[0].job_id",
+        "should be a local job id",
+    ),
     (_set("4", "stages", 1, "jobs", 0, "nodes"), "stages[1].jobs[0].nodes", "whole number"),
     (_set("me@host", "local_runner"), "local_runner", "should be an object or null"),
     (_set({"pid": "12"}, "local_runner"), "local_runner.pid", "whole number"),
@@ -143,12 +166,15 @@ def test_a_huge_value_is_quoted_clipped(tmp_path: Path) -> None:
     assert len(caught.value.render()) < 800
 
 
-@pytest.mark.parametrize(("content", "what"), [
-    (b"\xff\xfe{}", "not UTF-8 text"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"format": 1, "runs_required": 1' + b"0" * 5000 + b"}", "invalid JSON"),
-    (b'{"format": 2}', "has manifest format 2"),
-])
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"format": 1, "runs_required": 1' + b"0" * 5000 + b"}", "invalid JSON"),
+        (b'{"format": 2}', "has manifest format 2"),
+    ],
+)
 def test_an_unreadable_manifest_is_a_user_error(tmp_path: Path, content: bytes, what: str) -> None:
     path = tmp_path / "campaign.json"
     path.write_bytes(content)
@@ -170,7 +196,8 @@ def test_a_manifest_that_is_a_fifo_does_not_hang_status(tmp_path: Path) -> None:
     done = hpcrepro("status", str(tmp_path), env=_env(tmp_path), check=False, timeout=20)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"{tmp_path / 'campaign.json'}: cannot read it (a FIFO, not a regular file)" in (
-        done.stderr)
+        done.stderr
+    )
 
 
 # --- through the command line, as a user meets it
@@ -209,7 +236,8 @@ def test_status_lists_healthy_campaigns_beside_damaged_ones(tmp_path: Path) -> N
 
     for args in (["status"], ["status", "--json"]):
         done = hpcrepro(*args, env=env, check=False)
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        # exit 1: the sample campaigns lost run 2 (void), which `resume` must replace
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         if args[-1] == "--json":
             assert [c["campaign"] for c in json.loads(done.stdout)] == ["good", "zz-good"]
         else:
@@ -218,15 +246,21 @@ def test_status_lists_healthy_campaigns_beside_damaged_ones(tmp_path: Path) -> N
         assert len(warnings) == 7 and all(w.startswith("warning: campaign ") for w in warnings)
         assert len(done.stderr) < 7 * 600, "a warning quoted too much of a damaged file"
         by_name = {w.split()[2]: w for w in warnings}
-        assert "bad-shape/campaign.json: damaged manifest: stages[1].kind is missing" in (
-            by_name["bad-shape"]
+        assert (
+            "bad-shape/campaign.json: damaged manifest: stages[1].kind is missing"
+            in (by_name["bad-shape"])
         )
-        assert "campaign.json: cannot read it (a folder, not a regular file)" in (
-            by_name["folder-manifest"])
-        for name, what in (("a-dir", "is not a plain file"), ("binary", "is not UTF-8 text"),
-                           ("long", "is longer than a folder path"),
-                           ("too-long", "names a folder that cannot be reached"),
-                           ("relative", "does not hold one absolute folder path")):
+        assert (
+            "campaign.json: cannot read it (a folder, not a regular file)"
+            in (by_name["folder-manifest"])
+        )
+        for name, what in (
+            ("a-dir", "is not a plain file"),
+            ("binary", "is not UTF-8 text"),
+            ("long", "is longer than a folder path"),
+            ("too-long", "names a folder that cannot be reached"),
+            ("relative", "does not hold one absolute folder path"),
+        ):
             assert f"{state / 'campaigns' / name}: campaign index entry {what}" in by_name[name]
 
 
@@ -240,8 +274,7 @@ def test_status_of_one_damaged_campaign_exits_2_naming_file_and_field(
     path = _write(tmp_path / "broken", data)
     _register(tmp_path / "state", "broken", f"{tmp_path / 'broken'}\n".encode())
     target = str(tmp_path / "broken") if how == "folder" else "broken"
-    done = hpcrepro("status", target, *(["--json"] if how == "json" else []), env=env,
-                    check=False)
+    done = hpcrepro("status", target, *(["--json"] if how == "json" else []), env=env, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"{path}: damaged manifest: stages[2].jobs[0].start should be a text" in done.stderr
 
@@ -259,19 +292,23 @@ def _with_verdicts(verdicts: Any) -> bytes:
     return json.dumps(data).encode()
 
 
-@pytest.mark.parametrize(("content", "what"), [
-    (_with_verdicts({"x": {"verdict": "void"}}), "damaged manifest: stages[1].verdicts['x']"),
-    (_with_verdicts([{"verdict": "void"}]), "damaged manifest: stages[1].verdicts should be"),
-    (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
-])
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (_with_verdicts({"x": {"verdict": "void"}}), "damaged manifest: stages[1].verdicts['x']"),
+        (_with_verdicts([{"verdict": "void"}]), "damaged manifest: stages[1].verdicts should be"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
+    ],
+)
 def test_collect_of_a_campaign_with_a_damaged_manifest_exits_2(
     tmp_path: Path, content: bytes, what: str
 ) -> None:
     path = tmp_path / "camp" / "campaign.json"
     path.parent.mkdir()
     path.write_bytes(content)
-    done = hpcrepro("collect", str(path.parent), "--no-official-check", env=_env(tmp_path),
-                    check=False)
+    done = hpcrepro(
+        "collect", str(path.parent), "--no-official-check", env=_env(tmp_path), check=False
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"{path}: {what}" in done.stderr and len(done.stderr) < 1000
 

@@ -20,6 +20,7 @@ from campaign_helpers import (
     make_site,
     sample_manifest,
     stage,
+    status_json,
     wait_for,
     write_replayed_log,
 )
@@ -416,17 +417,12 @@ def test_local_cancel_stops_the_runner_and_resume_finishes(tmp_path: Path) -> No
         env=env,
     )
     wait_for(
-        lambda: (
-            "epoch 1"
-            in stage(json.loads(hpcrepro("status", "stop", "--json", env=env).stdout)[0], "run-01")[
-                "note"
-            ]
-        ),
+        lambda: "epoch 1" in stage(status_json("stop", env), "run-01")["note"],
         60,
         "run-01 to start",
     )
     assert "cancelled 3 job(s)" in hpcrepro("cancel", "stop", env=env).stdout
-    status = json.loads(hpcrepro("status", "stop", "--json", env=env).stdout)[0]
+    status = status_json("stop", env)
     assert [row["state"] for row in status["stages"]] == ["cancelled"] * 3
     assert stage(status, "run-01")["verdicts"]["1"]["verdict"] == "void"
     hold.unlink()

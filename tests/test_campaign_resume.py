@@ -29,8 +29,16 @@ from hpcrepro.campaign import stages as st
 from hpcrepro.scheduler import local
 from mounts import small_filesystem
 
-LOCAL_ONE_RUN = ["--runs", "1", "--set", "nodes=1", "--set", "gpus_per_node=1", "--backend",
-                 "local"]
+LOCAL_ONE_RUN = [
+    "--runs",
+    "1",
+    "--set",
+    "nodes=1",
+    "--set",
+    "gpus_per_node=1",
+    "--backend",
+    "local",
+]
 
 
 # --- which run a replacement replaces
@@ -54,16 +62,22 @@ def test_each_resume_replaces_a_run_not_replaced_before() -> None:
     _lose(manifest, "run-04", "104")
     assert engine.plan_resume(manifest) == ["run-05", "collect"]
     replaces = {s["name"]: s["replaces"] for s in st.train_stages(manifest)}
-    assert replaces == {"run-01": [], "run-02": [], "run-03": ["run-02"],
-                        "run-04": ["run-03"], "run-05": ["run-04"]}
+    assert replaces == {
+        "run-01": [],
+        "run-02": [],
+        "run-03": ["run-02"],
+        "run-04": ["run-03"],
+        "run-05": ["run-04"],
+    }
 
 
 def test_successive_resumes_replace_every_lost_run_once() -> None:
     manifest = sample_manifest("many", backend="slurm")
     manifest["runs_required"] = 4
     for index in (3, 4):  # two more runs, both void: three lost, one valid
-        stage = st.new_stage(f"run-0{index}", st.TRAIN, f"scripts/run-0{index}.sbatch",
-                             after=["image"], runs=[index])
+        stage = st.new_stage(
+            f"run-0{index}", st.TRAIN, f"scripts/run-0{index}.sbatch", after=["image"], runs=[index]
+        )
         manifest["stages"].insert(-1, stage)
         st.plan_attempt(manifest, stage)
         _lose(manifest, f"run-0{index}", f"{index}")
@@ -132,9 +146,15 @@ def _submit_named(site: str, name: str, state: str, barrier: Any, results: Any) 
     from hpcrepro.campaign import actions
     from hpcrepro.errors import UserError
 
-    request = actions.SubmitRequest(system="dgxa100_1x8", version="r2.1", site=Path(site),
-                                    name=name, runs=1, backend="local",
-                                    overrides=["nodes=1", "gpus_per_node=1"])
+    request = actions.SubmitRequest(
+        system="dgxa100_1x8",
+        version="r2.1",
+        site=Path(site),
+        name=name,
+        runs=1,
+        backend="local",
+        overrides=["nodes=1", "gpus_per_node=1"],
+    )
     barrier.wait()
     try:
         results.put(("ok", str(actions.submit(request).paths.root)))
@@ -149,9 +169,10 @@ def test_two_submits_of_one_name_from_two_log_folders_cannot_both_win(tmp_path: 
     for trial in range(4):
         name = f"race{trial}"
         barrier, results = context.Barrier(2), context.Queue()
-        workers = [context.Process(target=_submit_named,
-                                   args=(str(site), name, state, barrier, results))
-                   for site in sites]
+        workers = [
+            context.Process(target=_submit_named, args=(str(site), name, state, barrier, results))
+            for site in sites
+        ]
         for worker in workers:
             worker.start()
         outcomes = sorted(results.get(timeout=60) for _ in workers)
@@ -161,8 +182,9 @@ def test_two_submits_of_one_name_from_two_log_folders_cannot_both_win(tmp_path: 
         winner = Path(outcomes[0][1])
         assert f"a campaign named '{name}' already exists in {winner}" in outcomes[1][1]
         assert (tmp_path / "state" / "campaigns" / name).read_text().strip() == str(winner)
-        loser = next(site.parent / "logs" / name for site in sites
-                     if site.parent / "logs" / name != winner)
+        loser = next(
+            site.parent / "logs" / name for site in sites if site.parent / "logs" / name != winner
+        )
         assert not loser.exists()  # the refused submit took back the folder it made
 
 
@@ -175,11 +197,24 @@ def _held_local_campaign(tmp_path: Path, name: str, hold: Path) -> tuple[dict[st
     hold.write_text("")
     site = make_site(tmp_path / name, env={"FAKE_TRAIN_HOLD": str(hold)})
     env = cli_env(tmp_path)
-    hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--runs", "2", "--name",
-             name, env=env)
+    hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        *LOCAL_ONE_RUN,
+        "--runs",
+        "2",
+        "--name",
+        name,
+        env=env,
+    )
     campaign = tmp_path / name / "logs" / name
-    wait_for(lambda: "epoch 1" in stage(status_json(name, env), "run-01")["note"], 60,
-             "run-01 to hold after its first epoch")
+    wait_for(
+        lambda: "epoch 1" in stage(status_json(name, env), "run-01")["note"],
+        60,
+        "run-01 to hold after its first epoch",
+    )
     manifest = json.loads((campaign / "campaign.json").read_text())
     os.kill(manifest["local_runner"]["pid"], signal.SIGKILL)
     wait_for(lambda: not local.pid_alive(manifest["local_runner"]["pid"]), 10, "the runner to die")
@@ -196,7 +231,7 @@ def test_a_job_whose_runner_died_is_seen_waited_for_and_finishes(tmp_path: Path)
     env, campaign = _held_local_campaign(tmp_path, "orphan", hold)
     assert stage(status_json("orphan", env), "run-01")["state"] == "running"
     job = _job_of(campaign, "run-01")
-    assert local.group_alive(job["pid"], job["pid_start"])
+    assert job["pid"] in local.job_processes(job["job_id"])
     assert "submitted run-03, collect" in hpcrepro("resume", "orphan", env=env).stdout
     time.sleep(1.5)  # the new runner waits for run-01 instead of starting run-03 next to it
     assert stage(status_json("orphan", env), "run-03")["state"] == "pending"
@@ -211,8 +246,7 @@ def test_cancel_kills_a_job_whose_runner_died(tmp_path: Path) -> None:
     job = _job_of(campaign, "run-01")
     # run-01 is still running; run-02 and collect were lost with the runner
     assert "cancelled 1 job(s)" in hpcrepro("cancel", "stray", env=env).stdout
-    wait_for(lambda: not local.group_alive(job["pid"], job["pid_start"]), 10,
-             "the job's process group to end")
+    wait_for(lambda: not local.job_processes(job["job_id"]), 30, "the job's processes to end")
     assert stage(status_json("stray", env), "run-01")["state"] == "cancelled"
 
 
@@ -221,8 +255,17 @@ def test_cancel_kills_a_job_whose_runner_died(tmp_path: Path) -> None:
 
 def test_local_dry_run_shows_what_the_runner_runs(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    out = hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "dry",
-                   "--dry-run", env=cli_env(tmp_path)).stdout
+    out = hpcrepro(
+        "submit",
+        *SYSTEM,
+        "--site",
+        str(site),
+        *LOCAL_ONE_RUN,
+        "--name",
+        "dry",
+        "--dry-run",
+        env=cli_env(tmp_path),
+    ).stdout
     assert "sbatch --" not in out and "--no-requeue" not in out
     scripts = tmp_path / "logs" / "dry" / "scripts"
     assert f"bash {scripts / 'run-01.sbatch'}  # run-01" in out.splitlines()
@@ -238,8 +281,9 @@ def test_finished_and_cancelled_campaigns_say_what_to_do(tmp_path: Path) -> None
     cancel = hpcrepro("cancel", "done", env=env).stdout
     assert "nothing to cancel" in cancel
     assert "cancelled" not in hpcrepro("status", "done", env=env).stdout.splitlines()[0]
-    scored = hpcrepro("collect", "done", "--no-official-check", "--format", "json", env=env,
-                      check=False)  # a campaign name, like status, cancel and resume take
+    scored = hpcrepro(
+        "collect", "done", "--no-official-check", "--format", "json", env=env, check=False
+    )  # a campaign name, like status, cancel and resume take
     assert scored.returncode in (0, 1) and "Traceback" not in scored.stderr
     assert "run-01_" in scored.stdout
 
@@ -258,8 +302,18 @@ def test_finished_and_cancelled_campaigns_say_what_to_do(tmp_path: Path) -> None
 def test_a_log_dir_on_a_read_only_file_system_is_a_user_error(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "ro", "1m", "ro") as readonly:
         site = make_site(tmp_path, log_dir=str(readonly / "logs"))
-        done = hpcrepro("submit", *SYSTEM, "--site", str(site), *LOCAL_ONE_RUN, "--name", "ro",
-                        "--dry-run", env=cli_env(tmp_path), check=False)
+        done = hpcrepro(
+            "submit",
+            *SYSTEM,
+            "--site",
+            str(site),
+            *LOCAL_ONE_RUN,
+            "--name",
+            "ro",
+            "--dry-run",
+            env=cli_env(tmp_path),
+            check=False,
+        )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"cannot create the campaign folder {readonly / 'logs' / 'ro'}" in done.stderr
     assert "site key 'log_dir'" in done.stderr

@@ -526,7 +526,10 @@ def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
     _finished_run_log(paths.run_log(1))  # run 1 ran to run_stop; run 2 left no log
     env = cli_env(tmp_path, _conf_with(slurm_cluster, tmp_path, "noacct.conf",
                                        AccountingStoragePort="1"))  # fmt: skip
-    done = hpcrepro("status", str(paths.root), "--watch", "--json", env=env, timeout=30)
+    done = hpcrepro(
+        "status", str(paths.root), "--watch", "--json", env=env, timeout=30, check=False
+    )
+    assert done.returncode == 1, done.stderr  # run 2 is lost: `resume` must replace it
     lines = done.stdout.splitlines()
     assert len(lines) == 1  # nothing active after the first pass: watch ends at once
     (status,) = json.loads(lines[0])  # one compact JSON document per line

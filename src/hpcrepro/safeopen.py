@@ -5,10 +5,16 @@ A FIFO would block the open itself until some writer appears, and a link to /dev
 read forever; both are refused with an OSError saying what the path is. The open never blocks.
 `read_user_file` adds what every configuration reader needs: a size limit and UTF-8 text, with
 the line of a bad byte, as user errors naming the file.
+
+Inside a folder hpcrepro made (a campaign folder, the campaign index), `replace_inside` and
+`open_inside` never follow a link: each folder on the way is opened with O_NOFOLLOW, relative
+to the one before, and a file is written as a new file renamed over the old name, which replaces
+a link planted there instead of writing through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -18,8 +24,17 @@ from typing import BinaryIO
 
 from hpcrepro.errors import UserError, location
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+_NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a full disk or an exhausted quota says: the same advice fits both.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -46,21 +61,26 @@ def read_user_file(path: Path, max_bytes: int, hint: str | None = None) -> str:
     except FileNotFoundError:
         raise UserError("file not found", where=str(path), hint=hint) from None
     except OSError as error:
-        raise UserError(f"cannot read it ({error.strerror or error})", where=str(path),
-                        hint=hint) from None
+        raise UserError(
+            f"cannot read it ({error.strerror or error})", where=str(path), hint=hint
+        ) from None
     if size > max_bytes or len(raw) > max_bytes:
-        raise UserError(f"{max(size, len(raw))} bytes: more than the {max_bytes // 1024} KiB "
-                        "such a file may have; is this the right file?", where=str(path),
-                        hint=hint)
+        raise UserError(
+            f"{max(size, len(raw))} bytes: more than the {max_bytes // 1024} KiB "
+            "such a file may have; is this the right file?",
+            where=str(path),
+            hint=hint,
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        raise UserError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {column}",
-                        where=location(str(path), line=line),
-                        hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                        ) from None
+        raise UserError(
+            f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {column}",
+            where=location(str(path), line=line),
+            hint=hint or "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
 
 
 def existing_file(path: Path, option: str, hint: str) -> bool:
@@ -70,8 +90,12 @@ def existing_file(path: Path, option: str, hint: str) -> bool:
         return False
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "special"
-        raise UserError(f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
-                        "and removes nothing", where=option, hint=hint)
+        raise UserError(
+            f"{path} exists and is {kind}, not a file: hpcrepro writes a file there "
+            "and removes nothing",
+            where=option,
+            hint=hint,
+        )
     return True
 
 
@@ -92,5 +116,88 @@ def write_atomically(path: Path, data: bytes, option: str, mode: int | None = No
             Path(temp).unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise UserError(f"cannot write {path} ({error.strerror or error})",
-                        where=option) from None
+        raise UserError(f"cannot write {path} ({error.strerror or error})", where=option) from None
+
+
+def open_folder(base: Path, relative: str | Path = "") -> int:
+    """A descriptor of the folder `base/relative`, each part opened without following a link
+    (OSError ELOOP or ENOTDIR when one is a link or no folder). `relative` may not climb ('..')."""
+    parts = Path(relative).parts
+    if any(part in ("..", "/") for part in parts):
+        raise OSError(errno.EINVAL, "a path that leaves its folder", str(Path(base, relative)))
+    fd = os.open(base, _NO_FOLLOW_DIR)
+    try:
+        for part in parts:
+            inner = os.open(part, _NO_FOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def replace_inside(
+    base: Path, relative: str | Path, data: bytes, mode: int = 0o644, sync: bool = False
+) -> None:
+    """Write `base/relative` as a new file (permissions `mode` less the umask) renamed into
+    place: readers never see half a file, and a link at that name or on the way is replaced or
+    refused, never followed. OSError on failure; the old file is then left as it was."""
+    relative = Path(relative)
+    folder = open_folder(base, relative.parent)
+    temp = f".{relative.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            mode,
+            dir_fd=folder,
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, relative.name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+    finally:
+        os.close(folder)
+
+
+def open_inside(base: Path, relative: str | Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open(base/relative, flags)` for a regular file, with no link followed on the way or
+    at the end, and no wait on a FIFO planted there (OSError EINVAL for anything not a file)."""
+    relative = Path(relative)
+    folder = open_folder(base, relative.parent)
+    try:
+        fd = os.open(
+            relative.name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=folder
+        )
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(Path(base, relative)))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def cannot_write(path: Path, error: OSError, where: str | None = None) -> UserError:
+    """The user error for a failed write: the file, the system's reason, and for a full disk or
+    quota what to do about it."""
+    hint = None
+    if error.errno in NO_SPACE:
+        hint = (
+            f"the file system of {path.parent} is full (or your quota is used up): free "
+            "space there (`df`, `quota`) and run the same command again"
+        )
+    return UserError(f"cannot write {path} ({error.strerror or error})", where=where, hint=hint)

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcrepro.campaign import engine, layout
+from hpcrepro.campaign import engine, folder, layout
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.errors import UserError
+from hpcrepro.safeopen import cannot_write
 from hpcrepro.scheduler import states
 from hpcrepro.scheduler.slurm import Slurm, SlurmUnavailable
 
 if TYPE_CHECKING:
+    from hpcrepro.config import ResolvedConfig
     from hpcrepro.site import Site
 
 BACKENDS = ("slurm", "local")
+# test-only fault point: die at "partial" (folder begun), "scripts" (written) or "manifest"
+# (written, folder not yet in place)
+CRASH_HOOK = "HPCREPRO_TEST_CRASH_IN_SUBMIT"
+
+
+def _crash_point(point: str) -> None:
+    if os.environ.get(CRASH_HOOK) == point:
+        os._exit(75)
 
 
 @dataclass
@@ -43,13 +54,16 @@ class Outcome:
     lines: list[str]
     submitted: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    exit_code: int = 0
 
 
-def make_backend(name: str, manifest: dict[str, Any] | None = None) -> engine.Backend:
+def make_backend(
+    name: str, manifest: dict[str, Any] | None = None, root: Path | None = None
+) -> engine.Backend:
     if name == "local":
         from hpcrepro.scheduler.local import Local
 
-        return Local(manifest if manifest is not None else {"stages": []})
+        return Local(manifest if manifest is not None else {"stages": []}, root)
     if name == "slurm":
         return Slurm()
     raise UserError(f"unknown backend '{name}'", hint="use --backend slurm or --backend local")
@@ -67,8 +81,40 @@ def _after_submit(paths: CampaignPaths, manifest: dict[str, Any], backend: engin
         manifest_io.save(paths.manifest, manifest)
 
 
+def check_backend_fits(backend: str, cfg: ResolvedConfig) -> None:
+    """Refuse a backend that cannot run the configuration, before anything is written: local
+    jobs run without Slurm, so pyxis (a Slurm plugin: srun --container-image) cannot start
+    their container, and Apptainer must be installed on this machine."""
+    if backend != "local":
+        return
+    import shutil
+
+    runtime = cfg.site.runtime
+    where = f"site key 'runtime' (from {cfg.origin_of('site.runtime')})"
+    if runtime == "pyxis":
+        raise UserError(
+            "the local backend cannot use runtime 'pyxis': pyxis is a Slurm plugin (srun "
+            "--container-image) and local jobs run without Slurm, so every run would fail",
+            where=where,
+            hint="--set runtime=none runs the training command on this machine as it is (with "
+            "train_command or --set workload=reference); --set runtime=apptainer runs the "
+            "image with Apptainer; or submit to Slurm (--backend slurm)",
+        )
+    if runtime == "apptainer" and shutil.which("apptainer") is None:
+        raise UserError(
+            "the local backend runs jobs on this machine, but runtime 'apptainer' needs the "
+            "`apptainer` command, which is not on PATH here: every run would fail",
+            where=where,
+            hint="install Apptainer, use --set runtime=none, or submit to Slurm",
+        )
+
+
 def submit(request: SubmitRequest) -> Outcome:
-    """Create the campaign and submit its whole graph; a second submit submits nothing twice."""
+    """Create the campaign and submit its whole graph; a second submit submits nothing twice.
+
+    The campaign folder is built beside its place and renamed into it once complete (see
+    `campaign.folder`); its jobs are submitted only then, under the campaign lock.
+    """
     from hpcrepro.campaign import plan
     from hpcrepro.config import resolve, run_count
 
@@ -78,7 +124,10 @@ def submit(request: SubmitRequest) -> Outcome:
         raise UserError("--runs-per-job must be at least 1", where="--runs-per-job")
     name = layout.check_name(request.name or f"{request.system}-{request.version}")
     paths = CampaignPaths(cfg.site.log_dir / name)
-    backend = make_backend(request.backend)
+    if request.backend not in BACKENDS:
+        make_backend(request.backend)  # the error naming the backends
+    check_backend_fits(request.backend, cfg)
+    backend = make_backend(request.backend, root=paths.root)
     slurm_note = None
     if request.backend == "slurm":
         try:
@@ -94,52 +143,121 @@ def submit(request: SubmitRequest) -> Outcome:
         "site": str(cfg.site_path) if cfg.site_path else None,
         "overrides": list(request.overrides),
     }
-    before = _existing(paths.root)
-    try:
-        paths.root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the campaign folder {paths.root} "
-                        f"({error.strerror or error})", where="site key 'log_dir'",
-                        hint="set log_dir to a shared folder you can write to") from error
-    try:
-        with manifest_io.locked(paths.lock):
-            if paths.manifest.exists():
-                return _submit_again(request, paths, plan.fingerprint(
-                    cfg, runs, request.runs_per_job, request.backend))
-            try:
-                with contextlib.ExitStack() as registration:
-                    if not request.dry_run:
-                        # refuses a name another folder's campaign holds, until our manifest exists
-                        registration.enter_context(layout.registering(name, paths.root))
-                    manifest = plan.build(
-                        cfg, paths, name, runs, request.runs_per_job, request.backend, inputs,
-                        prep=needs_prep,
-                    )
-                    if request.backend == "local":
-                        backend = make_backend("local", manifest)
-                    if slurm_note is None:
-                        engine.check_scripts(paths, manifest, backend)
-                    if request.dry_run:
-                        lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
-                        shown = [slurm_note, *lines] if slurm_note else lines
-                        return Outcome(paths, manifest, shown)
-                    manifest_io.save(paths.manifest, manifest)
-            except BaseException:
-                _remove_new_files(paths, before)
-                raise
-            submitted = engine.submit_planned(paths, manifest, backend)
-            _after_submit(paths, manifest, backend)
-    except BaseException:
-        if paths.root not in before and not paths.manifest.exists():
-            with contextlib.suppress(OSError):  # emptied by _remove_new_files, lock released
-                paths.root.rmdir()
-        raise
+    wanted = plan.fingerprint(cfg, runs, request.runs_per_job, request.backend)
+    with layout.claiming(name, paths.root) as claim:
+        if paths.manifest.exists():
+            return _submit_again(request, paths, wanted)
+        for old in folder.leftovers(paths.root):  # of submits killed before (we hold the name)
+            folder.remove(old)
+        try:
+            partial = folder.make_partial(paths.root)
+        except OSError as error:
+            raise UserError(
+                f"cannot create the campaign folder {paths.root} ({error.strerror or error})",
+                where="site key 'log_dir'",
+                hint="set log_dir to a shared folder you can write to",
+            ) from error
+        try:
+            folder.write_request(partial, _request_record(request, cfg.site_path, name))
+            if not request.dry_run:
+                claim.record()  # from here, status NAME finds what a killed submit leaves
+            _crash_point("partial")
+            manifest = plan.build(
+                cfg,
+                paths,
+                name,
+                runs,
+                request.runs_per_job,
+                request.backend,
+                inputs,
+                prep=needs_prep,
+                into=partial,
+            )
+            _crash_point("scripts")
+            if request.backend == "local":
+                backend = make_backend("local", manifest, paths.root)
+            if slurm_note is None:
+                engine.check_scripts(paths, manifest, backend, scripts_in=partial)
+            if request.dry_run:
+                folder.mark_dry_run(partial)
+                folder.publish(partial, paths.root)
+                lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
+                return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
+            manifest_io.save(partial / paths.manifest.name, manifest)
+            _crash_point("manifest")
+            folder.publish(partial, paths.root)
+        except OSError as error:
+            folder.remove(partial)
+            raise cannot_write(partial, error) from None
+        except BaseException:
+            folder.remove(partial)
+            raise
+        claim.keep()  # the campaign exists now, whatever happens to its submission
+        return _submit_published(paths, backend, "submitted {count} job(s)")
+
+
+def _submit_published(paths: CampaignPaths, backend: engine.Backend, note: str) -> Outcome:
+    """Submit the planned jobs of a campaign whose folder is complete."""
+    with manifest_io.locked(paths.lock):
+        manifest = manifest_io.load(paths.manifest)
+        if manifest["backend"] == "local":
+            backend = make_backend("local", manifest, paths.root)
+        submitted = engine.submit_planned(paths, manifest, backend)
+        _after_submit(paths, manifest, backend)
     return Outcome(
         paths,
         manifest,
-        [f"campaign {name}: submitted {len(submitted)} job(s)", f"folder: {paths.root}"],
+        [
+            f"campaign {manifest['name']}: {note.format(count=len(submitted))}",
+            f"folder: {paths.root}",
+        ],
         submitted,
         list(backend.commands),
+    )
+
+
+def _request_record(request: SubmitRequest, site: Path | None, name: str) -> dict[str, Any]:
+    """What `resume` needs to do an interrupted submit again (see `folder.REQUEST`)."""
+    return {
+        "system": request.system,
+        "version": request.version,
+        "site": str(site) if site else None,
+        "overrides": list(request.overrides),
+        "name": name,
+        "runs": request.runs,
+        "runs_per_job": request.runs_per_job,
+        "backend": request.backend,
+    }
+
+
+def _request_from(record: dict[str, Any] | None) -> SubmitRequest | None:
+    """The recorded request, None unless every field has the type submit writes."""
+    if record is None:
+        return None
+    texts = all(isinstance(record.get(k), str) for k in ("system", "version", "name", "backend"))
+    site = record.get("site")
+    overrides = record.get("overrides")
+    runs = record.get("runs")
+    per_job = record.get("runs_per_job")
+    if not (
+        texts
+        and (site is None or isinstance(site, str))
+        and isinstance(overrides, list)
+        and all(isinstance(o, str) for o in overrides)
+        and (runs is None or (isinstance(runs, int) and not isinstance(runs, bool)))
+        and isinstance(per_job, int)
+        and not isinstance(per_job, bool)
+    ):
+        return None
+    return SubmitRequest(
+        system=record["system"],
+        version=record["version"],
+        site=Path(site) if site else None,
+        overrides=overrides,
+        name=record["name"],
+        runs=runs,
+        runs_per_job=per_job,
+        backend=record["backend"],
     )
 
 
@@ -155,14 +273,20 @@ def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> 
     if request.dry_run:
         return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
     if manifest.get("cancelled"):
-        return Outcome(paths, manifest, [
-            f"campaign {name} was cancelled: nothing submitted",
-            f"to run what is left of it: hpcrepro resume {name}",
-        ])
-    backend = make_backend(manifest["backend"], manifest)
-    engine.refresh(paths, manifest, backend)
-    submitted = engine.submit_planned(paths, manifest, backend)
-    _after_submit(paths, manifest, backend)
+        return Outcome(
+            paths,
+            manifest,
+            [
+                f"campaign {name} was cancelled: nothing submitted",
+                f"to run what is left of it: hpcrepro resume {name}",
+            ],
+        )
+    with manifest_io.locked(paths.lock):
+        manifest = manifest_io.load(paths.manifest)
+        backend = make_backend(manifest["backend"], manifest, paths.root)
+        engine.refresh(paths, manifest, backend)
+        submitted = engine.submit_planned(paths, manifest, backend)
+        _after_submit(paths, manifest, backend)
     note = (
         f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
         if submitted
@@ -171,25 +295,86 @@ def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> 
     return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands))
 
 
-def _existing(root: Path) -> set[Path]:
-    """Every path under `root` (itself included) that exists before a submit writes there."""
-    if not root.exists():
-        return set()
-    return {root, *root.rglob("*")}
+def finish_half_made(half: layout.HalfMade) -> Outcome:
+    """`resume` of a campaign whose submit was interrupted before its folder was complete:
+    put the complete folder in place and submit it, or submit the recorded request again, or,
+    when nothing usable is left, remove the leftovers (no job of it was ever submitted)."""
+    if half.busy:
+        raise half
+    paths = CampaignPaths(half.root)
+    with layout.claiming(half.name, half.root) as claim:
+        if paths.manifest.exists():  # finished by another process meanwhile
+            backend = make_backend(manifest_io.load(paths.manifest)["backend"])
+            return _submit_published(paths, backend, "submitted {count} job(s)")
+        left = folder.leftovers(half.root)
+        complete = next((p for p in left if _complete(p, half.name)), None)
+        if complete is not None:
+            backend = make_backend(manifest_io.load(complete / "campaign.json")["backend"])
+            if backend.name == "slurm":
+                backend.check_available()  # type: ignore[attr-defined]
+            folder.publish(complete, half.root)
+            claim.keep()
+            for other in left:
+                if other != complete:
+                    folder.remove(other)
+            return _submit_published(
+                paths, backend, "finished its interrupted submit: submitted {count} job(s)"
+            )
+        request = next(
+            (r for r in (_request_from(folder.read_request(p)) for p in left) if r), None
+        )
+        for other in left:
+            folder.remove(other)
+        layout.forget(half.name, half.root)
+    if request is not None and request.name == half.name:
+        outcome = submit(request)
+        outcome.lines[0] = outcome.lines[0] + " (its interrupted submit, done again)"
+        return outcome
+    return Outcome(
+        paths,
+        {},
+        [
+            f"campaign {half.name}: removed what its interrupted submit left (no job of it had "
+            "been submitted); submit it again with `hpcrepro submit`",
+        ],
+    )
 
 
-def _remove_new_files(paths: CampaignPaths, before: set[Path]) -> None:
-    """Take back what a refused submit wrote into the campaign folder (scripts, subfolders,
-    resolved-config.json), leaving whatever was there before; the folder itself goes too when it
-    is new (see `submit`), once the lock file inside is gone."""
-    created = sorted(_existing(paths.root) - before - {paths.lock}, reverse=True)
-    for path in created:  # deepest first, so folders are empty when their turn comes
-        with contextlib.suppress(OSError):
-            if path.is_dir() and not path.is_symlink():
-                if path != paths.root:
-                    path.rmdir()
-            else:
-                path.unlink()
+def remove_half_made(half: layout.HalfMade) -> Outcome:
+    """`cancel` of a half-made campaign: remove what its submit left (nothing was submitted)."""
+    if half.busy:
+        raise half
+    with layout.claiming(half.name, half.root):
+        if (half.root / "campaign.json").exists():
+            raise UserError(
+                f"campaign {half.name} was completed meanwhile",
+                hint=f"run `hpcrepro cancel {half.name}` again",
+            )
+        left = folder.leftovers(half.root)
+        for other in left:
+            folder.remove(other)
+        layout.forget(half.name, half.root)
+    return Outcome(
+        CampaignPaths(half.root),
+        {},
+        [
+            f"campaign {half.name}: removed what its interrupted submit left "
+            f"({len(left)} folder(s)); no job of it had been submitted",
+        ],
+    )
+
+
+def _complete(partial: Path, name: str) -> bool:
+    """Whether an interrupted submit got as far as writing the manifest (its last file)."""
+    if folder.OLD in partial.name:
+        return False
+    try:
+        manifest = manifest_io.load(partial / "campaign.json")
+    except UserError:
+        return False
+    return manifest["name"] == name and all(
+        (partial / stage["script"]).is_file() for stage in manifest["stages"]
+    )
 
 
 def dry_run_lines(
@@ -277,47 +462,92 @@ def load_campaigns(
     return found
 
 
+@dataclass
+class StatusPass:
+    """What one status pass learnt besides the states it saved: the jobs whose state Slurm did
+    not give (by campaign folder) and the campaigns whose update could not be written."""
+
+    slurm: Slurm
+    unknown: dict[Path, list[str]] = field(default_factory=dict)
+    not_saved: dict[Path, str] = field(default_factory=dict)
+
+
+CHECKED_EVERY_S = 60  # how often an unchanged campaign records that Slurm still answers
+
+
 def refresh_all(
     campaigns: list[tuple[CampaignPaths, dict[str, Any]]], slurm: Slurm | None = None
-) -> Slurm:
+) -> StatusPass:
     """One status pass: one sacct call for the active jobs of every Slurm campaign together
-    (plus one squeue for jobs too new for accounting), then save what changed."""
+    (plus one squeue for jobs still going), then save what changed. A campaign whose jobs Slurm
+    answered for records when (`states_checked`), so that when Slurm does not answer, status
+    can say how old the states it shows are."""
     slurm = slurm or Slurm()
+    result = StatusPass(slurm)
     ids = [
         job_id
         for paths, m in campaigns
         if m["backend"] == "slurm"
         for job_id in engine.active_job_ids(m)
     ]
-    infos = {}
+    infos: dict[str, Any] = {}
+    unanswered: set[str] = set()
+    slurm.unavailable = None
     if ids:
         try:
             infos = slurm.query(ids)
-            slurm.unavailable = None
+            unanswered = slurm.unanswered
         except SlurmUnavailable as error:
-            infos = {}
             slurm.unavailable = error.message
+            unanswered = set(ids)
+    now = st.now()
     for paths, manifest in campaigns:
         backend: engine.Backend
+        checked = None
         if manifest["backend"] == "local":
-            backend = make_backend("local", manifest)
+            backend = make_backend("local", manifest, paths.root)
             local_infos = backend.query(engine.active_job_ids(manifest))
             changed = engine.apply_infos(paths, manifest, local_infos)
         else:
             backend = slurm
+            active = engine.active_job_ids(manifest)
+            unknown = [job_id for job_id in active if job_id in unanswered]
             changed = engine.apply_infos(paths, manifest, infos)
+            if unknown:
+                result.unknown[paths.root] = unknown
+            elif active and (changed or _older_than(manifest.get("states_checked"), now)):
+                checked = now
         needs_repair = any(
             job["state"] == states.SUBMITTING for s in manifest["stages"] for job in s["jobs"]
         )
-        if changed or needs_repair:
-            _save_if_free(
-                paths,
-                manifest,
-                infos if manifest["backend"] == "slurm" else {},
-                backend,
-                needs_repair,
-            )
-    return slurm
+        if changed or needs_repair or checked:
+            try:
+                _save_if_free(
+                    paths,
+                    manifest,
+                    infos if manifest["backend"] == "slurm" else {},
+                    backend,
+                    needs_repair,
+                    checked,
+                )
+            except (UserError, OSError) as error:  # e.g. a full disk: show, do not save
+                text = (
+                    error.message
+                    if isinstance(error, UserError)
+                    else (f"cannot write {paths.lock} ({error.strerror or error})")
+                )
+                result.not_saved[paths.root] = text
+    return result
+
+
+def _older_than(stamp: str | None, now: str) -> bool:
+    from datetime import datetime
+
+    if not stamp:
+        return True
+    moment = "%Y-%m-%dT%H:%M:%SZ"
+    gap = datetime.strptime(now, moment) - datetime.strptime(stamp, moment)
+    return gap.total_seconds() >= CHECKED_EVERY_S
 
 
 def _save_if_free(
@@ -326,8 +556,10 @@ def _save_if_free(
     infos: dict[str, Any],
     backend: engine.Backend,
     repair: bool,
+    checked: str | None,
 ) -> None:
-    """Write status updates unless another process holds the lock (it will write its own)."""
+    """Write status updates unless another process holds the lock (it will write its own). On a
+    full disk nothing is written (OSError or UserError): the reserve is left for cancel."""
     with manifest_io.try_locked(paths.lock) as got:
         if not got:
             return
@@ -339,54 +571,118 @@ def _save_if_free(
         if fresh["backend"] == "local":
             from hpcrepro.scheduler.local import Local
 
-            infos = Local(fresh).query(engine.active_job_ids(fresh))
+            infos = Local(fresh, paths.root).query(engine.active_job_ids(fresh))
         engine.apply_infos(paths, fresh, infos)
-        manifest_io.save(paths.manifest, fresh)
+        if checked:
+            fresh["states_checked"] = checked
+        manifest_io.save(paths.manifest, fresh, reserve=False)
         manifest.clear()
         manifest.update(fresh)
+
+
+def short_of_runs(manifest: dict[str, Any]) -> bool:
+    """Whether the campaign can no longer reach its required valid runs without `resume`."""
+    counts = engine.run_counts(manifest)
+    return counts["valid"] + counts["coming"] < manifest["runs_required"]
 
 
 # --- cancel and resume
 
 
 def cancel(campaign: str) -> Outcome:
-    paths = layout.find(campaign)
-    with manifest_io.locked(paths.lock):
+    """Cancel every job of the campaign that has not ended. On a full disk the lock and the
+    manifest use the reserve (see `manifest`); when even that fails, the jobs are cancelled all
+    the same and the error says that only the record is missing."""
+    try:
+        paths = layout.find(campaign)
+    except layout.HalfMade as half:
+        return remove_half_made(half)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(manifest_io.locked(paths.lock))
+        except manifest_io.NoSpace as error:
+            manifest = manifest_io.load(paths.manifest)
+            backend = make_backend(manifest["backend"], manifest, paths.root)
+            ids = _cancel_jobs(paths, manifest, backend)
+            raise _not_recorded(manifest, ids, error) from None
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest)
+        backend = make_backend(manifest["backend"], manifest, paths.root)
         engine.refresh(paths, manifest, backend)
         ids = engine.active_job_ids(manifest)
         if not ids and not any(st.state_of(s) == states.PLANNED for s in manifest["stages"]):
-            manifest_io.save(paths.manifest, manifest)
-            return Outcome(paths, manifest, [
-                f"campaign {manifest['name']}: nothing to cancel (every job has ended)"
-            ])
+            with contextlib.suppress(UserError):  # the refresh, if there is room for it
+                manifest_io.save(paths.manifest, manifest, reserve=False)
+            return Outcome(
+                paths,
+                manifest,
+                [f"campaign {manifest['name']}: nothing to cancel (every job has ended)"],
+            )
         backend.cancel(ids)
+        survivors = getattr(backend, "survivors", {})
         manifest["cancelled"] = True
         for stage in manifest["stages"]:
             job = st.current(stage)
             if job and job["state"] == states.PLANNED:
                 job["state"] = states.CANCELLED
-            if manifest["backend"] == "local" and job and states.is_active(job["state"]):
+            if (
+                manifest["backend"] == "local"
+                and job
+                and states.is_active(job["state"])
+                and job["job_id"] not in survivors
+            ):
                 job.update(state=states.CANCELLED, slurm_state="CANCELLED", end=st.now())
         if manifest["backend"] == "slurm" and ids:
-            engine.apply_infos(paths, manifest, backend.query(ids))
+            with contextlib.suppress(SlurmUnavailable):
+                engine.apply_infos(paths, manifest, backend.query(ids))
         engine.judge_runs(paths, manifest)
-        manifest_io.save(paths.manifest, manifest)
+        try:
+            manifest_io.save(paths.manifest, manifest)
+        except UserError as error:
+            raise _not_recorded(manifest, ids, error) from None
+    stopped = [job_id for job_id in ids if job_id not in survivors]
+    lines = [f"campaign {manifest['name']}: cancelled {len(stopped)} job(s)"]
+    lines += [f"note: {note}" for note in getattr(backend, "notes", [])]
+    lines += [f"still running after SIGKILL: {what}: {left}" for what, left in survivors.items()]
     return Outcome(
-        paths,
-        manifest,
-        [f"campaign {manifest['name']}: cancelled {len(ids)} job(s)"],
-        commands=list(backend.commands),
+        paths, manifest, lines, commands=list(backend.commands), exit_code=1 if survivors else 0
+    )
+
+
+def _cancel_jobs(
+    paths: CampaignPaths, manifest: dict[str, Any], backend: engine.Backend
+) -> list[str]:
+    """Settle the manifest against the scheduler, then cancel every active job; their ids."""
+    engine.refresh(paths, manifest, backend)
+    ids = engine.active_job_ids(manifest)
+    backend.cancel(ids)
+    return ids
+
+
+def _not_recorded(manifest: dict[str, Any], ids: list[str], error: UserError) -> UserError:
+    name = manifest["name"]
+    later = (
+        "Slurm knows they were cancelled; `hpcrepro status " + name + "` records it"
+        if manifest["backend"] == "slurm"
+        else "`hpcrepro status " + name + "` shows them ended"
+    )
+    return UserError(
+        f"cancelled {len(ids)} job(s) of campaign {name}, but could not record it: {error.message}",
+        where=error.where,
+        hint=f"the jobs are stopped; once there is room again, {later}"
+        + (f" ({error.hint})" if error.hint else ""),
     )
 
 
 def resume(campaign: str) -> Outcome:
-    """Submit replacements for what failed or never ran, until enough valid runs can exist."""
-    paths = layout.find(campaign)
+    """Submit replacements for what failed or never ran, until enough valid runs can exist; a
+    half-made campaign is finished (see `finish_half_made`)."""
+    try:
+        paths = layout.find(campaign)
+    except layout.HalfMade as half:
+        return finish_half_made(half)
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest)
+        backend = make_backend(manifest["backend"], manifest, paths.root)
         if manifest["backend"] == "slurm":
             backend.check_available()  # type: ignore[attr-defined]
         engine.refresh(paths, manifest, backend)
@@ -423,4 +719,3 @@ def resume(campaign: str) -> Outcome:
         submitted,
         list(backend.commands),
     )
-

@@ -56,14 +56,24 @@ def collect(campaign_dir: Path) -> dict[str, Any]:
     paths = CampaignPaths(campaign_dir)
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest)
+        backend = make_backend(manifest["backend"], manifest, paths.root)
         engine.refresh(paths, manifest, backend)
         engine.judge_runs(paths, manifest)
         manifest_io.save(paths.manifest, manifest)
     result = summary(paths, manifest)
-    paths.results.mkdir(parents=True, exist_ok=True)
-    (paths.results / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
+    _write(paths, "summary.json", json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _write(paths: CampaignPaths, name: str, text: str) -> None:
+    """A file of results/, never written through a link (see `safeopen.replace_inside`)."""
+    from hpcrepro.safeopen import cannot_write, replace_inside
+
+    try:
+        paths.results.mkdir(exist_ok=True)
+        replace_inside(paths.root, f"results/{name}", text.encode())
+    except OSError as error:
+        raise cannot_write(paths.results / name, error) from None
 
 
 def write_report(paths: CampaignPaths) -> str | None:
@@ -78,10 +88,10 @@ def write_report(paths: CampaignPaths) -> str | None:
         collection = score_logs(resolve(paths.root, None, None, None))
     except UserError as error:
         text = f"no report: {error.render()}"
-        (paths.results / "report.md").write_text(text + "\n")
+        _write(paths, "report.md", text + "\n")
         return text
-    (paths.results / "report.md").write_text(render(collection, "md"))
-    (paths.results / "report.json").write_text(render(collection, "json"))
+    _write(paths, "report.md", render(collection, "md"))
+    _write(paths, "report.json", render(collection, "json"))
     if collection.score.valid:
         return f"score written to {paths.results / 'report.md'}"
     return f"no valid score yet ({collection.score.reason}); see {paths.results / 'report.md'}"

@@ -7,6 +7,7 @@ campaign lock (see `manifest.locked`), so two hpcrepro processes never submit th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from hpcrepro.campaign import verdict
 from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
-from hpcrepro.scheduler.slurm import JobInfo
+from hpcrepro.scheduler.slurm import JobInfo, SlurmUnavailable, SubmitUncertain
 
 Manifest = dict[str, Any]
 CRASH_HOOK = "HPCREPRO_TEST_CRASH_AFTER_SBATCH"  # test-only fault point: die right after sbatch
@@ -31,6 +32,8 @@ class Backend(Protocol):
     # False when the last find_by_names could not see every job (accounting off): "not found"
     # then does not prove that sbatch never ran
     names_complete: bool
+    # how long a submit waits for a scheduler that does not answer (0: it always answers)
+    patience: float
 
     def submit(self, script: Path, args: list[str]) -> str: ...
     def test_only(self, script: Path, args: list[str]) -> None: ...
@@ -61,8 +64,11 @@ def sbatch_args(
     return args
 
 
-def check_scripts(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> None:
-    """`sbatch --test-only` one script of each kind (runs differ only by index)."""
+def check_scripts(
+    paths: CampaignPaths, manifest: Manifest, backend: Backend, scripts_in: Path | None = None
+) -> None:
+    """`sbatch --test-only` one script of each kind (runs differ only by index); the scripts are
+    read from `scripts_in` (the folder being built) when given."""
     seen: set[str] = set()
     for stage in manifest["stages"]:
         if stage["kind"] in seen or st.state_of(stage) != states.PLANNED:
@@ -70,14 +76,15 @@ def check_scripts(paths: CampaignPaths, manifest: Manifest, backend: Backend) ->
         seen.add(stage["kind"])
         job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 0)}
         args = sbatch_args(paths, manifest, stage, job, [])
-        backend.test_only(paths.root / stage["script"], args)
+        backend.test_only((scripts_in or paths.root) / stage["script"], args)
 
 
 def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> list[str]:
     """Submit every stage whose current job is planned, in graph order; return their names.
 
     All of them are first marked `submitting` and saved, so a crash at any point leaves tokens that
-    `repair` can look up in Slurm.
+    `repair` can look up in Slurm. An sbatch that got no answer is settled by `_settle` (the job
+    is adopted, or submitted again once Slurm shows it was never made), never taken for a refusal.
     """
     todo = [s for s in manifest["stages"] if s["jobs"] and s["jobs"][-1]["state"] == states.PLANNED]
     if not todo:
@@ -87,6 +94,7 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
     manifest_io.save(paths.manifest, manifest)
     crash_at = os.environ.get(CRASH_HOOK)
     submitted: list[str] = []
+    again: list[tuple[str, str]] = []  # (token, job id) submitted again after no answer
     last_save = time.monotonic()
     try:
         for stage in todo:
@@ -96,23 +104,138 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
                 job.update(state=states.BLOCKED, reason=blocked)
                 continue
             try:
-                job_id = backend.submit(
-                    paths.root / stage["script"], sbatch_args(paths, manifest, stage, job, ids)
-                )
+                job_id, resubmitted = _submit_one(paths, manifest, stage, job, backend, ids)
+            except NoAnswer:
+                raise
             except UserError as error:
                 raise _half_submitted(manifest, stage, error) from error
             if crash_at == stage["name"]:
                 os._exit(75)
             job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
             submitted.append(stage["name"])
+            if resubmitted:
+                again.append((job["token"], job_id))
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 manifest_io.save(paths.manifest, manifest)
                 last_save = time.monotonic()
+        _cancel_doubles(manifest, backend, again)
     finally:
         # Also when sbatch fails midway: the jobs already submitted keep their ids, and the
         # rest stay `submitting` for `repair` to settle.
         manifest_io.save(paths.manifest, manifest)
     return submitted
+
+
+class NoAnswer(SlurmUnavailable):
+    """Slurm stopped answering during a submit: what is known is in the message."""
+
+
+def _submit_one(
+    paths: CampaignPaths,
+    manifest: Manifest,
+    stage: st.Stage,
+    job: st.Job,
+    backend: Backend,
+    dependency_ids: list[str],
+) -> tuple[str, bool]:
+    """Submit the current job of `stage`: its job id and whether it was submitted again after
+    an sbatch that got no answer; or the refusal, or NoAnswer."""
+    script = paths.stage_script(stage)
+    args = sbatch_args(paths, manifest, stage, job, dependency_ids)
+    try:
+        return backend.submit(script, args), False
+    except SubmitUncertain as error:
+        manifest_io.save(paths.manifest, manifest)  # what is queued so far, whatever comes
+        settled = _settle(manifest, job, backend, script, args)
+        if settled is None:
+            raise _no_answer(manifest, stage, error, backend) from error
+        return settled
+
+
+def _cancel_doubles(manifest: Manifest, backend: Backend, again: list[tuple[str, str]]) -> None:
+    """A request slurmctld received while it stalled may still make its job after the lookups
+    that found none: cancel every job of a token submitted again but the one recorded."""
+    if not again:
+        return
+    with contextlib.suppress(SlurmUnavailable):
+        found = backend.find_by_names(
+            [token for token, _ in again], _day_before(manifest["created"])
+        )
+        backend.cancel(
+            [
+                info.job_id
+                for token, kept in again
+                for info in found.get(token, [])
+                if info.job_id != kept and states.is_active(info.state)
+            ]
+        )
+
+
+def _settle(
+    manifest: Manifest, job: st.Job, backend: Backend, script: Path, args: list[str]
+) -> tuple[str, bool] | None:
+    """(job id, submitted again) of a job whose sbatch got no answer, once Slurm answers: the
+    job found under its token, or a new submission when Slurm twice (a few seconds apart, so
+    that a request the controller received while it stalled is processed first) shows no such
+    job. None when Slurm does not answer within the backend's patience."""
+    from hpcrepro.scheduler.slurm import Backoff
+
+    since = _day_before(manifest["created"])
+    deadline = time.monotonic() + backend.patience
+    delays = Backoff(first=1.0, factor=2.0, maximum=15.0)
+    absent = 0
+    while time.monotonic() < deadline:
+        time.sleep(min(delays.next(changed=False), max(0.0, deadline - time.monotonic())))
+        try:
+            matches = backend.find_by_names([job["token"]], since).get(job["token"], [])
+        except SlurmUnavailable:
+            continue
+        if matches:
+            keep, extra = matches[0], matches[1:]
+            backend.cancel([info.job_id for info in extra if states.is_active(info.state)])
+            return keep.job_id, False
+        absent += 1
+        if absent < 2:
+            continue
+        try:
+            return backend.submit(script, args), True
+        except SubmitUncertain:
+            absent = 0
+    return None
+
+
+def _no_answer(manifest: Manifest, stage: st.Stage, error: UserError, backend: Backend) -> NoAnswer:
+    """What a submit that Slurm stopped answering leaves: the jobs queued, the one whose fate is
+    unknown, those not submitted, and that `resume` adopts what exists."""
+    name = manifest["name"]
+    queued = [
+        (s["name"], s["jobs"][-1]["job_id"])
+        for s in manifest["stages"]
+        if s["jobs"]
+        and s["jobs"][-1]["job_id"]
+        and states.is_active(s["jobs"][-1]["state"])
+        and s["jobs"][-1]["state"] != states.SUBMITTING
+    ]
+    later = [
+        s["name"]
+        for s in manifest["stages"]
+        if s is not stage and s["jobs"] and s["jobs"][-1]["state"] == states.SUBMITTING
+    ]
+    shown = ", ".join(f"{n} {i}" for n, i in queued[:6]) + (", ..." if len(queued) > 6 else "")
+    lines = [
+        f"Slurm did not answer while {stage['name']} of campaign {name} was submitted "
+        f"({error.message}), nor in the {backend.patience:.0f} s after",
+        f"queued: {len(queued)} job(s)" + (f" ({shown})" if queued else ""),
+        f"not known: whether Slurm created {stage['name']} (it may have received the request)",
+    ]
+    if later:
+        lines.append("not submitted: " + ", ".join(later))
+    return NoAnswer(
+        "\n".join(lines),
+        hint=f"nothing is lost or doubled: once `scontrol ping` says the controller is UP, "
+        f"`hpcrepro resume {name}` adopts {stage['name']} if it exists (found by its job name) "
+        f"and submits the rest; `hpcrepro cancel {name}` withdraws the queued jobs",
+    )
 
 
 def _half_submitted(manifest: Manifest, refused: st.Stage, error: UserError) -> UserError:

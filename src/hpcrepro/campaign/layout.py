@@ -16,10 +16,35 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcrepro.campaign import folder
 from hpcrepro.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PATH_MAX = 4096  # Linux PATH_MAX: an index entry longer than this cannot name a folder
+_RESUBMIT = (
+    "hpcrepro writes the campaign's scripts itself, so this one was changed by hand: "
+    "submit the campaign again under a new name (`hpcrepro submit ... --name NEW`)"
+)
+
+
+class HalfMade(UserError):
+    """A registered campaign whose submit stopped before the campaign folder was complete (or
+    that another process is submitting right now): nothing of it was submitted."""
+
+    def __init__(self, name: str, root: Path, left: list[Path], busy: bool) -> None:
+        self.name, self.root, self.leftovers, self.busy = name, root, left, busy
+        if busy:
+            super().__init__(
+                f"campaign {name} is being submitted right now by another hpcrepro process",
+                hint=f"wait, then `hpcrepro status {name}`",
+            )
+            return
+        super().__init__(
+            f"campaign {name} is half-made: its submit was interrupted before any job was "
+            f"submitted, leaving {left[0]}" + (f" (and {len(left) - 1} more)" if left[1:] else ""),
+            hint=f"`hpcrepro resume {name}` finishes the submit, `hpcrepro cancel {name}` "
+            "removes what it left",
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +93,46 @@ class CampaignPaths:
         return found[-1] if found else self.logs / f"run-{index:02d}.log"
 
     def make(self) -> None:
-        for folder in (self.root, self.scripts, self.logs, self.job_output, self.results):
-            folder.mkdir(parents=True, exist_ok=True)
+        for path in (self.root, self.scripts, self.logs, self.job_output, self.results):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def job_files(self, stage: str, job_id: str) -> tuple[Path, Path]:
+        """The output and exit-status files of a local job (`jobs/STAGE-ID.out`, `.exit`): made
+        from a stage name and job id the manifest's shape check allows, never read from it."""
+        output = self.job_output / f"{stage}-{job_id.replace(':', '_')}.out"
+        return output, output.with_suffix(".exit")
+
+    def stage_script(self, stage: dict[str, object]) -> Path:
+        """The script of `stage`, which a scheduler is about to run: `scripts/STAGE.sbatch` (the
+        shape check allows nothing else), a regular file of this user reached through no link."""
+        script = self.root / str(stage["script"])
+        try:
+            folder = os.lstat(self.scripts)
+            info = os.lstat(script)
+        except OSError as error:
+            raise UserError(
+                f"the script of stage {stage['name']} cannot be read ({error.strerror or error})",
+                where=str(script),
+                hint=_RESUBMIT,
+            ) from None
+        problem = (
+            "scripts/ is not a folder (a link?)"
+            if not stat.S_ISDIR(folder.st_mode)
+            else "it is a link"
+            if stat.S_ISLNK(info.st_mode)
+            else "it is not a regular file"
+            if not stat.S_ISREG(info.st_mode)
+            else "it belongs to another user"
+            if info.st_uid != os.geteuid()
+            else None
+        )
+        if problem:
+            raise UserError(
+                f"refusing to run the script of stage {stage['name']}: {problem}",
+                where=str(script),
+                hint=_RESUBMIT,
+            )
+        return script
 
 
 def job_file_id(job_id: str) -> str:
@@ -131,14 +194,47 @@ def read_entry(entry: Path) -> Path:
     return Path(text)
 
 
-@contextlib.contextmanager
-def registering(name: str, root: Path) -> Iterator[None]:
-    """Record that campaign `name` lives in `root`, refusing a name another folder's campaign
-    holds, and keep the name's index lock until the body (which saves the manifest) ends.
+class Claim:
+    """The name of a campaign being submitted, held under the name's index lock."""
 
-    Check and record happen under `<index>/.NAME.lock` (an O_EXCL marker file, safe on NFS), and
-    the lock is held until the new manifest exists: two submits of one name from two log folders
-    cannot both pass the check. When the body fails, the entry it wrote is taken back.
+    def __init__(self, entry: Path, root: Path, previous: Path | None) -> None:
+        self.entry, self.root, self.previous = entry, root, previous
+        self.recorded = self.kept = False
+
+    def record(self) -> None:
+        """Write the index entry: from now on `status NAME` finds the campaign, or what an
+        interrupted submit of it left (see `HalfMade`)."""
+        _write_entry(self.entry, f"{self.root}\n")
+        self.recorded = True
+
+    def keep(self) -> None:
+        """The campaign's manifest is in place: the entry stays, whatever happens next."""
+        self.kept = True
+
+    def take_back(self) -> None:
+        if not self.recorded or self.kept:
+            return
+        with contextlib.suppress(OSError):
+            if self.previous is None:
+                self.entry.unlink()
+            else:
+                _write_entry(self.entry, f"{self.previous}\n")
+        self.recorded = False
+
+
+def name_lock(name: str) -> Path:
+    return index_dir() / f".{name}.lock"
+
+
+@contextlib.contextmanager
+def claiming(name: str, root: Path) -> Iterator[Claim]:
+    """Hold campaign `name` for `root` while a submit builds it, refusing a name that another
+    folder's campaign holds (complete or half-made).
+
+    The check and the entry happen under `<index>/.NAME.lock` (an O_EXCL marker file, safe on
+    NFS), held until the body ends: two submits of one name from two log folders cannot both
+    pass the check, and a second submit of the same campaign waits and then finds it. When the
+    body fails, the entry it recorded is taken back.
     """
     from hpcrepro.campaign import manifest as manifest_io
 
@@ -146,41 +242,59 @@ def registering(name: str, root: Path) -> Iterator[None]:
     try:
         index.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot make the campaign index folder ({error.strerror or error})",
-                        where=str(index),
-                        hint="set $HPCREPRO_STATE_DIR to a folder you may write") from error
+        raise UserError(
+            f"cannot make the campaign index folder ({error.strerror or error})",
+            where=str(index),
+            hint="set $HPCREPRO_STATE_DIR to a folder you may write",
+        ) from error
     entry = index / name
     root = root.resolve()
-    with manifest_io.locked(index / f".{name}.lock"):
+    with manifest_io.locked(name_lock(name)):
         previous = None
         if os.path.lexists(entry):
             known = read_entry(entry)
-            try:
-                taken = known != root and _has_manifest(known)
-            except OSError:
-                taken = False  # a folder that cannot be reached holds no campaign to protect
-            if taken:
-                raise UserError(
-                    f"a campaign named '{name}' already exists in {known}",
-                    hint="choose another name with --name, or `hpcrepro status " + name + "`",
-                )
+            if known != root:
+                try:
+                    taken = _has_manifest(known) or bool(folder.leftovers(known))
+                except OSError:
+                    taken = False  # a folder that cannot be reached holds no campaign to protect
+                if taken:
+                    raise UserError(
+                        f"a campaign named '{name}' already exists in {known}",
+                        hint="choose another name with --name, or `hpcrepro status " + name + "`",
+                    )
             previous = known
-        _write_entry(entry, f"{root}\n")
+        claim = Claim(entry, root, previous)
         try:
-            yield
+            yield claim
         except BaseException:
-            with contextlib.suppress(OSError):
-                if previous is None:
-                    entry.unlink()
-                else:
-                    _write_entry(entry, f"{previous}\n")
+            claim.take_back()
             raise
 
 
+def forget(name: str, root: Path) -> None:
+    """Remove the index entry of `name` if it still names `root`."""
+    entry = index_dir() / name
+    with contextlib.suppress(OSError, UserError):
+        if read_entry(entry) == root:
+            entry.unlink()
+
+
 def _write_entry(entry: Path, text: str) -> None:
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, entry)
+    from hpcrepro.safeopen import replace_inside
+
+    replace_inside(entry.parent, entry.name, text.encode())
+
+
+def half_made(name: str, root: Path) -> HalfMade | None:
+    """What an interrupted (or running) submit of `name` left, None when nothing: the index
+    entry then names a campaign folder that was deleted."""
+    from hpcrepro.campaign import manifest as manifest_io
+
+    left = folder.leftovers(root)
+    with manifest_io.try_locked(name_lock(name)) as free:
+        busy = not free
+    return HalfMade(name, root, left, busy) if left or busy else None
 
 
 def _has_manifest(root: Path) -> bool:
@@ -200,8 +314,11 @@ def known_campaigns(
     try:
         entries = sorted(index.iterdir())
     except OSError as error:
-        raise UserError(f"the campaign index cannot be read ({error.strerror or error})",
-                        where=str(index), hint="make it a folder you may read") from error
+        raise UserError(
+            f"the campaign index cannot be read ({error.strerror or error})",
+            where=str(index),
+            hint="make it a folder you may read",
+        ) from error
     found: dict[str, Path] = {}
     for entry in entries:
         if entry.name.startswith("."):
@@ -222,29 +339,42 @@ def known_campaigns(
             continue
         if present:
             found[entry.name] = root
+        elif on_damaged is not None and (unfinished := half_made(entry.name, root)):
+            on_damaged(entry.name, unfinished)
     return found
 
 
 def folder_of(name: str) -> Path | None:
     """The folder of the registered campaign `name`, None when no campaign has that name (a
-    damaged index entry of that name is a UserError naming it)."""
+    damaged index entry of that name is a UserError naming it, a half-made one `HalfMade`)."""
     if not NAME.fullmatch(name) or not os.path.lexists(index_dir() / name):
         return None
     root = read_entry(index_dir() / name)
     try:
-        return root if _has_manifest(root) else None
+        if _has_manifest(root):
+            return root
     except OSError:
         return None
+    unfinished = half_made(name, root)
+    if unfinished is not None:
+        raise unfinished
+    return None
 
 
 def find(campaign: str) -> CampaignPaths:
     """A campaign given by name (from the index) or by the path of its folder."""
     as_path = Path(campaign)
+    if folder.is_leftover(as_path):
+        raise UserError(
+            f"{as_path} is what an interrupted submit left, not a campaign",
+            hint="name the campaign instead: `hpcrepro resume NAME` finishes it",
+        )
     with contextlib.suppress(OSError):  # e.g. a name too long to be a path
         if _has_manifest(as_path):
             return CampaignPaths(as_path.resolve())
-    if NAME.fullmatch(campaign) and os.path.lexists(index_dir() / campaign):
-        read_entry(index_dir() / campaign)  # a damaged entry of that name: say so
+    registered = folder_of(campaign)  # a damaged or half-made entry of that name: says so
+    if registered is not None:
+        return CampaignPaths(registered)
     known = known_campaigns()
     if campaign in known:
         return CampaignPaths(known[campaign])

@@ -4,6 +4,11 @@ Writers take `locked()` (filelock's SoftFileLock: a marker file created with O_E
 NFS, recording pid and host so that a lock left by a killed process on this host is broken), then
 write to a temporary file in the same folder, fsync it and rename it over the manifest: readers
 never see half a file, and they need no lock at all.
+
+A full disk must not stop `cancel` from recording what it did, so each save keeps a reserve file
+beside the manifest (`.campaign.reserve`, twice the manifest's size, at least 64 KiB). When a save
+finds no space, it gives the reserve back and writes into the room it leaves; the next save that
+finds room again makes a new reserve.
 """
 
 from __future__ import annotations
@@ -11,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hpcrepro.campaign import shape
 from hpcrepro.errors import UserError
 from hpcrepro.jsonio import read_json
+from hpcrepro.safeopen import NO_SPACE, cannot_write, open_inside, replace_inside
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
+RESERVE = ".campaign.reserve"
+_RESERVE_MIN = 64 << 10
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -46,30 +53,76 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-def save(path: Path, data: dict[str, Any]) -> None:
-    """Replace the manifest atomically (temp file + fsync + rename)."""
-    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".campaign.", suffix=".tmp", dir=path.parent)
+def save(path: Path, data: dict[str, Any], reserve: bool = True) -> None:
+    """Replace the manifest atomically (temp file + fsync + rename); a UserError naming the
+    file when it cannot be written, with the reserve given back unless `reserve` is False
+    (status updates leave it to the commands that must record what they did)."""
+    text = (json.dumps(data, indent=1, sort_keys=False) + "\n").encode()
+    _with_room(path, reserve, lambda: replace_inside(path.parent, path.name, text, sync=True))
+    _keep_reserve(path.parent, 2 * len(text))
+
+
+class NoSpace(UserError):
+    """A campaign file could not be written: the disk is full or the quota used up."""
+
+
+def _with_room(path: Path, reserve: bool, write: Callable[[], None]) -> None:
+    """`write()`, once more after giving back the reserve when the disk is full."""
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        write()
+        return
+    except OSError as error:
+        if not (reserve and error.errno in NO_SPACE and _give_back_reserve(path.parent)):
+            raise _failed(path, error) from None
+    try:
+        write()
+    except OSError as error:
+        raise _failed(path, error) from None
+
+
+def _failed(path: Path, error: OSError) -> UserError:
+    problem = cannot_write(path, error)
+    if error.errno in NO_SPACE:
+        return NoSpace(problem.message, where=problem.where, hint=problem.hint)
+    return problem
+
+
+def _give_back_reserve(folder: Path) -> bool:
+    try:
+        os.unlink(folder / RESERVE)
+    except OSError:
+        return False
+    return True
+
+
+def _keep_reserve(folder: Path, wanted: int) -> None:
+    """Make sure the reserve holds `wanted` bytes (64 KiB at least); when there is no room for
+    it, there is no reserve (a part of one would take the room other writes need)."""
+    wanted = max(_RESERVE_MIN, wanted)
+    with contextlib.suppress(OSError):
+        if os.lstat(folder / RESERVE).st_size >= wanted:
+            return
+    try:
+        fd = open_inside(folder, RESERVE, os.O_WRONLY | os.O_CREAT)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, wanted)
+    except OSError:
+        _give_back_reserve(folder)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def locked(lock_path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the campaign's lock; only one hpcrepro process changes a campaign at a time."""
+    """Hold the campaign's lock; only one hpcrepro process changes a campaign at a time. On a
+    full disk the lock's marker file is written into the room of the reserve."""
     from filelock import SoftFileLock, Timeout
 
     lock = SoftFileLock(str(lock_path), timeout=timeout)
     try:
-        lock.acquire()
+        _with_room(lock_path, True, lambda: _acquire(lock))
     except Timeout as error:
         raise UserError(
             f"another hpcrepro process holds {lock_path} (waited {timeout:.0f} s)",
@@ -81,8 +134,13 @@ def locked(lock_path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         lock.release()
 
 
+def _acquire(lock: Any) -> None:
+    lock.acquire()
+
+
 def try_locked(lock_path: Path) -> contextlib.AbstractContextManager[bool]:
-    """Like `locked`, but does not wait: yields False when another process holds the lock."""
+    """Like `locked`, but does not wait: yields False when another process holds the lock.
+    OSError when the lock file cannot be written (a full disk: the reserve is not used)."""
     return _try_locked(lock_path)
 
 

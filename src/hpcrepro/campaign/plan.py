@@ -173,12 +173,17 @@ def build(
     inputs: dict[str, Any],
     *,
     prep: bool = False,
+    into: Path | None = None,
 ) -> dict[str, Any]:
-    """Write every script into the campaign folder and return the new manifest.
+    """Write every script and resolved-config.json and return the new manifest.
 
     `prep` (from `dataset_needs_prep`) adds the stage that makes dataset_dir from imagenet_dir.
+    The scripts name the folders of `paths`; the files go into `into`, the folder that becomes
+    `paths.root` once complete (see `campaign.folder`), by default `paths.root` itself.
     """
-    paths.make()
+    if into is None:
+        paths.make()
+        into = paths.root
     stages: list[st.Stage] = []
     if needs_image_stage(cfg) and not image_cache_file(cfg).is_file():
         stages.append(st.new_stage("image", "image", "scripts/image.sbatch"))
@@ -224,11 +229,22 @@ def build(
         "cancelled": False,
         "stages": stages,
     }
-    paths.resolved_config.write_text(json.dumps(cfg.to_dict(), indent=1, default=str) + "\n")
+    config = json.dumps(cfg.to_dict(), indent=1, default=str) + "\n"
+    _write(into, paths.resolved_config.name, config.encode(), 0o644)
     for stage in stages:
-        write_script(cfg, paths, manifest, stage, backend)
+        write_script(cfg, paths, manifest, stage, backend, into=into)
         st.plan_attempt(manifest, stage)
     return manifest
+
+
+def _write(folder: Path, relative: str, data: bytes, mode: int) -> None:
+    """One file of the campaign folder, never written through a link (see `safeopen`)."""
+    from hpcrepro.safeopen import cannot_write, replace_inside
+
+    try:
+        replace_inside(folder, relative, data, mode)
+    except OSError as error:
+        raise cannot_write(folder / relative, error) from None
 
 
 def write_script(
@@ -237,8 +253,10 @@ def write_script(
     manifest: dict[str, Any],
     stage: st.Stage,
     backend: str,
+    into: Path | None = None,
 ) -> None:
-    """Render the script of one stage into the campaign's scripts/ folder."""
+    """Render the script of one stage into the campaign's scripts/ folder (in `into`, the
+    folder being built, when given)."""
     from hpcrepro.render import ShellText, render_template, render_training
 
     name = manifest["name"]
@@ -269,9 +287,7 @@ def write_script(
             pythonpath=_package_root(),
             hpcrepro_version=__version__,
         )
-    script = paths.root / stage["script"]
-    script.write_text(text)
-    script.chmod(0o755)
+    _write(into or paths.root, stage["script"], text.encode(), 0o755)
 
 
 def render_image_stage(cfg: ResolvedConfig, header: str) -> str:
@@ -399,7 +415,6 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
     except (KeyError, TypeError, AttributeError, ValidationError) as error:
         # the file is the one submit wrote: this hpcrepro no longer reads it the same way
         raise unusable(
-            f"cannot be read by this hpcrepro version ({type(error).__name__}: "
-            f"{str(error)[:160]})"
+            f"cannot be read by this hpcrepro version ({type(error).__name__}: {str(error)[:160]})"
         ) from None
     return cfg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from hpcrepro.campaign import engine
@@ -101,10 +102,15 @@ def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> li
 
 
 def as_json(
-    campaigns: list[tuple[CampaignPaths, dict[str, Any]]], *, one_line: bool = False
+    campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
+    unknown: dict[Path, list[str]] | None = None,
+    *,
+    one_line: bool = False,
 ) -> str:
-    """The status as a JSON array; `one_line` gives it on one compact line (for JSON lines)."""
+    """The status as a JSON array; `one_line` gives it on one compact line (for JSON lines).
+    `unknown` names, per campaign folder, the jobs whose state Slurm did not give this time."""
     out = []
+    unknown = unknown or {}
     for paths, manifest in campaigns:
         out.append(
             {
@@ -114,6 +120,9 @@ def as_json(
                 "system": manifest.get("system"),
                 "version": manifest.get("version"),
                 "cancelled": manifest.get("cancelled", False),
+                "states_known": paths.root not in unknown,
+                "states_unknown": unknown.get(paths.root, []),
+                "states_checked": manifest.get("states_checked"),
                 "runs": engine.run_counts(manifest) | {"required": manifest["runs_required"]},
                 "stages": stage_rows(paths, manifest, live=True),
             }
@@ -131,7 +140,12 @@ _COLUMNS = (
 )
 
 
-def as_text(campaigns: list[tuple[CampaignPaths, dict[str, Any]]], live: bool = False) -> str:
+def as_text(
+    campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
+    live: bool = False,
+    unknown: dict[Path, list[str]] | None = None,
+) -> str:
+    unknown = unknown or {}
     if not campaigns:
         return "no campaigns yet: start one with `hpcrepro submit --system ... --version ...`"
     blocks = []
@@ -144,6 +158,12 @@ def as_text(campaigns: list[tuple[CampaignPaths, dict[str, Any]]], live: bool = 
             + ("  [cancelled]" if manifest.get("cancelled") else "")
         )
         rows = stage_rows(paths, manifest, live)
+        if paths.root in unknown:
+            known = manifest.get("states_checked") or "their submission"
+            title += (
+                f"\n  Slurm did not answer: {len(unknown[paths.root])} job(s) show their "
+                f"state as last known, at {known}"
+            )
         table = [[head for _, head in _COLUMNS]]
         table += [[str(row[key]) for key, _ in _COLUMNS] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]

@@ -59,51 +59,107 @@ def submit(
         typer.echo(f"follow it with: hpcrepro status {outcome.manifest['name']} --watch")
 
 
+# `hpcrepro status` exit codes besides 0 (every campaign can still reach its runs, every state
+# known) and 2 (a user error: an unknown name, a damaged manifest).
+EXIT_LOST = 1  # a campaign lost runs that no replacement stands in for, or is half-made
+EXIT_UNKNOWN = 3  # Slurm did not answer: some states shown are only the last known
+
+
 def status(
     campaign: str | None = typer.Argument(None, help="campaign name or folder (default: all)"),
     watch: bool = typer.Option(False, "--watch", help="refresh until every job has ended"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Stages of every campaign: state, elapsed, nodes, pending reason, run verdicts."""
-    from hpcrepro.campaign import actions, engine, view
+    """Stages of every campaign: state, elapsed, nodes, pending reason, run verdicts.
+
+    Exit code 0: all well; 1: a campaign lost runs that `resume` must replace, or its submit was
+    interrupted; 3: Slurm did not answer, so some states are only the last known; 2: an error.
+    """
+    from hpcrepro.campaign import actions, engine, layout, view
     from hpcrepro.scheduler.slurm import Backoff
 
     damaged: list[str] = []
+    half_made: list[str] = []
 
     def warn(name: str, error: UserError) -> None:
+        if isinstance(error, layout.HalfMade):
+            if not error.busy:
+                half_made.append(name)
+            typer.echo(f"warning: {error.render().replace(chr(10), '; ')}", err=True)
+            return
         damaged.append(name)
         one_line = error.render().replace("\n", "; ")
         typer.echo(f"warning: campaign {name} is left out: {one_line}", err=True)
 
-    campaigns = actions.load_campaigns(campaign, on_damaged=warn)
-    if damaged and not campaigns and not as_json:
-        return  # the warnings said it all; "no campaigns yet" would be wrong
-    slurm = actions.refresh_all(campaigns)
-    if slurm.unavailable:
-        typer.echo(f"note: {slurm.unavailable}; Slurm jobs show their last known state", err=True)
+    try:
+        campaigns = actions.load_campaigns(campaign, on_damaged=warn)
+    except layout.HalfMade as half:
+        typer.echo(half.render())
+        raise typer.Exit(0 if half.busy else EXIT_LOST) from None
+    if (damaged or half_made) and not campaigns and not as_json:
+        raise typer.Exit(EXIT_LOST if half_made else 0)  # the warnings said it all
+    said: set[Path] = set()
+    checked = _status_pass(campaigns, actions.refresh_all(campaigns), said)
     if not watch:
-        typer.echo(view.as_json(campaigns) if as_json else view.as_text(campaigns))
-        return
+        typer.echo(
+            view.as_json(campaigns, checked.unknown)
+            if as_json
+            else view.as_text(campaigns, unknown=checked.unknown)
+        )
+        raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
     # One JSON document per line (JSON lines) while watching; the back-off restarts only when a
     # job's state changes (elapsed times and progress change on every poll while a job runs).
     backoff = Backoff(first=2.0, maximum=30.0)
     previous: list[tuple[str, ...]] = []
     while True:
         if as_json:
-            text = view.as_json(campaigns, one_line=True)
+            text = view.as_json(campaigns, checked.unknown, one_line=True)
         else:
-            text = view.as_text(campaigns, live=True)
+            text = view.as_text(campaigns, live=True, unknown=checked.unknown)
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[J")
             text += f"\n(updated {time.strftime('%H:%M:%S')})"
         typer.echo(text)
         if not any(engine.active_job_ids(m) for _, m in campaigns):
-            return
+            raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
         current = _job_states(campaigns)
         time.sleep(backoff.next(changed=current != previous))
         previous = current
         campaigns = actions.load_campaigns(campaign)
-        actions.refresh_all(campaigns, slurm)
+        checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked.slurm), said)
+
+
+def _status_pass(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, said: set[Path]) -> Any:
+    """Say on stderr what a status pass could not do (each unsaved campaign once)."""
+    names = {paths.root: manifest["name"] for paths, manifest in campaigns}
+    for root, jobs in checked.unknown.items():
+        manifest = next(m for p, m in campaigns if p.root == root)
+        known = manifest.get("states_checked") or "their submission"
+        typer.echo(
+            f"note: campaign {names[root]}: Slurm did not answer "
+            f"({checked.slurm.unavailable}); {len(jobs)} job(s) show their state as last "
+            f"known, at {known}",
+            err=True,
+        )
+    for root, problem in checked.not_saved.items():
+        if root not in said:
+            said.add(root)
+            typer.echo(
+                f"warning: campaign {names[root]}: this status could not be recorded "
+                f"({problem}); it is shown, not saved",
+                err=True,
+            )
+    return checked
+
+
+def _exit_code(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, half_made: bool) -> int:
+    from hpcrepro.campaign import actions
+
+    if checked.unknown:
+        return EXIT_UNKNOWN
+    if half_made or any(actions.short_of_runs(manifest) for _, manifest in campaigns):
+        return EXIT_LOST
+    return 0
 
 
 def _job_states(campaigns: list[tuple[Any, dict[str, Any]]]) -> list[tuple[str, ...]]:
@@ -117,14 +173,18 @@ def _job_states(campaigns: list[tuple[Any, dict[str, Any]]]) -> list[tuple[str, 
 
 
 def cancel(campaign: str = typer.Argument(..., help="campaign name or folder")) -> None:
-    """Cancel every job of the campaign that has not ended."""
+    """Cancel every job of the campaign that has not ended (local jobs: SIGTERM, then SIGKILL
+    after $HPCREPRO_CANCEL_GRACE_S, default 10 s). Exit code 1 when a process survived."""
     from hpcrepro.campaign import actions
 
-    typer.echo("\n".join(actions.cancel(campaign).lines))
+    outcome = actions.cancel(campaign)
+    typer.echo("\n".join(outcome.lines))
+    raise typer.Exit(outcome.exit_code)
 
 
 def resume(campaign: str = typer.Argument(..., help="campaign name or folder")) -> None:
-    """Replace what failed or never ran, until the required number of valid runs can exist."""
+    """Replace what failed or never ran, until the required number of valid runs can exist; a
+    campaign whose submit was interrupted is finished."""
     from hpcrepro.campaign import actions
 
     typer.echo("\n".join(actions.resume(campaign).lines))

@@ -1,7 +1,14 @@
-"""The Slurm backend: sbatch, one batched sacct (squeue when accounting is off), scancel.
+"""The Slurm backend: sbatch, one batched sacct (and squeue for jobs still going), scancel.
 
 Every call goes through `Slurm.run`, which counts the commands made, so status and the benchmark can
 show that a status pass costs one or two commands whatever the number of jobs.
+
+A controller that does not answer is not one that refuses: an sbatch that timed out may have
+created its job (slurmctld reads the request once it runs again), so it raises `SubmitUncertain`,
+never `SubmitError`, and the campaign engine looks the job up by its name before it submits again.
+`patience` (`$HPCREPRO_SLURM_PATIENCE_S`, default 120 s) is how long submit waits for a stalled
+controller. A status pass whose squeue fails says so (`unavailable`, `unanswered`) instead of
+leaving the jobs as they were.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +33,26 @@ _MAX_IDS_PER_CALL = 2000  # keeps the argument list far below ARG_MAX
 _NOT_SET = {"", "Unknown", "None", "None assigned", "N/A", "(null)"}
 # scancel's errors for a job that has already ended: nothing left to cancel
 _ALREADY_GONE = ("Invalid job id specified", "Job/step already completing or completed")
+# What Slurm's clients print when the controller did not answer (slurm_errno.c): the request may
+# or may not have reached it, so these never count as a refusal.
+_NO_ANSWER = (
+    "socket timed out",
+    "unable to contact slurm controller",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+    "communication send failure",
+    "communication receive failure",
+    "connection refused",
+    "connection reset by peer",
+    "connection timed out",
+    "transport endpoint is not connected",
+    "resource temporarily unavailable",
+    "temporarily unable to accept job",
+    "backup controller in standby mode",
+    "protocol authentication error",
+)
+PATIENCE_ENV = "HPCREPRO_SLURM_PATIENCE_S"
+PATIENCE_S = 120.0
 # The state note of a job that neither squeue nor sacct knows any more
 GONE_NOTE = (
     "ended, outcome unknown: Slurm no longer lists the job and accounting has no record of it; "
@@ -38,6 +66,10 @@ JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+|\+[0-9]+)?")
 
 class SlurmUnavailable(UserError):
     """No Slurm answers here (no sbatch, or the controller does not respond)."""
+
+
+class SubmitUncertain(SlurmUnavailable):
+    """sbatch got no answer: whether Slurm created the job is not known."""
 
 
 class CancelFailed(SlurmUnavailable):
@@ -89,13 +121,22 @@ class Slurm:
 
     name = "slurm"
 
-    def __init__(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        patience: float | None = None,
+    ) -> None:
         self.env = env
         self.timeout = timeout
+        # how long submit keeps asking a controller that does not answer
+        self.patience = patience_seconds() if patience is None else patience
         # the tool name of every command made, for status and benchmarks
         self.commands: list[str] = []
-        # why the last status pass got no answer from Slurm, when it did not
+        # why the last status pass got no answer from Slurm, when it did not, and the jobs
+        # whose state it could therefore not tell
         self.unavailable: str | None = None
+        self.unanswered: set[str] = set()
         self.last_error = ""  # the last line a failing squeue printed
         # whether the last find_by_names saw ended jobs too (sacct answered)
         self.names_complete = True
@@ -145,17 +186,44 @@ class Slurm:
     # --- submission
 
     def submit(self, script: Path, args: Sequence[str]) -> str:
-        """Submit one batch script with `sbatch --parsable`; return its job id."""
-        done = self.run(["sbatch", "--parsable", *args, str(script)], check=False)
+        """Submit one batch script with `sbatch --parsable`; return its job id. SubmitError
+        when Slurm refused it, SubmitUncertain when it did not answer."""
+        try:
+            done = self.run(["sbatch", "--parsable", *args, str(script)], check=False)
+        except SlurmUnavailable as error:
+            raise SubmitUncertain(error.message, hint=error.hint) from error
         if done.returncode != 0:
-            raise SubmitError(script, done.stderr or done.stdout)
+            output = done.stderr or done.stdout
+            if no_answer(output):
+                raise SubmitUncertain(
+                    f"sbatch got no answer from the controller: {_last_line(output)}"
+                )
+            raise SubmitError(script, output)
         return done.stdout.strip().splitlines()[-1].split(";", 1)[0]
 
     def test_only(self, script: Path, args: Sequence[str]) -> None:
-        """Ask the controller whether it would accept the script (`sbatch --test-only`)."""
-        done = self.run(["sbatch", "--test-only", *args, str(script)], check=False)
+        """Ask the controller whether it would accept the script (`sbatch --test-only`); a
+        controller that does not answer is asked again, with back-off, for `patience` seconds."""
+        deadline = time.monotonic() + self.patience
+        delays = Backoff(first=1.0, factor=2.0, maximum=15.0)
+        while True:
+            try:
+                done = self.run(["sbatch", "--test-only", *args, str(script)], check=False)
+                output = done.stderr or done.stdout
+                if done.returncode == 0 or not no_answer(output):
+                    break
+                problem = _last_line(output)
+            except SlurmUnavailable as error:
+                problem = error.message
+            if time.monotonic() >= deadline:
+                raise SlurmUnavailable(
+                    f"the Slurm controller did not answer `sbatch --test-only` for "
+                    f"{self.patience:.0f} s ({problem}); nothing was submitted",
+                    hint="submit again once `scontrol ping` says the controller is UP",
+                )
+            time.sleep(min(delays.next(changed=False), max(0.0, deadline - time.monotonic())))
         if done.returncode != 0:
-            raise SubmitError(script, done.stderr or done.stdout, test_only=True)
+            raise SubmitError(script, output, test_only=True)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """scancel the jobs; raise CancelFailed unless Slurm took every one (a job id Slurm no
@@ -175,12 +243,18 @@ class Slurm:
     # --- state
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        """State of every given job: one sacct call, plus one squeue call for jobs sacct does not
-        know yet (just submitted) or for all of them when accounting is off."""
+        """State of every given job: one sacct call, plus one squeue call when a job is still
+        going (the controller knows its state first) or unknown to accounting (just submitted),
+        or for all of them when accounting is off.
+
+        When squeue fails, the jobs accounting shows ended are answered; the others are left
+        out and named in `unanswered`, with the reason in `unavailable`. SlurmUnavailable when
+        neither command answers."""
         wanted = list(dict.fromkeys(checked_job_ids(job_ids)))
+        self.unavailable, self.unanswered = None, set()
         if not wanted:
             return {}
-        found: dict[str, JobInfo] = {}
+        recorded: dict[str, JobInfo] = {}
         accounting = True
         for chunk in _chunks(wanted, _MAX_IDS_PER_CALL):
             done = self.run(
@@ -189,28 +263,44 @@ class Slurm:
             if done.returncode != 0:
                 accounting = False
                 break
-            found.update(_parse_sacct(done.stdout))
-        missing = [job for job in wanted if job not in found]
-        if missing or not accounting:
-            answer = self._squeue_mine()
-            if answer is None and not accounting:
+            recorded.update(_parse_sacct(done.stdout))
+        going = [
+            job
+            for job in wanted
+            if job not in recorded or not states.is_finished(recorded[job].state)
+        ]
+        if accounting and not going:
+            return {job: recorded[job] for job in wanted}
+        try:
+            queued = self._squeue_mine()
+        except SlurmUnavailable as error:
+            queued, self.last_error = None, error.message
+        if queued is None:
+            if not accounting:
                 raise SlurmUnavailable(
                     f"neither sacct nor squeue answered ({self.last_error})",
                     hint="check that slurmctld is up (scontrol ping)",
                 )
-            queued = answer or {}
-            for job in missing if accounting else wanted:
-                if job not in queued:
-                    # Submitted earlier, yet neither list knows it: it ended and slurmctld purged
-                    # it (MinJobAge) with accounting off or not recording. Its outcome is lost,
-                    # not pending: left active it would stay "running" for ever.
-                    if answer is not None and job not in found:  # a failed squeue proves nothing
-                        found[job] = gone(job)
-                elif not (accounting and states.is_finished(queued[job].state)):
-                    # With accounting on, a job squeue already shows as ended is left for sacct's
-                    # complete record (squeue drops nodes that finished first) on the next pass.
-                    found[job] = queued[job]
-        return {job: found[job] for job in wanted if job in found}
+            self.unavailable = f"the Slurm controller did not answer ({self.last_error})"
+            self.unanswered = set(going)
+            return {job: recorded[job] for job in wanted if job in recorded and job not in going}
+        found: dict[str, JobInfo] = {}
+        for job in wanted:
+            record, listed = recorded.get(job), queued.get(job)
+            if listed is None:
+                # Neither list knows a job submitted earlier: it ended and slurmctld purged it
+                # (MinJobAge) with accounting off or not recording. Its outcome is lost, not
+                # pending: left active it would stay "running" for ever.
+                found[job] = record if record is not None else gone(job)
+            elif states.is_active(listed.state):
+                found[job] = listed
+            elif record is not None and states.is_finished(record.state):
+                found[job] = record
+            elif not accounting:
+                found[job] = listed
+            # else: ended for squeue, not yet for accounting, whose complete record (squeue
+            # drops nodes that finished first) is taken on the next pass
+        return found
 
     def find_by_names(self, names: Sequence[str], since: str) -> dict[str, list[JobInfo]]:
         """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together.
@@ -263,6 +353,35 @@ class Slurm:
             self.last_error = lines[-1] if lines else f"exit {done.returncode}"
             return None
         return _parse_squeue(done.stdout)
+
+
+def no_answer(output: str) -> bool:
+    """Whether a Slurm client's error output says the controller did not answer."""
+    text = output.lower()
+    return any(words in text for words in _NO_ANSWER)
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def patience_seconds() -> float:
+    """How long submit waits for a controller that does not answer ($HPCREPRO_SLURM_PATIENCE_S)."""
+    text = os.environ.get(PATIENCE_ENV)
+    if text is None:
+        return PATIENCE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise UserError(
+            f"{PATIENCE_ENV}={text[:40]!r} is not a number of seconds from 0 to 86400",
+            where=f"environment variable {PATIENCE_ENV}",
+            hint=f"unset it for the default of {PATIENCE_S:.0f} s",
+        )
+    return value
 
 
 def checked_job_ids(job_ids: Sequence[str]) -> list[str]:
