@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import NVIDIA_CODE, require_shared
 
+from conftest import NVIDIA_CODE, require_shared
 from hpcrepro.catalog import load_catalog
 from hpcrepro.config import resolve
 from hpcrepro.nvidia_launch import A30_PROFILES, PROFILES, LaunchProfile, profile_for
