@@ -101,4 +101,5 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     """A prep state file; a damaged one says how to start over."""
     return jsonio.read_json(
-        path, hint="delete it and run the prep again (with --restart if it is the plan)")
+        path, hint="delete it and run the prep again (with --restart if it is the plan)"
+    )
