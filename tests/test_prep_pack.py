@@ -194,12 +194,12 @@ def test_shards_join_to_the_single_file(tmp_path: Path) -> None:
         shard = Shard(index, 4)
         start, end = shard.range(len(entries))
         pack(entries[start:end], shard_files(work, "train", shard), workers=2)
-    target = JoinFiles(work / "train.rec", work / "train.idx", work / "train.join.json")
-    state = join(work, "train", 4, target)
+    target = JoinFiles.of(work, "train")
+    state = join(work, "train", target)
     assert target.rec.read_bytes() == single.rec.read_bytes()
     assert target.idx.read_bytes() == single.idx.read_bytes()
     assert state.records == len(entries)
-    assert sorted(p.name for p in work.iterdir()) == ["train.idx", "train.rec"]
+    assert sorted(p.name for p in work.iterdir()) == ["train.idx", "train.joined.json", "train.rec"]
 
 
 def test_join_refuses_missing_shards(tmp_path: Path) -> None:
@@ -207,9 +207,8 @@ def test_join_refuses_missing_shards(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     pack(entries[:10], shard_files(work, "train", Shard(0, 2)), workers=1)
-    target = JoinFiles(work / "train.rec", work / "train.idx", work / "train.join.json")
     with pytest.raises(UserError, match=r"shards 1 of 2 are not finished"):
-        join(work, "train", 2, target)
+        join(work, "train", JoinFiles.of(work, "train"))
 
 
 def test_split_records_in_output(tmp_path: Path) -> None:

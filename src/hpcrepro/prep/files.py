@@ -84,9 +84,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a unique temporary name and rename: readers see old or new, never half."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp")
+def atomic_write_text(path: Path, text: str, staging: Path | None = None) -> None:
+    """Write via a unique temporary name and rename: readers see old or new, never half.
+
+    The temporary file goes in `staging` (same file system) when given, so that a kill midway
+    leaves it there, in a folder deleted later, rather than beside `path`.
+    """
+    name = f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp"
+    temp = (staging or path.parent) / name
     with open(temp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -94,8 +99,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, data: Any, staging: Path | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", staging)
 
 
 def read_json(path: Path) -> Any:

@@ -264,9 +264,15 @@ def verify(folder: Path, *, deep: bool = False, workers: int = 1) -> dict[str, A
 
 
 def write_manifest(
-    folder: Path, splits: dict[str, dict[str, Any]], files: dict[str, Any], source: dict[str, Any]
+    folder: Path,
+    splits: dict[str, dict[str, Any]],
+    files: dict[str, Any],
+    source: dict[str, Any],
+    staging: Path | None = None,
 ) -> None:
-    """Write the manifest last: its presence is what marks the data set complete."""
+    """Write the manifest last: its presence is what marks the data set complete.
+
+    `staging` is a folder on the same file system for the temporary file (see write_json)."""
     from hpcrepro import __version__
 
     write_json(
@@ -280,6 +286,7 @@ def write_manifest(
             "files": files,
             "checksum": "crc32 per segment",
         },
+        staging,
     )
 
 
