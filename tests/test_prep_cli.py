@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -295,6 +296,25 @@ def test_full_disk_is_caught_before_writing(synthetic: SyntheticSet, tmp_path: P
 def test_read_only_output(synthetic: SyntheticSet, tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "ro", "1m", "ro") as readonly:
         user_error(prep(synthetic.extracted, readonly / "out"), "cannot write in", "Read-only")
+
+
+@pytest.mark.parametrize("out", ["/proc/hpcrepro-out", "/proc/self/out", "/proc/sys/out"])
+def test_out_on_a_pseudo_file_system_is_refused_before_the_listing(
+    synthetic: SyntheticSet, out: str
+) -> None:
+    """/proc takes no new folders (ENOENT, whatever access() says for root): found by making
+    one, before the listing, instead of a FileNotFoundError traceback after it."""
+    stderr = user_error(prep(synthetic.extracted, Path(out)), "cannot write in", "making a folder")
+    assert "listing" not in stderr
+
+
+def test_any_os_error_while_writing_is_a_user_error(tmp_path: Path) -> None:
+    from hpcrepro.errors import UserError
+    from hpcrepro.prep.files import io_errors
+
+    for number in (errno.EIO, errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG):
+        with pytest.raises(UserError, match=os.strerror(number)), io_errors("packing", tmp_path):
+            raise OSError(number, os.strerror(number), str(tmp_path / "x"))
 
 
 def test_write_failure_midway_then_resume(

@@ -24,7 +24,9 @@ def gib(size: float) -> str:
 
 @contextmanager
 def io_errors(what: str, folder: Path) -> Iterator[None]:
-    """Turn a full disk or a read-only/forbidden output folder into a UserError."""
+    """Turn any OSError while writing into a UserError: a full disk or a read-only/forbidden
+    output folder with its own advice, anything else (a file system that refuses the
+    operation, an I/O error) with the system's reason."""
     try:
         yield
     except OSError as error:
@@ -39,7 +41,12 @@ def io_errors(what: str, folder: Path) -> Iterator[None]:
                 f"cannot write in {folder} while {what} ({error.strerror})",
                 hint="choose an --out folder you can write to, or fix its permissions",
             ) from error
-        raise
+        raise UserError(
+            f"the file system of {folder} failed while {what} "
+            f"({error.strerror or error}{f': {error.filename}' if error.filename else ''})",
+            hint="check that file system (or pass another --out) and run the same command "
+            "again: finished parts are kept and the prep resumes",
+        ) from error
 
 
 @contextmanager

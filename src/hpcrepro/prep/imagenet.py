@@ -8,9 +8,11 @@ finished shards are kept, a half-packed shard continues from its last checkpoint
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,17 +241,17 @@ def _check_writable(out: Path) -> None:
         raise UserError(
             f"cannot create --out {out}: {existing} is a file", hint="pass a folder path for --out"
         )
-    effective = os.access in os.supports_effective_ids  # root without CAP_DAC_OVERRIDE, setuid
-    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
-        reason = (
-            "Read-only file system"
-            if os.statvfs(existing).f_flag & os.ST_RDONLY
-            else "Permission denied"
-        )
+    try:  # a real folder made and removed: /proc, /sys, read-only mounts and ACLs all answer
+        os.rmdir(tempfile.mkdtemp(prefix=".hpcrepro-write-test.", dir=existing))
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         raise UserError(
-            f"cannot write in {existing} ({reason})",
-            hint="choose an --out folder you can write to, or fix its permissions",
-        )
+            f"cannot write in {existing}: making a folder there fails ({error.strerror or error})",
+            hint="free space there or pass another --out"
+            if full
+            else "choose an --out folder you can write to (a real file system, not /proc or "
+            "/sys), or fix its permissions",
+        ) from error
 
 
 def _existing_plan(request: Request) -> dict[str, Any] | None:
