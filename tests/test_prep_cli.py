@@ -308,6 +308,26 @@ def test_out_on_a_pseudo_file_system_is_refused_before_the_listing(
     assert "listing" not in stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["--workers", "99999999999999999999"], "give 1 to 4096"),
+        (["--workers", "-1"], "give 1 to 4096"),
+        (["--shard", "0/100000"], "N <= 99999"),  # shard files carry five digits
+        (["--shard", "0/" + "9" * 5000], "N <= 99999"),
+        (["--shard", "1/1"], "0 <= I < N"),
+    ],
+)
+def test_numeric_options_are_bounded(
+    synthetic: SyntheticSet, tmp_path: Path, options: list[str], needle: str
+) -> None:
+    """Before, --workers 10**20 spun building 2*10**20 read buffers."""
+    out = tmp_path / "out"
+    stderr = user_error(hpcrepro("prep", "imagenet", "--raw", synthetic.extracted, "--out", out,
+                                 *options), needle)  # fmt: skip
+    assert "listing" not in stderr and not out.exists()
+
+
 def test_any_os_error_while_writing_is_a_user_error(tmp_path: Path) -> None:
     from hpcrepro.errors import UserError
     from hpcrepro.prep.files import io_errors

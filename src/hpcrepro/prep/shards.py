@@ -20,7 +20,10 @@ from hpcrepro.errors import UserError
 from hpcrepro.prep.files import read_json, require_space, write_json
 from hpcrepro.prep.pack import PackState, ShardFiles
 
-_SHARD_SPEC = re.compile(r"^(\d+)/(\d+)$")
+_SHARD_SPEC = re.compile(r"^(\d{1,9})/(\d{1,9})$")
+# Shard files are named `<split>.IIIII-of-NNNNN.*`: five digits. Slurm's own MaxArraySize
+# defaults to 1001, so this is far above any array a cluster runs.
+MAX_SHARDS = 99_999
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,12 @@ class Shard:
 
 
 def parse_shard(spec: str) -> Shard:
-    """'I/N' with 0 <= I < N (Slurm array task ids start at 0)."""
+    """'I/N' with 0 <= I < N <= MAX_SHARDS (Slurm array task ids start at 0)."""
     match = _SHARD_SPEC.match(spec.strip())
-    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)) <= MAX_SHARDS:
         raise UserError(
-            f"--shard '{spec}' is not 'I/N' with 0 <= I < N",
+            f"--shard {spec if len(spec) <= 40 else spec[:37] + '...'!r} is not 'I/N' with "
+            f"0 <= I < N <= {MAX_SHARDS}",
             hint='in a Slurm array use --shard "${SLURM_ARRAY_TASK_ID}/N" with --array=0-(N-1)',
         )
     return Shard(int(match.group(1)), int(match.group(2)))
