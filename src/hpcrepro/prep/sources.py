@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from hpcrepro.errors import UserError
 from hpcrepro.prep import tarlist
+from hpcrepro.safeopen import read_user_file
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -32,6 +33,8 @@ VAL_LABEL_FILES = (
     "imagenet_2012_validation_synset_labels.txt",
 )
 _DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+# The usual labels files of the 50,000 val images are 1-3 MB; a FIFO or /dev/zero is refused.
+MAX_LABELS_BYTES = 64 << 20
 _WNID = re.compile(r"n\d{8}")
 # Where `hpcrepro prep` keeps its work in progress (under --out). Older versions accepted an --out
 # inside the input and could leave one there; a listing ignores it when it holds no images.
@@ -369,10 +372,9 @@ def read_val_labels(path: Path, image_names: list[str]) -> dict[str, str]:
     valprep.sh (`mv <image> <wnid>/`), Kaggle's LOC_val_solution.csv (`<id>,<wnid> ...`),
     two columns `<image> <wnid>`, or one wnid per line for ILSVRC2012_val_00000001.JPEG onwards.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the val labels file {path}: {error}") from error
+    text = read_user_file(
+        path, MAX_LABELS_BYTES, hint="pass --val-labels the labels file of this val set"
+    )
     by_stem = {os.path.splitext(name)[0]: name for name in image_names}
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
