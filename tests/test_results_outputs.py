@@ -111,3 +111,26 @@ def test_package_into_a_new_an_empty_and_a_shared_folder(logs: Path, tmp_path: P
         assert not [p for p in tree.parent.iterdir() if "staging" in p.name]
         assert not [p for p in tree.iterdir() if "staging" in p.name]
     assert (shared / "results" / "other" / "bert" / "result_0.txt").read_text() == "bert"
+
+
+def test_package_copies_no_linked_file_or_folder_of_the_campaign(
+    research: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from test_results_cli import make_campaign
+
+    campaign = make_campaign(research, tmp_path / "camp")
+    secret = tmp_path / "secret"
+    (secret / "deep").mkdir(parents=True)
+    (secret / "deep" / "keys.sh").write_text("export TOKEN=hunter2\n")
+    (campaign / "stolen.sh").symlink_to(secret / "deep" / "keys.sh")
+    (campaign / "linked").symlink_to(secret)
+    tree = tmp_path / "submission"
+    result = collect(campaign, "--no-official-check", "--package", tree)
+    assert result.returncode == 0, result.stderr
+    copied = {p.name for p in tree.rglob("*")}
+    assert "run.sub" in copied and "resolved-config.json" in copied
+    assert not copied & {"stolen.sh", "linked", "keys.sh"}, copied
+    assert "hunter2" not in "".join(
+        p.read_text() for p in tree.rglob("*") if p.is_file() and p.suffix != ".txt"
+    )
