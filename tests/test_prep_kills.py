@@ -108,6 +108,8 @@ def test_a_plain_rerun_finishes_after_a_kill_at_any_step(
         rerun = run_prep(request(raw, out), None, log)
         assert rerun == 0, (step, log.read_text())
         finished_like(out, reference, log, step)
+        leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+        assert not leftovers, (step, leftovers)  # nothing beside --out either
         shutil.rmtree(out)
     assert step > 50  # every step of plan, pack, join and finish was a kill point
 

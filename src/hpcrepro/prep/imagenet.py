@@ -8,6 +8,7 @@ finished shards are kept, a half-packed shard continues from its last checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -50,6 +51,7 @@ from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
 
 PLAN_VERSION = 1
 _DISCARDED = WORK_DIR + ".discarded"  # a working folder being deleted
+_WRITE_TEST = ".hpcrepro-write-test."
 _RECORD_OVERHEAD = 8 + 24 + 3 + 8  # record header, image header, padding, a possible split
 
 Log = Callable[[str], None]
@@ -230,6 +232,14 @@ def _refuse_out_in_input(request: Request, folders: list[str]) -> None:
         )
 
 
+def _remove_stale_probes(folder: Path) -> None:
+    """Remove the empty write-test folders a run killed while probing left in `folder`."""
+    with contextlib.suppress(OSError):  # unreadable: the probe itself will say so
+        for stale in folder.glob(f"{_WRITE_TEST}*"):
+            with contextlib.suppress(OSError):  # not empty, or already gone: left alone
+                stale.rmdir()
+
+
 def _check_writable(out: Path) -> None:
     """Fail before the (long) listing when --out is a file or cannot be created or written."""
     if os.path.lexists(out) and not os.path.isdir(out):
@@ -241,8 +251,11 @@ def _check_writable(out: Path) -> None:
         raise UserError(
             f"cannot create --out {out}: {existing} is a file", hint="pass a folder path for --out"
         )
+    _remove_stale_probes(existing)
     try:  # a real folder made and removed: /proc, /sys, read-only mounts and ACLs all answer
-        os.rmdir(tempfile.mkdtemp(prefix=".hpcrepro-write-test.", dir=existing))
+        probe = tempfile.mkdtemp(prefix=_WRITE_TEST, dir=existing)
+        with contextlib.suppress(FileNotFoundError):  # another task's clean-up came first
+            os.rmdir(probe)
     except OSError as error:
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         raise UserError(
