@@ -52,6 +52,11 @@ from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
 PLAN_VERSION = 1
 _DISCARDED = WORK_DIR + ".discarded"  # a working folder being deleted
 _WRITE_TEST = ".hpcrepro-write-test."
+_SPLIT_PLAN = {"kind": str, "location": str, "images": int, "classes": int, "source_bytes": int}
+PLAN_SHAPE = {
+    "version": int, "raw": str, "val_labels": (str, None),
+    "splits": {"train": _SPLIT_PLAN, "val": _SPLIT_PLAN},
+}  # fmt: skip
 _RECORD_OVERHEAD = 8 + 24 + 3 + 8  # record header, image header, padding, a possible split
 
 Log = Callable[[str], None]
@@ -289,7 +294,7 @@ def _existing_plan(request: Request) -> dict[str, Any] | None:
                 "im2rec can be adopted with 'hpcrepro prep verify DIR --write-manifest'",
             )
         return None
-    plan: dict[str, Any] = read_json(plan_path)
+    plan: dict[str, Any] = read_json(plan_path, PLAN_SHAPE)
     if {k: plan.get(k) for k in _identity(request)} != _identity(request):
         raise UserError(
             f"{out} holds a partial prep of other input (raw {plan.get('raw')}, "
@@ -365,7 +370,7 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
         work = _open_output(request, log)
         with io_errors("writing the image list", work):
             entries = save_plan(request, work, listed, log)
-        plan = read_json(work / "plan.json")
+        plan = read_json(work / "plan.json", PLAN_SHAPE)
     else:
         work = _open_output(request, log)
     if request.join_only:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from hpcrepro.errors import UserError
 from hpcrepro.prep.files import read_json, require_space, write_json
-from hpcrepro.prep.pack import PackState, ShardFiles
+from hpcrepro.prep.pack import STATE_SHAPE, PackState, ShardFiles
 
 _SHARD_SPEC = re.compile(r"^(\d{1,9})/(\d{1,9})$")
 # Shard files are named `<split>.IIIII-of-NNNNN.*`: five digits. Slurm's own MaxArraySize
@@ -99,13 +99,19 @@ def join(work: Path, split: str, target: JoinFiles) -> PackState:
     """
     if target.joined.is_file():
         _remove_shards(work, split)  # a kill after the commit, before the clean-up
-        return PackState.from_json(read_json(target.joined))
+        return PackState.load(target.joined)
     state = PackState()
     joined = 0
     if target.checkpoint.is_file():
-        saved = read_json(target.checkpoint)
+        saved = read_json(target.checkpoint, {"joined": int, "count?": int, "state": STATE_SHAPE})
         joined, state = saved["joined"], PackState.from_json(saved["state"])
-        count = saved.get("count") or find_shard_count(work, split)
+        # an older version's checkpoint has no count: the shards left on disk still tell
+        count = saved.get("count") or max(joined, find_shard_count(work, split))
+        if not joined <= count <= MAX_SHARDS:
+            raise UserError(
+                f"{target.checkpoint} is damaged: {joined} of {count} shards joined",
+                hint="rerun with --restart",
+            )
     else:
         count = find_shard_count(work, split)
     shards = [shard_files(work, split, Shard(i, count)) for i in range(count)]
@@ -180,7 +186,7 @@ def _move_single(shard: ShardFiles, target: JoinFiles) -> PackState:
             hint="pack it: run the same command without --join (a sharded prep: run the array "
             "task --shard 0/1 again); if the files were deleted by hand, rerun with --restart",
         )
-    done = PackState.from_json(read_json(shard.done))
+    done = PackState.load(shard.done)
     for source, destination, size in (
         (shard.idx, target.idx, done.idx_size),
         (shard.rec, target.rec, done.rec_size),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
-from hpcrepro.prep.files import read_json, write_json
+from hpcrepro.prep.files import check_shape, read_json, write_json
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import read_lst
 from hpcrepro.recordio import (
@@ -184,6 +184,11 @@ def check_checksums(folder: Path, files: dict[str, Any], workers: int) -> list[s
     ]
 
 
+_SEGMENT = {"offset": int, "length": int, "crc32": int}
+_FILE = {"size": int, "segments": [_SEGMENT]}
+_SPLIT = {"images": int, "listed?": int, "classes": int, "skipped": [{"path": str, "reason": str}]}
+
+
 def load_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST
     if not path.is_file():
@@ -191,7 +196,21 @@ def load_manifest(folder: Path) -> dict[str, Any] | None:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path} is not an hpcrepro prep manifest", hint="delete it and rerun prep")
+    for name, entry in _mapping(data, "files", path).items():
+        check_shape(entry, _FILE, path, f"files.{name}")
+    for split, info in _mapping(data, "splits", path).items():
+        check_shape(info, _SPLIT, path, f"splits.{split}")
     return data
+
+
+def _mapping(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{path} is damaged: '{key}' is not an object",
+            hint="delete it and rerun prep (or 'prep verify --write-manifest')",
+        )
+    return value
 
 
 def quick_check(folder: Path) -> list[str]:
