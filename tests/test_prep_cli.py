@@ -172,6 +172,25 @@ def test_verify_finds_damage(reference: Path, tmp_path: Path) -> None:
     user_error(hpcrepro("prep", "verify", damaged("short", truncate)), "ends inside a record")
 
 
+def test_verify_on_unreadable_files_and_adopt_on_a_read_only_folder(
+    reference: Path, tmp_path: Path
+) -> None:
+    """Both used to end in a PermissionError or OSError traceback."""
+    wrapper = without_read_override()
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy)
+    with mode(copy / "train.idx", 0):
+        result = hpcrepro("prep", "verify", copy, wrapper=wrapper)
+        user_error(result, f"cannot read {copy / 'train.idx'} (Permission denied)")
+    (copy / "manifest.json").unlink()
+    with small_filesystem(tmp_path / "ro", "4m") as mount:
+        for name in OUTPUTS:
+            shutil.copy(copy / name, mount / name)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        result = hpcrepro("prep", "verify", mount, "--write-manifest")
+        user_error(result, f"cannot write in {mount} while writing the manifest", "Read-only")
+
+
 def test_shards_then_join(synthetic: SyntheticSet, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for index in (1, 2):
