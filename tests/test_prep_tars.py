@@ -272,3 +272,22 @@ def test_a_link_member_with_an_image_name_is_refused(tmp_path: Path) -> None:
         tar.addfile(link)
     with pytest.raises(UserError, match=r"'n01440764_1\.JPEG' as a link"):
         scan_class_tar_folder(train)
+
+
+def test_member_names_in_messages_are_inert(tmp_path: Path) -> None:
+    """A name is data: its escape sequences must not reach the terminal."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("a\x1b[2J.JPEG", "b\x1b]0;owned\x07.JPEG"):
+            info = tarfile.TarInfo(name)
+            info.size = len(image(1))
+            tar.addfile(info, io.BytesIO(image(1)))
+    data = buffer.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+    path = tmp_path / "n01440764.tar"
+    path.write_bytes(cut_in_data(data, members))
+    with open(path, "rb") as handle, pytest.raises(UserError) as raised:
+        list(tarlist.members(handle, str(path), "tar", tarlist.file_size(handle)))
+    shown = str(raised.value)
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;owned\\x07" in shown, shown

@@ -44,9 +44,8 @@ class Seekable(Protocol):
 class _Damage(Exception):
     """Raised from inside tarfile's parser, which would otherwise swallow a HeaderError."""
 
-    def __init__(self, offset: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.offset = offset
         self.message = message
 
 
@@ -59,7 +58,6 @@ class _BoundedInfo(tarfile.TarInfo):
     def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
         if self.type in _METADATA and self.size > MAX_METADATA:
             raise _Damage(
-                self.offset,
                 f"the member header at byte {self.offset} declares a {self.size}-byte "
                 f"{'PAX' if self.type in _METADATA[:3] else 'GNU long-name'} header "
                 f"(real ones hold a few hundred bytes)",
@@ -67,13 +65,17 @@ class _BoundedInfo(tarfile.TarInfo):
         return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
+def _name(name: str) -> str:
+    """A member name for a message: quoted, control characters escaped (names are data)."""
+    return repr(name) if name.isprintable() else ascii(name)
+
+
 def _damaged(archive: str, what: str, message: str, after: str | None) -> UserError:
-    place = f" (after member '{after}')" if after else ""
+    place = f" (after member {_name(after)})" if after else ""
     return UserError(
         f"{archive} is damaged: {message}{place}",
-        hint=f"GNU tar reports the same damage ('tar tvf'); download or copy the {what} again "
-        "(the ILSVRC2012 tars have published MD5 sums) and run the same command; nothing was "
-        "written",
+        hint=f"see 'tar tvf' on it; download or copy the {what} again (the ILSVRC2012 tars "
+        "have published MD5 sums) and run the same command; nothing was written",
     )
 
 
@@ -85,7 +87,7 @@ def _header_fault(block: bytes) -> str:
     except tarfile.HeaderError as error:
         reason = str(error)
     name = block[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-    shown = f", its name field reads {name!r}" if name.isprintable() and name else ""
+    shown = f", its name field reads {_name(name)}" if name else ""
     return f"{reason}{shown}"
 
 
@@ -140,7 +142,7 @@ def members(handle: Seekable, archive: str, what: str, size: int) -> Iterator[ta
                 raise _damaged(
                     archive,
                     what,
-                    f"member '{member.name}' declares {member.size} bytes from byte "
+                    f"member {_name(member.name)} declares {member.size} bytes from byte "
                     f"{member.offset_data}, but the archive ends at byte {size}: it is cut short",
                     None,
                 )
