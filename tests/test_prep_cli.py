@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -171,6 +172,25 @@ def test_verify_finds_damage(reference: Path, tmp_path: Path) -> None:
     user_error(hpcrepro("prep", "verify", damaged("short", truncate)), "ends inside a record")
 
 
+def test_verify_on_unreadable_files_and_adopt_on_a_read_only_folder(
+    reference: Path, tmp_path: Path
+) -> None:
+    """Both used to end in a PermissionError or OSError traceback."""
+    wrapper = without_read_override()
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy)
+    with mode(copy / "train.idx", 0):
+        result = hpcrepro("prep", "verify", copy, wrapper=wrapper)
+        user_error(result, f"cannot read {copy / 'train.idx'} (Permission denied)")
+    (copy / "manifest.json").unlink()
+    with small_filesystem(tmp_path / "ro", "4m") as mount:
+        for name in OUTPUTS:
+            shutil.copy(copy / name, mount / name)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        result = hpcrepro("prep", "verify", mount, "--write-manifest")
+        user_error(result, f"cannot write in {mount} while writing the manifest", "Read-only")
+
+
 def test_shards_then_join(synthetic: SyntheticSet, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for index in (1, 2):
@@ -295,6 +315,45 @@ def test_full_disk_is_caught_before_writing(synthetic: SyntheticSet, tmp_path: P
 def test_read_only_output(synthetic: SyntheticSet, tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "ro", "1m", "ro") as readonly:
         user_error(prep(synthetic.extracted, readonly / "out"), "cannot write in", "Read-only")
+
+
+@pytest.mark.parametrize("out", ["/proc/hpcrepro-out", "/proc/self/out", "/proc/sys/out"])
+def test_out_on_a_pseudo_file_system_is_refused_before_the_listing(
+    synthetic: SyntheticSet, out: str
+) -> None:
+    """/proc takes no new folders (ENOENT, whatever access() says for root): found by making
+    one, before the listing, instead of a FileNotFoundError traceback after it."""
+    stderr = user_error(prep(synthetic.extracted, Path(out)), "cannot write in", "making a folder")
+    assert "listing" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["--workers", "99999999999999999999"], "give 1 to 4096"),
+        (["--workers", "-1"], "give 1 to 4096"),
+        (["--shard", "0/100000"], "N <= 99999"),  # shard files carry five digits
+        (["--shard", "0/" + "9" * 5000], "N <= 99999"),
+        (["--shard", "1/1"], "0 <= I < N"),
+    ],
+)
+def test_numeric_options_are_bounded(
+    synthetic: SyntheticSet, tmp_path: Path, options: list[str], needle: str
+) -> None:
+    """Before, --workers 10**20 spun building 2*10**20 read buffers."""
+    out = tmp_path / "out"
+    stderr = user_error(hpcrepro("prep", "imagenet", "--raw", synthetic.extracted, "--out", out,
+                                 *options), needle)  # fmt: skip
+    assert "listing" not in stderr and not out.exists()
+
+
+def test_any_os_error_while_writing_is_a_user_error(tmp_path: Path) -> None:
+    from hpcrepro.errors import UserError
+    from hpcrepro.prep.files import io_errors
+
+    for number in (errno.EIO, errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG):
+        with pytest.raises(UserError, match=os.strerror(number)), io_errors("packing", tmp_path):
+            raise OSError(number, os.strerror(number), str(tmp_path / "x"))
 
 
 def test_write_failure_midway_then_resume(

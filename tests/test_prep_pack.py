@@ -115,6 +115,25 @@ def test_val_label_formats(tmp_path: Path) -> None:
         read_val_labels(tmp_path / "bad.txt", names)
 
 
+def test_val_labels_that_are_no_labels_file_are_refused_without_hanging(tmp_path: Path) -> None:
+    """Read whole before: /dev/zero never ended and a FIFO waited for a writer."""
+    os.mkfifo(tmp_path / "fifo")
+    with open(tmp_path / "huge.txt", "wb") as handle:
+        handle.truncate(65 << 20)
+    (tmp_path / "latin.txt").write_bytes(b"ILSVRC2012_val_00000001.JPEG n0144076\xe9\n")
+    cases = {
+        Path("/dev/zero"): "a device, not a regular file",
+        tmp_path / "fifo": "a FIFO, not a regular file",
+        tmp_path / "huge.txt": "more than the 65536 KiB",
+        tmp_path / "latin.txt": "not UTF-8 text: byte 0xe9",
+        tmp_path / "gone.txt": "file not found",
+    }
+    for path, needle in cases.items():
+        with pytest.raises(UserError) as raised:
+            read_val_labels(path, ["ILSVRC2012_val_00000001.JPEG"])
+        assert needle in str(raised.value) and str(path) in str(raised.value), raised.value
+
+
 def _entries(tmp_path: Path):  # type: ignore[no-untyped-def]
     data = make_imagenet(tmp_path / "data", classes=3, train_per_class=12, val_per_class=1,
                          tars=False)  # fmt: skip
@@ -194,12 +213,12 @@ def test_shards_join_to_the_single_file(tmp_path: Path) -> None:
         shard = Shard(index, 4)
         start, end = shard.range(len(entries))
         pack(entries[start:end], shard_files(work, "train", shard), workers=2)
-    target = JoinFiles(work / "train.rec", work / "train.idx", work / "train.join.json")
-    state = join(work, "train", 4, target)
+    target = JoinFiles.of(work, "train")
+    state = join(work, "train", target)
     assert target.rec.read_bytes() == single.rec.read_bytes()
     assert target.idx.read_bytes() == single.idx.read_bytes()
     assert state.records == len(entries)
-    assert sorted(p.name for p in work.iterdir()) == ["train.idx", "train.rec"]
+    assert sorted(p.name for p in work.iterdir()) == ["train.idx", "train.joined.json", "train.rec"]
 
 
 def test_join_refuses_missing_shards(tmp_path: Path) -> None:
@@ -207,9 +226,8 @@ def test_join_refuses_missing_shards(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     pack(entries[:10], shard_files(work, "train", Shard(0, 2)), workers=1)
-    target = JoinFiles(work / "train.rec", work / "train.idx", work / "train.join.json")
     with pytest.raises(UserError, match=r"shards 1 of 2 are not finished"):
-        join(work, "train", 2, target)
+        join(work, "train", JoinFiles.of(work, "train"))
 
 
 def test_split_records_in_output(tmp_path: Path) -> None:

@@ -113,6 +113,37 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (BASE.replace("image: nvcr.io/nvidia/mxnet:23.04-py3\n", "workload: reference\n"), [],
          "site.yaml:2 key 'workload'", ["workload 'reference' under runtime 'pyxis' needs"]),
         (BASE, ["image=", "workload=reference"], "--set workload", ["needs 'image'"]),
+        # 10. numbers beyond any real value: bounded, never an OverflowError or MemoryError
+        (BASE, ["hparams.NUMEPOCHS=99999999999999999999999"], "--set hparams.NUMEPOCHS",
+         ["less than or equal to 1000"]),
+        (BASE, ["hparams.NUMEPOCHS=999999999999"], "--set hparams.NUMEPOCHS", ["1000"]),
+        (BASE, ["hparams.EVAL_PERIOD=99999999999999999999"], "--set hparams.EVAL_PERIOD",
+         ["1000"]),
+        (BASE, ["hparams.WARMUP_EPOCHS=1e400"], "--set hparams.WARMUP_EPOCHS", ["integer"]),
+        (BASE, ["minutes_per_run=1e308"], "--set minutes_per_run", ["10080"]),
+        (BASE, ["walltime_overhead_minutes=.inf"], "--set walltime_overhead_minutes",
+         ["finite"]),
+        (BASE, ["hparams.LR=1e308"], "--set hparams.LR", ["1000"]),
+        (BASE, ["hparams.LR=-1"], "--set hparams.LR", ["greater than 0"]),
+        (BASE, ["hparams.WD=1.0e+400"], "--set hparams.WD", ["finite"]),
+        (BASE, ["hparams.MOM=2"], "--set hparams.MOM", ["less than or equal to 1"]),
+        (BASE, ["hparams.LABELSMOOTHING=1"], "--set hparams.LABELSMOOTHING", ["less than 1"]),
+        (BASE, ["hparams.BN_GROUP=99999999999"], "--set hparams.BN_GROUP", ["1024"]),
+        (BASE, ["hparams.NUMEPOCHS=" + "9" * 4301], "--set hparams.NUMEPOCHS",
+         ["exceeded maximum size", "..."]),
+        (BASE + "runs: " + "9" * 4301 + "\n", [], "site.yaml:5 key 'runs'",
+         ["exceeded maximum size"]),
+        (BASE + "time_margin_minutes: " + "9" * 5000 + "\n", [], "key 'time_margin_minutes'",
+         ["exceeded maximum size"]),
+        # 11. characters YAML refuses, in a --set or a file: said, not kept as text
+        (BASE, ["partition=a\x01b"], "--set", ["value of 'partition' at character 2",
+                                                "control character (U+0001)"]),
+        (BASE, ["hparams.LR=\x01"], "--set", ["U+0001"]),
+        (BASE, ["partition=a\udcffb"], "--set", ["the byte 0xff, which is not UTF-8"]),
+        (BASE, ["env.X=\x9b[2J"], "--set", ["U+009B"]),
+        (BASE, ["part\x1bition=gpu"], "--set", ["the key at character 5", "U+001B"]),
+        (BASE + "partition: a\0b\n", [], "site.yaml:5", ["column 13 holds a NUL byte"]),
+        (BASE + "env:\n  A: x\x07\n", [], "site.yaml:6", ["control character (U+0007)"]),
     ],
 )
 def test_hostile_site_values_name_the_place(
@@ -231,6 +262,10 @@ def test_cli_exit_2_without_traceback_or_hang(tmp_path: Path) -> None:
     site.write_text(BASE)
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(BASE.encode() + b"partition: g\0pu\n")
+    digits = tmp_path / "digits.yaml"
+    digits.write_text(BASE + "runs: " + "9" * 4301 + "\n")
     render = ["render", "-s", *SYSTEM[:1], "-v", SYSTEM[1], "-o", str(tmp_path / "out")]
     cases = [
         (["--site", "/dev/zero"], {}, "not a regular file"),
@@ -239,6 +274,12 @@ def test_cli_exit_2_without_traceback_or_hang(tmp_path: Path) -> None:
         (["--site", str(site), "--runs", "100000"], {}, "give 1 to 99"),
         (["--site", str(site), "--set", "env=" + "[" * 900 + "]" * 900], {}, "nested too deeply"),
         ([], {"HPCREPRO_SITE": str(tmp_path / "gone.yaml")}, "$HPCREPRO_SITE: site file not found"),
+        (["--site", str(site), "--set", "hparams.NUMEPOCHS=99999999999999999999999"], {}, "1000"),
+        (["--site", str(site), "--set", "minutes_per_run=1e308"], {}, "10080"),
+        (["--site", str(site), "--set", "partition=a\x01b"], {}, "U+0001"),
+        (["--site", str(site), "--set", os.fsdecode(b"partition=a\xffb")], {}, "not UTF-8"),
+        (["--site", str(nul)], {}, "NUL byte"),
+        (["--site", str(digits)], {}, "exceeded maximum size"),
     ]
     for args, extra_env, fragment in cases:
         env = {**os.environ, **extra_env}

@@ -54,6 +54,10 @@ STRUCTURED_EXPORTS = {
 MAX_SYSTEM_NODES = 65_536
 MAX_GPUS_PER_NODE = 64
 MAX_BATCH_PER_GPU = 65_536
+MAX_EPOCHS = 1_000  # NVIDIA's runs stop by epoch 90; eval_epochs() lists every evaluation
+MAX_MINUTES = 7 * 24 * 60  # a week: per run, per job overhead, a published score
+MAX_LR = 1_000.0  # LARS runs use up to about 25
+MAX_GROUP = 1_024  # GPUs per batch-norm group, input batch multiplier
 
 
 def _env_text_path(key_path: KeyPath) -> bool:
@@ -68,7 +72,7 @@ class _Strict(BaseModel):
 class Published(_Strict):
     """NVIDIA's published result for this system and version."""
 
-    score_minutes: float = Field(gt=0)
+    score_minutes: float = Field(gt=0, le=MAX_MINUTES)
     result_dir: str
     result_id: str | None = None
 
@@ -77,20 +81,20 @@ class Hyperparameters(_Strict):
     """Training hyperparameters; exported to the job under these exact names."""
 
     OPTIMIZER: str
-    LR: float
-    WARMUP_EPOCHS: int = Field(ge=0)
-    NUMEPOCHS: int = Field(ge=1)
-    EVAL_OFFSET: int = Field(ge=0)
-    EVAL_PERIOD: int = Field(default=4, ge=1)
-    WD: float
-    MOM: float
-    LARSETA: float
-    LABELSMOOTHING: float
+    LR: float = Field(gt=0, le=MAX_LR)
+    WARMUP_EPOCHS: int = Field(ge=0, le=MAX_EPOCHS)
+    NUMEPOCHS: int = Field(ge=1, le=MAX_EPOCHS)
+    EVAL_OFFSET: int = Field(ge=0, le=MAX_EPOCHS)
+    EVAL_PERIOD: int = Field(default=4, ge=1, le=MAX_EPOCHS)
+    WD: float = Field(ge=0, le=1)
+    MOM: float = Field(ge=0, le=1)
+    LARSETA: float = Field(ge=0, le=1)
+    LABELSMOOTHING: float = Field(ge=0, lt=1)
     LRSCHED: str
     NETWORK: str
     KVSTORE: str = "horovod"
-    BN_GROUP: int | None = Field(default=None, ge=1)
-    INPUT_BATCH_MULTIPLIER: int | None = Field(default=None, ge=1)
+    BN_GROUP: int | None = Field(default=None, ge=1, le=MAX_GROUP)
+    INPUT_BATCH_MULTIPLIER: int | None = Field(default=None, ge=1, le=MAX_GROUP)
 
     # Text of values given as strings ("5.0e-05"), so exports keep NVIDIA's spelling.
     _texts: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -177,8 +181,8 @@ class SystemVersion(_Strict):
     nodes: int = Field(ge=1, le=MAX_SYSTEM_NODES)
     gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
     batch_per_gpu: int = Field(ge=1, le=MAX_BATCH_PER_GPU)
-    minutes_per_run: float = Field(gt=0)
-    walltime_overhead_minutes: float = Field(ge=0)
+    minutes_per_run: float = Field(gt=0, le=MAX_MINUTES)
+    walltime_overhead_minutes: float = Field(ge=0, le=MAX_MINUTES)
     implementation: str
     container_base: str
     ruleset: Literal["2.1.0", "3.0.0", "3.1.0", "4.0.0"]

@@ -22,7 +22,15 @@ from hpcrepro.catalog import STRUCTURED_EXPORTS, Hyperparameters, SystemVersion,
 from hpcrepro.errors import UserError, location
 from hpcrepro.site import DEFAULT_SITE_PATH, MAX_RUNS, SITE_ENV_VAR, Site, image_is_file
 from hpcrepro.validation import KeyPath, raise_validation_error
-from hpcrepro.yamlio import YamlDocument, YamlTooDeep, dotted_key, load_yaml, parse_yaml
+from hpcrepro.yamlio import (
+    YamlDocument,
+    YamlTooDeep,
+    YamlUnprintable,
+    dotted_key,
+    load_yaml,
+    parse_yaml,
+    unprintable,
+)
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
 _SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir",
@@ -201,12 +209,27 @@ def load_site_file(path: Path | None, source: str) -> tuple[dict[str, Any], Yaml
 
 
 def split_override(text: str) -> tuple[list[str], str]:
-    """Split 'a.b=value' into (['a', 'b'], 'value')."""
+    """Split 'a.b=value' into (['a', 'b'], 'value'); a control character or a byte that is
+    not UTF-8 anywhere in it is refused (YAML would refuse it in a site file too)."""
     key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
+    found = unprintable(text)
+    if found is not None:
+        index, what = found
+        part = (
+            f"the key at character {index + 1}"
+            if index < len(key)
+            else f"the value of '{key.strip()}' at character {index - len(key)}"
+        )
         raise UserError(
-            f"'{text}' is not KEY=VALUE",
+            f"{part} holds {what}: {text!r}",
+            where="--set",
+            hint="remove it; a shell's $'...' quoting or a pasted file can bring such "
+            "characters in",
+        )
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")) or not key.isprintable():
+        raise UserError(
+            f"{text!r} is not KEY=VALUE",
             where="--set",
             hint="for example --set partition=gpu or --set hparams.LR=10.5",
         )
@@ -222,8 +245,8 @@ def override_value(raw: str, where: str, keep_number_text: bool) -> Any:
         return ""
     try:
         value = parse_yaml(raw, where, (lambda key_path: True) if keep_number_text else None).data
-    except YamlTooDeep as error:
-        raise YamlTooDeep(error.message, where=where, hint=error.hint) from None
+    except (YamlTooDeep, YamlUnprintable) as error:  # never meant as text: said, not kept
+        raise type(error)(error.message, where=where, hint=error.hint) from None
     except UserError:
         return raw
     return raw if isinstance(value, dict) else value  # 'a: b' is meant as text, not a mapping

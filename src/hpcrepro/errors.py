@@ -6,7 +6,17 @@ it as one readable block and exits with code 2; it never shows a traceback for t
 
 from __future__ import annotations
 
+import re
+
 USER_ERROR_EXIT = 2
+# Control characters other than the line breaks and tabs that lay a message out: a file name,
+# a tar member or a log line quoted in a message must not move the cursor or retitle the window.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def inert(text: str) -> str:
+    """`text` with its control characters (but line breaks and tabs) written as \\xNN."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 class UserError(Exception):
@@ -19,11 +29,11 @@ class UserError(Exception):
         self.hint = hint
 
     def render(self) -> str:
-        """The text shown to the user, without markup."""
+        """The text shown to the user, without markup; quoted names and data stay inert."""
         lines = [f"{self.where}: {self.message}" if self.where else self.message]
         if self.hint:
             lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return inert("\n".join(lines))
 
     def __str__(self) -> str:
         return self.render()

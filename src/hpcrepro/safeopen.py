@@ -99,18 +99,24 @@ def existing_file(path: Path, option: str, hint: str) -> bool:
     return True
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, data: bytes, option: str, mode: int | None = None) -> None:
     """Write `path` (creating its folder) through a temporary sibling renamed over it, so a
     reader never sees half a file and a full disk leaves the old one; a UserError naming
-    `option` on failure."""
+    `option` on failure. Without `mode`, the file gets what `open()` would give it (0666 less
+    the umask), not the temporary file's private 0600."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            if mode is not None:
-                os.chmod(temp, mode)
+            os.chmod(temp, 0o666 & ~_umask() if mode is None else mode)
             os.replace(temp, path)
         except BaseException:
             Path(temp).unlink(missing_ok=True)

@@ -52,8 +52,17 @@ def _describe(error: Any, model: type[BaseModel]) -> tuple[KeyPath, str, str | N
         message = message[len("Value error, ") :]
     given = error.get("input")
     if kind not in ("value_error", "assertion_error") and not isinstance(given, (dict, list)):
-        message = f"{message} (got {given!r})"
+        message = f"{message} (got {_shown(given)})"
     return loc, message, None
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """repr() of a rejected value, cut short: a 4000-digit number would fill the screen (and
+    repr() of an int beyond Python's int-string limit raises)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 4]}...{text[-1]}"
 
 
 def raise_validation_error(

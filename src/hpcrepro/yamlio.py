@@ -11,6 +11,8 @@ tracebacks.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +50,7 @@ class YamlDocument:
 
 def dotted_key(key_path: KeyPath) -> str:
     """'a.b.0' for messages; a part with a line break or other control character is shown quoted."""
-    return ".".join(
-        str(part) if str(part).isprintable() else repr(str(part)) for part in key_path
-    )
+    return ".".join(str(part) if str(part).isprintable() else repr(str(part)) for part in key_path)
 
 
 # Nodes a configuration file may expand to: far above any real file, far below what aliases
@@ -73,6 +73,62 @@ _TEXT_KEEPING_TAGS = {
     "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:timestamp",
 }
+
+
+_TAG_NAMES = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:bool": "true or false",
+}
+
+
+def _clip(text: str, width: int = 40) -> str:
+    shown = text if len(text) <= width else f"{text[: width - 3]}..."
+    return repr(shown)
+
+
+def _conversion_problem(exc: Exception) -> str:
+    digits = re.search(r"value has (\d+) digits", str(exc))
+    if digits:
+        return (
+            f"it has {digits.group(1)} digits, more than the {sys.get_int_max_str_digits()} "
+            "Python reads"
+        )
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return "not a valid value of that kind"
+
+
+def unprintable(text: str) -> tuple[int, str] | None:
+    """The first character YAML refuses, as (index, what it is), or None: a control character,
+    or a byte that was not UTF-8 (Python keeps those of argv and files as U+DC80-U+DCFF)."""
+    found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if "\udc80" <= char <= "\udcff":
+        return found.start(), f"the byte 0x{ord(char) - 0xDC00:02x}, which is not UTF-8 text"
+    name = "a NUL byte" if char == "\0" else "a control character"
+    return found.start(), f"{name} (U+{ord(char):04X}), which YAML does not allow"
+
+
+class YamlUnprintable(UserError):
+    """A control character or non-UTF-8 byte: never read as plain text, like YamlTooDeep."""
+
+
+def _unprintable_error(text: str, path: Path | str) -> YamlUnprintable | None:
+    found = unprintable(text)
+    if found is None:
+        return None
+    index, what = found
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return YamlUnprintable(
+        f"column {column} holds {what}",
+        where=location(str(path), line=line),
+        hint="remove it (a damaged or binary file? 'cat -A' shows such characters)",
+    )
 
 
 class _DepthLimitedLoader(yaml.SafeLoader):
@@ -178,8 +234,15 @@ class _Builder:
             self.depth -= 1
 
     def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        if (
+            node.tag in _TEXT_KEEPING_TAGS
+            and node.style is None
+            and self.text_paths is not None
+            and self.text_paths(path)
+        ):
+            return node.value  # kept as written, so never converted (nor refused)
         try:
-            value = self.loader.construct_object(node, deep=True)
+            return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise UserError(
                 f"cannot read this value: {exc.problem}",
@@ -187,14 +250,15 @@ class _Builder:
                 hint="write plain text, numbers, true/false, lists and mappings; "
                 "tags such as !!python/... are not allowed",
             ) from None
-        if (
-            node.tag in _TEXT_KEEPING_TAGS
-            and node.style is None
-            and self.text_paths is not None
-            and self.text_paths(path)
-        ):
-            return node.value
-        return value
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+            # PyYAML converts with int(), float(), datetime(): 2024-13-45, '!!int abc' and
+            # a 5000-digit number raise from there
+            raise UserError(
+                f"cannot read {_clip(node.value)} as {_TAG_NAMES.get(node.tag, node.tag)}: "
+                f"{_conversion_problem(exc)}",
+                where=self._where(node),
+                hint="quote the value to keep it as text, or write a valid one",
+            ) from None
 
     def _key(self, node: yaml.Node) -> str:
         """A mapping key as the text written: `1:` is '1', `3.10:` is '3.10', `null:` is refused."""
@@ -288,6 +352,9 @@ def load_yaml(path: Path, text_paths: TextPaths | None = None) -> YamlDocument:
 def parse_yaml(text: str, path: Path | str, text_paths: TextPaths | None = None) -> YamlDocument:
     """Parse YAML text that came from `path` (a file, or e.g. '--set key': used in messages)."""
     doc = YamlDocument(path=Path(path), data=None)
+    refused = _unprintable_error(text, path)  # PyYAML's reader refuses them with a traceback
+    if refused is not None:
+        raise refused
     loader = _DepthLimitedLoader(text)
     loader.name = str(path)
     try:

@@ -45,8 +45,13 @@ def imagenet(
             "discard the others' work)",
             hint="delete OUT/.hpcrepro-prep once, then resubmit the array",
         )
-    if workers < 0:
-        raise UserError(f"--workers {workers} must be positive")
+    from hpcrepro.prep.slurm import MAX_WORKERS
+
+    if not 0 <= workers <= MAX_WORKERS:
+        raise UserError(
+            f"--workers {workers} is out of range: give 1 to {MAX_WORKERS} reader threads",
+            hint="or leave it out for one per CPU this job may use",
+        )
     request = Request(
         raw=raw,
         out=out,

@@ -81,7 +81,8 @@ def collect(
 
             verdict = run_package_checker(written.folder, collection.inputs.ruleset)
             sys.stderr.write("mlperf-logging's package checker: " + (
-                "no errors" if verdict.valid else f"REJECTED\n{verdict.detail}") + "\n")
+                "no errors" if verdict.valid else f"REJECTED\n{verdict.detail}"
+                if verdict.checked else f"no verdict: {verdict.detail}") + "\n")
     if not collection.score.valid:
         sys.stderr.write(f"no valid score: {collection.score.reason}\n")
         raise typer.Exit(1)

@@ -24,7 +24,9 @@ def gib(size: float) -> str:
 
 @contextmanager
 def io_errors(what: str, folder: Path) -> Iterator[None]:
-    """Turn a full disk or a read-only/forbidden output folder into a UserError."""
+    """Turn any OSError while writing into a UserError: a full disk or a read-only/forbidden
+    output folder with its own advice, anything else (a file system that refuses the
+    operation, an I/O error) with the system's reason."""
     try:
         yield
     except OSError as error:
@@ -39,7 +41,12 @@ def io_errors(what: str, folder: Path) -> Iterator[None]:
                 f"cannot write in {folder} while {what} ({error.strerror})",
                 hint="choose an --out folder you can write to, or fix its permissions",
             ) from error
-        raise
+        raise UserError(
+            f"the file system of {folder} failed while {what} "
+            f"({error.strerror or error}{f': {error.filename}' if error.filename else ''})",
+            hint="check that file system (or pass another --out) and run the same command "
+            "again: finished parts are kept and the prep resumes",
+        ) from error
 
 
 @contextmanager
@@ -84,9 +91,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a unique temporary name and rename: readers see old or new, never half."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp")
+def atomic_write_text(path: Path, text: str, staging: Path | None = None) -> None:
+    """Write via a unique temporary name and rename: readers see old or new, never half.
+
+    The temporary file goes in `staging` (same file system) when given, so that a kill midway
+    leaves it there, in a folder deleted later, rather than beside `path`.
+    """
+    name = f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp"
+    temp = (staging or path.parent) / name
     with open(temp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -94,11 +106,62 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, data: Any, staging: Path | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", staging)
 
 
-def read_json(path: Path) -> Any:
-    """A prep state file; a damaged one says how to start over."""
-    return jsonio.read_json(
-        path, hint="delete it and run the prep again (with --restart if it is the plan)")
+_STATE_HINT = "delete it and run the prep again (with --restart if it is the plan)"
+
+
+def read_json(path: Path, shape: Any = None) -> Any:
+    """A prep state file, checked against `shape` (see `check_shape`) when given; a damaged or
+    hand-edited one says how to start over instead of ending in a KeyError or TypeError."""
+    data = jsonio.read_json(path, hint=_STATE_HINT)
+    if shape is not None:
+        check_shape(data, shape, path)
+    return data
+
+
+def check_shape(data: Any, shape: Any, path: Path, at: str = "") -> None:
+    """Check JSON `data` against `shape`: `int` (a count: 0 <= n < 2**63), `str`, `None`, a
+    tuple of alternatives, `[item shape]`, or `{key: shape}` (exact keys; a key ending in '?'
+    may be absent). A mismatch is a UserError naming the file and the place."""
+    if isinstance(shape, tuple):
+        problems = []
+        for option in shape:
+            try:
+                check_shape(data, option, path, at)
+                return
+            except UserError as error:
+                problems.append(error)
+        raise problems[0]
+    if shape is int:
+        ok = type(data) is int and 0 <= data < 2**63  # sizes and offsets: what a file can have
+    elif shape is None or shape is str:
+        ok = data is None if shape is None else isinstance(data, str)
+    elif isinstance(shape, list):
+        ok = isinstance(data, list)
+        for index, item in enumerate(data if ok else []):
+            check_shape(item, shape[0], path, f"{at}[{index}]")
+    else:
+        keys = {key.rstrip("?"): key.endswith("?") for key in shape}
+        ok = (
+            isinstance(data, dict)
+            and all(k in data for k, optional in keys.items() if not optional)
+            and set(data) <= set(keys)
+        )
+        for key, value in data.items() if ok else ():
+            check_shape(value, shape[key if key in shape else f"{key}?"], path, f"{at}.{key}")
+    if not ok:
+        if isinstance(shape, dict):
+            wanted = f"an object with {', '.join(sorted(shape))}"
+        elif isinstance(shape, list):
+            wanted = "a list"
+        else:
+            wanted = {int: "a count (0 to 2**63-1)", str: "text", None: "null"}[shape]
+        raise UserError(
+            f"{path} is damaged: {at.lstrip('.') or 'the file'} is not {wanted}", hint=_STATE_HINT
+        )
+        raise UserError(
+            f"{path} is damaged: {at.lstrip('.') or 'the file'} is not {wanted}", hint=_STATE_HINT
+        )

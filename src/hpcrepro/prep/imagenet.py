@@ -8,9 +8,12 @@ finished shards are kept, a half-packed shard continues from its last checkpoint
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from hpcrepro.prep.listing import (
     write_lst,
 )
 from hpcrepro.prep.pack import PackState, pack
-from hpcrepro.prep.shards import JoinFiles, Shard, find_shard_count, join, shard_files
+from hpcrepro.prep.shards import JoinFiles, Shard, join, shard_files
 from hpcrepro.prep.sources import (
     WORK_DIR,
     SourceImage,
@@ -47,6 +50,13 @@ from hpcrepro.prep.sources import (
 from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
 
 PLAN_VERSION = 1
+_DISCARDED = WORK_DIR + ".discarded"  # a working folder being deleted
+_WRITE_TEST = ".hpcrepro-write-test."
+_SPLIT_PLAN = {"kind": str, "location": str, "images": int, "classes": int, "source_bytes": int}
+PLAN_SHAPE = {
+    "version": int, "raw": str, "val_labels": (str, None),
+    "splits": {"train": _SPLIT_PLAN, "val": _SPLIT_PLAN},
+}  # fmt: skip
 _RECORD_OVERHEAD = 8 + 24 + 3 + 8  # record header, image header, padding, a possible split
 
 Log = Callable[[str], None]
@@ -227,6 +237,14 @@ def _refuse_out_in_input(request: Request, folders: list[str]) -> None:
         )
 
 
+def _remove_stale_probes(folder: Path) -> None:
+    """Remove the empty write-test folders a run killed while probing left in `folder`."""
+    with contextlib.suppress(OSError):  # unreadable: the probe itself will say so
+        for stale in folder.glob(f"{_WRITE_TEST}*"):
+            with contextlib.suppress(OSError):  # not empty, or already gone: left alone
+                stale.rmdir()
+
+
 def _check_writable(out: Path) -> None:
     """Fail before the (long) listing when --out is a file or cannot be created or written."""
     if os.path.lexists(out) and not os.path.isdir(out):
@@ -238,17 +256,20 @@ def _check_writable(out: Path) -> None:
         raise UserError(
             f"cannot create --out {out}: {existing} is a file", hint="pass a folder path for --out"
         )
-    effective = os.access in os.supports_effective_ids  # root without CAP_DAC_OVERRIDE, setuid
-    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
-        reason = (
-            "Read-only file system"
-            if os.statvfs(existing).f_flag & os.ST_RDONLY
-            else "Permission denied"
-        )
+    _remove_stale_probes(existing)
+    try:  # a real folder made and removed: /proc, /sys, read-only mounts and ACLs all answer
+        probe = tempfile.mkdtemp(prefix=_WRITE_TEST, dir=existing)
+        with contextlib.suppress(FileNotFoundError):  # another task's clean-up came first
+            os.rmdir(probe)
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         raise UserError(
-            f"cannot write in {existing} ({reason})",
-            hint="choose an --out folder you can write to, or fix its permissions",
-        )
+            f"cannot write in {existing}: making a folder there fails ({error.strerror or error})",
+            hint="free space there or pass another --out"
+            if full
+            else "choose an --out folder you can write to (a real file system, not /proc or "
+            "/sys), or fix its permissions",
+        ) from error
 
 
 def _existing_plan(request: Request) -> dict[str, Any] | None:
@@ -273,7 +294,7 @@ def _existing_plan(request: Request) -> dict[str, Any] | None:
                 "im2rec can be adopted with 'hpcrepro prep verify DIR --write-manifest'",
             )
         return None
-    plan: dict[str, Any] = read_json(plan_path)
+    plan: dict[str, Any] = read_json(plan_path, PLAN_SHAPE)
     if {k: plan.get(k) for k in _identity(request)} != _identity(request):
         raise UserError(
             f"{out} holds a partial prep of other input (raw {plan.get('raw')}, "
@@ -283,6 +304,17 @@ def _existing_plan(request: Request) -> dict[str, Any] | None:
     return plan
 
 
+def _discard_work(out: Path) -> None:
+    """Delete the working folder as one step: it is renamed aside first, so a kill midway
+    never leaves a half-deleted plan under the name a rerun resumes from."""
+    work, aside = out / WORK_DIR, out / _DISCARDED
+    if aside.exists():  # left by a run killed while deleting
+        shutil.rmtree(aside)
+    if work.exists():
+        os.replace(work, aside)
+        shutil.rmtree(aside)
+
+
 def _open_output(request: Request, log: Log) -> Path:
     """Create (or reopen, or with --restart empty) `<out>/.hpcrepro-prep` and return it."""
     out, work = request.out, request.out / WORK_DIR
@@ -290,7 +322,9 @@ def _open_output(request: Request, log: Log) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         if request.restart and work.exists():
             log(f"--restart: discarding the partial prep in {work}")
-            shutil.rmtree(work)
+            _discard_work(out)
+        if (out / _DISCARDED).exists():  # left by a run killed while deleting
+            shutil.rmtree(out / _DISCARDED)
         work.mkdir(exist_ok=True)
         probe = work / f".write-test.{os.uname().nodename}.{os.getpid()}"
         probe.write_bytes(b"")
@@ -312,6 +346,8 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
     if os.path.isfile(request.out / "manifest.json"):
         problems = quick_check(request.out)
         if not problems:
+            with io_errors("removing the finished prep's working folder", request.out):
+                _discard_work(request.out)  # a run killed after writing the manifest
             log(f"{request.out} is already a complete data set (manifest.json); nothing to do")
             return {"status": "complete", "out": str(request.out)}
         raise UserError(
@@ -334,7 +370,7 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
         work = _open_output(request, log)
         with io_errors("writing the image list", work):
             entries = save_plan(request, work, listed, log)
-        plan = read_json(work / "plan.json")
+        plan = read_json(work / "plan.json", PLAN_SHAPE)
     else:
         work = _open_output(request, log)
     if request.join_only:
@@ -357,10 +393,8 @@ def _pack_split(
     log: Log,
     entries: list[ListEntry] | None,
 ) -> None:
-    if (work / f"{split}.joined.json").is_file():
-        return
-    if any((work / f"{split}.{ext}").exists() for ext in ("rec", "idx", "join.json")):
-        log(f"{split}: the join had started; it continues")
+    if JoinFiles.of(work, split).started():
+        log(f"{split}: packed; the join had started and continues")
         return
     files = shard_files(work, split, shard)
     if files.finished() is not None:
@@ -388,15 +422,17 @@ def _pack_split(
         log(f"{split}: skipped {len(state.skipped)} corrupt images (listed in the manifest)")
 
 
-def _check_packed(folder: Path, split: str, state: PackState, listed: int) -> dict[str, Any]:
+def _check_packed(
+    located: Callable[[str], Path], split: str, state: PackState, listed: int
+) -> dict[str, Any]:
     """Check the packed files against what the packer counted; return the `.idx` manifest entry.
 
     The records were checksummed as they were written, so nothing rereads the `.rec` here (that
     is `hpcrepro prep verify --checksums`' job); sizes and counts catch a lost or doubled part.
     """
-    idx = (folder / f"{split}.idx").read_bytes()
+    idx = located(f"{split}.idx").read_bytes()
     problems = []
-    rec_size = (folder / f"{split}.rec").stat().st_size
+    rec_size = located(f"{split}.rec").stat().st_size
     if rec_size != state.rec_size:
         problems.append(f"{split}.rec has {rec_size} bytes, the packer wrote {state.rec_size}")
     if len(idx) != state.idx_size or idx.count(b"\n") != state.records:
@@ -421,27 +457,21 @@ def _join_and_finish(
     out = request.out
     states = {}
     for split in SPLITS:
-        joined = work / f"{split}.joined.json"
-        if joined.is_file():
-            states[split] = PackState.from_json(read_json(joined))
-            continue
-        count = find_shard_count(work, split)
-        target = JoinFiles(
-            work / f"{split}.rec", work / f"{split}.idx", work / f"{split}.join.json"
-        )
         with io_errors(f"joining {split}", work):
-            state = join(work, split, count, target)
-            write_json(joined, state.to_json())
-        states[split] = state
+            states[split] = join(work, split, JoinFiles.of(work, split))
+
+    def located(name: str) -> Path:
+        """A finished file: still in the working folder, or moved out by a run killed midway."""
+        return work / name if (work / name).exists() else out / name
+
     files: dict[str, Any] = {}
     summary: dict[str, Any] = {"status": "complete", "out": str(out), "splits": {}}
     manifest_splits = {}
     for split in SPLITS:
         state, info = states[split], plan["splits"][split]
-        folder = work if (work / f"{split}.rec").exists() else out
         files[f"{split}.rec"] = {"size": state.rec_size, "segments": state.segments}
-        files[f"{split}.idx"] = _check_packed(folder, split, state, info["images"])
-        files[f"{split}.lst"] = file_entry(folder / f"{split}.lst")
+        files[f"{split}.idx"] = _check_packed(located, split, state, info["images"])
+        files[f"{split}.lst"] = file_entry(located(f"{split}.lst"))
         manifest_splits[split] = {
             "images": state.records,
             "listed": info["images"],
@@ -467,7 +497,8 @@ def _join_and_finish(
                 "val_labels": plan["val_labels"],
                 "kinds": {s: plan["splits"][s]["kind"] for s in SPLITS},
             },
+            staging=work,
         )
-        shutil.rmtree(work)
+        _discard_work(out)
     log(f"done: {out} (train {states['train'].records}, val {states['val'].records} images)")
     return summary

@@ -103,6 +103,19 @@ class PackState:
     def from_json(cls, data: dict[str, Any]) -> PackState:
         return cls(**data)
 
+    @classmethod
+    def load(cls, path: Path) -> PackState:
+        """A checkpoint or done marker from disk, its shape checked (a damaged one is a
+        UserError saying how to start over)."""
+        return cls.from_json(read_json(path, STATE_SHAPE))
+
+
+_SEGMENT = {"offset": int, "length": int, "crc32": int}
+STATE_SHAPE = {
+    "position": int, "rec_size": int, "idx_size": int, "records": int,
+    "segments": [_SEGMENT], "skipped": [{"path": str, "reason": str}],
+}  # fmt: skip
+
 
 @dataclass
 class Loaded:
@@ -300,7 +313,7 @@ class ShardFiles:
         """The done marker's state if the shard is complete and its files still match it."""
         if not self.done.is_file():
             return None
-        state = PackState.from_json(read_json(self.done))
+        state = PackState.load(self.done)
         try:
             ok = (
                 self.rec.stat().st_size == state.rec_size
@@ -542,7 +555,7 @@ def pack(
         return done
     state = PackState()
     if files.checkpoint.is_file():
-        state = PackState.from_json(read_json(files.checkpoint))
+        state = PackState.load(files.checkpoint)
     if not files.rec.exists() or files.rec.stat().st_size < state.rec_size:
         state = PackState()  # the checkpoint refers to data that is gone: start over
     reader = SourceReader()

@@ -18,9 +18,12 @@ from typing import BinaryIO
 
 from hpcrepro.errors import UserError
 from hpcrepro.prep.files import read_json, require_space, write_json
-from hpcrepro.prep.pack import PackState, ShardFiles
+from hpcrepro.prep.pack import STATE_SHAPE, PackState, ShardFiles
 
-_SHARD_SPEC = re.compile(r"^(\d+)/(\d+)$")
+_SHARD_SPEC = re.compile(r"^(\d{1,9})/(\d{1,9})$")
+# Shard files are named `<split>.IIIII-of-NNNNN.*`: five digits. Slurm's own MaxArraySize
+# defaults to 1001, so this is far above any array a cluster runs.
+MAX_SHARDS = 99_999
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,12 @@ class Shard:
 
 
 def parse_shard(spec: str) -> Shard:
-    """'I/N' with 0 <= I < N (Slurm array task ids start at 0)."""
+    """'I/N' with 0 <= I < N <= MAX_SHARDS (Slurm array task ids start at 0)."""
     match = _SHARD_SPEC.match(spec.strip())
-    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)) <= MAX_SHARDS:
         raise UserError(
-            f"--shard '{spec}' is not 'I/N' with 0 <= I < N",
+            f"--shard {spec if len(spec) <= 40 else spec[:37] + '...'!r} is not 'I/N' with "
+            f"0 <= I < N <= {MAX_SHARDS}",
             hint='in a Slurm array use --shard "${SLURM_ARRAY_TASK_ID}/N" with --array=0-(N-1)',
         )
     return Shard(int(match.group(1)), int(match.group(2)))
@@ -67,21 +71,75 @@ def find_shard_count(work: Path, split: str) -> int:
 
 @dataclass
 class JoinFiles:
+    """Where a split's join writes: records, index, progress checkpoint and the done marker.
+
+    The done marker (`joined`) is the join's commit point: it holds the joined state and is
+    written before the last shard files are deleted, so at every moment either the shards'
+    own markers or the join's files say how far the join got.
+    """
+
     rec: Path
     idx: Path
     checkpoint: Path
+    joined: Path
+
+    @classmethod
+    def of(cls, work: Path, split: str) -> JoinFiles:
+        names = ("rec", "idx", "join.json", "joined.json")
+        return cls(*(work / f"{split}.{name}" for name in names))
+
+    def started(self) -> bool:
+        return any(p.exists() for p in (self.rec, self.idx, self.checkpoint, self.joined))
 
 
-def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
-    """Concatenate shards 0..count-1 of `split` into `target`; returns the joined state."""
-    shards = [shard_files(work, split, Shard(i, count)) for i in range(count)]
+def join(work: Path, split: str, target: JoinFiles) -> PackState:
+    """Concatenate the packed shards of `split` into `target`; returns the joined state.
+
+    Safe to kill at any point and to call again: it continues from where the last call stopped.
+    """
+    if target.joined.is_file():
+        _remove_shards(work, split)  # a kill after the commit, before the clean-up
+        return PackState.load(target.joined)
     state = PackState()
     joined = 0
     if target.checkpoint.is_file():
-        saved = read_json(target.checkpoint)
+        saved = read_json(target.checkpoint, {"joined": int, "count?": int, "state": STATE_SHAPE})
         joined, state = saved["joined"], PackState.from_json(saved["state"])
+        # an older version's checkpoint has no count: the shards left on disk still tell
+        count = saved.get("count") or max(joined, find_shard_count(work, split))
+        if not joined <= count <= MAX_SHARDS:
+            raise UserError(
+                f"{target.checkpoint} is damaged: {joined} of {count} shards joined",
+                hint="rerun with --restart",
+            )
+    else:
+        count = find_shard_count(work, split)
+    shards = [shard_files(work, split, Shard(i, count)) for i in range(count)]
     if count == 1 and joined == 0:
-        return _move_single(shards[0], target)
+        state = _move_single(shards[0], target)
+    else:
+        state = _append_shards(work, split, shards, joined, state, target)
+    write_json(target.joined, state.to_json())
+    _remove_shards(work, split)
+    target.checkpoint.unlink(missing_ok=True)
+    return state
+
+
+def _remove_shards(work: Path, split: str) -> None:
+    for path in work.glob(f"{split}.*-of-*.*"):
+        path.unlink(missing_ok=True)
+
+
+def _append_shards(
+    work: Path,
+    split: str,
+    shards: list[ShardFiles],
+    joined: int,
+    state: PackState,
+    target: JoinFiles,
+) -> PackState:
+    """Append shards `joined`.. to the target, checkpointing after each (then deleting it)."""
+    count = len(shards)
     missing = [i for i in range(joined, count) if shards[i].finished() is None]
     if missing:
         listed = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
@@ -113,17 +171,22 @@ def join(work: Path, split: str, count: int, target: JoinFiles) -> PackState:
             state.records += part.records
             state.position += part.position
             state.rec_size, state.idx_size = rec.tell(), idx.tell()
-            write_json(target.checkpoint, {"joined": number + 1, "state": state.to_json()})
+            saved = {"joined": number + 1, "count": count, "state": state.to_json()}
+            write_json(target.checkpoint, saved)
             shards[number].remove()
-    target.checkpoint.unlink()
     return state
 
 
 def _move_single(shard: ShardFiles, target: JoinFiles) -> PackState:
-    """One shard is already the whole file: rename it (a kill between the renames is harmless)."""
+    """One shard is already the whole file: rename it. The shard's done marker stays until the
+    join's own marker is written, so a kill between any two steps leaves a state to resume."""
     if not shard.done.is_file():
-        raise UserError("the shard (0 of 1) is not finished", hint="run without --join to pack it")
-    done = PackState.from_json(read_json(shard.done))
+        raise UserError(
+            f"{shard.done.name} is missing: the {target.rec.stem} set was never fully packed",
+            hint="pack it: run the same command without --join (a sharded prep: run the array "
+            "task --shard 0/1 again); if the files were deleted by hand, rerun with --restart",
+        )
+    done = PackState.load(shard.done)
     for source, destination, size in (
         (shard.idx, target.idx, done.idx_size),
         (shard.rec, target.rec, done.rec_size),
@@ -132,9 +195,9 @@ def _move_single(shard: ShardFiles, target: JoinFiles) -> PackState:
             os.replace(source, destination)
         if not destination.exists() or destination.stat().st_size != size:
             raise UserError(
-                f"{source.name} is incomplete", hint="run without --join to pack it again"
+                f"{source.name} is incomplete",
+                hint="rerun with --restart: the packed files were changed by hand",
             )
-    shard.remove()
     return done
 
 

@@ -13,6 +13,7 @@ from hpcrepro import __version__
 from hpcrepro.errors import UserError
 
 TEMPLATE = "prep.sbatch.j2"
+MAX_WORKERS = 4096  # reader threads of one task; the site's prep_workers has the same bound
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,13 @@ class PrepJob:
 
 
 def _check(job: PrepJob) -> None:
-    if job.shards < 1 or job.workers < 1:
-        raise UserError(f"prep needs at least 1 shard and 1 worker, got {job.shards}/{job.workers}")
+    from hpcrepro.prep.shards import MAX_SHARDS
+
+    if not (1 <= job.shards <= MAX_SHARDS and 1 <= job.workers <= MAX_WORKERS):
+        raise UserError(
+            f"prep needs 1 to {MAX_SHARDS} shards and 1 to {MAX_WORKERS} workers, "
+            f"got {job.shards} and {job.workers}"
+        )
     if job.on_corrupt not in ("fail", "skip"):
         raise UserError(f"on_corrupt '{job.on_corrupt}' is not 'fail' or 'skip'")
     values = [job.raw, job.out, job.log_dir, job.pack_time, job.join_time, job.job_name,

@@ -18,9 +18,11 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from hpcrepro.errors import UserError
+from hpcrepro.prep import tarlist
+from hpcrepro.safeopen import read_user_file
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -31,6 +33,8 @@ VAL_LABEL_FILES = (
     "imagenet_2012_validation_synset_labels.txt",
 )
 _DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+# The usual labels files of the 50,000 val images are 1-3 MB; a FIFO or /dev/zero is refused.
+MAX_LABELS_BYTES = 64 << 20
 _WNID = re.compile(r"n\d{8}")
 # Where `hpcrepro prep` keeps its work in progress (under --out). Older versions accepted an --out
 # inside the input and could leave one there; a listing ignores it when it holds no images.
@@ -87,22 +91,19 @@ class _Window:
         return self._pos
 
 
-def _not_a_tar(path: Path, what: str, error: Exception) -> UserError:
-    return UserError(
-        f"{path} is not a readable tar file ({error})",
-        hint=f"pass the original {what} as downloaded from image-net.org (uncompressed tar)",
-    )
-
-
-def _open_tar(path: Path, what: str, fileobj: Any = None) -> tarfile.TarFile:
-    """Open a tar; content that is not a tar is the user's mistake, an OSError (a file that
-    cannot be read) goes on to `files.input_errors`."""
-    try:
-        if fileobj is not None:
-            return tarfile.open(fileobj=fileobj, mode="r:")
-        return tarfile.open(path, mode="r:")
-    except (tarfile.TarError, EOFError) as error:
-        raise _not_a_tar(path, what, error) from error
+def _image_member(member: tarfile.TarInfo, archive: str) -> bool:
+    """Whether a member is an image file read in place; a link or sparse file that im2rec would
+    list after extraction, but whose bytes are not stored at the member, is refused."""
+    if member.isfile() and not member.issparse():
+        return True
+    if (member.islnk() or member.issym() or member.issparse()) and is_listed(member.name):
+        kind = "a sparse file" if member.issparse() else "a link"
+        raise UserError(
+            f"{archive} holds {_member_name(member.name)!r} as {kind}: its bytes are not stored "
+            "in the archive where hpcrepro reads images in place",
+            hint="extract the archive (tar xf) and pass the extracted folder as --raw",
+        )
+    return False
 
 
 def _member_name(name: str) -> str:
@@ -112,35 +113,24 @@ def _member_name(name: str) -> str:
 
 
 def _class_tar_images(
-    outer: Path, handle: BinaryIO, start: int, size: int, wnid: str
+    archive: str, outer: Path, handle: BinaryIO, start: int, size: int, wnid: str
 ) -> list[SourceImage]:
-    inner_path = Path(f"{outer}[{wnid}.tar]")
+    """The images of the class tar at `start` of `outer` (`archive` names it in messages)."""
     images = []
     window = _Window(handle, start, size)
-    with _open_tar(inner_path, "per-class tar", fileobj=window) as inner:
-        try:
-            for member in inner:
-                if member.isfile():
-                    rel = f"{wnid}/{_member_name(member.name)}"
-                    images.append(
-                        SourceImage(rel, str(outer), start + member.offset_data, member.size)
-                    )
-        except (tarfile.TarError, EOFError) as error:
-            raise UserError(
-                f"{inner_path}: the class tar is damaged ({error})",
-                hint="download ILSVRC2012_img_train.tar again (its checksum must match)",
-            ) from error
+    for member in tarlist.members(window, archive, "per-class tar", size):
+        if _image_member(member, archive):
+            rel = f"{wnid}/{_member_name(member.name)}"
+            images.append(SourceImage(rel, str(outer), start + member.offset_data, member.size))
     return images
 
 
 def scan_train_tar(path: Path) -> SplitSource:
     """Index the ILSVRC2012 train tar: an uncompressed tar whose members are `<wnid>.tar` files."""
     source = SplitSource("train", "tar", str(path))
-    with _open_tar(path, "ILSVRC2012_img_train.tar") as outer, open(path, "rb") as handle:
-        try:
-            members = list(outer)
-        except (tarfile.TarError, EOFError) as error:
-            raise _not_a_tar(path, "ILSVRC2012_img_train.tar", error) from error
+    with open(path, "rb") as handle:
+        size = tarlist.file_size(handle)
+        members = list(tarlist.members(handle, str(path), TRAIN_TAR, size))
         files = [m for m in members if m.isfile()]
         if not files:
             raise UserError(f"{path} is an empty tar", hint="pass ILSVRC2012_img_train.tar")
@@ -153,7 +143,9 @@ def scan_train_tar(path: Path) -> SplitSource:
                     hint="pass ILSVRC2012_img_train.tar, or an extracted train/<wnid>/ folder",
                 )
             wnid = name[: -len(".tar")]
-            images = _class_tar_images(path, handle, member.offset_data, member.size, wnid)
+            images = _class_tar_images(
+                f"{path}[{name}]", path, handle, member.offset_data, member.size, wnid
+            )
             if not any(is_listed(i.relpath) for i in images):
                 source.empty_classes.append(wnid)
             source.images.extend(images)
@@ -171,7 +163,7 @@ def scan_class_tar_folder(folder: Path) -> SplitSource:
         wnid = entry.name[: -len(".tar")]
         size = entry.stat().st_size
         with open(entry.path, "rb") as handle:
-            images = _class_tar_images(Path(entry.path), handle, 0, size, wnid)
+            images = _class_tar_images(entry.path, Path(entry.path), handle, 0, size, wnid)
         if not any(is_listed(i.relpath) for i in images):
             source.empty_classes.append(wnid)
         source.images.extend(images)
@@ -297,21 +289,18 @@ def find_val(raw: Path, labels: Path | None, train_classes: list[str]) -> SplitS
 
 def _scan_val_tar(path: Path) -> list[SourceImage]:
     images = []
-    with _open_tar(path, VAL_TAR) as tar:
-        try:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = _member_name(member.name)
-                if name.endswith(".tar") or "/" in name:
-                    raise UserError(
-                        f"{path} is not the ImageNet val tar: it holds '{name}', but the val tar "
-                        "holds only the 50,000 flat ILSVRC2012_val_*.JPEG images",
-                        hint="pass ILSVRC2012_img_val.tar (did you swap it with the train tar?)",
-                    )
-                images.append(SourceImage(name, str(path), member.offset_data, member.size))
-        except (tarfile.TarError, EOFError) as error:
-            raise _not_a_tar(path, VAL_TAR, error) from error
+    with open(path, "rb") as handle:
+        for member in tarlist.members(handle, str(path), VAL_TAR, tarlist.file_size(handle)):
+            if not _image_member(member, str(path)):
+                continue
+            name = _member_name(member.name)
+            if name.endswith(".tar") or "/" in name:
+                raise UserError(
+                    f"{path} is not the ImageNet val tar: it holds '{name}', but the val tar "
+                    "holds only the 50,000 flat ILSVRC2012_val_*.JPEG images",
+                    hint="pass ILSVRC2012_img_val.tar (did you swap it with the train tar?)",
+                )
+            images.append(SourceImage(name, str(path), member.offset_data, member.size))
     if not images:
         raise UserError(f"{path} holds no images", hint=f"pass {VAL_TAR}")
     return images
@@ -383,10 +372,9 @@ def read_val_labels(path: Path, image_names: list[str]) -> dict[str, str]:
     valprep.sh (`mv <image> <wnid>/`), Kaggle's LOC_val_solution.csv (`<id>,<wnid> ...`),
     two columns `<image> <wnid>`, or one wnid per line for ILSVRC2012_val_00000001.JPEG onwards.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the val labels file {path}: {error}") from error
+    text = read_user_file(
+        path, MAX_LABELS_BYTES, hint="pass --val-labels the labels file of this val set"
+    )
     by_stem = {os.path.splitext(name)[0]: name for name in image_names}
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
-from hpcrepro.prep.files import read_json, write_json
+from hpcrepro.prep.files import check_shape, io_errors, read_json, write_json
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import read_lst
 from hpcrepro.recordio import (
@@ -184,6 +186,11 @@ def check_checksums(folder: Path, files: dict[str, Any], workers: int) -> list[s
     ]
 
 
+_SEGMENT = {"offset": int, "length": int, "crc32": int}
+_FILE = {"size": int, "segments": [_SEGMENT]}
+_SPLIT = {"images": int, "listed?": int, "classes": int, "skipped": [{"path": str, "reason": str}]}
+
+
 def load_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST
     if not path.is_file():
@@ -191,7 +198,21 @@ def load_manifest(folder: Path) -> dict[str, Any] | None:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path} is not an hpcrepro prep manifest", hint="delete it and rerun prep")
+    for name, entry in _mapping(data, "files", path).items():
+        check_shape(entry, _FILE, path, f"files.{name}")
+    for split, info in _mapping(data, "splits", path).items():
+        check_shape(info, _SPLIT, path, f"splits.{split}")
     return data
+
+
+def _mapping(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{path} is damaged: '{key}' is not an object",
+            hint="delete it and rerun prep (or 'prep verify --write-manifest')",
+        )
+    return value
 
 
 def quick_check(folder: Path) -> list[str]:
@@ -218,10 +239,28 @@ def is_prepared(folder: Path) -> bool:
     return not quick_check(folder)
 
 
+@contextmanager
+def _read_errors(folder: Path) -> Iterator[None]:
+    """A file of the data set that cannot be read: a UserError naming it and why."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(
+            f"cannot read {error.filename or folder} ({error.strerror or error})",
+            hint="make the data set readable to this user (or check its file system), then "
+            "verify again",
+        ) from error
+
+
 def verify(folder: Path, *, deep: bool = False, workers: int = 1) -> dict[str, Any]:
     """Full check of a data set folder; returns a JSON-ready report with an `ok` flag."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder", hint="pass the --out folder of hpcrepro prep")
+    with _read_errors(folder):
+        return _verify(folder, deep, workers)
+
+
+def _verify(folder: Path, deep: bool, workers: int) -> dict[str, Any]:
     manifest = load_manifest(folder)
     problems = quick_check(folder) if manifest else []
     splits = {}
@@ -264,9 +303,15 @@ def verify(folder: Path, *, deep: bool = False, workers: int = 1) -> dict[str, A
 
 
 def write_manifest(
-    folder: Path, splits: dict[str, dict[str, Any]], files: dict[str, Any], source: dict[str, Any]
+    folder: Path,
+    splits: dict[str, dict[str, Any]],
+    files: dict[str, Any],
+    source: dict[str, Any],
+    staging: Path | None = None,
 ) -> None:
-    """Write the manifest last: its presence is what marks the data set complete."""
+    """Write the manifest last: its presence is what marks the data set complete.
+
+    `staging` is a folder on the same file system for the temporary file (see write_json)."""
     from hpcrepro import __version__
 
     write_json(
@@ -280,21 +325,12 @@ def write_manifest(
             "files": files,
             "checksum": "crc32 per segment",
         },
+        staging,
     )
 
 
-def adopt(folder: Path) -> dict[str, Any]:
-    """Write a manifest for a data set made elsewhere (e.g. by im2rec) after checking it."""
-    if load_manifest(folder) is not None:
-        raise UserError(
-            f"{folder} already has a manifest", hint="run verify without --write-manifest"
-        )
-    report = verify(folder)
-    if not report["ok"]:
-        raise UserError(
-            f"{folder} fails verification, so no manifest was written: "
-            + "; ".join(report["problems"])
-        )
+def _adopted_entries(folder: Path, report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's file entries (CRC-32 per GiB) and split entries of a checked data set."""
     files = {}
     splits = {}
     for split in SPLITS:
@@ -313,5 +349,23 @@ def adopt(folder: Path) -> dict[str, Any]:
             files[path.name] = {"size": size, "segments": segments}
         info = report["splits"][split]
         splits[split] = {"images": info["records"], "classes": info["classes"], "skipped": []}
-    write_manifest(folder, splits, files, {"adopted": str(folder)})
+    return files, splits
+
+
+def adopt(folder: Path) -> dict[str, Any]:
+    """Write a manifest for a data set made elsewhere (e.g. by im2rec) after checking it."""
+    if load_manifest(folder) is not None:
+        raise UserError(
+            f"{folder} already has a manifest", hint="run verify without --write-manifest"
+        )
+    report = verify(folder)
+    if not report["ok"]:
+        raise UserError(
+            f"{folder} fails verification, so no manifest was written: "
+            + "; ".join(report["problems"])
+        )
+    with _read_errors(folder):
+        files, splits = _adopted_entries(folder, report)
+    with io_errors("writing the manifest", folder):
+        write_manifest(folder, splits, files, {"adopted": str(folder)})
     return report

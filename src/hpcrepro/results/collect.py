@@ -72,6 +72,11 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
 
         for run, verdict in zip(runs, check_logs([r.path for r in runs], inputs.ruleset),
                                 strict=True):
+            if not verdict.checked:
+                notes.append(f"{run.path}: mlperf-logging's compliance checker gave no "
+                             f"verdict ({verdict.detail}); hpcrepro's rule engine judges this "
+                             f"log: {'compliant' if run.compliance.valid else 'NOT compliant'}")
+                continue
             run.official_compliance = verdict.valid
             if verdict.valid != run.compliance.valid:
                 notes.append(f"{run.path}: mlperf-logging says "

@@ -42,17 +42,22 @@ def require_mlperf_logging() -> str:
 class OfficialVerdict:
     valid: bool
     crashed: bool
-    detail: str  # the checker's WARNING/ERROR lines, or the end of its traceback
+    detail: str  # the checker's WARNING/ERROR lines, the end of its traceback, or why none
+    checked: bool = True  # False: the checker gave no verdict (not run, or did not finish)
 
 
-def _run_official(module: str, *args: str) -> OfficialVerdict:
+def _run_official(module: str, *args: str, timeout: float = CHECK_TIMEOUT_S) -> OfficialVerdict:
     """Run one of mlperf-logging's checkers in a scratch folder and read its log file."""
     with tempfile.TemporaryDirectory(prefix="hpcrepro-cc-") as scratch:
         out = Path(scratch) / "checker.log"
-        done = subprocess.run(
-            [sys.executable, "-m", module, *args, "--log_output", str(out)],
-            cwd=scratch, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", module, *args, "--log_output", str(out)],
+                cwd=scratch, capture_output=True, text=True, timeout=timeout, check=False,
+            )
+        except subprocess.TimeoutExpired:  # run() has killed it
+            return OfficialVerdict(False, False, f"mlperf-logging's {module.rsplit('.', 1)[-1]} "
+                                   f"did not finish within {timeout:.0f} s", checked=False)
         text = out.read_text(errors="replace") if out.is_file() else ""
     crashed = "Traceback (most recent call last)" in done.stderr
     if crashed:
@@ -64,10 +69,24 @@ def _run_official(module: str, *args: str) -> OfficialVerdict:
     return OfficialVerdict(valid, crashed, detail)
 
 
-def run_checker(log: str | Path, ruleset: str) -> OfficialVerdict:
-    """`python -m mlperf_logging.compliance_checker --usage training --ruleset R --quiet LOG`."""
+def run_checker(log: str | Path, ruleset: str,
+                timeout: float = CHECK_TIMEOUT_S) -> OfficialVerdict:
+    """`python -m mlperf_logging.compliance_checker --usage training --ruleset R --quiet LOG`,
+    unless the log holds a record the checker would take hours over (see `screen`)."""
+    from hpcrepro.results.screen import long_record
+
+    try:
+        found = long_record(log)
+    except OSError as error:
+        return OfficialVerdict(False, False, f"cannot read it: {error.strerror or error}",
+                               checked=False)
+    if found is not None:
+        return OfficialVerdict(False, False, f"not run: {found.describe()}; its parser's time "
+                               "grows with the square of that length (hours for a MiB)",
+                               checked=False)
     return _run_official("mlperf_logging.compliance_checker", "--usage", "training",
-                         "--ruleset", ruleset, "--quiet", str(Path(log).resolve()))
+                         "--ruleset", ruleset, "--quiet", str(Path(log).resolve()),
+                         timeout=timeout)
 
 
 def run_package_checker(folder: str | Path, ruleset: str) -> OfficialVerdict:

@@ -9,8 +9,10 @@ Layout (mlcommons/policies submission_rules, Training):
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,19 +106,31 @@ def _mllog_only(source: str, target: Path) -> None:
             }) + "\n")
 
 
+def _campaign_files(folder: Path) -> list[Path]:
+    """The regular files under `folder`, relative to it, without following links: a link in
+    a campaign folder must not bring /etc/shadow or a whole file system into a submission."""
+    found = []
+    for root, dirs, files in os.walk(folder):  # os.walk does not enter linked folders
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                found.append(path.relative_to(folder))
+    return found
+
+
 def _copy_scripts(collection: Collection, target: Path) -> list[str]:
     folder = collection.inputs.folder
     copied = []
     if collection.inputs.campaign:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            if (path.is_file() and path.suffix in SCRIPT_SUFFIXES
-                    and relative.parts[0] not in ("logs", "results")):
+        for relative in _campaign_files(folder):
+            if relative.suffix in SCRIPT_SUFFIXES and relative.parts[0] not in ("logs", "results"):
                 (target / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target / relative)
+                shutil.copy2(folder / relative, target / relative)
                 copied.append(str(relative))
-        if (folder / "resolved-config.json").is_file():
-            shutil.copy2(folder / "resolved-config.json", target / "resolved-config.json")
+        config = folder / "resolved-config.json"
+        if config.is_file() and not config.is_symlink():
+            shutil.copy2(config, target / "resolved-config.json")
             copied.append("resolved-config.json")
     return copied
 
