@@ -17,7 +17,8 @@ from results_helpers import rawify, research, run_cli  # noqa: F401
 EOS_N8 = "v4.0/NVIDIA/eos_n8_ngc24.04_mxnet"
 
 
-def make_campaign(research: Path, target: Path, published: float | None = 2.508) -> Path:  # noqa: F811
+def make_campaign(research: Path, target: Path, published: float | None = 2.508,  # noqa: F811
+                  org: str = "NVIDIA") -> Path:
     """A campaign folder as the campaign area writes it, with raw multi-rank logs."""
     (target / "logs").mkdir(parents=True)
     (target / "manifest.json").write_text(json.dumps({"runs": 5}))
@@ -26,7 +27,7 @@ def make_campaign(research: Path, target: Path, published: float | None = 2.508)
         "spec": {"ruleset": "4.0.0", "nodes": 8, "gpus_per_node": 8,
                  "implementation": "eos_n8_ngc24.04_mxnet",
                  "published": None if published is None else {"score_minutes": published}},
-        "site": {"organization": "Example HPC Centre"},
+        "site": {"submission": {"org": org}},
     }))
     (target / "run.sub").write_text("#!/bin/bash\nsrun ./run_and_time.sh\n")
     (target / "logs" / "prep.log").write_text("dataset prep finished\n")
@@ -139,6 +140,16 @@ def test_package_passes_mlperf_loggings_package_checker(research: Path, tmp_path
     assert code == campaign_code == 0, err
     assert (json.loads(out)["summary"]["score_minutes"]
             == json.loads(campaign_out)["summary"]["score_minutes"])
+
+
+def test_package_names_who_the_logs_name(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    """mlperf-common logs the site's submission.org; a package under another name than the logs
+    carry would fail the package checker, so it is refused before anything is written."""
+    campaign = make_campaign(research, tmp_path / "camp", org="Example HPC Centre")
+    tree = tmp_path / "submission"
+    code, _out, err = run_cli("collect", str(campaign), "--package", str(tree))
+    assert code == 2 and "the runs' logs name 'NVIDIA' as submitter" in err, err
+    assert "submission.org is 'Example HPC Centre'" in err and not tree.exists()
 
 
 def test_more_than_five_runs_score_the_median_window(research: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -5,11 +5,14 @@
   util-linux's lscpu, ibverbs' ibv_devinfo, and upstream MXNet 1.9.1 with numpy. Two hardware
   stand-ins replace what needs GPUs or a DGX's cores: `nvidia-smi` and `numactl`
   (`tests/runtime/stand-ins/`). A `.sqsh` of it, plus the folder for further layers.
-- `nvidia_image(round)`: that base plus NVIDIA's real implementation folder of the round at
-  /workspace/image_classification (read from the shared research folder), mlperf-common at the
-  commit of the round and a released mlperf-logging, with the Dockerfile's ENV and WORKDIR
-  where enroot reads them (/etc/environment, /etc/rc). Only `train_imagenet.py` is replaced at
-  run time, by a bind mount of the replay in `stand-ins/`.
+- `nvidia_image(round)`: built by `hpcrepro image build --builder enroot` itself, from NVIDIA's
+  real implementation folder of the round (read from the shared research folder and checked
+  file by file against the shipped hashes) and NVIDIA's own Dockerfile with its RUN steps left
+  out: `apt-get` and `make` of cuda_graphs need the NGC base (CUDA, NGC MXNet headers), and
+  `pip install -r requirements.txt` needs GitHub. What that pip step installs — mlperf-common
+  at the commit of the round and a released mlperf-logging — goes into the base instead (a
+  "round base"), as does what the NGC base's environment names. Only `train_imagenet.py` is
+  replaced at run time, by a bind mount of the replay in `stand-ins/`.
 
 Both are cached under $HPCREPRO_TEST_CACHE/images by the hash of everything they are made of;
 a build happens under a file lock into a temporary folder, so an interrupted one leaves nothing
@@ -47,6 +50,7 @@ class Round:
     """What NVIDIA's image of one round holds (its Dockerfile and requirements.txt)."""
 
     version: str
+    system: str  # the catalog entry whose image this is
     implementation: str  # folder under nvidia-resnet-code/v<X.Y>/NVIDIA/
     mlperf_common: str | None  # commit folder under nvidia-resnet-code/mlperf-common/
     mlperf_logging: str  # a released mlperf-logging (the rc tags NVIDIA pins are not on PyPI)
@@ -60,10 +64,10 @@ class Round:
 # r4.0 images are "stale", as NVIDIA's pinned release candidates can be, so the job must check
 # compliance with hpcrepro's own mlperf-logging there.
 ROUNDS = {
-    "r2.1": Round("r2.1", "mxnet-preview", "53b6de5", "3.0.0"),
-    "r3.0": Round("r3.0", "mxnet", "53b6de5", "3.0.0"),
-    "r3.1": Round("r3.1", "mxnet", "aa76b42", "3.0.0"),
-    "r4.0": Round("r4.0", "h200_ngc24.04_mxnet", "68cf1d0", "3.0.0"),
+    "r2.1": Round("r2.1", "dgxh100_1x8", "mxnet-preview", "53b6de5", "3.0.0"),
+    "r3.0": Round("r3.0", "dgxh100_1x8", "mxnet", "53b6de5", "3.0.0"),
+    "r3.1": Round("r3.1", "dgxh100_1x8", "mxnet", "aa76b42", "3.0.0"),
+    "r4.0": Round("r4.0", "h200_1x8", "h200_ngc24.04_mxnet", "68cf1d0", "3.0.0"),
 }
 
 
@@ -185,15 +189,26 @@ def base_image() -> Path:
     return _cached("base", key, make)
 
 
-# NVIDIA's Dockerfile ENV block (identical in every round but v2.1's, which lacks the last name)
-# and what the NGC MXNet base sets that NVIDIA's scripts read.
-def _dockerfile_env(dockerfile: Path) -> list[str]:
-    text = dockerfile.read_text().replace("\\\n", " ")
-    env: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            env += line.split()[1:]
-    return env
+def _without_run_steps(dockerfile: Path) -> str:
+    """NVIDIA's Dockerfile minus its RUN instructions (continuation lines included)."""
+    kept: list[str] = []
+    skipping = False
+    for line in dockerfile.read_text().splitlines():
+        if not skipping and line.lstrip().upper().startswith("RUN "):
+            skipping = True
+        if not skipping:
+            kept.append(line)
+        elif not line.rstrip().endswith("\\"):
+            skipping = False
+    return "\n".join(kept) + "\n"
+
+
+def _enroot() -> Path:
+    build = HERE / "build.sh"
+    done = subprocess.run(["bash", str(build)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ImageBuildError(f"tests/runtime/build.sh failed:\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1]) / "prefix" / "bin"
 
 
 def nvidia_image(version: str) -> Path:
@@ -203,15 +218,13 @@ def nvidia_image(version: str) -> Path:
         raise ImageBuildError(f"{spec.code} is missing (the shared research folder)")
     base = base_image()
     common = NVIDIA_CODE / "mlperf-common" / spec.mlperf_common if spec.mlperf_common else None
-    key = _digest(base.name, spec, spec.code, common or "", "v3")
+    key = _digest(base.name, spec, spec.code, common or "", REPO / "src" / "hpcrepro" / "image",
+                  "v4")  # fmt: skip
 
     def make(work: Path) -> None:
         rootfs = work / "rootfs"
         _run("copy the base", ["cp", "-a", str(base / "rootfs"), str(rootfs)])
-        workdir = rootfs / "workspace" / "image_classification"
-        shutil.copytree(spec.code, workdir)
-        _run("make the code writable", ["chmod", "-R", "u+w", str(workdir)])
-        # with what mlperf-logging's checker imports (NVIDIA's pip install brings it along)
+        # what NVIDIA's `pip install -r requirements.txt` adds (with what the checker imports)
         _pip_into(rootfs, f"mlperf-logging=={spec.mlperf_logging}", "pyyaml", "--no-deps")
         if common is not None:  # pip builds in its source folder: build from a copy
             source = work / "mlperf-common"
@@ -221,14 +234,28 @@ def nvidia_image(version: str) -> Path:
             for script in ("bindpcie", *(["mlperf-sysjson.sh"] if version == "r4.0" else [])):
                 if not (rootfs / "usr/local/bin" / script).is_file():
                     raise ImageBuildError(f"mlperf-common did not install {script}")
-        environment = _dockerfile_env(spec.code / "Dockerfile")
-        environment += ["NVIDIA_PRODUCT_NAME=MXNet", "NVIDIA_MXNET_VERSION=stand-in"]
-        (rootfs / "etc/environment").write_text("\n".join(environment) + "\n")
-        (rootfs / "etc/rc").write_text(
-            'cd "/workspace/image_classification" && unset OLDPWD || exit 1\n'
-            'if [ $# -gt 0 ]; then exec "$@"; else exec /bin/bash; fi\n'
-        )
-        _squash(rootfs, work / "image.sqsh")
+        # what the NGC MXNet base's environment says of itself (mlperf-sysjson.sh reads it)
+        with open(rootfs / "etc/environment", "a") as environment:
+            environment.write("NVIDIA_PRODUCT_NAME=MXNet\nNVIDIA_MXNET_VERSION=stand-in\n")
+        _squash(rootfs, work / "round-base.sqsh")
         shutil.rmtree(rootfs)
+        dockerfile = work / "Dockerfile"
+        dockerfile.write_text(_without_run_steps(spec.code / "Dockerfile"))
+        env = dict(os.environ, PATH=f"{_enroot()}{os.pathsep}{os.environ['PATH']}")
+        for name in ("DATA", "CACHE", "RUNTIME", "TEMP"):
+            folder = work / f"enroot-{name.lower()}"
+            folder.mkdir()
+            env[f"ENROOT_{name}_PATH"] = str(folder)
+        env["PYTHONPATH"] = str(REPO / "src")
+        _run("hpcrepro image build", [
+            sys.executable, "-m", "hpcrepro", "image", "build", "--no-site",
+            "--system", spec.system, "--version", version, "--code", str(spec.code),
+            "--dockerfile", str(dockerfile), "--base", str(work / "round-base.sqsh"),
+            "--builder", "enroot", "--format", "sqsh", "-o", str(work / "image.sqsh"),
+        ], env=env)  # fmt: skip
+        for leftover in ("round-base.sqsh", "enroot-data", "enroot-cache", "enroot-runtime",
+                         "enroot-temp"):  # fmt: skip
+            path = work / leftover
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
     return _cached(f"nvidia-{version}", key, make) / "image.sqsh"

@@ -172,7 +172,7 @@ def resolve(folder: Path, version: str | None, system: str | None,
     logs = find_logs(log_root, unlisted)
     excluded = _campaign_exclusions(folder, logs)
     logs = [log for log in logs if log not in {path for path, _ in excluded}]
-    if not logs:
+    if not logs and not excluded:
         hint = "point collect at a campaign or a log folder"
         if unlisted:
             hint = f"{unlisted[0][0]}: {unlisted[0][1]}; " + hint

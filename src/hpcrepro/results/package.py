@@ -65,10 +65,11 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
         if isinstance(source, dict):
             desc.update({k: v for k, v in source.items() if k in SYSTEM_KEYS})
     first = runs[0]
-    desc.setdefault("submitter", first.org or site.get("organization") or "")
-    desc.setdefault("division", first.division or "closed")
+    submission = site.get("submission") if isinstance(site.get("submission"), dict) else {}
+    desc.setdefault("submitter", _logged_org(runs, submission.get("org")))
+    desc.setdefault("division", first.division or submission.get("division") or "closed")
     desc.setdefault("system_name", first.platform or collection.inputs.system or "")
-    status = str(desc.get("status") or "onprem")
+    status = str(desc.get("status") or submission.get("status") or "onprem")
     desc["status"] = STATUS_LONG.get(status, status)
     for count in ("number_of_nodes", "host_processors_per_node", "accelerators_per_node"):
         if not str(desc.get(count, "")).strip().isdigit():
@@ -78,6 +79,34 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     for key in SYSTEM_KEYS:
         desc.setdefault(key, "")
     return desc, missing
+
+
+_PLACEHOLDER = "SUBMISSION_ORG_PLACEHOLDER"  # what mlperf-common logs without MLPERF_SUBMISSION_ORG
+
+
+def _logged_org(runs: list[RunResult], site_org: object) -> str:
+    """The submitter the runs' logs name: one for all runs, the site's `submission.org` when it
+    sets one (the package checker compares the logs with the system description)."""
+    orgs = sorted({run.org or "" for run in runs})
+    if len(orgs) > 1:
+        raise UserError(f"the runs name different submitters ({', '.join(map(repr, orgs))})",
+                        hint="package runs of one campaign (one site setting)")
+    org = orgs[0]
+    if org in ("", _PLACEHOLDER):
+        raise UserError(
+            f"the runs' logs name no submitter (submission_org {org or 'missing'})",
+            where=runs[0].path,
+            hint="set submission.org in the site file before the runs (NVIDIA's mlperf-common "
+            "logs MLPERF_SUBMISSION_ORG); a log cannot be changed after the run",
+        )
+    if isinstance(site_org, str) and site_org and site_org != org:
+        raise UserError(
+            f"the runs' logs name {org!r} as submitter, the site's submission.org is {site_org!r}",
+            where=runs[0].path,
+            hint="NVIDIA's v2.1 code logs 'NVIDIA' whatever the environment says; the package "
+            "must name who the logs name",
+        )
+    return org
 
 
 # Every rank logs these at its own time; the score uses the first run_start/run_stop pair, so all
