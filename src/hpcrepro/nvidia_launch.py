@@ -42,11 +42,6 @@ class LaunchProfile:
     sysjson: bool  # a :::SYSJSON line from mlperf-common's mlperf-sysjson.sh in each run
     diagnostics: bool  # `ibv_devinfo --list` and `nvidia-smi topo -m` in the job log
     nccl_test: bool  # NCCL_TEST's default: NVIDIA's all_reduce_perf_mpi before the runs
-    mpirun_in_container: bool = False  # a30.sub: one container per node, mpirun inside it
-
-    @property
-    def uses_mlperf_common(self) -> bool:
-        return self.submission_log is SUBMISSION_LOG_MLLOGGER
 
 
 _V21 = LaunchProfile(
@@ -81,7 +76,6 @@ _A30 = LaunchProfile(
     sysjson=False,
     diagnostics=False,
     nccl_test=False,
-    mpirun_in_container=True,
 )
 
 # (round, implementation folder) -> profile. The v4.0 CoreWeave folder carries the v3.0 launch.

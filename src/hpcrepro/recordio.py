@@ -152,7 +152,6 @@ class IndexedReader:
     def __init__(self, rec_path: Path, idx_path: Path) -> None:
         self.rec_path = Path(rec_path)
         self.entries = read_index(Path(idx_path))
-        self.offsets = dict(self.entries)
         self.keys = [key for key, _ in self.entries]
         self._stream: BinaryIO | None = None
         self._owner = 0  # pid that opened _stream
@@ -175,9 +174,6 @@ class IndexedReader:
         if payload is None:
             raise RecordIOError(f"{self.rec_path}: no record at offset {offset}")
         return payload
-
-    def read_key(self, key: int) -> ImageRecord:
-        return unpack_image(self.read_payload_at(self.offsets[key]))
 
     def read_position(self, position: int) -> ImageRecord:
         """The record at `position` in index order (0 .. len-1)."""

@@ -575,15 +575,3 @@ def _copy(
         cleaned.append(normal)
     dest_is_dir = dest.endswith("/") or dest in (".", "./") or len(cleaned) > 1
     return Copy(tuple(cleaned), _absolute(dest, workdir, instr, where), dest_is_dir, instr.line)
-
-
-def base_default(text: str, where: str) -> str | None:
-    """The default of `ARG FROM_IMAGE_NAME=...` before FROM (what NVIDIA's file names)."""
-    for instr in split_instructions(text, where):
-        if instr.keyword == "FROM":
-            return None
-        if instr.keyword == "ARG":
-            name, sep, value = instr.text.partition("=")
-            if name.strip() == "FROM_IMAGE_NAME" and sep:
-                return value.strip() or None
-    return None

@@ -83,14 +83,6 @@ def require_space(folder: Path, needed: int, what: str) -> None:
         )
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str, staging: Path | None = None) -> None:
     """Write via a unique temporary name and rename: readers see old or new, never half.
 
@@ -159,9 +151,6 @@ def check_shape(data: Any, shape: Any, path: Path, at: str = "") -> None:
             wanted = "a list"
         else:
             wanted = {int: "a count (0 to 2**63-1)", str: "text", None: "null"}[shape]
-        raise UserError(
-            f"{path} is damaged: {at.lstrip('.') or 'the file'} is not {wanted}", hint=_STATE_HINT
-        )
         raise UserError(
             f"{path} is damaged: {at.lstrip('.') or 'the file'} is not {wanted}", hint=_STATE_HINT
         )

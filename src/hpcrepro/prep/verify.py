@@ -235,10 +235,6 @@ def quick_check(folder: Path) -> list[str]:
     return problems
 
 
-def is_prepared(folder: Path) -> bool:
-    return not quick_check(folder)
-
-
 @contextmanager
 def _read_errors(folder: Path) -> Iterator[None]:
     """A file of the data set that cannot be read: a UserError naming it and why."""

@@ -41,8 +41,9 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "system"
 
 
-def system_description(collection: Collection, runs: list[RunResult]) -> tuple[dict[str, Any],
-                                                                                list[str]]:
+def system_description(
+    collection: Collection, runs: list[RunResult]
+) -> tuple[dict[str, Any], list[str]]:
     """All 33 required keys, from a published system.json, the campaign and the logs."""
     desc: dict[str, Any] = {}
     log_dir = Path(runs[0].path).parent
@@ -50,9 +51,11 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     if published.is_file():
         found = read_json(published, hint="fix or remove it")
         if not isinstance(found, dict):
-            raise UserError(f"holds a JSON {type(found).__name__}, not an object",
-                            where=str(published),
-                            hint="a system description is an object of fields; fix or remove it")
+            raise UserError(
+                f"holds a JSON {type(found).__name__}, not an object",
+                where=str(published),
+                hint="a system description is an object of fields; fix or remove it",
+            )
         desc.update(found)
     config = collection.inputs.campaign
     spec: dict[str, Any] = config["spec"] if isinstance(config.get("spec"), dict) else {}
@@ -65,7 +68,8 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
         if isinstance(source, dict):
             desc.update({k: v for k, v in source.items() if k in SYSTEM_KEYS})
     first = runs[0]
-    submission = site.get("submission") if isinstance(site.get("submission"), dict) else {}
+    block = site.get("submission")
+    submission: dict[str, Any] = block if isinstance(block, dict) else {}
     desc.setdefault("submitter", _logged_org(runs, submission.get("org")))
     desc.setdefault("division", first.division or submission.get("division") or "closed")
     desc.setdefault("system_name", first.platform or collection.inputs.system or "")
@@ -73,8 +77,9 @@ def system_description(collection: Collection, runs: list[RunResult]) -> tuple[d
     desc["status"] = STATUS_LONG.get(status, status)
     for count in ("number_of_nodes", "host_processors_per_node", "accelerators_per_node"):
         if not str(desc.get(count, "")).strip().isdigit():
-            desc[count] = "1" if count == "host_processors_per_node" else str(
-                desc.get(count) or "1")
+            desc[count] = (
+                "1" if count == "host_processors_per_node" else str(desc.get(count) or "1")
+            )
     missing = [k for k in SYSTEM_KEYS if desc.get(k) in (None, "", {})]
     for key in SYSTEM_KEYS:
         desc.setdefault(key, "")
@@ -89,8 +94,10 @@ def _logged_org(runs: list[RunResult], site_org: object) -> str:
     sets one (the package checker compares the logs with the system description)."""
     orgs = sorted({run.org or "" for run in runs})
     if len(orgs) > 1:
-        raise UserError(f"the runs name different submitters ({', '.join(map(repr, orgs))})",
-                        hint="package runs of one campaign (one site setting)")
+        raise UserError(
+            f"the runs name different submitters ({', '.join(map(repr, orgs))})",
+            hint="package runs of one campaign (one site setting)",
+        )
     org = orgs[0]
     if org in ("", _PLACEHOLDER):
         raise UserError(
@@ -128,11 +135,20 @@ def _mllog_only(source: str, target: Path) -> None:
                     continue
                 seen.add(identity)
             time_ms = int(record.time_ms) if record.time_ms.is_integer() else record.time_ms
-            out.write(":::MLLOG " + json.dumps({
-                "namespace": record.namespace, "time_ms": time_ms,
-                "event_type": record.event_type, "key": record.key, "value": record.value,
-                "metadata": record.metadata,
-            }) + "\n")
+            out.write(
+                ":::MLLOG "
+                + json.dumps(
+                    {
+                        "namespace": record.namespace,
+                        "time_ms": time_ms,
+                        "event_type": record.event_type,
+                        "key": record.key,
+                        "value": record.value,
+                        "metadata": record.metadata,
+                    }
+                )
+                + "\n"
+            )
 
 
 def _campaign_files(folder: Path) -> list[Path]:
@@ -164,25 +180,38 @@ def _copy_scripts(collection: Collection, target: Path) -> list[str]:
     return copied
 
 
-def _write_tree(collection: Collection, stage: Path, runs: list[RunResult], results: Path,
-                system_file: Path, implementation_dir: Path, desc: dict[str, Any],
-                missing: list[str]) -> None:
+def _write_tree(
+    collection: Collection,
+    stage: Path,
+    runs: list[RunResult],
+    results: Path,
+    system_file: Path,
+    implementation_dir: Path,
+    desc: dict[str, Any],
+    missing: list[str],
+) -> None:
     (stage / results).mkdir(parents=True)
     for index, run in enumerate(runs):
         _mllog_only(run.path, stage / results / f"result_{index}.txt")
     if collection.score.scaling_factor != 1.0:
         (stage / results / "scaling.json").write_text(
-            json.dumps({"scaling_factor": collection.score.scaling_factor}))
+            json.dumps({"scaling_factor": collection.score.scaling_factor})
+        )
     (stage / system_file).parent.mkdir(parents=True)
     (stage / system_file).write_text(json.dumps(desc, indent=4) + "\n")
     (stage / implementation_dir).mkdir(parents=True)
     copied = _copy_scripts(collection, stage / implementation_dir)
     readme = [f"# {implementation_dir.name}", "", "ResNet-50 runs produced with hpcrepro.", ""]
-    readme += [f"- {c}" for c in copied] or ["The scripts that produced these logs were not "
-                                             "available to hpcrepro; add them here."]
+    readme += [f"- {c}" for c in copied] or [
+        "The scripts that produced these logs were not available to hpcrepro; add them here."
+    ]
     if missing:
-        readme += ["", "System description fields hpcrepro could not know (fill them in "
-                   f"{system_file}):", "", *(f"- {m}" for m in missing)]
+        readme += [
+            "",
+            f"System description fields hpcrepro could not know (fill them in {system_file}):",
+            "",
+            *(f"- {m}" for m in missing),
+        ]
     (stage / implementation_dir / "README.md").write_text("\n".join(readme) + "\n")
 
 
@@ -190,8 +219,10 @@ def write_package(collection: Collection, out: Path, system: str | None = None) 
     """Write the submission tree into `out` (the submitter's folder)."""
     runs = collection.scored_runs
     if not collection.score.valid:
-        raise UserError(f"no submission without a valid score: {collection.score.reason}",
-                        hint="fix or re-run the failed runs, then collect again")
+        raise UserError(
+            f"no submission without a valid score: {collection.score.reason}",
+            hint="fix or re-run the failed runs, then collect again",
+        )
     desc, missing = system_description(collection, runs)
     name = _safe_name(system or collection.inputs.system or Path(runs[0].path).parent.name)
     spec = collection.inputs.campaign.get("spec")
@@ -203,10 +234,14 @@ def write_package(collection: Collection, out: Path, system: str | None = None) 
     staging = StagedTree(out, f"--package {out}")
     with staging as stage:
         try:
-            _write_tree(collection, stage, runs, results, system_file, implementation_dir,
-                        desc, missing)
+            _write_tree(
+                collection, stage, runs, results, system_file, implementation_dir, desc, missing
+            )
         except OSError as error:
-            raise UserError(f"cannot write the submission tree ({error.strerror or error})",
-                            where=f"--package {out}", hint="nothing was written") from error
+            raise UserError(
+                f"cannot write the submission tree ({error.strerror or error})",
+                where=f"--package {out}",
+                hint="nothing was written",
+            ) from error
         staging.commit([results, system_file, implementation_dir])
     return PackageResult(out, name, runs, missing)
