@@ -23,13 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "hpcrepro" / "image" / "published"
 
-# The MLCommons results repository and commit of each round (the shared README names them).
-ROUNDS = {
-    "v2.1": ("mlcommons/training_results_v2.1", "158189d4cbfbee366c10da1f0f086c85d8f15b5f"),
-    "v3.0": ("mlcommons/training_results_v3.0", "63e326c400f5d8bb8c6070a9ab08332d4931152e"),
-    "v3.1": ("mlcommons/training_results_v3.1", "d06288b2bd675a9d88e0e6181f5bb5626b71ec19"),
-    "v4.0": ("mlcommons/training_results_v4.0", "6fe954378efe4a1a1bd665550b18ff8f26018def"),
-}
+sys.path.insert(0, str(ROOT / "src"))
+from hpcrepro.rounds import ROUNDS  # noqa: E402  (the repository and commit of each round)
+
 IMPLEMENTATIONS = "benchmarks/resnet/implementations"
 
 # NVIDIA/mlperf-common commits (full hashes of the short ones the shared README names).
@@ -112,7 +108,9 @@ def main() -> None:
     if not code.is_dir():
         raise SystemExit(f"{code} is missing: give the folder holding research/ as argument")
     OUT.mkdir(parents=True, exist_ok=True)
-    for version, (repository, commit) in ROUNDS.items():
+    for item in ROUNDS.values():
+        version, repository = item.results_round, item.results_repository
+        commit = item.results_commit
         implementations = {}
         for folder in sorted(p for p in (code / version).glob("*/*") if p.is_dir()):
             submitter, name = folder.parent.name, folder.name

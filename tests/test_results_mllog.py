@@ -140,7 +140,7 @@ def test_lines_longer_than_max_line_are_not_kept_in_memory(
     assert [(p.line, p.official_parse_error) for p in problems] == [(3, True)]
     assert "longer than" in problems[0].message
     assert kept and max(kept) <= 4096
-    result = summarize_run(log)
+    result = summarize_run(log, "4.0.0")
     assert result.run_stop and result.best_accuracy == 0.5
     assert [(p.line, p.message) for p in result.problems] == [(p.line, p.message)
                                                               for p in problems]
@@ -156,7 +156,7 @@ def test_a_log_of_damaged_records_keeps_the_first_problems_and_counts_all(
     damaged = runs.KEPT_PROBLEMS * 3
     log.write_text("".join(rec("eval_accuracy", 0.5, i, epoch_num=1)[:-30] + "\n"
                            for i in range(damaged)))
-    result = summarize_run(log)
+    result = summarize_run(log, "4.0.0")
     assert len(result.problems) == runs.KEPT_PROBLEMS
     assert result.problem_count == result.unreadable_count == damaged
     assert [p.line for p in result.problems[:3]] == [1, 2, 3]
@@ -167,7 +167,7 @@ def test_a_log_of_damaged_records_keeps_the_first_problems_and_counts_all(
 def test_raw_multi_rank_log_scores_like_the_clean_file(research: Path, tmp_path: Path) -> None:  # noqa: F811
     clean = research / EOS_N8 / "result_0.txt"
     raw = rawify(clean, tmp_path / "raw.log", ranks=4)
-    a, b = summarize_run(clean), summarize_run(raw)
+    a, b = summarize_run(clean, "4.0.0"), summarize_run(raw, "4.0.0")  # EOS_N8 is a v4.0 log
     assert b.time_to_train_minutes == a.time_to_train_minutes == 2.5054333333333334
     assert b.epochs_to_target == a.epochs_to_target == 35
     assert b.compliance.valid and b.status == "success" and b.best_accuracy == a.best_accuracy

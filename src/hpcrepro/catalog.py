@@ -17,10 +17,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -31,10 +32,10 @@ from pydantic import (
 )
 
 from hpcrepro.errors import UserError, location
+from hpcrepro.rounds import RULESETS, VERSIONS
 from hpcrepro.shell import check_env_name
 from hpcrepro.yamlio import KeyPath, YamlDocument, load_yaml
 
-VERSIONS = ("r2.1", "r3.0", "r3.1", "r4.0")
 COMMON_FILE = "_common.yaml"
 EXTRA_DIRS_ENV = "HPCREPRO_SYSTEMS"
 
@@ -170,6 +171,14 @@ def _env_to_text(value: Any) -> Any:
     return result
 
 
+def _known_ruleset(value: Any) -> Any:
+    """mlperf-logging's ruleset of a round with ResNet-50 (`hpcrepro.rounds`), as text."""
+    if value not in RULESETS:
+        listed = ", ".join(repr(ruleset) for ruleset in RULESETS[:-1])
+        raise ValueError(f"Input should be {listed} or {RULESETS[-1]!r}")
+    return value
+
+
 class SystemVersion(_Strict):
     """One system in one MLPerf version: scale, hyperparameters, environment, provenance."""
 
@@ -185,7 +194,7 @@ class SystemVersion(_Strict):
     walltime_overhead_minutes: float = Field(ge=0, le=MAX_MINUTES)
     implementation: str
     container_base: str
-    ruleset: Literal["2.1.0", "3.0.0", "3.1.0", "4.0.0"]
+    ruleset: Annotated[str, BeforeValidator(_known_ruleset)]
     sbatch_network: str | None = None
     published: Published | None = None
     hparams: Hyperparameters

@@ -18,6 +18,7 @@ from hpcrepro.campaign import stages as st
 from hpcrepro.campaign import verdict
 from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.errors import UserError
+from hpcrepro.rounds import TARGET_ACCURACY
 from hpcrepro.scheduler import states
 from hpcrepro.scheduler.slurm import JobInfo, SlurmUnavailable, SubmitUncertain
 
@@ -370,7 +371,7 @@ def apply_infos(paths: CampaignPaths, manifest: Manifest, infos: dict[str, JobIn
 def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
     """Give every run of a finished training job its verdict (once)."""
     changed = False
-    target = float(manifest.get("target_accuracy", verdict.RESNET_TARGET))
+    target = float(manifest.get("target_accuracy", TARGET_ACCURACY))
     for stage in st.train_stages(manifest):
         job = st.current(stage)
         state = job["state"] if job else states.PLANNED

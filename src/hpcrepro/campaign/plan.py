@@ -20,6 +20,7 @@ from hpcrepro.campaign import engine
 from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.errors import UserError
+from hpcrepro.rounds import TARGET_ACCURACY
 
 if TYPE_CHECKING:
     from hpcrepro.config import ResolvedConfig
@@ -225,7 +226,7 @@ def build(
         "runs_required": runs,
         "runs_per_job": runs_per_job,
         "target_epoch": cfg.spec.target_epoch(),
-        "target_accuracy": 0.759,
+        "target_accuracy": TARGET_ACCURACY,
         "cancelled": False,
         "stages": stages,
     }

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcrepro.rounds import TARGET_ACCURACY, get
 from hpcrepro.scheduler import states
 
-RESNET_TARGET = 0.759
 VALID = "valid"
 INVALID = "invalid"
 VOID = "void"
@@ -81,13 +81,13 @@ def live_progress(path: Path) -> LogOutcome:
 
 
 def ruleset_of(manifest: dict[str, Any]) -> str:
-    """The compliance ruleset of a campaign's round: r4.0 -> 4.0.0."""
-    version = str(manifest.get("version") or "r4.0")
-    return version.removeprefix("r") + ".0"
+    """The compliance ruleset of a campaign's round (`hpcrepro.rounds`): r4.0 -> 4.0.0."""
+    version = manifest.get("version") or manifest["inputs"]["version"]
+    return get(str(version), where="the campaign's version").ruleset
 
 
 def judge(
-    log: Path, job_state: str, ruleset: str, target: float = RESNET_TARGET
+    log: Path, job_state: str, ruleset: str, target: float = TARGET_ACCURACY
 ) -> tuple[str, str]:
     """(verdict, reason) for one run whose job ended in `job_state`, under `ruleset`'s rules."""
     if job_state in (states.BLOCKED, states.PLANNED):

@@ -14,13 +14,14 @@ from typing import Any
 import typer
 
 from hpcrepro.errors import UserError
+from hpcrepro.rounds import listing
 
 # typer reads these annotations at runtime, so they keep the Optional[...] spelling.
 
 
 def submit(
     system: str = typer.Option(..., "--system", help="system name from `hpcrepro systems`"),
-    version: str = typer.Option(..., "--version", help="MLPerf round: r2.1, r3.0, r3.1, r4.0"),
+    version: str = typer.Option(..., "--version", help=f"MLPerf round: {listing()}"),
     site: Path | None = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, overrides any setting"),
     runs: int | None = typer.Option(None, "--runs", help="training runs (site default: 5)"),

@@ -8,10 +8,12 @@ from typing import Any
 
 import typer
 
+from hpcrepro.rounds import listing
+
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 
 SystemOption = typer.Option(..., "--system", "-s", help="System name, e.g. dgxa100_8x8.")
-VersionOption = typer.Option(..., "--version", "-v", help="MLPerf round: r2.1, r3.0, r3.1, r4.0.")
+VersionOption = typer.Option(..., "--version", "-v", help=f"MLPerf round: {listing()}.")
 SiteOption = typer.Option(
     None, "--site", help="Site YAML (default: $HPCREPRO_SITE, ~/.config/hpcrepro/site.yaml)."
 )

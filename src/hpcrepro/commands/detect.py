@@ -213,7 +213,10 @@ def _write_mlperf_json(node: NodeDescription, nodes: int, path: Path, say: _Prin
         say("fill these fields by hand (they cannot be detected on the node):")
         for key in missing:
             say(f"  {key}: {FILL_HINTS.get(key, 'not detected on this node')}")
-        say(f"then check it: python3 -m mlperf_logging.system_desc_checker {path} training 4.0.0")
+        from hpcrepro.rounds import LAST, ROUNDS
+
+        checker = "python3 -m mlperf_logging.system_desc_checker"
+        say(f"then check it: {checker} {path} training {ROUNDS[LAST].ruleset}")
 
 
 def _json_text(described: list[NodeDescription]) -> str:

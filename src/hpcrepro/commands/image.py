@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from hpcrepro.rounds import listing
+
 image_app = typer.Typer(
     help="Build NVIDIA's training image (its code on the NGC base) for pyxis or Apptainer.",
     no_args_is_help=True,
@@ -18,7 +20,7 @@ image_app = typer.Typer(
 @image_app.command("build")
 def build(
     system: str = typer.Option(..., "--system", help="system name from `hpcrepro systems`"),
-    version: str = typer.Option(..., "--version", help="MLPerf round: r2.1, r3.0, r3.1, r4.0"),
+    version: str = typer.Option(..., "--version", help=f"MLPerf round: {listing()}"),
     site: Path | None = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, overrides any setting"),
     code: Path | None = typer.Option(

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from hpcrepro.rounds import listing
+
 if TYPE_CHECKING:
     from hpcrepro.catalog import Catalog, SystemVersion
 
@@ -21,12 +23,13 @@ systems_app = typer.Typer(
     no_args_is_help=False,
 )
 
-VERSION_HELP = "Only this MLPerf version (r2.1, r3.0, r3.1, r4.0)."
+VERSION_HELP = f"Only this MLPerf version ({listing()})."
 
 
 def _check_version(version: str | None) -> None:
-    from hpcrepro.catalog import VERSIONS, _suggest
+    from hpcrepro.catalog import _suggest
     from hpcrepro.errors import UserError
+    from hpcrepro.rounds import VERSIONS
 
     if version is not None and version not in VERSIONS:
         raise UserError(

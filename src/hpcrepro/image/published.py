@@ -2,7 +2,9 @@
 
 The data files beside this module (`published/v2.1.json` ... and `mlperf-common.json`) are
 written by `scripts/image-code-manifests.py` from the byte-for-byte copies in the shared research
-folder, and ship inside the wheel.
+folder, and ship inside the wheel. The repository and commit of each round are
+`hpcrepro.rounds`' (the files repeat them as a record of what was hashed, and a test holds
+the two together).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcrepro import rounds
 from hpcrepro.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "published"
@@ -82,11 +85,6 @@ def _files(raw: dict[str, Any]) -> dict[str, FileEntry]:
     }
 
 
-def round_of(version: str) -> str:
-    """'r3.0' (the catalog's version) -> 'v3.0' (the MLCommons repository's)."""
-    return "v" + version.removeprefix("r")
-
-
 def submitter_of(source: str, round_name: str, implementation: str) -> str:
     """The submitter folder (NVIDIA, NVIDIA_CoreWeave...) named by a catalog entry's `source`
     when it points into this round's repository and implementation; NVIDIA otherwise."""
@@ -98,7 +96,8 @@ def submitter_of(source: str, round_name: str, implementation: str) -> str:
 
 def locate(version: str, implementation: str, source: str) -> CodeLocation:
     """The published folder of a catalog entry (`implementation` and `source` keys)."""
-    round_name = round_of(version)
+    entry = rounds.get(version, where="catalog version")
+    round_name = entry.results_round
     data = _round_data(round_name)
     submitter = submitter_of(source, round_name, implementation)
     path = f"{submitter}/{IMPLEMENTATIONS}/{implementation}"
@@ -106,15 +105,15 @@ def locate(version: str, implementation: str, source: str) -> CodeLocation:
     if block is None:
         known = sorted(p.rsplit("/", 1)[-1] for p in data["implementations"])
         raise UserError(
-            f"{data['repository']} has no folder {path}",
+            f"{entry.results_repository} has no folder {path}",
             where="catalog key 'implementation'",
             hint=f"implementation folders of {round_name}: {', '.join(known)}",
         )
     pin = block.get("mlperf_common")
     return CodeLocation(
         round=round_name,
-        repository=data["repository"],
-        commit=data["commit"],
+        repository=entry.results_repository,
+        commit=entry.results_commit,
         path=path,
         files=_files(block["files"]),
         mlperf_common=pin["commit"] if pin else None,

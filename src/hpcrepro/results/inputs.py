@@ -14,23 +14,9 @@ from typing import Any
 
 from hpcrepro.errors import UserError
 from hpcrepro.jsonio import read_json
-from hpcrepro.results.rules import SUPPORTED_RULESETS
+from hpcrepro.rounds import LAST, VERSIONS, of_ruleset, ruleset_for
 
-_VERSION = re.compile(r"^[rv]?(\d+)\.(\d+)(?:\.(\d+))?$")
 _PATH_VERSION = re.compile(r"(?:^|[/_-])[rv](\d)\.(\d)(?:$|[/_-])")
-
-
-def ruleset_for(version: str, where: str = "--version") -> str:
-    """'r4.0', 'v4.0', '4.0' or '4.0.0' → '4.0.0'; refuse rulesets without ResNet."""
-    match = _VERSION.match(version.strip())
-    if not match:
-        raise UserError(f"'{version}' is not an MLPerf Training version", where=where,
-                        hint="use r2.1, r3.0, r3.1 or r4.0")
-    ruleset = f"{match[1]}.{match[2]}.{match[3] or 0}"
-    if ruleset not in SUPPORTED_RULESETS:
-        raise UserError(f"MLPerf Training {version} has no ResNet-50 rules", where=where,
-                        hint="ResNet-50 was retired after v4.0; use r2.1, r3.0, r3.1 or r4.0")
-    return ruleset
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -191,8 +177,8 @@ def resolve(folder: Path, version: str | None, system: str | None,
         version = str(config["version"])
         ruleset = ruleset_for(version, where=f"{folder / 'resolved-config.json'} key 'version'")
     elif spec.get("ruleset"):
-        version = "r" + str(spec["ruleset"]).rsplit(".", 1)[0]
         ruleset = ruleset_for(str(spec["ruleset"]), where="resolved-config.json key 'spec.ruleset'")
+        version = of_ruleset(ruleset).name
     else:
         match = _PATH_VERSION.search(str(folder.resolve()))
         if match:
@@ -200,8 +186,8 @@ def resolve(folder: Path, version: str | None, system: str | None,
             ruleset = ruleset_for(version, where=str(folder))
     if not version or not ruleset:
         raise UserError("cannot tell which MLPerf version these logs belong to", where=str(folder),
-                        hint="pass --version r4.0 (or r2.1, r3.0, r3.1)")
-    version = "r" + ruleset.rsplit(".", 1)[0]
+                        hint=f"pass --version {LAST} (or {', '.join(VERSIONS[:-1])})")
+    version = of_ruleset(ruleset).name
     if published is None:
         block = spec.get("published")
         if isinstance(block, dict) and isinstance(block.get("score_minutes"), int | float):

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from hpcrepro.results.collect import Collection
-from hpcrepro.results.runs import TARGET_ACCURACY
+from hpcrepro.rounds import TARGET_ACCURACY
 from hpcrepro.safeopen import write_atomically
 
 
@@ -34,14 +34,18 @@ def write_plot(collection: Collection, out: Path) -> Path:
     if published:
         bars.axhline(published, color="black", linestyle="--", label=f"NVIDIA {published:.3f} min")
     if collection.score.minutes is not None:
-        bars.axhline(collection.score.minutes, color="tab:blue", label=f"score "
-                     f"{collection.score.minutes:.3f} min")
+        bars.axhline(
+            collection.score.minutes,
+            color="tab:blue",
+            label=f"score {collection.score.minutes:.3f} min",
+        )
     bars.set_ylabel("time to train (minutes)")
     bars.set_title("Time to train (grey: does not count)")
     if published or collection.score.minutes is not None:
         bars.legend(fontsize=8)
-    fig.suptitle(f"{collection.inputs.system or collection.inputs.folder.name} "
-                 f"{collection.inputs.version}")
+    fig.suptitle(
+        f"{collection.inputs.system or collection.inputs.folder.name} {collection.inputs.version}"
+    )
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, format="png")

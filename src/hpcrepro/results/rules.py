@@ -21,7 +21,6 @@ from types import CodeType
 from typing import Any
 
 USAGE = "training"
-SUPPORTED_RULESETS = ("2.1.0", "3.0.0", "3.1.0", "4.0.0")
 # Values that the ResNet chain can enqueue: division, benchmark, optimizer.
 _CHAIN_VALUES = ("closed", "open", "resnet", "lars", "sgd")
 _ENQUEUE = re.compile(r"enqueue_config\('([^']*)'")

@@ -17,15 +17,31 @@ from typing import Any
 from hpcrepro.results.mllog import Problem, iter_records
 from hpcrepro.results.rules import StreamingChecker, Verdict
 from hpcrepro.results.summaryscan import SummaryScan
+from hpcrepro.rounds import TARGET_ACCURACY
 
-TARGET_ACCURACY = 0.759
 EPOCH_KEYS = ("epoch_num", "first_epoch_num")
 _STATUS = {"success": "success", "aborted": "aborted"}
-_INFO_KEYS = ("global_batch_size", "submission_benchmark", "submission_division", "submission_org",
-              "submission_platform")
+_INFO_KEYS = (
+    "global_batch_size",
+    "submission_benchmark",
+    "submission_division",
+    "submission_org",
+    "submission_platform",
+)
 # Every key summarize_run reads itself (the compliance rules read theirs through the checker).
-SUMMARY_KEYS = frozenset({"eval_accuracy", "run_start", "run_stop", "epoch_start", "block_start",
-                          "epoch_stop", "block_stop", "seed", *_INFO_KEYS})
+SUMMARY_KEYS = frozenset(
+    {
+        "eval_accuracy",
+        "run_start",
+        "run_stop",
+        "epoch_start",
+        "block_start",
+        "epoch_stop",
+        "block_stop",
+        "seed",
+        *_INFO_KEYS,
+    }
+)
 
 
 @dataclass
@@ -73,8 +89,11 @@ class RunResult:
         if self.valid:
             return ""
         if not self.run_start or not self.run_stop:
-            missing = [k for k, ok in (("run_start", self.run_start), ("run_stop", self.run_stop))
-                       if not ok]
+            missing = [
+                k
+                for k, ok in (("run_start", self.run_start), ("run_stop", self.run_stop))
+                if not ok
+            ]
             return f"{' and '.join(missing)} missing (truncated log?)"
         if self.timing_problem:
             return self.timing_problem
@@ -86,8 +105,10 @@ class RunResult:
             if first is None:  # beyond the problems kept
                 return f"{self.unreadable_count} unreadable MLLOG records"
             more = self.unreadable_count - 1
-            return f"unreadable MLLOG record at line {first.line}" \
-                   f"{f' (+{more} more)' if more else ''}: {first.message}"
+            return (
+                f"unreadable MLLOG record at line {first.line}"
+                f"{f' (+{more} more)' if more else ''}: {first.message}"
+            )
         if self.compliance.official_crash:
             return f"mlperf-logging would crash: {self.compliance.official_crash}"
         messages = self.compliance.messages or ["mlperf-logging's compliance checker rejects it"]
@@ -108,7 +129,7 @@ def _epoch(metadata: Any) -> float | None:
 KEPT_PROBLEMS = 100
 
 
-def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
+def summarize_run(path: str | Path, ruleset: str) -> RunResult:
     """Stream one log and summarize it (compliance judged by the rules of `ruleset`)."""
     checker = StreamingChecker(ruleset)
     problems: list[Problem] = []
@@ -139,9 +160,14 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
     # Records nobody reads, and rank copies that change nothing, are only counted by the scan;
     # copies only the compliance rules need go straight to the checker.
     copies_read_here = {"run_start", "run_stop"}
-    scan = SummaryScan(path, on_problem, needed=checker.keys | SUMMARY_KEYS,
-                       copies_needed=checker.copy_unsafe | copies_read_here,
-                       copies_fed=checker.copy_unsafe - copies_read_here, feed_copy=feed)
+    scan = SummaryScan(
+        path,
+        on_problem,
+        needed=checker.keys | SUMMARY_KEYS,
+        copies_needed=checker.copy_unsafe | copies_read_here,
+        copies_fed=checker.copy_unsafe - copies_read_here,
+        feed_copy=feed,
+    )
     for record in scan:
         key = record.key
         if record.official:
@@ -192,25 +218,42 @@ def summarize_run(path: str | Path, ruleset: str = "4.0.0") -> RunResult:
         minutes = (stop - start) / 60 / 1000
         # mlperf-logging would score such a run as it is (a negative, NaN or infinite time)
         if not math.isfinite(minutes):
-            timing_problem = (f"run_start (time_ms {_ms(start)}) or run_stop (time_ms "
-                              f"{_ms(stop)}) is not a finite time: no time to train")
+            timing_problem = (
+                f"run_start (time_ms {_ms(start)}) or run_stop (time_ms "
+                f"{_ms(stop)}) is not a finite time: no time to train"
+            )
         elif minutes <= 0:
-            timing_problem = (f"run_stop (time_ms {_ms(stop)}) is not after run_start "
-                              f"(time_ms {_ms(start)}): no time to train")
+            timing_problem = (
+                f"run_stop (time_ms {_ms(stop)}) is not after run_start "
+                f"(time_ms {_ms(start)}): no time to train"
+            )
         if timing_problem:
             minutes = None
     batch = info.get("global_batch_size")
     return RunResult(
-        path=str(path), status=status, time_to_train_minutes=minutes,
-        epochs_to_target=epochs_to_target, best_accuracy=best, last_accuracy=last,
-        last_epoch=last_epoch, run_start=start_seen, run_stop=stop_seen, reached_target=reached,
+        path=str(path),
+        status=status,
+        time_to_train_minutes=minutes,
+        epochs_to_target=epochs_to_target,
+        best_accuracy=best,
+        last_accuracy=last,
+        last_epoch=last_epoch,
+        run_start=start_seen,
+        run_stop=stop_seen,
+        reached_target=reached,
         compliance=checker.verdict(),
         global_batch_size=batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
         benchmark=_text(info.get("submission_benchmark")),
-        division=_text(info.get("submission_division")), org=_text(info.get("submission_org")),
-        platform=_text(info.get("submission_platform")), seeds=seeds, evals=evals,
-        problems=problems, problem_count=problem_count, unreadable_count=unreadable_count,
-        mllog_records=checker.lines, timing_problem=timing_problem,
+        division=_text(info.get("submission_division")),
+        org=_text(info.get("submission_org")),
+        platform=_text(info.get("submission_platform")),
+        seeds=seeds,
+        evals=evals,
+        problems=problems,
+        problem_count=problem_count,
+        unreadable_count=unreadable_count,
+        mllog_records=checker.lines,
+        timing_problem=timing_problem,
     )
 
 
