@@ -6,10 +6,12 @@ read forever; both are refused with an OSError saying what the path is. The open
 `read_user_file` adds what every configuration reader needs: a size limit and UTF-8 text, with
 the line of a bad byte, as user errors naming the file.
 
-Inside a folder hpcrepro made (a campaign folder, the campaign index), `replace_inside` and
-`open_inside` never follow a link: each folder on the way is opened with O_NOFOLLOW, relative
-to the one before, and a file is written as a new file renamed over the old name, which replaces
-a link planted there instead of writing through it.
+Every file hpcrepro writes whole goes through one writer, `_replace_at`: a new private file
+renamed over the name, so readers never see half a file and a link planted at the name is
+replaced, not written through. `replace_file` (and `write_atomically`, its UserError form for a
+command's output) writes into a folder the user named; inside a folder hpcrepro made (a campaign
+folder, the campaign index), `replace_inside` and `open_inside` never follow a link: each folder
+on the way is opened with O_NOFOLLOW, relative to the one before.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,27 +102,85 @@ def existing_file(path: Path, option: str, hint: str) -> bool:
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)
+    """This process's umask, read without changing it (prep writes from several threads: setting
+    and restoring it could give another thread's new file a looser mask)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            line = next(line for line in status if line.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # kernels before 4.7 do not show it
     os.umask(mask)
     return mask
 
 
-def write_atomically(path: Path, data: bytes, option: str, mode: int | None = None) -> None:
-    """Write `path` (creating its folder) through a temporary sibling renamed over it, so a
-    reader never sees half a file and a full disk leaves the old one; a UserError naming
-    `option` on failure. Without `mode`, the file gets what `open()` would give it (0666 less
-    the umask), not the temporary file's private 0600."""
+Data = bytes | Iterable[bytes]
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _replace_at(
+    folder: int, name: str, data: Data, mode: int, sync: bool, staging: int | None = None
+) -> None:
+    """The one atomic write: `data` into a new private file (in `staging`, a folder on the same
+    file system, else beside the target), given `mode`, optionally fsynced, then renamed over
+    `name` in `folder`. Readers see the old file or the new one, never half; a link at `name` is
+    replaced, not followed; on failure the temporary file is removed and the old file is left."""
+    at = folder if staging is None else staging
+    temp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(
+        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=at
+    )
+    try:
+        try:
+            if isinstance(data, bytes):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            else:
+                with os.fdopen(os.dup(fd), "wb") as handle:  # buffered: many small chunks
+                    handle.writelines(data)
+            os.fchmod(fd, mode)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, name, src_dir_fd=at, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=at)
+        raise
+
+
+def replace_file(
+    path: Path,
+    data: Data,
+    *,
+    mode: int | None = None,
+    sync: bool = False,
+    staging: Path | None = None,
+) -> None:
+    """Write `path` whole (see `_replace_at`) in a folder the user named, which may be reached
+    through links; OSError on failure. Without `mode` the file gets what `open()` would give it
+    (0666 less the umask), with it exactly `mode`."""
+    folder = os.open(path.parent, _DIR)
+    try:
+        stage = os.open(staging, _DIR) if staging is not None else None
+        try:
+            _replace_at(
+                folder, path.name, data, 0o666 & ~_umask() if mode is None else mode, sync, stage
+            )
+        finally:
+            if stage is not None:
+                os.close(stage)
+    finally:
+        os.close(folder)
+
+
+def write_atomically(path: Path, data: Data, option: str, mode: int | None = None) -> None:
+    """A command's output file: its folder made, the file written whole (`replace_file`); a
+    UserError naming `option` on failure."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(temp, 0o666 & ~_umask() if mode is None else mode)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        replace_file(path, data, mode=mode)
     except OSError as error:
         raise UserError(f"cannot write {path} ({error.strerror or error})", where=option) from None
 
@@ -144,34 +204,15 @@ def open_folder(base: Path, relative: str | Path = "") -> int:
 
 
 def replace_inside(
-    base: Path, relative: str | Path, data: bytes, mode: int = 0o644, sync: bool = False
+    base: Path, relative: str | Path, data: Data, mode: int = 0o644, sync: bool = False
 ) -> None:
-    """Write `base/relative` as a new file (permissions `mode` less the umask) renamed into
-    place: readers never see half a file, and a link at that name or on the way is replaced or
-    refused, never followed. OSError on failure; the old file is then left as it was."""
+    """Write `base/relative` whole (see `_replace_at`; permissions `mode` less the umask) with no
+    link followed from `base` down: a link at that name is replaced, one on the way refused.
+    OSError on failure; the old file is then left as it was."""
     relative = Path(relative)
     folder = open_folder(base, relative.parent)
-    temp = f".{relative.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        fd = os.open(
-            temp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            mode,
-            dir_fd=folder,
-        )
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, relative.name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=folder)
-        raise
+        _replace_at(folder, relative.name, data, mode & ~_umask(), sync)
     finally:
         os.close(folder)
 

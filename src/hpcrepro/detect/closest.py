@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcrepro.detect.model import NodeDescription
+from hpcrepro.detect.targets import write_text
 from hpcrepro.errors import UserError
 
 if TYPE_CHECKING:
@@ -387,9 +388,4 @@ def write_system_yaml(path: Path, derived: DerivedSystem) -> None:
     header = "".join(f"# {line}\n" for line in derived.notes)
     text = "# Derived by `hpcrepro detect --write-system`; see each version's note.\n" + header
     text += yaml.safe_dump(derived.data, sort_keys=False, width=100, allow_unicode=True)
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc}", where="--write-system") from None
+    write_text(Path(path), text, "--write-system")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpcrepro.errors import UserError
-from hpcrepro.safeopen import existing_file
+from hpcrepro.safeopen import existing_file, replace_file
 
 
 def check_target(path: Path, option: str, force: bool, shipped: Path | None) -> None:
@@ -35,9 +35,10 @@ def check_target(path: Path, option: str, force: bool, shipped: Path | None) -> 
 
 
 def write_text(path: Path, text: str, option: str) -> None:
-    """Write `path`, creating its folder; any failure is a UserError naming the option."""
+    """Write `path` whole (`safeopen.replace_file`), creating its folder; any failure is a
+    UserError naming the option."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        replace_file(path, text.encode())
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc}", where=option) from None
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}", where=option) from None

@@ -29,6 +29,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.image import cache
 from hpcrepro.image.published import CodeLocation, locate
 from hpcrepro.image.spec import BuildSpec, Format
+from hpcrepro.safeopen import replace_file
 
 RECIPE = 1
 BUILDERS = ("enroot", "apptainer", "podman", "docker")
@@ -266,9 +267,8 @@ def build(built: Plan, target: Path) -> tuple[Path, bool]:
             _run_builder(builder, spec, partial)
             if not partial.is_file() or partial.stat().st_size == 0:
                 raise UserError(f"the {builder} build wrote no image", hint="see its output above")
-            record = work / "record.json"
-            record.write_text(json.dumps(metadata(built, builder), indent=1) + "\n")
-            os.replace(record, f"{target}.json")
+            record = json.dumps(metadata(built, builder), indent=1) + "\n"
+            replace_file(Path(f"{target}.json"), record.encode(), staging=work)
             os.replace(partial, target)  # last: only now does the image look finished
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 
 from hpcrepro import jsonio
 from hpcrepro.errors import UserError
+from hpcrepro.safeopen import replace_file
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -83,23 +83,12 @@ def require_space(folder: Path, needed: int, what: str) -> None:
         )
 
 
-def atomic_write_text(path: Path, text: str, staging: Path | None = None) -> None:
-    """Write via a unique temporary name and rename: readers see old or new, never half.
-
-    The temporary file goes in `staging` (same file system) when given, so that a kill midway
-    leaves it there, in a folder deleted later, rather than beside `path`.
-    """
-    name = f".{path.name}.{os.getpid()}.{os.uname().nodename}.tmp"
-    temp = (staging or path.parent) / name
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 def write_json(path: Path, data: Any, staging: Path | None = None) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", staging)
+    """A prep state file, written whole and synced (`safeopen.replace_file`); its temporary file
+    goes in `staging` (same file system) when given, so that a kill midway leaves it there, in a
+    folder deleted later, rather than beside `path`."""
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    replace_file(path, text.encode(), sync=True, staging=staging)
 
 
 _STATE_HINT = "delete it and run the prep again (with --restart if it is the plan)"

@@ -48,6 +48,7 @@ from hpcrepro.prep.sources import (
     is_folder,
 )
 from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
+from hpcrepro.safeopen import replace_file
 
 PLAN_VERSION = 1
 _DISCARDED = WORK_DIR + ".discarded"  # a working folder being deleted
@@ -156,15 +157,11 @@ def save_plan(request: Request, work: Path, listed: Listed, log: Log) -> dict[st
     """Write the lists and the plan; returns the lists (this run need not reread them)."""
     splits = {}
     classes = len(class_names(listed[0][1]))
-    tag = f"{os.uname().nodename}.{os.getpid()}"
     for source, entries in listed:
         # Array tasks may plan at the same time: each writes the same bytes and renames them in.
-        lst, sources = work / f"{source.split}.lst", work / f"{source.split}.sources"
-        write_lst(lst.with_name(f"{lst.name}.{tag}"), entries)
-        with open(sources.with_name(f"{sources.name}.{tag}"), "w", encoding="ascii") as handle:
-            handle.writelines(f"{e.source.offset}\t{e.source.size}\n" for e in entries)
-        os.replace(lst.with_name(f"{lst.name}.{tag}"), lst)
-        os.replace(sources.with_name(f"{sources.name}.{tag}"), sources)
+        write_lst(work / f"{source.split}.lst", entries)
+        lines = (f"{e.source.offset}\t{e.source.size}\n".encode("ascii") for e in entries)
+        replace_file(work / f"{source.split}.sources", lines)
         splits[source.split] = {
             "kind": source.kind,
             "location": source.location,

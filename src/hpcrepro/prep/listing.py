@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hpcrepro.errors import UserError
 from hpcrepro.prep.sources import SourceImage, is_listed
+from hpcrepro.safeopen import replace_file
 
 IM2REC_SEED = 100
 
@@ -74,8 +75,10 @@ def format_line(entry: ListEntry) -> str:
 
 
 def write_lst(path: Path, entries: Iterable[ListEntry]) -> None:
-    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
-        handle.writelines(format_line(entry) for entry in entries)
+    """The list file, written whole (`safeopen.replace_file`): array tasks that plan at the same
+    time each write the same bytes and rename them in."""
+    lines = (format_line(entry).encode("utf-8", "surrogateescape") for entry in entries)
+    replace_file(path, lines)
 
 
 @dataclass(frozen=True)
