@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from hpcrepro.config import resolve
-from hpcrepro.render import apptainer_image, pyxis_image, render_training
+from hpcrepro.image.reference import apptainer_image, pyxis_image
+from hpcrepro.render import render_training
 from script_checks import check_scripts
 
 HERE = Path(__file__).parent

@@ -20,12 +20,11 @@ from hpcrepro.campaign import plan
 from hpcrepro.campaign.layout import CampaignPaths
 from hpcrepro.config import resolve
 from hpcrepro.errors import UserError
+from hpcrepro.image.reference import apptainer_image, pyxis_image
 from hpcrepro.prep.slurm import PrepJob, render_prep_script
 from hpcrepro.render import (
-    apptainer_image,
     container_plan,
     is_per_job_option,
-    pyxis_image,
     render_training,
     sbatch_options,
 )

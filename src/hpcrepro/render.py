@@ -1,91 +1,29 @@
-"""Render job scripts from the resolved configuration (pure: config in, text out).
+"""Render the training job script from the resolved configuration (pure: config in, text out).
 
-Templates live in `templates/` as data. The Jinja environment is strict twice over: an undefined
-name fails (StrictUndefined), and a plain string printed without the `q` filter fails too (the
-`finalize` hook), so no template can put an unquoted user value on a shell line.
+Through the strict template environment of `hpcrepro.templating`: no template can put an
+unquoted user value on a shell line.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import jinja2
+from typing import Literal
 
 from hpcrepro import __version__, slurm_args
 from hpcrepro.config import ResolvedConfig
 from hpcrepro.errors import UserError
+from hpcrepro.image.reference import apptainer_image, image_file, pyxis_image
 from hpcrepro.nvidia_launch import LaunchProfile, profile_for
-from hpcrepro.resources import templates_dir
-from hpcrepro.shell import check_env_name, quote
-from hpcrepro.site import image_is_file
+from hpcrepro.shell import check_env_name
+from hpcrepro.site import Mount
+from hpcrepro.templating import ShellText, render_template, sbatch_literal
 
 Launcher = Literal["srun", "local"]
 CONTAINER_DATA_DIR = "/data"
 CONTAINER_RESULTS_DIR = "/results"
-
-
-class ShellText(str):
-    """Text that is already safe on a shell line (quoted, or a vetted literal)."""
-
-
-def q(value: object) -> ShellText:
-    """Jinja filter: one value as one quoted shell word.
-
-    A word that starts with '=' is quoted too: after `export NAME=` it is the same value, but
-    readers (and shellcheck) take `NAME==x` for a typo.
-    """
-    word = quote(value)
-    return ShellText(f"'{word}'" if word.startswith("=") else word)
-
-
-def qjoin(values: Iterable[object]) -> ShellText:
-    """Jinja filter: a list as quoted shell words separated by spaces."""
-    return ShellText(" ".join(quote(v) for v in values))
-
-
-def _finalize(value: object) -> object:
-    if isinstance(value, ShellText) or value is None:
-        return "" if value is None else value
-    if isinstance(value, bool):
-        raise jinja2.TemplateError("booleans must be rendered explicitly (use a test, not output)")
-    if isinstance(value, (int, float)):
-        return value
-    raise jinja2.TemplateError(
-        f"unquoted value {value!r} in a template: pass it through the 'q' filter"
-    )
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    env.filters["q"] = q
-    env.filters["qjoin"] = qjoin
-    env.filters["sbatch_literal"] = sbatch_literal
-    return env
-
-
-_ENV: jinja2.Environment | None = None
-
-
-def render_template(name: str, **context: Any) -> str:
-    """Render `templates/<name>` with the strict environment."""
-    global _ENV
-    if _ENV is None:
-        _ENV = _environment()
-    return _ENV.get_template(name).render(**context)
 
 
 # --- Pieces shared by every stage script ---------------------------------------------------
@@ -114,12 +52,6 @@ def is_per_job_option(option: str) -> bool:
     """Whether a (checked) site sbatch option sizes or names the job (see `_PER_JOB`), read as
     sbatch reads it: `--gpus-per-n=8` is --gpus-per-node, `-N2` is --nodes."""
     return any(name in _PER_JOB for name, _ in slurm_args.options_of(slurm_args.SBATCH, option))
-
-
-def sbatch_literal(text: object) -> str:
-    """`text` for an sbatch filename pattern (--output, --error, --input) with no pattern in it:
-    sbatch reads '%N', '%j'... there, and '%%' is a literal '%'."""
-    return str(text).replace("%", "%%")
 
 
 def sbatch_output(output: str) -> str:
@@ -236,120 +168,6 @@ class ContainerPlan:
     build_sif: str  # registry URI to build into `image` first (apptainer), or ""
 
 
-# A registry reference as Docker reads it: [HOST[:PORT]/]PATH[:TAG][@DIGEST], lower-case path.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(
-    rf"^{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
-)
-_HOST_RE = re.compile(rf"^{_HOST}$")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# Sources `apptainer build` takes besides docker:// (which is checked like any registry image).
-_APPTAINER_URIS = ("library://", "oras://", "shub://", "http://", "https://")
-_APPTAINER_LOCAL = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:")
-_IMAGE_HINT = (
-    "write a registry image as nvcr.io/nvidia/mxnet:23.04-py3 (or enroot's nvcr.io#nvidia/...), "
-    "or give the path of an image file"
-)
-
-
-def _split_reference(image: str) -> tuple[str, str, str]:
-    """(USER@, REGISTRY, PATH[:TAG][@DIGEST]) of a registry image in Docker's or enroot's syntax.
-
-    enroot writes `[USER@][REGISTRY#]IMAGE[:TAG]`; Docker writes `[REGISTRY/]IMAGE[:TAG]`, where
-    the first component is a registry when it holds '.' or ':' or is 'localhost'.
-    """
-    ref = image.removeprefix("docker://")
-    if "#" in ref:
-        head, _, path = ref.partition("#")
-        user, at, registry = head.rpartition("@")
-        user += at
-    else:
-        first, sep, rest = ref.partition("/")
-        user, at, host = first.rpartition("@") if sep else ("", "", first)
-        if sep and ("." in host or ":" in host or host == "localhost"):
-            user, registry, path = user + at, host, rest
-        else:
-            user, registry, path = "", "", ref
-    if (registry and not _HOST_RE.fullmatch(registry)) or (user and not registry):
-        raise UserError(
-            f"image '{image}': '{registry or user}' is not a registry host name",
-            where="site key 'image'",
-            hint=_IMAGE_HINT,
-        )
-    if user and not re.fullmatch(r"[A-Za-z0-9._$-]+@", user):
-        raise UserError(f"image '{image}': '{user}' is not a user name", where="site key 'image'")
-    if not _PATH.fullmatch(path):
-        raise UserError(
-            f"image '{image}': '{path}' is not an image name with an optional :tag or @digest "
-            "(lower-case names, no spaces, one '#' at most)",
-            where="site key 'image'",
-            hint=_IMAGE_HINT,
-        )
-    return user, registry, path
-
-
-def pyxis_image(image: str) -> str:
-    """An image for `srun --container-image`: a squashfs path or `[USER@][REGISTRY#]IMAGE[:TAG]`.
-
-    pyxis treats a value starting with '/' or '.' as a file and prefixes anything else with
-    docker:// for `enroot import`, which pulls from Docker registries only.
-    """
-    if image.endswith(".sif"):
-        raise UserError(
-            f"image '{image}' is an Apptainer SIF file, which pyxis/enroot cannot run",
-            where="site key 'image'",
-            hint="use runtime: apptainer for it, or give pyxis a registry image or a .sqsh file",
-        )
-    if image_is_file(image):
-        return image
-    scheme = _SCHEME.match(image)
-    if scheme and scheme[1] != "docker":
-        raise UserError(
-            f"image '{image}': pyxis/enroot only pull Docker registry images, not {scheme[1]}://",
-            where="site key 'image'",
-            hint=f"import it once on a node (enroot import -o IMAGE.sqsh {image}) and set image "
-            "to that .sqsh file"
-            if scheme[1] in ("dockerd", "podman")
-            else f"use runtime: apptainer for {scheme[1]}:// images, or set image to a squashfs "
-            "(.sqsh) file made from it",
-        )
-    user, registry, path = _split_reference(image)
-    return f"{user}{registry}#{path}" if registry else path
-
-
-def apptainer_image(image: str) -> str:
-    """An image for apptainer: a file path, or a URI `apptainer build` takes.
-
-    Registry images become docker:// URIs in Docker's own syntax (enroot's '#' becomes '/').
-    """
-    if image_is_file(image) or image.startswith(_APPTAINER_URIS + _APPTAINER_LOCAL):
-        return image
-    scheme = _SCHEME.match(image)
-    if scheme and scheme[1] != "docker":
-        raise UserError(
-            f"image '{image}': apptainer cannot build from {scheme[1]}://",
-            where="site key 'image'",
-            hint="use docker://, library://, oras://, shub://, https:// or a .sif file",
-        )
-    user, registry, path = _split_reference(image)
-    if user:
-        raise UserError(
-            f"image '{image}': apptainer takes no user name in the image",
-            where="site key 'image'",
-            hint="drop the 'USER@' part and log in with `apptainer registry login` "
-            "(or set APPTAINER_DOCKER_USERNAME / APPTAINER_DOCKER_PASSWORD)",
-        )
-    return f"docker://{registry}/{path}" if registry else f"docker://{path}"
-
-
-def image_file(image: str) -> str:
-    """An image file as an absolute path (a relative one is taken from the current folder)."""
-    return str(Path(image).expanduser().absolute())
-
-
 def _check_mount_path(path: Path | str, key: str) -> str:
     """One side of a bind: absolute, and free of the ',' and ':' that separate binds and sides."""
     text = str(path)
@@ -388,11 +206,15 @@ def container_plan(cfg: ResolvedConfig, log_dir: Path) -> ContainerPlan:
     data = _check_mount_path(site.dataset_dir, "dataset_dir")
     logs = _check_mount_path(log_dir, "log_dir")
     # The data set is mounted read-only: no task may change what every run reads.
-    specs = [f"{data}:{CONTAINER_DATA_DIR}:ro", f"{logs}:{CONTAINER_RESULTS_DIR}"]
+    binds = [
+        Mount.model_construct(source=Path(data), target=CONTAINER_DATA_DIR, read_only=True),
+        Mount.model_construct(source=Path(logs), target=CONTAINER_RESULTS_DIR, read_only=False),
+    ]
     for mount in site.mounts:  # the site checked them; this also refuses line breaks
-        source = _check_mount_path(mount.source, "mounts")
-        target = _check_mount_path(mount.target, "mounts")
-        specs.append(f"{source}:{target}" + (":ro" if mount.read_only else ""))
+        _check_mount_path(mount.source, "mounts")
+        _check_mount_path(mount.target, "mounts")
+        binds.append(mount)
+    specs = [mount.spec() for mount in binds]  # the one mount formatter: site.Mount.spec
     is_file = site.image_kind() == "file"
     if site.runtime == "pyxis":
         image = pyxis_image(site.image)  # refuses a .sif and registries enroot cannot pull

@@ -138,7 +138,7 @@ def image_cache_file(cfg: ResolvedConfig) -> Path:
         from hpcrepro.image.build import planned_file
 
         return planned_file(cfg)
-    from hpcrepro.render import apptainer_image, pyxis_image
+    from hpcrepro.image.reference import apptainer_image, pyxis_image
 
     source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
     return cache.registry_cache_file(cfg.site, source)
@@ -258,7 +258,8 @@ def write_script(
 ) -> None:
     """Render the script of one stage into the campaign's scripts/ folder (in `into`, the
     folder being built, when given)."""
-    from hpcrepro.render import ShellText, render_template, render_training
+    from hpcrepro.render import render_training
+    from hpcrepro.templating import ShellText, render_template
 
     name = manifest["name"]
     output = str(paths.job_output / f"{stage['name']}-%j.out")
@@ -294,7 +295,8 @@ def write_script(
 def render_image_stage(cfg: ResolvedConfig, header: str) -> str:
     """The image stage: import the registry image, or build NVIDIA's (hpcrepro image build on
     the compute node, every value passed explicitly so the job builds what submit planned)."""
-    from hpcrepro.render import ShellText, apptainer_image, pyxis_image, render_template
+    from hpcrepro.image.reference import apptainer_image, pyxis_image
+    from hpcrepro.templating import ShellText, render_template
 
     target = image_cache_file(cfg)
     common = {"header": ShellText(header), "target": str(target),
@@ -344,7 +346,7 @@ def one_task_header(cfg: ResolvedConfig, job_name: str, output: str, minutes: in
 def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) -> str:
     """The prep stage: `hpcrepro prep imagenet` on the host (no container: it is our own code),
     one node, exclusive only when the site's jobs are."""
-    from hpcrepro.render import ShellText, render_template
+    from hpcrepro.templating import ShellText, render_template
 
     header = one_task_header(cfg, job_name, output, PREP_STAGE_MINUTES)
     workers = cfg.site.prep_workers

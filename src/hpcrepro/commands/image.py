@@ -56,7 +56,6 @@ def build(
     from hpcrepro.catalog import load_catalog
     from hpcrepro.config import find_site_file, resolve
     from hpcrepro.image import build as image_build
-    from hpcrepro.image import cache
 
     site_settings = None
     if not no_site and (find_site_file(site) is not None or overrides):
@@ -80,7 +79,7 @@ def build(
     if output is not None:
         target = output.expanduser().absolute()
     elif site_settings is not None:
-        target = cache.cache_dir(site_settings) / built.file_name()
+        target = built.cache_file(site_settings)
     else:
         target = Path.cwd() / built.file_name()
     if dry_run:

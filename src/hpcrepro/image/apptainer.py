@@ -40,7 +40,7 @@ def program() -> str:
 def bootstrap(base: str, base_is_file: bool) -> tuple[str, str]:
     """(Bootstrap, From) of the base: a registry image, a .sif or a sandbox folder."""
     if not base_is_file:
-        from hpcrepro.render import apptainer_image
+        from hpcrepro.image.reference import apptainer_image
 
         uri = apptainer_image(base)
         if not uri.startswith("docker://"):

@@ -24,12 +24,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpcrepro.errors import UserError
 from hpcrepro.image import cache
 from hpcrepro.image.published import CodeLocation, locate
 from hpcrepro.image.spec import BuildSpec, Format
 from hpcrepro.safeopen import replace_file
+
+if TYPE_CHECKING:
+    from hpcrepro.site import Site
 
 RECIPE = 1
 BUILDERS = ("enroot", "apptainer", "podman", "docker")
@@ -75,7 +79,15 @@ class Plan:
         return hashlib.sha256(self.identity.encode()).hexdigest()
 
     def file_name(self) -> str:
-        return cache.file_name(self.label, self.identity, f".{self.request.output_format}")
+        return cache.file_name(self.label, self.identity, self.suffix)
+
+    def cache_file(self, site: Site) -> Path:
+        """Where this image is kept in the site's image cache (`hpcrepro.image.cache`)."""
+        return cache.cache_file(site, self.label, self.identity, self.suffix)
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.request.output_format}"
 
 
 def _base(request: Request) -> tuple[str, bool]:
@@ -387,4 +399,4 @@ def planned_file(cfg: object) -> Path:
 
     assert isinstance(cfg, ResolvedConfig)
     request = request_for(cfg.system, cfg.version, cfg.spec, cfg.site)
-    return cache.cache_dir(cfg.site) / plan(request).file_name()
+    return plan(request).cache_file(cfg.site)

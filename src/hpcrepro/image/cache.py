@@ -36,9 +36,9 @@ def file_name(label: str, identity: str, suffix: str) -> str:
     return f"{slug}-{digest}{suffix}"
 
 
-def cache_file(site: Site, label: str, identity: str) -> Path:
-    """Where the image of `identity` is kept on this site."""
-    return cache_dir(site) / file_name(label, identity, suffix_for(site.runtime))
+def cache_file(site: Site, label: str, identity: str, suffix: str | None = None) -> Path:
+    """Where the image of `identity` is kept on this site (`suffix` by default the runtime's)."""
+    return cache_dir(site) / file_name(label, identity, suffix or suffix_for(site.runtime))
 
 
 def registry_cache_file(site: Site, source: str) -> Path:

@@ -187,7 +187,7 @@ def build(spec: BuildSpec, partial: Path) -> None:
     base = Path(spec.base)
     if not spec.base_is_file:
         base = spec.work / "base.sqsh"
-        from hpcrepro.render import pyxis_image
+        from hpcrepro.image.reference import pyxis_image
 
         run_checked(
             base_import_command(enroot, pyxis_image(spec.base), base),

@@ -1,7 +1,7 @@
 """Render the Slurm script of a sharded prep: a job array packs the shards, a dependent job joins.
 
 Pure: parameters in, script text out, through the training script's strict Jinja environment
-(`render.render_template`): a plain string printed without the `q` filter is a render error. The
+(`templating.render_template`): a plain string printed without the `q` filter is a render error. The
 job scripts are fed to `sbatch` through quoted here-documents, so values are never expanded twice.
 """
 
@@ -66,7 +66,7 @@ def _check(job: PrepJob) -> None:
 
 def render_prep_script(job: PrepJob) -> str:
     """The bash script that submits the pack array and the join job, and prints the join job id."""
-    from hpcrepro.render import render_template
+    from hpcrepro.templating import render_template
 
     _check(job)
     return render_template(
