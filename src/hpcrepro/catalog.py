@@ -11,7 +11,6 @@ the installed package.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -31,9 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from hpcrepro.errors import UserError, location
+from hpcrepro.errors import UserError
 from hpcrepro.rounds import RULESETS, VERSIONS
 from hpcrepro.shell import check_env_name
+from hpcrepro.validation import suggest, user_error
 from hpcrepro.yamlio import KeyPath, YamlDocument, load_yaml
 
 COMMON_FILE = "_common.yaml"
@@ -278,11 +278,6 @@ def _natural_key(name: str) -> list[tuple[int, str]]:
     return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
 
 
-def _suggest(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-
-
 # NAME -> (text, 'file:line') of one common export.
 _CommonEnv = dict[str, tuple[str, str]]
 
@@ -341,7 +336,7 @@ class Catalog:
         found = self.systems.get(system)
         if found is None:
             raise UserError(
-                f"unknown system '{system}'{_suggest(system, self.names())}",
+                f"unknown system '{system}'{suggest(system, self.names())}",
                 hint=f"systems in the catalog: {', '.join(self.names())} (see `hpcrepro systems`)",
             )
         return found
@@ -351,7 +346,7 @@ class Catalog:
         found = entry.versions.get(version)
         if found is None:
             have = ", ".join(entry.versions)
-            close = _suggest(version, list(entry.versions))
+            close = suggest(version, list(entry.versions))
             raise UserError(
                 f"system '{system}' has no version '{version}'{close}",
                 hint=f"versions of {system}: {have}",
@@ -407,94 +402,13 @@ def _label(path: Path, shipped: Path) -> str:
     return f"systems/{path.name}" if path.parent == shipped else str(path)
 
 
-def _validation_error(
-    error: ValidationError, doc: YamlDocument, root: type[BaseModel]
-) -> UserError:
-    """Turn pydantic's first error into a message naming file, line, key and the fix."""
-    problems = _ordered(error)
-    first = problems[0]
-    loc = tuple(str(part) for part in first["loc"] if part != "[key]")
-    key_path: KeyPath = loc
-    dotted = ".".join(str(part) for part in key_path)
-    where = location(str(doc.path), dotted or None, doc.line_of(key_path))
-    kind = first["type"]
-    more = len(problems) - 1
-    also = f" ({more} more problem{'s' if more > 1 else ''} in this file)" if more else ""
-    if kind == "extra_forbidden":
-        valid = _valid_keys(root, loc[:-1])
-        return UserError(
-            f"unknown key '{loc[-1]}'{_suggest(loc[-1], valid)}{also}",
-            where=where,
-            hint=f"valid keys here: {', '.join(valid)}",
-        )
-    if kind == "missing":
-        return UserError(
-            f"required key '{loc[-1]}' is missing{also}",
-            where=where,
-            hint=f"add '{loc[-1]}:' with its value",
-        )
-    value = first.get("input")
-    if kind == "too_short" and loc[-1:] == ("versions",):
-        return UserError(
-            f"no versions{also}",
-            where=where,
-            hint=f"add a block for at least one of {', '.join(VERSIONS)}",
-        )
-    message = first["msg"].removeprefix("Value error, ")
-    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-    return UserError(f"{message}{shown}{also}", where=where, hint=_hint_for(kind, loc))
-
-
-def _ordered(error: ValidationError) -> list[Any]:
-    """Unknown keys first: a typo also makes the real key 'missing', and the typo is the cause."""
-    problems = error.errors(include_url=False)
-    return sorted(problems, key=lambda problem: problem["type"] != "extra_forbidden")
-
-
-def _hint_for(kind: str, loc: tuple[str, ...]) -> str:
-    if kind.startswith(("int", "float")):
-        return "write a plain number without quotes or units"
-    if kind == "literal_error":
-        return "use one of the values listed"
-    if kind in ("dict_type", "model_type"):
-        return "this key needs a mapping of 'name: value' lines below it"
-    if (loc and loc[-1] == "env") or "env" in loc:
-        return "env maps variable names to text values"
-    return "see docs/catalog.md for the file format"
-
-
-def _valid_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
-    """Valid keys of the model found at `loc` below `root` (a system or the common file)."""
-    model = root
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        if part == "versions" and model in (SystemEntry, _CommonFile):
-            if not parts:
-                return list(VERSIONS)
-            parts.pop(0)
-            model = SystemVersion if model is SystemEntry else _CommonVersion
-        elif part == "implementations" and model is _CommonVersion:
-            if not parts:
-                break
-            parts.pop(0)
-            model = _CommonImplementation
-        elif part == "hparams":
-            model = Hyperparameters
-        elif part == "published":
-            model = Published
-        else:
-            break
-    return list(model.model_fields)
-
-
 def _load_common(path: Path) -> tuple[YamlDocument, _CommonFile]:
     doc = load_yaml(path, text_paths=_env_text_path)
     data = _mapping(doc, "versions: {<version>: {env: {NAME: value}}}")
     try:
         return doc, _CommonFile.model_validate(data)
     except ValidationError as error:
-        raise _validation_error(error, doc, _CommonFile) from None
+        raise user_error(error, _CommonFile, doc.where, docs="docs/catalog.md") from None
 
 
 def _common_layers(
@@ -539,7 +453,7 @@ def _check_common_implementations(
             key_path: KeyPath = ("versions", layer.version, "implementations", name)
             if name not in used and not layer.shipped:
                 raise UserError(
-                    f"no {layer.version} system runs implementation '{name}'{_suggest(name, used)}",
+                    f"no {layer.version} system runs implementation '{name}'{suggest(name, used)}",
                     where=layer.doc.where(key_path),
                     hint=f"implementations of {layer.version}: {', '.join(used) or 'none'}",
                 )
@@ -567,7 +481,7 @@ def _mapping(doc: YamlDocument, what: str) -> dict[str, Any]:
         for version in data["versions"]:
             if version not in VERSIONS:
                 raise UserError(
-                    f"unknown version '{version}'{_suggest(version, VERSIONS)}",
+                    f"unknown version '{version}'{suggest(version, VERSIONS)}",
                     where=doc.where(("versions", version)),
                     hint=f"versions: {', '.join(VERSIONS)}",
                 )
@@ -601,7 +515,7 @@ def _load_system(
     try:
         entry = SystemEntry.model_validate(merged)
     except ValidationError as error:
-        raise _validation_error(error, doc, SystemEntry) from None
+        raise user_error(error, SystemEntry, doc.where, docs="docs/catalog.md") from None
     return doc, data, entry
 
 

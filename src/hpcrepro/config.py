@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from hpcrepro.catalog import STRUCTURED_EXPORTS, Hyperparameters, SystemVersion, load_catalog
 from hpcrepro.errors import UserError, location
 from hpcrepro.site import DEFAULT_SITE_PATH, MAX_RUNS, SITE_ENV_VAR, Site, image_is_file
-from hpcrepro.validation import KeyPath, raise_validation_error
+from hpcrepro.validation import KeyPath, user_error
 from hpcrepro.yamlio import (
     YamlDocument,
     YamlTooDeep,
@@ -33,8 +33,15 @@ from hpcrepro.yamlio import (
 )
 
 # Site keys that hold paths: relative values are taken relative to the file that wrote them.
-_SITE_PATH_KEYS = ("dataset_dir", "log_dir", "image_cache_dir", "imagenet_dir",
-                   "image_code_dir", "image_dockerfile", "image_wheels_dir")
+_SITE_PATH_KEYS = (
+    "dataset_dir",
+    "log_dir",
+    "image_cache_dir",
+    "imagenet_dir",
+    "image_code_dir",
+    "image_dockerfile",
+    "image_wheels_dir",
+)
 DEFAULT_ORIGIN = "default"
 SET_ORIGIN = "--set"
 
@@ -373,8 +380,7 @@ def resolve(
                 hint="set 'image', or 'runtime: none' to run without a container; runtime "
                 f"comes from {_origin(origins, 'site.runtime', 'the default (pyxis)')}",
             ) from None
-        raise_validation_error(exc, Site, site_where)
-        raise  # unreachable: raise_validation_error always raises
+        raise user_error(exc, Site, site_where, docs="docs/site.md") from None
 
     def system_where(loc: KeyPath) -> str:
         dotted = dotted_key(loc)
@@ -386,8 +392,7 @@ def resolve(
     try:
         spec = SystemVersion.model_validate(system_data)
     except ValidationError as exc:
-        raise_validation_error(exc, SystemVersion, system_where)
-        raise
+        raise user_error(exc, SystemVersion, system_where, docs="docs/catalog.md") from None
     check_site_env(site, spec, site_where)
 
     return ResolvedConfig(

@@ -27,13 +27,13 @@ VERSION_HELP = f"Only this MLPerf version ({listing()})."
 
 
 def _check_version(version: str | None) -> None:
-    from hpcrepro.catalog import _suggest
     from hpcrepro.errors import UserError
     from hpcrepro.rounds import VERSIONS
+    from hpcrepro.validation import suggest
 
     if version is not None and version not in VERSIONS:
         raise UserError(
-            f"unknown version '{version}'{_suggest(version, VERSIONS)}",
+            f"unknown version '{version}'{suggest(version, VERSIONS)}",
             where="--version",
             hint=f"versions: {', '.join(VERSIONS)}",
         )

@@ -68,7 +68,7 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
 
     from hpcrepro.config import load_site_file
     from hpcrepro.site import Site
-    from hpcrepro.validation import raise_validation_error
+    from hpcrepro.validation import user_error
 
     data, doc = load_site_file(Path(path), "--site")
     assert doc is not None  # a path was given, so there is a document
@@ -79,7 +79,7 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
             try:
                 setattr(site, key, data[key])
             except ValidationError as exc:
-                raise_validation_error(exc, Site, doc.where)  # the error names its key
+                raise user_error(exc, Site, doc.where, docs="docs/site.md") from None
     if site.gpu_request != "none" and gpus_per_node is None:
         raise UserError(
             f"the site requests GPUs with {site.gpu_request}: say how many each node has",
