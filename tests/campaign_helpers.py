@@ -125,61 +125,45 @@ def all_finished(campaign: str, env: dict[str, str]) -> Callable[[], dict[str, A
 
 
 def sample_manifest(name: str = "sample", backend: str = "local") -> dict[str, Any]:
-    """A finished campaign's manifest with every field hpcrepro writes: image, two runs (one
-    valid, one void), collection; built with the engine's own stage and job helpers."""
-    from hpcrepro.campaign import stages as st
+    """A finished campaign's manifest, as JSON, with every field hpcrepro writes: image, two runs
+    (one valid, one void), collection; built with the campaign state's own types."""
+    from hpcrepro.campaign import state as st
 
-    manifest: dict[str, Any] = {
-        "format": 1,
-        "name": name,
-        "id": "a1b2c3",
-        "created": "2026-01-31T12:00:00Z",
-        "backend": backend,
-        "system": "dgxa100_1x8",
-        "version": "r2.1",
-        "inputs": {"system": "dgxa100_1x8", "version": "r2.1", "site": None, "overrides": []},
-        "fingerprint": "0123456789abcdef",
-        "runs_required": 2,
-        "runs_per_job": 1,
-        "target_epoch": 35,
-        "target_accuracy": 0.759,
-        "cancelled": False,
-        "local_runner": None,
-        "stages": [
-            st.new_stage("image", "image", "scripts/image.sbatch"),
-            st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["image"], runs=[1]),
-            st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["image"], runs=[2]),
-            st.new_stage(
-                "collect",
-                "collect",
-                "scripts/collect.sbatch",
-                after=["run-01", "run-02"],
-                dependency=st.AFTER_ANY,
-            ),
+    manifest = st.Manifest(
+        name=name,
+        id="a1b2c3",
+        created="2026-01-31T12:00:00Z",
+        backend=backend,
+        system="dgxa100_1x8",
+        version="r2.1",
+        inputs=st.Inputs(system="dgxa100_1x8", version="r2.1", site=None, overrides=[]),
+        fingerprint="0123456789abcdef",
+        runs_required=2,
+        runs_per_job=1,
+        target_epoch=35,
+        target_accuracy=0.759,
+        cancelled=False,
+        stages=[
+            st.Stage.new("image", "image"),
+            st.Stage.new("run-01", st.TRAIN, after=["image"], runs=[1]),
+            st.Stage.new("run-02", st.TRAIN, after=["image"], runs=[2]),
+            st.Stage.new("collect", "collect", after=["run-01", "run-02"], dependency=st.AFTER_ANY),
         ],
-    }
-    for number, item in enumerate(manifest["stages"], start=1):
-        job = st.plan_attempt(manifest, item)
-        job.update(
-            job_id="local:" + job["token"].removeprefix("hpcrepro."),
-            state="completed",
-            slurm_state="COMPLETED",
-            submitted="2026-01-31T12:00:01Z",
-            start="2026-01-31T12:00:02Z",
-            end="2026-01-31T12:01:00Z",
-            nodes=1,
-            nodelist="node1",
-            pid=1000 + number,
-            exit_code="0:0",
+    )
+    for number, item in enumerate(manifest.stages, start=1):
+        job = manifest.plan_attempt(item)
+        local_id = "local:" + job.token.removeprefix("hpcrepro.")
+        job.job_id = local_id if backend == "local" else str(4200 + number)
+        job.state, job.scheduler_state, job.submitted = (
+            "completed",
+            "COMPLETED",
+            "2026-01-31T12:00:01Z",
         )
-    manifest["stages"][1]["verdicts"]["1"] = {
-        "verdict": "valid",
-        "reason": "reached 0.7600",
-        "job_id": manifest["stages"][1]["jobs"][0]["job_id"],
-    }
-    manifest["stages"][2]["verdicts"]["2"] = {
-        "verdict": "void",
-        "reason": "job timeout",
-        "job_id": manifest["stages"][2]["jobs"][0]["job_id"],
-    }
-    return manifest
+        job.start, job.end, job.exit_code = "2026-01-31T12:00:02Z", "2026-01-31T12:01:00Z", "0:0"
+        job.nodes, job.nodelist, job.pid = 1, "node1", 1000 + number
+    run1, run2 = manifest.stages[1], manifest.stages[2]
+    run1.verdicts[1] = st.Verdict(
+        verdict="valid", reason="reached 0.7600", job_id=run1.jobs[0].job_id
+    )
+    run2.verdicts[2] = st.Verdict(verdict="void", reason="job timeout", job_id=run2.jobs[0].job_id)
+    return {"format": st.FORMAT, **manifest.to_json()}

@@ -26,7 +26,7 @@ from campaign_helpers import (
 )
 from hpcrepro.campaign import engine, verdict
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.errors import UserError
 from hpcrepro.image.cache import file_name
 
@@ -49,13 +49,13 @@ def _bump(lock: str, path: str, times: int) -> None:
     for _ in range(times):
         with manifest_io.locked(Path(lock)):
             data = manifest_io.load(Path(path))
-            data["count"] += 1
+            data.extra["count"] += 1  # a key this version does not know is kept
             manifest_io.save(Path(path), data)
 
 
 def test_locked_read_modify_write_loses_no_update(tmp_path: Path) -> None:
     path, lock = tmp_path / "campaign.json", tmp_path / ".lock"
-    manifest_io.save(path, {**sample_manifest(), "count": 0})
+    manifest_io.save(path, st.from_json({**sample_manifest(), "count": 0}))
     workers = [
         multiprocessing.Process(target=_bump, args=(str(lock), str(path), 25)) for _ in range(4)
     ]
@@ -63,7 +63,7 @@ def test_locked_read_modify_write_loses_no_update(tmp_path: Path) -> None:
         worker.start()
     for worker in workers:
         worker.join(60)
-    assert manifest_io.load(path)["count"] == 100
+    assert manifest_io.load(path).extra["count"] == 100
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -167,35 +167,30 @@ def test_progress_reads_a_growing_log(tmp_path: Path) -> None:
 # --- planning a resume
 
 
-def _campaign(runs: list[tuple[str, str]], collect_state: str = "completed") -> dict:
+def _campaign(runs: list[tuple[str, str]], collect_state: str = "completed") -> st.Manifest:
     """A manifest with finished training stages given as (job state, verdict)."""
-    manifest = {
-        "format": 1,
-        "name": "c",
-        "id": "abc123",
-        "created": st.now(),
-        "backend": "slurm",
-        "runs_required": len(runs),
-        "runs_per_job": 1,
-        "stages": [],
-    }
-    for index, (state, outcome) in enumerate(runs, start=1):
-        stage_ = st.new_stage(
-            f"run-{index:02d}", st.TRAIN, f"scripts/run-{index:02d}.sbatch", runs=[index]
-        )
-        job = st.plan_attempt(manifest, stage_)
-        job.update(state=state, job_id=str(100 + index))
-        stage_["verdicts"][str(index)] = {"verdict": outcome, "reason": "", "job_id": job["job_id"]}
-        manifest["stages"].append(stage_)
-    collect = st.new_stage(
-        "collect",
-        "collect",
-        "scripts/collect.sbatch",
-        after=[s["name"] for s in manifest["stages"]],
-        dependency=st.AFTER_ANY,
+    manifest = st.Manifest(
+        name="c",
+        id="abc123",
+        created=st.now(),
+        backend="slurm",
+        inputs=st.Inputs(system="dgxa100_1x8", version="r2.1"),
+        fingerprint="0123456789abcdef",
+        runs_required=len(runs),
+        runs_per_job=1,
     )
-    st.plan_attempt(manifest, collect).update(state=collect_state, job_id="200")
-    manifest["stages"].append(collect)
+    for index, (state, outcome) in enumerate(runs, start=1):
+        stage_ = st.Stage.new(f"run-{index:02d}", st.TRAIN, runs=[index])
+        job = manifest.plan_attempt(stage_)
+        job.state, job.job_id = state, str(100 + index)
+        stage_.verdicts[index] = st.Verdict(verdict=outcome, reason="", job_id=job.job_id)
+        manifest.stages.append(stage_)
+    collect = st.Stage.new(
+        "collect", "collect", after=[s.name for s in manifest.stages], dependency=st.AFTER_ANY
+    )
+    job = manifest.plan_attempt(collect)
+    job.state, job.job_id = collect_state, "200"
+    manifest.stages.append(collect)
     return manifest
 
 
@@ -210,11 +205,11 @@ def test_resume_replaces_only_lost_runs_with_fresh_indices() -> None:
         ]
     )
     assert engine.plan_resume(manifest) == ["run-06", "run-07", "collect"]
-    by = st.by_name(manifest)
-    assert by["run-06"]["replaces"] == ["run-02"] and by["run-07"]["replaces"] == ["run-04"]
-    assert [s["name"] for s in manifest["stages"]][-1] == "collect"
-    assert by["collect"]["after"] == [f"run-{i:02d}" for i in range(1, 8)]
-    assert len(by["collect"]["jobs"]) == 2 and len(by["run-01"]["jobs"]) == 1
+    by = manifest.by_name()
+    assert by["run-06"].replaces == ["run-02"] and by["run-07"].replaces == ["run-04"]
+    assert [s.name for s in manifest.stages][-1] == "collect"
+    assert by["collect"].after == [f"run-{i:02d}" for i in range(1, 8)]
+    assert len(by["collect"].jobs) == 2 and len(by["run-01"].jobs) == 1
     assert engine.plan_resume(manifest) == []  # replacements are planned: nothing more to do
 
 
@@ -225,22 +220,23 @@ def test_resume_with_enough_valid_runs_does_nothing() -> None:
 
 def test_resume_groups_replacements_by_runs_per_job() -> None:
     manifest = _campaign([("timeout", "void"), ("failed", "void"), ("failed", "void")])
-    manifest["runs_per_job"] = 2
+    manifest.runs_per_job = 2
     assert engine.plan_resume(manifest) == ["runs-04-05", "run-06", "collect"]
 
 
 def test_blocked_dependents_are_not_submitted() -> None:
     manifest = _campaign([("completed", "valid")])
-    prep = st.new_stage("prep", "prep", "scripts/prep.sbatch")
-    st.plan_attempt(manifest, prep).update(state="failed", job_id="99")
-    manifest["stages"].insert(0, prep)
-    run = st.by_name(manifest)["run-01"]
-    run["after"] = ["prep"]
-    assert st.dependency_ids(manifest, run) == ([], "prep ended failed")
-    prep["jobs"][-1]["state"] = "running"
-    assert st.dependency_ids(manifest, run) == (["99"], None)
-    prep["jobs"][-1]["state"] = "completed"
-    assert st.dependency_ids(manifest, run) == ([], None)  # done: no dependency on a gone job
+    prep = st.Stage.new("prep", "prep")
+    job = manifest.plan_attempt(prep)
+    job.state, job.job_id = "failed", "99"
+    manifest.stages.insert(0, prep)
+    run = manifest.by_name()["run-01"]
+    run.after = ["prep"]
+    assert manifest.dependency_ids(run) == ([], "prep ended failed")
+    job.state = "running"
+    assert manifest.dependency_ids(run) == (["99"], None)
+    job.state = "completed"
+    assert manifest.dependency_ids(run) == ([], None)  # done: no dependency on a gone job
 
 
 # --- command line without Slurm

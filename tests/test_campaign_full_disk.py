@@ -134,9 +134,8 @@ def test_a_full_disk_gives_messages_and_cancel_still_works(tmp_path: Path) -> No
         assert done.returncode == 0 and "cancelled 1 job(s)" in done.stdout, done.stderr
         wait_for(lambda: not local.job_processes(job_id), 30, "the job to end")
         saved = manifest_io.load(running / "campaign.json")
-        assert saved["cancelled"] is True
-        assert [s["jobs"][-1]["state"] for s in saved["stages"]] == ["cancelled", "failed",
-                                                                     "failed"]  # fmt: skip
+        assert saved.cancelled is True
+        assert [s.state for s in saved.stages] == ["cancelled", "failed", "failed"]
 
 
 def test_cancel_without_a_reserve_still_stops_the_jobs(tmp_path: Path) -> None:
@@ -169,8 +168,8 @@ def test_cancel_of_a_slurm_campaign_on_a_full_disk(slurm_cluster, tmp_path: Path
         _no_traceback(done)
         assert done.returncode == 0 and "cancelled 3 job(s)" in done.stdout, done.stderr
         saved = manifest_io.load(campaign / "campaign.json")
-        assert saved["cancelled"] is True
-        ids = [s["jobs"][-1]["job_id"] for s in saved["stages"]]
+        assert saved.cancelled is True
+        ids = [s.jobs[-1].job_id or "" for s in saved.stages]
         queued = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%T"],
                                 env=slurm_cluster.env, capture_output=True, text=True)  # fmt: skip
         assert set(queued.stdout.split()) <= {"CANCELLED", "COMPLETING"}, queued.stdout

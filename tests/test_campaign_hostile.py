@@ -28,7 +28,6 @@ from campaign_helpers import (
 )
 from hpcrepro.campaign import actions, layout
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
 from hpcrepro.scheduler import local
 
 LOCAL = ["--set", "nodes=1", "--set", "gpus_per_node=1", "--backend", "local"]
@@ -374,8 +373,8 @@ def test_a_killed_submit_leaves_a_campaign_or_a_half_made_one_never_less(tmp_pat
     final = wait_for(all_finished("clock", env), 90, "the campaign")
     assert final["runs"]["valid"] == 1
     manifest = manifest_io.load(logs / "clock" / "campaign.json")
-    assert all(len(item["jobs"]) == 1 for item in manifest["stages"]), manifest["stages"]
-    assert st.by_name(manifest)["run-01"]["jobs"][0]["state"] == "completed"
+    assert all(len(item.jobs) == 1 for item in manifest.stages), manifest.stages
+    assert manifest.by_name()["run-01"].jobs[0].state == "completed"
 
 
 # --- the local backend refuses what it cannot run
@@ -425,5 +424,5 @@ def test_a_jobs_folder_replaced_by_a_link_receives_no_output(tmp_path: Path) -> 
     assert stage(final, "run-01")["state"] == "completed"  # its status went into its own file
     assert stage(final, "run-02")["state"] == "failed"
     saved = manifest_io.load(tmp_path / "logs" / "jobs" / "campaign.json")
-    assert "cannot be written" in st.by_name(saved)["run-02"]["jobs"][0]["reason"]
+    assert "cannot be written" in (saved.by_name()["run-02"].jobs[0].reason or "")
     assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"]

@@ -16,11 +16,12 @@ import pytest
 
 from campaign_helpers import SYSTEM, all_finished, cli_env, hpcrepro, make_site, stage, wait_for
 from hpcrepro.campaign import engine, plan
-from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import Inputs, Manifest
 from hpcrepro.config import resolve
 from hpcrepro.errors import UserError
 from hpcrepro.prep.verify import file_entry, write_manifest
+from hpcrepro.scheduler.slurm import sbatch_args
 from prep_data import make_imagenet
 from test_campaign_engine import _no_slurm_env
 
@@ -40,9 +41,10 @@ def config(site: Path, *overrides: str) -> Any:
     return resolve("dgxa100_1x8", "r2.1", site, [*ONE_NODE, *overrides])
 
 
-def build(cfg: Any, root: Path, runs: int = 2) -> dict[str, Any]:
+def build(cfg: Any, root: Path, runs: int = 2) -> Manifest:
     prep = plan.dataset_needs_prep(cfg)
-    return plan.build(cfg, CampaignPaths(root / "c"), "c", runs, 1, "slurm", {}, prep=prep)
+    inputs = Inputs(system="dgxa100_1x8", version="r2.1")
+    return plan.build(cfg, CampaignPaths(root / "c"), "c", runs, 1, "slurm", inputs, prep=prep)
 
 
 def tiny_raw(root: Path) -> Path:
@@ -57,11 +59,12 @@ def test_unprepared_dataset_with_imagenet_dir_gets_a_prep_stage_first(tmp_path: 
     raw = tmp_path / "raw"
     raw.mkdir()
     manifest = build(config(unprepared_site(tmp_path, imagenet_dir=str(raw))), tmp_path)
-    by = st.by_name(manifest)
-    assert [s["name"] for s in manifest["stages"]] == ["prep", "run-01", "run-02", "collect"]
-    assert by["run-01"]["after"] == ["prep"] and by["run-01"]["dependency"] == "afterok"
+    by = manifest.by_name()
+    assert [s.name for s in manifest.stages] == ["prep", "run-01", "run-02", "collect"]
+    assert by["run-01"].after == ["prep"] and by["run-01"].dependency == "afterok"
     paths = CampaignPaths(tmp_path / "c")
-    args = engine.sbatch_args(paths, manifest, by["run-02"], by["run-02"]["jobs"][0], ["41"])
+    token = by["run-02"].jobs[0].token
+    args = sbatch_args(engine.job_request(paths, manifest, by["run-02"], token, ["41"]))
     assert "--dependency=afterok:41" in args and "--kill-on-invalid-dep=yes" in args
     script = (paths.scripts / "prep.sbatch").read_text()
     assert f"readonly DATASET={tmp_path / 'data'}" in script
@@ -85,7 +88,7 @@ def test_image_and_prep_both_come_before_the_runs(tmp_path: Path) -> None:
         prep_workers=12,
     )
     manifest = build(config(site), tmp_path, runs=1)
-    assert st.by_name(manifest)["run-01"]["after"] == ["image", "prep"]
+    assert manifest.by_name()["run-01"].after == ["image", "prep"]
     script = (tmp_path / "c" / "scripts" / "prep.sbatch").read_text()
     assert "#SBATCH --exclusive" in script and "#SBATCH --cpus-per-task=12" in script
     assert "readonly WORKERS=12" in script
@@ -173,13 +176,13 @@ def test_failed_prep_gets_a_new_attempt_on_resume(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     manifest = build(config(unprepared_site(tmp_path, imagenet_dir=str(raw))), tmp_path)
-    for item in manifest["stages"]:
-        item["jobs"][-1].update(state="failed" if item["name"] == "prep" else "cancelled")
+    for item in manifest.stages:
+        item.jobs[-1].state = "failed" if item.name == "prep" else "cancelled"
     planned = engine.plan_resume(manifest)
     assert planned == ["prep", "run-03", "run-04", "collect"]
-    by = st.by_name(manifest)
-    assert len(by["prep"]["jobs"]) == 2 and by["prep"]["jobs"][-1]["state"] == "planned"
-    assert by["run-03"]["after"] == ["prep"] and by["run-04"]["replaces"] == ["run-02"]
+    by = manifest.by_name()
+    assert len(by["prep"].jobs) == 2 and by["prep"].jobs[-1].state == "planned"
+    assert by["run-03"].after == ["prep"] and by["run-04"].replaces == ["run-02"]
 
 
 # --- the script itself
@@ -189,7 +192,7 @@ def test_prep_script_quotes_hostile_paths_and_really_prepares(tmp_path: Path) ->
     raw = tiny_raw(tmp_path / f"raw {HOSTILE}")
     site = unprepared_site(tmp_path, imagenet_dir=str(raw), dataset_dir=str(tmp_path / HOSTILE))
     manifest = build(config(site), tmp_path, runs=1)
-    assert manifest["stages"][0]["name"] == "prep"
+    assert manifest.stages[0].name == "prep"
     script = tmp_path / "c" / "scripts" / "prep.sbatch"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     check = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
@@ -236,7 +239,7 @@ def test_local_backend_prepares_then_trains_then_collects(tmp_path: Path) -> Non
     assert status["runs"] == {"valid": 2, "coming": 0, "lost": 0, "required": 2}
     _check_prepared(tmp_path, env)
     manifest = json.loads((tmp_path / "logs" / "localprep" / "campaign.json").read_text())
-    jobs = {s["name"]: st.current(s) for s in manifest["stages"]}
+    jobs = {s["name"]: s["jobs"][-1] for s in manifest["stages"]}
     assert jobs["run-01"]["start"] >= jobs["prep"]["end"]
     assert (tmp_path / "logs" / "localprep" / "results" / "summary.json").is_file()
 

@@ -25,7 +25,7 @@ from campaign_helpers import (
     wait_for,
 )
 from hpcrepro.campaign import engine
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.scheduler import local
 from mounts import small_filesystem
 
@@ -44,24 +44,28 @@ LOCAL_ONE_RUN = [
 # --- which run a replacement replaces
 
 
-def _lose(manifest: dict[str, object], name: str, job_id: str) -> None:
+def _lose(manifest: st.Manifest, name: str, job_id: str) -> None:
     """The planned job of `name` ran and timed out; the collection after it completed."""
-    stage = st.by_name(manifest)[name]  # type: ignore[arg-type]
-    stage["jobs"][-1].update(job_id=job_id, state="timeout")
-    for index in stage["runs"]:
-        stage["verdicts"][str(index)] = {"verdict": "void", "reason": "timeout", "job_id": job_id}
-    collect = st.by_name(manifest)["collect"]  # type: ignore[arg-type]
-    collect["jobs"][-1].update(job_id=job_id + "c", state="completed")
+    stage = manifest.by_name()[name]
+    stage.jobs[-1].job_id, stage.jobs[-1].state = job_id, "timeout"
+    for index in stage.runs:
+        stage.verdicts[index] = st.Verdict(verdict="void", reason="timeout", job_id=job_id)
+    collect = manifest.by_name()["collect"]
+    collect.jobs[-1].job_id, collect.jobs[-1].state = job_id + "c", "completed"
+
+
+def _sample(name: str) -> st.Manifest:
+    return st.from_json(sample_manifest(name, backend="slurm"))
 
 
 def test_each_resume_replaces_a_run_not_replaced_before() -> None:
-    manifest = sample_manifest("lbl", backend="slurm")  # run-01 valid, run-02 void, 2 required
+    manifest = _sample("lbl")  # run-01 valid, run-02 void, 2 required
     assert engine.plan_resume(manifest) == ["run-03", "collect"]
     _lose(manifest, "run-03", "103")
     assert engine.plan_resume(manifest) == ["run-04", "collect"]
     _lose(manifest, "run-04", "104")
     assert engine.plan_resume(manifest) == ["run-05", "collect"]
-    replaces = {s["name"]: s["replaces"] for s in st.train_stages(manifest)}
+    replaces = {s.name: s.replaces for s in manifest.train_stages()}
     assert replaces == {
         "run-01": [],
         "run-02": [],
@@ -72,32 +76,30 @@ def test_each_resume_replaces_a_run_not_replaced_before() -> None:
 
 
 def test_successive_resumes_replace_every_lost_run_once() -> None:
-    manifest = sample_manifest("many", backend="slurm")
-    manifest["runs_required"] = 4
+    manifest = _sample("many")
+    manifest.runs_required = 4
     for index in (3, 4):  # two more runs, both void: three lost, one valid
-        stage = st.new_stage(
-            f"run-0{index}", st.TRAIN, f"scripts/run-0{index}.sbatch", after=["image"], runs=[index]
-        )
-        manifest["stages"].insert(-1, stage)
-        st.plan_attempt(manifest, stage)
+        stage = st.Stage.new(f"run-0{index}", st.TRAIN, after=["image"], runs=[index])
+        manifest.stages.insert(-1, stage)
+        manifest.plan_attempt(stage)
         _lose(manifest, f"run-0{index}", f"{index}")
     assert engine.plan_resume(manifest) == ["run-05", "run-06", "run-07", "collect"]
     _lose(manifest, "run-06", "106")  # run-05 and run-07 still to come
     assert engine.plan_resume(manifest) == ["run-08", "collect"]
     _lose(manifest, "run-08", "108")
     assert engine.plan_resume(manifest) == ["run-09", "collect"]
-    replaced = [label for s in st.train_stages(manifest) for label in s["replaces"]]
+    replaced = [label for s in manifest.train_stages() for label in s.replaces]
     assert sorted(replaced) == ["run-02", "run-03", "run-04", "run-06", "run-08"]
 
 
 def test_replacements_of_grouped_runs_name_the_runs() -> None:
-    manifest = sample_manifest("grp", backend="slurm")
-    manifest["runs_per_job"] = 2
-    manifest["runs_required"] = 3
+    manifest = _sample("grp")
+    manifest.runs_per_job = 2
+    manifest.runs_required = 3
     _lose(manifest, "run-01", "101")  # run-01 and run-02 both lost now
     assert engine.plan_resume(manifest) == ["runs-03-04", "run-05", "collect"]
-    by = st.by_name(manifest)
-    assert by["runs-03-04"]["replaces"] == ["run-01", "run-02"] and by["run-05"]["replaces"] == []
+    by = manifest.by_name()
+    assert by["runs-03-04"].replaces == ["run-01", "run-02"] and by["run-05"].replaces == []
 
 
 # --- resume uses the configuration the campaign was submitted with
@@ -223,7 +225,7 @@ def _held_local_campaign(tmp_path: Path, name: str, hold: Path) -> tuple[dict[st
 
 def _job_of(campaign: Path, name: str) -> dict[str, Any]:
     manifest = json.loads((campaign / "campaign.json").read_text())
-    return st.by_name(manifest)[name]["jobs"][-1]  # type: ignore[no-any-return]
+    return next(s for s in manifest["stages"] if s["name"] == name)["jobs"][-1]  # type: ignore[no-any-return]
 
 
 def test_a_job_whose_runner_died_is_seen_waited_for_and_finishes(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 import hpcrepro
 from hpcrepro.campaign import plan
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import Inputs
 from hpcrepro.config import resolve
 from hpcrepro.errors import UserError
 from hpcrepro.image.reference import apptainer_image, pyxis_image
@@ -235,9 +236,10 @@ def test_every_stage_script_is_shellcheck_clean(extra: str, tmp_path: Path) -> N
     site = site_file(weird, extra + HOSTILE_ENV + f"imagenet_dir: {weird / 'raw'}\n")
     cfg = resolve("dgxa100_8x8", "r3.0", site)
     paths = CampaignPaths(weird / "campaign $x")
-    manifest = plan.build(cfg, paths, "c", 2, 1, "slurm", {}, prep=True)
-    scripts = [paths.root / stage["script"] for stage in manifest["stages"]]
-    assert {"prep", "collect"} <= {stage["kind"] for stage in manifest["stages"]}
+    inputs = Inputs(system="dgxa100_8x8", version="r3.0")
+    manifest = plan.build(cfg, paths, "c", 2, 1, "slurm", inputs, prep=True)
+    scripts = [paths.root / stage.script for stage in manifest.stages]
+    assert {"prep", "collect"} <= {stage.kind for stage in manifest.stages}
     prep = weird / "prep.sbatch"
     prep.write_text(render_prep_script(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird))))
     check_scripts(*scripts, prep)

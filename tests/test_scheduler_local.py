@@ -23,6 +23,7 @@ from campaign_helpers import (
     status_json,
     wait_for,
 )
+from hpcrepro.campaign import runner
 from hpcrepro.scheduler import local
 
 LOCAL = ["--set", "nodes=1", "--set", "gpus_per_node=1", "--backend", "local"]
@@ -73,7 +74,7 @@ def test_a_job_whose_runner_died_before_recording_it_never_runs(tmp_path: Path, 
     site = make_site(tmp_path)
     env = cli_env(tmp_path)
     hpcrepro("submit", *SYSTEM, "--site", str(site), "--runs", "1", *LOCAL, "--name", "gate",
-             env=env | {local.CRASH_HOOK: point})  # fmt: skip
+             env=env | {runner.CRASH_HOOK: point})  # fmt: skip
     campaign = tmp_path / "logs" / "gate"
     job_id = _job_id(campaign, "run-01")
     first = wait_for(lambda: (s := status_json("gate", env)) and

@@ -28,7 +28,7 @@ from campaign_helpers import (
 )
 from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler.slurm import Slurm
 
@@ -71,7 +71,9 @@ def _train_line(log: Path) -> str:
     return f"printf '%s' {clear} > {log}\n{sys.executable} {FAKE_TRAIN} >> {log}\n"
 
 
-def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.CampaignPaths, dict]:
+def hand_made_campaign(
+    root: Path, name: str, prep_exit: int
+) -> tuple[layout.CampaignPaths, st.Manifest]:
     """prep -> run-01, run-02 (afterok) -> collect (afterany), with hand-written scripts."""
     paths = layout.CampaignPaths(root / name)
     paths.make()
@@ -86,42 +88,37 @@ def hand_made_campaign(root: Path, name: str, prep_exit: int) -> tuple[layout.Ca
             f"#!/bin/bash\n#SBATCH --time=5\n#SBATCH --ntasks=1\nset -e\n{body}"
         )
     stages = [
-        st.new_stage("prep", "prep", "scripts/prep.sbatch"),
-        st.new_stage("run-01", st.TRAIN, "scripts/run-01.sbatch", after=["prep"], runs=[1]),
-        st.new_stage("run-02", st.TRAIN, "scripts/run-02.sbatch", after=["prep"], runs=[2]),
-        st.new_stage(
-            "collect",
-            "collect",
-            "scripts/collect.sbatch",
-            after=["run-01", "run-02"],
-            dependency=st.AFTER_ANY,
-        ),
+        st.Stage.new("prep", "prep"),
+        st.Stage.new("run-01", st.TRAIN, after=["prep"], runs=[1]),
+        st.Stage.new("run-02", st.TRAIN, after=["prep"], runs=[2]),
+        st.Stage.new("collect", "collect", after=["run-01", "run-02"], dependency=st.AFTER_ANY),
     ]
-    manifest = {
-        "format": 1,
-        "name": name,
-        "id": st.new_id(),
-        "created": st.now(),
-        "backend": "slurm",
-        "inputs": {"system": "dgxa100_1x8", "version": "r2.1", "site": None, "overrides": []},
-        "fingerprint": "0123456789abcdef",
-        "runs_required": 2,
-        "runs_per_job": 1,
-        "stages": stages,
-    }
+    manifest = st.Manifest(
+        name=name,
+        id=st.new_id(),
+        created=st.now(),
+        backend="slurm",
+        system="dgxa100_1x8",
+        version="r2.1",
+        inputs=st.Inputs(system="dgxa100_1x8", version="r2.1"),
+        fingerprint="0123456789abcdef",
+        runs_required=2,
+        runs_per_job=1,
+        stages=stages,
+    )
     for item in stages:
-        st.plan_attempt(manifest, item)
+        manifest.plan_attempt(item)
     manifest_io.save(paths.manifest, manifest)
     return paths, manifest
 
 
-def finish(paths: layout.CampaignPaths, manifest: dict, slurm: Slurm) -> dict:
+def finish(paths: layout.CampaignPaths, manifest: st.Manifest, slurm: Slurm) -> dict:
     def settled() -> bool:
         engine.refresh(paths, manifest, slurm)
-        return not engine.active_job_ids(manifest)
+        return not manifest.active_job_ids()
 
     wait_for(settled, 90, "the campaign's jobs to end")
-    return {s["name"]: st.current(s) for s in manifest["stages"]}
+    return {s.name: s.current for s in manifest.stages}
 
 
 def test_prep_runs_and_collect_run_in_dependency_order(slurm_cluster, tmp_path: Path) -> None:
@@ -129,15 +126,15 @@ def test_prep_runs_and_collect_run_in_dependency_order(slurm_cluster, tmp_path: 
     paths, manifest = hand_made_campaign(tmp_path, "order", prep_exit=0)
     assert engine.submit_planned(paths, manifest, slurm) == ["prep", "run-01", "run-02", "collect"]
     jobs = finish(paths, manifest, slurm)
-    assert {name: job["state"] for name, job in jobs.items()} == dict.fromkeys(jobs, "completed")
-    times = sacct_times(slurm_cluster.env, [job["job_id"] for job in jobs.values()])
-    prep, run1, run2, collect = (times[jobs[n]["job_id"]] for n in jobs)
+    assert {name: job.state for name, job in jobs.items()} == dict.fromkeys(jobs, "completed")
+    times = sacct_times(slurm_cluster.env, [job.job_id for job in jobs.values()])
+    prep, run1, run2, collect = (times[jobs[n].job_id] for n in jobs)
     assert run1[1] >= prep[2] and run2[1] >= prep[2], "runs started before prep ended"
     assert collect[1] >= max(run1[2], run2[2]), "collect started before the runs ended"
-    assert {
-        s["name"]: s["verdicts"].get(str(s["runs"][0]), {}).get("verdict")
-        for s in st.train_stages(manifest)
-    } == {"run-01": "valid", "run-02": "valid"}
+    assert {s.name: s.verdict_of(s.runs[0]) for s in manifest.train_stages()} == {
+        "run-01": "valid",
+        "run-02": "valid",
+    }
 
 
 def test_failing_prep_cancels_its_dependents(slurm_cluster, tmp_path: Path) -> None:
@@ -145,11 +142,11 @@ def test_failing_prep_cancels_its_dependents(slurm_cluster, tmp_path: Path) -> N
     paths, manifest = hand_made_campaign(tmp_path, "badprep", prep_exit=3)
     engine.submit_planned(paths, manifest, slurm)
     jobs = finish(paths, manifest, slurm)
-    assert jobs["prep"]["state"] == "failed"
+    assert jobs["prep"].state == "failed"
     # --kill-on-invalid-dep=yes: the runs never start; collect (afterany) still runs.
-    assert jobs["run-01"]["state"] == jobs["run-02"]["state"] == "cancelled"
-    assert jobs["run-01"]["start"] is None or jobs["run-01"]["elapsed"] in ("00:00:00", None)
-    assert jobs["collect"]["state"] == "completed"
+    assert jobs["run-01"].state == jobs["run-02"].state == "cancelled"
+    assert jobs["run-01"].start is None or jobs["run-01"].elapsed in ("00:00:00", None)
+    assert jobs["collect"].state == "completed"
     assert engine.run_counts(manifest) == {"valid": 0, "coming": 0, "lost": 2}
     # resume: a new prep attempt and fresh runs after it, nothing else
     planned = engine.plan_resume(manifest)
@@ -243,7 +240,7 @@ def test_status_follows_real_states_and_resume_replaces_only_the_killed_run(
 def _jobs_of(env: dict[str, str], root: Path, name: str) -> list[str]:
     """'stage.attempt' of every job Slurm knows for the campaign (by its unique token prefix)."""
     manifest = manifest_io.load(layout.CampaignPaths(root / "logs" / name).manifest)
-    prefix = f"hpcrepro.{st.key(manifest)}."
+    prefix = f"hpcrepro.{manifest.key}."
     out = subprocess.run(
         ["squeue", "-h", "--me", "-t", "all", "-o", "%j"],
         env=env,
@@ -304,7 +301,7 @@ def test_crash_right_after_sbatch_leaves_no_duplicate(slurm_cluster, tmp_path: P
     )
     assert crashed.returncode == 75
     left = manifest_io.load(layout.CampaignPaths(tmp_path / "logs" / "crash").manifest)
-    assert [st.state_of(s) for s in left["stages"]] == ["submitting"] * 3
+    assert [s.state for s in left.stages] == ["submitting"] * 3
     assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == ["run-01.1", "run-02.1"]
     hpcrepro("resume", "crash", env=env)
     assert _jobs_of(slurm_cluster.env, tmp_path, "crash") == ["collect.1", "run-01.1", "run-02.1"]
@@ -379,15 +376,15 @@ def test_sbatch_refusing_midway_keeps_what_was_submitted(slurm_cluster, tmp_path
     assert "2 job(s) of campaign midway are already queued; run-02 and the stages after" in text
     assert "`hpcrepro resume midway`" in text and "`hpcrepro cancel midway`" in text
     saved = manifest_io.load(paths.manifest)
-    assert [st.state_of(s) for s in saved["stages"]] == [
+    assert [s.state for s in saved.stages] == [
         "pending",
         "pending",
         "submitting",
         "submitting",
     ]
     assert engine.repair(saved, slurm, paths)  # nothing under run-02's token: planned again
-    assert [st.state_of(s) for s in saved["stages"]][2:] == ["planned", "planned"]
-    slurm.cancel(engine.active_job_ids(saved))
+    assert [s.state for s in saved.stages][2:] == ["planned", "planned"]
+    slurm.cancel(saved.active_job_ids())
 
 
 def test_a_controller_that_does_not_answer_is_one_line(slurm_cluster, tmp_path: Path) -> None:
@@ -468,8 +465,9 @@ def _squeue_state(env: dict[str, str], job_id: str) -> str:
 def test_a_job_id_that_is_an_option_never_reaches_scancel(slurm_cluster, tmp_path: Path) -> None:
     other = _bystander(slurm_cluster.env, tmp_path)
     paths, manifest = hand_made_campaign(tmp_path, "hostile", prep_exit=0)
-    manifest["stages"][0]["jobs"][0].update(state="running", job_id="--user=root")
-    paths.manifest.write_text(json.dumps(manifest))
+    data = {"format": st.FORMAT, **manifest.to_json()}
+    data["stages"][0]["jobs"][0].update(state="running", job_id="--user=root")
+    paths.manifest.write_text(json.dumps(data))
     env = cli_env(tmp_path, slurm_cluster.env)
     done = hpcrepro("cancel", str(paths.root), env=env, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -486,7 +484,7 @@ def test_cancel_that_slurm_does_not_carry_out_fails_and_changes_nothing(
     script = paths.scripts / "prep.sbatch"
     script.write_text(script.read_text().replace("sleep 1", "sleep 60"))
     engine.submit_planned(paths, manifest, slurm)
-    prep_id = manifest["stages"][0]["jobs"][0]["job_id"]
+    prep_id = manifest.stages[0].jobs[0].job_id or ""
     # A real controller that does not answer: nobody listens on its port (MessageTimeout=1 keeps
     # scancel's retries short). slurmdbd still answers, so the jobs are known to be active.
     dead = _conf_with(slurm_cluster, tmp_path, "dead.conf", SlurmctldPort="1", MessageTimeout="1")
@@ -497,12 +495,12 @@ def test_cancel_that_slurm_does_not_carry_out_fails_and_changes_nothing(
     assert "Unable to contact slurm controller" in done.stderr
     assert "cancelled" not in done.stdout
     left = manifest_io.load(paths.manifest)
-    assert not left.get("cancelled")
+    assert not left.cancelled
     assert _squeue_state(slurm_cluster.env, prep_id) in ("PENDING", "RUNNING")
     # the same command, once Slurm answers, cancels them; an id that already ended is fine
     again = hpcrepro("cancel", str(paths.root), env=cli_env(tmp_path, slurm_cluster.env))
     assert "cancelled 4 job(s)" in again.stdout
-    assert manifest_io.load(paths.manifest)["cancelled"] is True
+    assert manifest_io.load(paths.manifest).cancelled is True
     slurm.cancel(["999999", prep_id])  # Slurm never had 999999: nothing left to cancel
 
 
@@ -516,12 +514,11 @@ def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
     """A job that ended and was purged (MinJobAge) is, for squeue, a job id it does not list;
     with accounting unavailable nothing else knows it. 888888 + the index stands for such jobs."""
     paths, manifest = hand_made_campaign(tmp_path, "forgot", prep_exit=0)
-    prep, run1, run2, _ = manifest["stages"]
-    prep["jobs"][0].update(state="completed", job_id="888801")
-    run1["jobs"][0].update(
-        state="running", job_id="888802", slurm_state="RUNNING", elapsed="00:00:42", nodes=1
-    )
-    run2["jobs"][0].update(state="pending", job_id="888803")
+    prep, run1, run2, _ = (item.jobs[0] for item in manifest.stages)
+    prep.state, prep.job_id = "completed", "888801"
+    run1.state, run1.job_id, run1.scheduler_state = "running", "888802", "RUNNING"
+    run1.elapsed, run1.nodes = "00:00:42", 1
+    run2.state, run2.job_id = "pending", "888803"
     manifest_io.save(paths.manifest, manifest)
     _finished_run_log(paths.run_log(1))  # run 1 ran to run_stop; run 2 left no log
     env = cli_env(tmp_path, _conf_with(slurm_cluster, tmp_path, "noacct.conf",
@@ -537,9 +534,9 @@ def test_without_accounting_a_forgotten_job_becomes_unknown_and_watch_ends(
     assert stage(status, "run-01")["verdicts"]["1"]["verdict"] == "valid"
     assert stage(status, "run-02")["verdicts"]["2"]["verdict"] == "not_run"
     saved = manifest_io.load(paths.manifest)
-    job = saved["stages"][1]["jobs"][0]
-    assert job["elapsed"] == "00:00:42" and "ended, outcome unknown" in job["reason"]
-    assert job["slurm_state"] is None  # no longer RUNNING
+    job = saved.stages[1].jobs[0]
+    assert job.elapsed == "00:00:42" and "ended, outcome unknown" in (job.reason or "")
+    assert job.scheduler_state is None  # no longer RUNNING
     assert engine.plan_resume(saved) == ["run-03", "collect"]  # what resume replaces
 
 
@@ -549,24 +546,24 @@ def test_without_accounting_repair_resubmits_only_what_never_ran(
     """A submit killed right after sbatch leaves jobs `submitting`; without accounting a job
     that ran and was purged cannot be found by its token, so the campaign's files decide."""
     paths, manifest = hand_made_campaign(tmp_path, "repairoff", prep_exit=0)
-    for item in manifest["stages"]:
-        item["jobs"][0]["state"] = "submitting"
+    for item in manifest.stages:
+        item.jobs[0].state = "submitting"
     (paths.job_output / "prep-777001.out").write_text("prep ran\n")
     _finished_run_log(paths.run_log(1))
     noacct = _conf_with(slurm_cluster, tmp_path, "noacct.conf", AccountingStoragePort="1")
     slurm = Slurm(env=noacct)
     assert engine.repair(manifest, slurm, paths)
     assert not slurm.names_complete
-    prep, run1, run2, collect = (item["jobs"][0] for item in manifest["stages"])
-    assert prep["state"] == "unknown" and prep["job_id"] == "777001"
-    assert "prep-777001.out shows it ran" in prep["reason"]
-    assert run1["state"] == "unknown" and "run-01.log shows it ran" in run1["reason"]
-    assert run2["state"] == collect["state"] == "planned"  # no trace: sbatch never ran
+    prep, run1, run2, collect = (item.jobs[0] for item in manifest.stages)
+    assert prep.state == "unknown" and prep.job_id == "777001"
+    assert "prep-777001.out shows it ran" in (prep.reason or "")
+    assert run1.state == "unknown" and "run-01.log shows it ran" in (run1.reason or "")
+    assert run2.state == collect.state == "planned"  # no trace: sbatch never ran
     # with accounting answering, "not found" is trusted: everything is planned again
     manifest = hand_made_campaign(tmp_path, "repairon", prep_exit=0)[1]
-    for item in manifest["stages"]:
-        item["jobs"][0]["state"] = "submitting"
+    for item in manifest.stages:
+        item.jobs[0].state = "submitting"
     repaired = Slurm(env=slurm_cluster.env)
     assert engine.repair(manifest, repaired, layout.CampaignPaths(tmp_path / "repairon"))
     assert repaired.names_complete
-    assert {item["jobs"][0]["state"] for item in manifest["stages"]} == {"planned"}
+    assert {item.jobs[0].state for item in manifest.stages} == {"planned"}

@@ -180,7 +180,7 @@ def test_a_stall_past_patience_says_what_is_known_and_resume_adopts_it(
     assert "not submitted: run-04, collect" in text
     assert "`hpcrepro resume long` adopts run-03 if it exists" in text
     saved = manifest_io.load(layout.CampaignPaths(tmp_path / "logs" / "long").manifest)
-    assert [s["jobs"][-1]["state"] for s in saved["stages"]][2:] == ["submitting"] * 3
+    assert [s.state for s in saved.stages][2:] == ["submitting"] * 3
 
     frozen.resume()  # the request sbatch sent is processed now: run-03 exists
     plain = cli_env(tmp_path, slurm_cluster.env)
@@ -203,7 +203,7 @@ def test_status_says_when_slurm_does_not_answer(
              env=plain)  # fmt: skip
     wait_for(lambda: json.loads(hpcrepro("status", "mute", "--json", env=plain).stdout)[0]
              ["stages"][0]["state"] == "running", 60, "run-01 to run")  # fmt: skip
-    checked = manifest_io.load(tmp_path / "logs" / "mute" / "campaign.json")["states_checked"]
+    checked = manifest_io.load(tmp_path / "logs" / "mute" / "campaign.json").states_checked
     quick = cli_env(tmp_path, _conf_with(slurm_cluster, tmp_path, "quick.conf",
                                          MessageTimeout="3"))  # fmt: skip
     frozen.stop()

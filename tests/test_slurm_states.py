@@ -8,13 +8,14 @@ import pytest
 
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
+from hpcrepro.scheduler.base import Backoff
 from hpcrepro.scheduler.slurm import (
-    Backoff,
     Slurm,
     SubmitError,
     _parse_sacct,
     _parse_squeue,
     checked_job_ids,
+    from_slurm,
 )
 
 # Every state sacct(1)/squeue(1) document for Slurm 22.05-24.x, with what a campaign makes of it.
@@ -49,7 +50,7 @@ EVERY_SLURM_STATE = {
 
 @pytest.mark.parametrize(("raw", "ours"), sorted(EVERY_SLURM_STATE.items()))
 def test_every_slurm_state_is_mapped(raw: str, ours: str) -> None:
-    assert states.from_slurm(raw) == ours
+    assert from_slurm(raw) == ours
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,7 @@ def test_every_slurm_state_is_mapped(raw: str, ours: str) -> None:
     ],
 )
 def test_sacct_suffixes_and_squeue_short_codes(raw: str, ours: str) -> None:
-    assert states.from_slurm(raw) == ours
+    assert from_slurm(raw) == ours
 
 
 def test_void_states_are_exactly_those_that_spoil_time_to_train() -> None:
@@ -86,7 +87,7 @@ def test_sacct_lines_are_parsed_field_by_field() -> None:
     jobs = _parse_sacct(text)
     assert set(jobs) == {"41", "42"}
     run, collect = jobs["41"], jobs["42"]
-    assert (run.state, run.slurm_state, run.nodes, run.nodelist) == (
+    assert (run.state, run.scheduler_state, run.nodes, run.nodelist) == (
         "cancelled",
         "CANCELLED by 0",
         2,
@@ -129,29 +130,54 @@ def test_submit_errors_name_the_script_and_hint_at_the_fix(tmp_path) -> None:
     text = error.render()
     assert "run-01.sbatch" in text and "invalid partition specified: gpu" in text
     assert "sinfo" in text
-    refused = SubmitError(tmp_path / "run-01.sbatch",
-                          "sbatch: error: Invalid network specification (sharp)\n").render()
+    refused = SubmitError(
+        tmp_path / "run-01.sbatch", "sbatch: error: Invalid network specification (sharp)\n"
+    ).render()
     assert "sbatch_network=null" in refused
 
 
 # Slurm's own refusal texts (slurm_errno.c, sbatch's option parser) -> a word the right hint has,
 # and a word only a wrong hint would have.
 REFUSALS = [
-    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
-     "combination specified", "--set account=NAME", "sinfo -s"),
-    ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit "
-     "limit, user's size and/or time limits)", "MaxSubmitJobs", "time_margin_minutes"),
-    ("Invalid time specification (pos=0): garbage\nsbatch: error: Invalid --begin specification",
-     "--begin=now+1hour", "time_margin_minutes"),
-    ("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
-     "exceeds some limit)", "time_margin_minutes", "sacctmgr"),
+    (
+        "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+        "combination specified",
+        "--set account=NAME",
+        "sinfo -s",
+    ),
+    (
+        "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+        "(job submit limit, user's size and/or time limits)",
+        "MaxSubmitJobs",
+        "time_margin_minutes",
+    ),
+    (
+        "Invalid time specification (pos=0): garbage\nsbatch: error: Invalid --begin specification",
+        "--begin=now+1hour",
+        "time_margin_minutes",
+    ),
+    (
+        "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
+        "exceeds some limit)",
+        "time_margin_minutes",
+        "sacctmgr",
+    ),
     ("sbatch: error: invalid partition specified: gpu", "sinfo -s", "sacctmgr"),
-    ("sbatch: error: Batch job submission failed: Invalid partition name specified", "sinfo -s",
-     "sacctmgr"),
-    ("sbatch: error: Batch job submission failed: Invalid qos specification", "--set qos=NAME",
-     "sinfo -s"),
-    ("sbatch: error: Batch job submission failed: Requested node configuration is not available",
-     "gpu_request", "sacctmgr"),
+    (
+        "sbatch: error: Batch job submission failed: Invalid partition name specified",
+        "sinfo -s",
+        "sacctmgr",
+    ),
+    (
+        "sbatch: error: Batch job submission failed: Invalid qos specification",
+        "--set qos=NAME",
+        "sinfo -s",
+    ),
+    (
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available",
+        "gpu_request",
+        "sacctmgr",
+    ),
 ]
 
 
@@ -167,7 +193,7 @@ def test_scancel_never_gets_what_is_not_a_job_id(job_id: str) -> None:
     with pytest.raises(UserError, match="not a job id"):
         slurm.cancel(["4211", job_id])
     with pytest.raises(UserError, match="not a job id"):
-        slurm.query([job_id])
+        slurm.poll([job_id])
     assert slurm.commands == []  # refused before any command line was built
 
 
@@ -179,11 +205,12 @@ def test_watch_counts_a_change_of_state_but_not_of_elapsed_time() -> None:
     """A running job's elapsed time and progress change on every poll; only a state change may
     bring `status --watch` back to short polls."""
     from campaign_helpers import sample_manifest
+    from hpcrepro.campaign.state import from_json
     from hpcrepro.commands.campaign import _job_states
 
-    before = sample_manifest()
-    later = sample_manifest()
-    later["stages"][1]["jobs"][0].update(elapsed="00:09:59", reason="epoch 3/35")
+    before = from_json(sample_manifest())
+    later = from_json(sample_manifest())
+    later.stages[1].jobs[0].elapsed, later.stages[1].jobs[0].reason = "00:09:59", "epoch 3/35"
     assert _job_states([(None, before)]) == _job_states([(None, later)])
-    later["stages"][1]["jobs"][0]["state"] = "failed"
+    later.stages[1].jobs[0].state = "failed"
     assert _job_states([(None, before)]) != _job_states([(None, later)])

@@ -1,10 +1,13 @@
-"""What `hpcrepro submit/status/cancel/resume` do, independent of the command line."""
+"""What `hpcrepro submit/status/cancel/resume` do, independent of the command line.
+
+Every action gets its scheduler from `scheduler.registry` by the name the manifest records and
+speaks to it through `scheduler.base.Scheduler` only: nothing here knows which backend it is.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,18 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from hpcrepro.campaign import engine, folder, layout
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.runner import CampaignLink
+from hpcrepro.campaign.state import Manifest
 from hpcrepro.errors import UserError
 from hpcrepro.safeopen import cannot_write
-from hpcrepro.scheduler import states
-from hpcrepro.scheduler.slurm import Slurm, SlurmUnavailable
+from hpcrepro.scheduler import registry, states
+from hpcrepro.scheduler.base import Scheduler, Unavailable
 
 if TYPE_CHECKING:
-    from hpcrepro.config import ResolvedConfig
     from hpcrepro.site import Site
 
-BACKENDS = ("slurm", "local")
 # test-only fault point: die at "partial" (folder begun), "scripts" (written) or "manifest"
 # (written, folder not yet in place)
 CRASH_HOOK = "HPCREPRO_TEST_CRASH_IN_SUBMIT"
@@ -50,63 +53,15 @@ class SubmitRequest:
 @dataclass
 class Outcome:
     paths: CampaignPaths
-    manifest: dict[str, Any]
+    manifest: Manifest | None  # None when no campaign is left (a half-made one removed)
     lines: list[str]
     submitted: list[str] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
     exit_code: int = 0
 
 
-def make_backend(
-    name: str, manifest: dict[str, Any] | None = None, root: Path | None = None
-) -> engine.Backend:
-    if name == "local":
-        from hpcrepro.scheduler.local import Local
-
-        return Local(manifest if manifest is not None else {"stages": []}, root)
-    if name == "slurm":
-        return Slurm()
-    raise UserError(f"unknown backend '{name}'", hint="use --backend slurm or --backend local")
-
-
-def _after_submit(paths: CampaignPaths, manifest: dict[str, Any], backend: engine.Backend) -> None:
-    if manifest["backend"] == "local" and any(
-        s["jobs"] and s["jobs"][-1]["state"] == states.PENDING for s in manifest["stages"]
-    ):
-        from hpcrepro.scheduler.local import Local
-
-        assert isinstance(backend, Local)
-        backend.manifest = manifest
-        backend.start_runner(paths.root)
-        manifest_io.save(paths.manifest, manifest)
-
-
-def check_backend_fits(backend: str, cfg: ResolvedConfig) -> None:
-    """Refuse a backend that cannot run the configuration, before anything is written: local
-    jobs run without Slurm, so pyxis (a Slurm plugin: srun --container-image) cannot start
-    their container, and Apptainer must be installed on this machine."""
-    if backend != "local":
-        return
-    import shutil
-
-    runtime = cfg.site.runtime
-    where = f"site key 'runtime' (from {cfg.origin_of('site.runtime')})"
-    if runtime == "pyxis":
-        raise UserError(
-            "the local backend cannot use runtime 'pyxis': pyxis is a Slurm plugin (srun "
-            "--container-image) and local jobs run without Slurm, so every run would fail",
-            where=where,
-            hint="--set runtime=none runs the training command on this machine as it is (with "
-            "train_command or --set workload=reference); --set runtime=apptainer runs the "
-            "image with Apptainer; or submit to Slurm (--backend slurm)",
-        )
-    if runtime == "apptainer" and shutil.which("apptainer") is None:
-        raise UserError(
-            "the local backend runs jobs on this machine, but runtime 'apptainer' needs the "
-            "`apptainer` command, which is not on PATH here: every run would fail",
-            where=where,
-            hint="install Apptainer, use --set runtime=none, or submit to Slurm",
-        )
+def scheduler_for(paths: CampaignPaths, manifest: Manifest) -> Scheduler:
+    """The campaign's scheduler, seeing `manifest` (the object the caller changes and saves)."""
+    return registry.make(manifest.backend, CampaignLink(paths, manifest))
 
 
 def submit(request: SubmitRequest) -> Outcome:
@@ -124,25 +79,26 @@ def submit(request: SubmitRequest) -> Outcome:
         raise UserError("--runs-per-job must be at least 1", where="--runs-per-job")
     name = layout.check_name(request.name or f"{request.system}-{request.version}")
     paths = CampaignPaths(cfg.site.log_dir / name)
-    if request.backend not in BACKENDS:
-        make_backend(request.backend)  # the error naming the backends
-    check_backend_fits(request.backend, cfg)
-    backend = make_backend(request.backend, root=paths.root)
-    slurm_note = None
-    if request.backend == "slurm":
-        try:
-            backend.check_available()  # type: ignore[attr-defined]
-        except SlurmUnavailable as error:
-            if not request.dry_run:
-                raise
-            slurm_note = f"# {error.message}: scripts not checked with sbatch --test-only"
+    link = CampaignLink(paths, None)
+    backend = registry.make(request.backend, link)
+    # refuse what the backend cannot run before anything is written
+    backend.check_runtime(
+        cfg.site.runtime, f"site key 'runtime' (from {cfg.origin_of('site.runtime')})"
+    )
+    unchecked = None
+    try:
+        backend.check_available()
+    except Unavailable as error:
+        if not request.dry_run:
+            raise
+        unchecked = f"# {error.message}: scripts not checked with sbatch --test-only"
     needs_prep = plan.dataset_needs_prep(cfg)
-    inputs = {
-        "system": request.system,
-        "version": request.version,
-        "site": str(cfg.site_path) if cfg.site_path else None,
-        "overrides": list(request.overrides),
-    }
+    inputs = st.Inputs(
+        system=request.system,
+        version=request.version,
+        site=str(cfg.site_path) if cfg.site_path else None,
+        overrides=list(request.overrides),
+    )
     wanted = plan.fingerprint(cfg, runs, request.runs_per_job, request.backend)
     with layout.claiming(name, paths.root) as claim:
         if paths.manifest.exists():
@@ -173,16 +129,15 @@ def submit(request: SubmitRequest) -> Outcome:
                 prep=needs_prep,
                 into=partial,
             )
+            link.manifest = manifest
             _crash_point("scripts")
-            if request.backend == "local":
-                backend = make_backend("local", manifest, paths.root)
-            if slurm_note is None:
+            if unchecked is None:
                 engine.check_scripts(paths, manifest, backend, scripts_in=partial)
             if request.dry_run:
                 folder.mark_dry_run(partial)
                 folder.publish(partial, paths.root)
-                lines = dry_run_lines(paths, manifest, dataset_note(cfg.site, needs_prep))
-                return Outcome(paths, manifest, [slurm_note, *lines] if slurm_note else lines)
+                lines = dry_run_lines(paths, manifest, backend, dataset_note(cfg.site, needs_prep))
+                return Outcome(paths, manifest, [unchecked, *lines] if unchecked else lines)
             manifest_io.save(partial / paths.manifest.name, manifest)
             _crash_point("manifest")
             folder.publish(partial, paths.root)
@@ -193,26 +148,22 @@ def submit(request: SubmitRequest) -> Outcome:
             folder.remove(partial)
             raise
         claim.keep()  # the campaign exists now, whatever happens to its submission
-        return _submit_published(paths, backend, "submitted {count} job(s)")
+        return _submit_published(paths, "submitted {count} job(s)")
 
 
-def _submit_published(paths: CampaignPaths, backend: engine.Backend, note: str) -> Outcome:
+def _submit_published(paths: CampaignPaths, note: str) -> Outcome:
     """Submit the planned jobs of a campaign whose folder is complete."""
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        if manifest["backend"] == "local":
-            backend = make_backend("local", manifest, paths.root)
-        submitted = engine.submit_planned(paths, manifest, backend)
-        _after_submit(paths, manifest, backend)
+        submitted = engine.submit_planned(paths, manifest, scheduler_for(paths, manifest))
     return Outcome(
         paths,
         manifest,
         [
-            f"campaign {manifest['name']}: {note.format(count=len(submitted))}",
+            f"campaign {manifest.name}: {note.format(count=len(submitted))}",
             f"folder: {paths.root}",
         ],
         submitted,
-        list(backend.commands),
     )
 
 
@@ -264,15 +215,15 @@ def _request_from(record: dict[str, Any] | None) -> SubmitRequest | None:
 def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> Outcome:
     """A submit of a campaign that exists: submit only what an interrupted submit left over."""
     manifest = manifest_io.load(paths.manifest)
-    name = manifest["name"]
-    if manifest["fingerprint"] != wanted:
+    name = manifest.name
+    if manifest.fingerprint != wanted:
         raise UserError(
             f"campaign '{name}' already exists in {paths.root} with another configuration",
             hint="choose a new name with --name, or `hpcrepro resume " + name + "`",
         )
     if request.dry_run:
         return Outcome(paths, manifest, [f"# campaign {name} is already submitted"])
-    if manifest.get("cancelled"):
+    if manifest.cancelled:
         return Outcome(
             paths,
             manifest,
@@ -283,16 +234,15 @@ def _submit_again(request: SubmitRequest, paths: CampaignPaths, wanted: str) -> 
         )
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest, paths.root)
+        backend = scheduler_for(paths, manifest)
         engine.refresh(paths, manifest, backend)
         submitted = engine.submit_planned(paths, manifest, backend)
-        _after_submit(paths, manifest, backend)
     note = (
         f"submitted {len(submitted)} stage(s) left over by an interrupted submit"
         if submitted
         else "already submitted: nothing to do"
     )
-    return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted, list(backend.commands))
+    return Outcome(paths, manifest, [f"campaign {name}: {note}"], submitted)
 
 
 def finish_half_made(half: layout.HalfMade) -> Outcome:
@@ -304,21 +254,18 @@ def finish_half_made(half: layout.HalfMade) -> Outcome:
     paths = CampaignPaths(half.root)
     with layout.claiming(half.name, half.root) as claim:
         if paths.manifest.exists():  # finished by another process meanwhile
-            backend = make_backend(manifest_io.load(paths.manifest)["backend"])
-            return _submit_published(paths, backend, "submitted {count} job(s)")
+            return _submit_published(paths, "submitted {count} job(s)")
         left = folder.leftovers(half.root)
         complete = next((p for p in left if _complete(p, half.name)), None)
         if complete is not None:
-            backend = make_backend(manifest_io.load(complete / "campaign.json")["backend"])
-            if backend.name == "slurm":
-                backend.check_available()  # type: ignore[attr-defined]
+            registry.make(manifest_io.load(complete / "campaign.json").backend).check_available()
             folder.publish(complete, half.root)
             claim.keep()
             for other in left:
                 if other != complete:
                     folder.remove(other)
             return _submit_published(
-                paths, backend, "finished its interrupted submit: submitted {count} job(s)"
+                paths, "finished its interrupted submit: submitted {count} job(s)"
             )
         request = next(
             (r for r in (_request_from(folder.read_request(p)) for p in left) if r), None
@@ -332,7 +279,7 @@ def finish_half_made(half: layout.HalfMade) -> Outcome:
         return outcome
     return Outcome(
         paths,
-        {},
+        None,
         [
             f"campaign {half.name}: removed what its interrupted submit left (no job of it had "
             "been submitted); submit it again with `hpcrepro submit`",
@@ -356,7 +303,7 @@ def remove_half_made(half: layout.HalfMade) -> Outcome:
         layout.forget(half.name, half.root)
     return Outcome(
         CampaignPaths(half.root),
-        {},
+        None,
         [
             f"campaign {half.name}: removed what its interrupted submit left "
             f"({len(left)} folder(s)); no job of it had been submitted",
@@ -372,50 +319,23 @@ def _complete(partial: Path, name: str) -> bool:
         manifest = manifest_io.load(partial / "campaign.json")
     except UserError:
         return False
-    return manifest["name"] == name and all(
-        (partial / stage["script"]).is_file() for stage in manifest["stages"]
+    return manifest.name == name and all(
+        (partial / stage.script).is_file() for stage in manifest.stages
     )
 
 
 def dry_run_lines(
-    paths: CampaignPaths, manifest: dict[str, Any], dataset: str | None = None
+    paths: CampaignPaths, manifest: Manifest, backend: Scheduler, dataset: str | None = None
 ) -> list[str]:
-    """The graph and the exact sbatch commands (for the local backend: the commands its runner
-    runs), runnable as a shell script."""
+    """The graph and what the scheduler would be told (`Scheduler.dry_run`: the exact sbatch
+    commands, or the commands the local runner runs), runnable as a shell script."""
     lines = [
-        f"# campaign {manifest['name']} in {paths.root} (dry run: nothing submitted)",
+        f"# campaign {manifest.name} in {paths.root} (dry run: nothing submitted)",
         "# graph: " + graph_text(manifest),
     ]
     if dataset:
         lines.append(dataset)
-    if manifest["backend"] == "local":
-        return lines + _local_run_lines(paths, manifest)
-    for stage in manifest["stages"]:
-        job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 1)}
-        deps = [f"${_var(name)}" for name in stage["after"]]
-        words = ["sbatch", "--parsable"]
-        for arg in engine.sbatch_args(paths, manifest, stage, job, deps):
-            # the dependency holds $job_... variables: double quotes keep them expandable
-            words.append(f'"{arg}"' if arg.startswith("--dependency=") else shlex.quote(arg))
-        words.append(shlex.quote(str(paths.root / stage["script"])))
-        lines.append(f"{_var(stage['name'])}=$({' '.join(words)})")
-    return lines
-
-
-def _local_run_lines(paths: CampaignPaths, manifest: dict[str, Any]) -> list[str]:
-    """What the local runner runs: each script with bash, one after another in graph order; a
-    stage whose `afterok` dependency failed is skipped (blocked)."""
-    from hpcrepro.scheduler.local import package_pythonpath
-
-    lines = [
-        "# local backend: a detached runner runs these one after another; a stage after a failed "
-        "stage it needs (afterok) is not run",
-        f"export HPCREPRO_LOCAL=1 PYTHONPATH={shlex.quote(package_pythonpath())}",
-        f"cd {shlex.quote(str(paths.root))}",
-    ]
-    for stage in manifest["stages"]:
-        lines.append(f"bash {shlex.quote(str(paths.root / stage['script']))}  # {stage['name']}")
-    return lines
+    return lines + backend.dry_run(engine.dry_run_requests(paths, manifest))
 
 
 def dataset_note(site: Site, needs_prep: bool) -> str:
@@ -427,24 +347,22 @@ def dataset_note(site: Site, needs_prep: bool) -> str:
     return f"# dataset: {dataset!r} is prepared: no prep stage"
 
 
-def _var(stage_name: str) -> str:
-    return "job_" + stage_name.replace("-", "_")
-
-
-def graph_text(manifest: dict[str, Any]) -> str:
+def graph_text(manifest: Manifest) -> str:
     parts = []
-    for stage in manifest["stages"]:
-        after = f" ({stage['dependency']} {', '.join(stage['after'])})" if stage["after"] else ""
-        parts.append(stage["name"] + after)
+    for stage in manifest.stages:
+        after = f" ({stage.dependency} {', '.join(stage.after)})" if stage.after else ""
+        parts.append(stage.name + after)
     return "; ".join(parts)
 
 
 # --- status
 
+Campaigns = list[tuple[CampaignPaths, Manifest]]
+
 
 def load_campaigns(
     campaign: str | None, on_damaged: Callable[[str, UserError], None] | None = None
-) -> list[tuple[CampaignPaths, dict[str, Any]]]:
+) -> Campaigns:
     """One campaign, or every known one; a damaged manifest or index entry among all of them is
     passed to `on_damaged` (name, error) and left out, so one broken campaign cannot hide the
     others."""
@@ -464,72 +382,61 @@ def load_campaigns(
 
 @dataclass
 class StatusPass:
-    """What one status pass learnt besides the states it saved: the jobs whose state Slurm did
-    not give (by campaign folder) and the campaigns whose update could not be written."""
+    """What one status pass learnt besides the states it saved: the jobs whose state the
+    scheduler did not give and why (by campaign folder), the campaigns whose update could not be
+    written, and the schedulers that serve every campaign (kept for the next pass)."""
 
-    slurm: Slurm
+    shared: dict[str, Scheduler] = field(default_factory=dict)
     unknown: dict[Path, list[str]] = field(default_factory=dict)
+    problems: dict[Path, str] = field(default_factory=dict)
     not_saved: dict[Path, str] = field(default_factory=dict)
 
 
-CHECKED_EVERY_S = 60  # how often an unchanged campaign records that Slurm still answers
+CHECKED_EVERY_S = 60  # how often an unchanged campaign records that its scheduler still answers
 
 
-def refresh_all(
-    campaigns: list[tuple[CampaignPaths, dict[str, Any]]], slurm: Slurm | None = None
-) -> StatusPass:
-    """One status pass: one sacct call for the active jobs of every Slurm campaign together
-    (plus one squeue for jobs still going), then save what changed. A campaign whose jobs Slurm
-    answered for records when (`states_checked`), so that when Slurm does not answer, status
-    can say how old the states it shows are."""
-    slurm = slurm or Slurm()
-    result = StatusPass(slurm)
-    ids = [
-        job_id
-        for paths, m in campaigns
-        if m["backend"] == "slurm"
-        for job_id in engine.active_job_ids(m)
-    ]
-    infos: dict[str, Any] = {}
-    unanswered: set[str] = set()
-    slurm.unavailable = None
-    if ids:
-        try:
-            infos = slurm.query(ids)
-            unanswered = slurm.unanswered
-        except SlurmUnavailable as error:
-            slurm.unavailable = error.message
-            unanswered = set(ids)
-    now = st.now()
+def refresh_all(campaigns: Campaigns, previous: StatusPass | None = None) -> StatusPass:
+    """One status pass: one poll for the active jobs of every campaign a shared scheduler serves
+    (Slurm: one sacct, plus one squeue for jobs still going), one per campaign that has its own
+    (a local runner), then save what changed, replacing the entries of `campaigns` with what was
+    saved. A campaign whose jobs a shared scheduler answered for records when
+    (`states_checked`), so that when it does not answer, status can say how old its states are."""
+    result = StatusPass(shared=previous.shared if previous else {})
+    backends = []
     for paths, manifest in campaigns:
-        backend: engine.Backend
+        backend = scheduler_for(paths, manifest)
+        if not backend.per_campaign:
+            backend = result.shared.setdefault(manifest.backend, backend)
+        backends.append(backend)
+    polls: dict[int, Any] = {}
+    for backend in {id(b): b for b in backends if not b.per_campaign}.values():
+        ids = [
+            job_id
+            for (_, manifest), used in zip(campaigns, backends, strict=True)
+            if used is backend
+            for job_id in manifest.active_job_ids()
+        ]
+        polls[id(backend)] = _poll(backend, ids)
+    now = st.now()
+    for index, ((paths, manifest), backend) in enumerate(zip(campaigns, backends, strict=True)):
+        active = manifest.active_job_ids()
+        poll = _poll(backend, active) if backend.per_campaign else polls[id(backend)]
+        changed = engine.apply_infos(paths, manifest, poll.infos)
         checked = None
-        if manifest["backend"] == "local":
-            backend = make_backend("local", manifest, paths.root)
-            local_infos = backend.query(engine.active_job_ids(manifest))
-            changed = engine.apply_infos(paths, manifest, local_infos)
-        else:
-            backend = slurm
-            active = engine.active_job_ids(manifest)
-            unknown = [job_id for job_id in active if job_id in unanswered]
-            changed = engine.apply_infos(paths, manifest, infos)
-            if unknown:
-                result.unknown[paths.root] = unknown
-            elif active and (changed or _older_than(manifest.get("states_checked"), now)):
-                checked = now
-        needs_repair = any(
-            job["state"] == states.SUBMITTING for s in manifest["stages"] for job in s["jobs"]
-        )
+        unknown = [job_id for job_id in active if job_id in poll.unanswered]
+        if unknown:
+            result.unknown[paths.root] = unknown
+            result.problems[paths.root] = poll.problem or "no answer"
+        elif (
+            not backend.per_campaign
+            and active
+            and (changed or _older_than(manifest.states_checked, now))
+        ):
+            checked = now
+        needs_repair = any(job.state == states.SUBMITTING for _, job in manifest.jobs())
         if changed or needs_repair or checked:
             try:
-                _save_if_free(
-                    paths,
-                    manifest,
-                    infos if manifest["backend"] == "slurm" else {},
-                    backend,
-                    needs_repair,
-                    checked,
-                )
+                fresh = _save_if_free(paths, poll.infos, backend, needs_repair, checked)
             except (UserError, OSError) as error:  # e.g. a full disk: show, do not save
                 text = (
                     error.message
@@ -537,7 +444,21 @@ def refresh_all(
                     else (f"cannot write {paths.lock} ({error.strerror or error})")
                 )
                 result.not_saved[paths.root] = text
+            else:
+                if fresh is not None:
+                    campaigns[index] = (paths, fresh)
     return result
+
+
+def _poll(backend: Scheduler, ids: list[str]) -> Any:
+    from hpcrepro.scheduler.base import Poll
+
+    if not ids:
+        return Poll()
+    try:
+        return backend.poll(ids)
+    except Unavailable as error:
+        return Poll(unanswered=set(ids), problem=error.message)
 
 
 def _older_than(stamp: str | None, now: str) -> bool:
@@ -552,38 +473,36 @@ def _older_than(stamp: str | None, now: str) -> bool:
 
 def _save_if_free(
     paths: CampaignPaths,
-    manifest: dict[str, Any],
     infos: dict[str, Any],
-    backend: engine.Backend,
+    backend: Scheduler,
     repair: bool,
     checked: str | None,
-) -> None:
-    """Write status updates unless another process holds the lock (it will write its own). On a
-    full disk nothing is written (OSError or UserError): the reserve is left for cancel."""
+) -> Manifest | None:
+    """Write status updates unless another process holds the lock (it will write its own): the
+    manifest saved, None when nothing was. On a full disk nothing is written (OSError or
+    UserError): the reserve is left for cancel."""
     with manifest_io.try_locked(paths.lock) as got:
         if not got:
-            return
+            return None
         fresh = manifest_io.load(paths.manifest)
+        if backend.per_campaign:  # it reads the campaign itself: ask it about this version
+            backend = scheduler_for(paths, fresh)
+            infos = _poll(backend, fresh.active_job_ids()).infos
         if repair:
-            # when Slurm does not answer, the next command that reaches it repairs instead
-            with contextlib.suppress(SlurmUnavailable):
+            # when the scheduler does not answer, the next command that reaches it repairs
+            with contextlib.suppress(Unavailable):
                 engine.repair(fresh, backend, paths)
-        if fresh["backend"] == "local":
-            from hpcrepro.scheduler.local import Local
-
-            infos = Local(fresh, paths.root).query(engine.active_job_ids(fresh))
         engine.apply_infos(paths, fresh, infos)
         if checked:
-            fresh["states_checked"] = checked
+            fresh.states_checked = checked
         manifest_io.save(paths.manifest, fresh, reserve=False)
-        manifest.clear()
-        manifest.update(fresh)
+        return fresh
 
 
-def short_of_runs(manifest: dict[str, Any]) -> bool:
+def short_of_runs(manifest: Manifest) -> bool:
     """Whether the campaign can no longer reach its required valid runs without `resume`."""
     counts = engine.run_counts(manifest)
-    return counts["valid"] + counts["coming"] < manifest["runs_required"]
+    return counts["valid"] + counts["coming"] < manifest.runs_required
 
 
 # --- cancel and resume
@@ -602,74 +521,48 @@ def cancel(campaign: str) -> Outcome:
             held.enter_context(manifest_io.locked(paths.lock))
         except manifest_io.NoSpace as error:
             manifest = manifest_io.load(paths.manifest)
-            backend = make_backend(manifest["backend"], manifest, paths.root)
-            ids = _cancel_jobs(paths, manifest, backend)
+            backend = scheduler_for(paths, manifest)
+            engine.refresh(paths, manifest, backend)
+            ids = manifest.active_job_ids()
+            backend.cancel(ids)
             raise _not_recorded(manifest, ids, error) from None
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest, paths.root)
+        backend = scheduler_for(paths, manifest)
         engine.refresh(paths, manifest, backend)
-        ids = engine.active_job_ids(manifest)
-        if not ids and not any(st.state_of(s) == states.PLANNED for s in manifest["stages"]):
+        ids = manifest.active_job_ids()
+        if not ids and not any(s.state == states.PLANNED for s in manifest.stages):
             with contextlib.suppress(UserError):  # the refresh, if there is room for it
                 manifest_io.save(paths.manifest, manifest, reserve=False)
             return Outcome(
                 paths,
                 manifest,
-                [f"campaign {manifest['name']}: nothing to cancel (every job has ended)"],
+                [f"campaign {manifest.name}: nothing to cancel (every job has ended)"],
             )
-        backend.cancel(ids)
-        survivors = getattr(backend, "survivors", {})
-        manifest["cancelled"] = True
-        for stage in manifest["stages"]:
-            job = st.current(stage)
-            if job and job["state"] == states.PLANNED:
-                job["state"] = states.CANCELLED
-            if (
-                manifest["backend"] == "local"
-                and job
-                and states.is_active(job["state"])
-                and job["job_id"] not in survivors
-            ):
-                job.update(state=states.CANCELLED, slurm_state="CANCELLED", end=st.now())
-        if manifest["backend"] == "slurm" and ids:
-            with contextlib.suppress(SlurmUnavailable):
-                engine.apply_infos(paths, manifest, backend.query(ids))
+        outcome = engine.cancel_jobs(paths, manifest, backend, ids)
+        manifest.cancelled = True
+        for stage in manifest.stages:
+            if stage.current and stage.current.state == states.PLANNED:
+                stage.current.state = states.CANCELLED
         engine.judge_runs(paths, manifest)
         try:
             manifest_io.save(paths.manifest, manifest)
         except UserError as error:
             raise _not_recorded(manifest, ids, error) from None
+    survivors = outcome.survivors
     stopped = [job_id for job_id in ids if job_id not in survivors]
-    lines = [f"campaign {manifest['name']}: cancelled {len(stopped)} job(s)"]
-    lines += [f"note: {note}" for note in getattr(backend, "notes", [])]
+    lines = [f"campaign {manifest.name}: cancelled {len(stopped)} job(s)"]
+    lines += [f"note: {note}" for note in outcome.notes]
     lines += [f"still running after SIGKILL: {what}: {left}" for what, left in survivors.items()]
-    return Outcome(
-        paths, manifest, lines, commands=list(backend.commands), exit_code=1 if survivors else 0
-    )
+    return Outcome(paths, manifest, lines, exit_code=1 if survivors else 0)
 
 
-def _cancel_jobs(
-    paths: CampaignPaths, manifest: dict[str, Any], backend: engine.Backend
-) -> list[str]:
-    """Settle the manifest against the scheduler, then cancel every active job; their ids."""
-    engine.refresh(paths, manifest, backend)
-    ids = engine.active_job_ids(manifest)
-    backend.cancel(ids)
-    return ids
-
-
-def _not_recorded(manifest: dict[str, Any], ids: list[str], error: UserError) -> UserError:
-    name = manifest["name"]
-    later = (
-        "Slurm knows they were cancelled; `hpcrepro status " + name + "` records it"
-        if manifest["backend"] == "slurm"
-        else "`hpcrepro status " + name + "` shows them ended"
-    )
+def _not_recorded(manifest: Manifest, ids: list[str], error: UserError) -> UserError:
+    name = manifest.name
     return UserError(
         f"cancelled {len(ids)} job(s) of campaign {name}, but could not record it: {error.message}",
         where=error.where,
-        hint=f"the jobs are stopped; once there is room again, {later}"
-        + (f" ({error.hint})" if error.hint else ""),
+        hint=f"the jobs are stopped; once there is room again, `hpcrepro status {name}` "
+        "records their end" + (f" ({error.hint})" if error.hint else ""),
     )
 
 
@@ -682,40 +575,35 @@ def resume(campaign: str) -> Outcome:
         return finish_half_made(half)
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest, paths.root)
-        if manifest["backend"] == "slurm":
-            backend.check_available()  # type: ignore[attr-defined]
+        backend = scheduler_for(paths, manifest)
+        backend.check_available()
         engine.refresh(paths, manifest, backend)
-        manifest["cancelled"] = False
-        for stage in manifest["stages"]:  # cancelled before submission: plan them again
-            job = st.current(stage)
-            if job and job["state"] == states.CANCELLED and not job.get("job_id"):
-                job["state"] = states.PLANNED
+        manifest.cancelled = False
+        for stage in manifest.stages:  # cancelled before submission: plan them again
+            job = stage.current
+            if job and job.state == states.CANCELLED and not job.job_id:
+                job.state = states.PLANNED
         planned = engine.plan_resume(manifest)
         new_stages = [
-            s
-            for s in manifest["stages"]
-            if s["name"] in planned and not (paths.root / s["script"]).exists()
+            s for s in manifest.stages if s.name in planned and not (paths.root / s.script).exists()
         ]
         if new_stages:
             from hpcrepro.campaign import plan
 
             cfg = plan.stored_config(paths, manifest)
             for stage in new_stages:
-                plan.write_script(cfg, paths, manifest, stage, manifest["backend"])
+                plan.write_script(cfg, paths, manifest, stage, manifest.backend)
         backend.cancel(engine.jobs_to_cancel_on_resume(manifest))
         submitted = engine.submit_planned(paths, manifest, backend)
-        _after_submit(paths, manifest, backend)
     counts = engine.run_counts(manifest)
     note = f"submitted {', '.join(submitted)}" if submitted else "nothing to resubmit"
     return Outcome(
         paths,
         manifest,
         [
-            f"campaign {manifest['name']}: {note}",
+            f"campaign {manifest.name}: {note}",
             f"runs: {counts['valid']} valid, {counts['coming']} to come, {counts['lost']} lost, "
-            f"{manifest['runs_required']} required",
+            f"{manifest.runs_required} required",
         ],
         submitted,
-        list(backend.commands),
     )

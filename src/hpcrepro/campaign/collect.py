@@ -13,56 +13,101 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpcrepro.campaign import engine
+from hpcrepro.campaign import engine, layout
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import Manifest
+from hpcrepro.campaign.verdict import NOT_RUN, VOID
 from hpcrepro.errors import UserError
+from hpcrepro.jsonio import read_json
 
 
-def summary(paths: CampaignPaths, manifest: dict[str, Any]) -> dict[str, Any]:
+def summary(paths: CampaignPaths, manifest: Manifest) -> dict[str, Any]:
     runs = []
-    for stage in st.train_stages(manifest):
-        job = st.current(stage) or {}
-        for index in stage["runs"]:
-            judged = stage["verdicts"].get(str(index), {})
+    for stage in manifest.train_stages():
+        job = stage.current
+        job_id = job.job_id if job else None
+        for index in stage.runs:
+            judged = stage.verdicts.get(index)
             runs.append(
                 {
                     "run": index,
-                    "stage": stage["name"],
-                    "log": str(paths.run_log(index, job.get("job_id"))),
-                    "job_id": job.get("job_id"),
-                    "job_state": job.get("state"),
-                    "verdict": judged.get("verdict", "pending"),
-                    "reason": judged.get("reason"),
-                    "replaces": stage["replaces"],
+                    "stage": stage.name,
+                    "log": str(paths.run_log(index, job_id)),
+                    "job_id": job_id,
+                    "job_state": job.state if job else None,
+                    "verdict": judged.verdict if judged else "pending",
+                    "reason": judged.reason if judged else None,
+                    "replaces": stage.replaces,
                 }
             )
     counts = engine.run_counts(manifest)
     return {
-        "campaign": manifest["name"],
-        "system": manifest.get("system"),
-        "version": manifest.get("version"),
-        "runs_required": manifest["runs_required"],
+        "campaign": manifest.name,
+        "system": manifest.system,
+        "version": manifest.version,
+        "runs_required": manifest.runs_required,
         "valid_runs": counts["valid"],
-        "complete": counts["valid"] >= manifest["runs_required"],
+        "complete": counts["valid"] >= manifest.runs_required,
         "runs": runs,
     }
 
 
 def collect(campaign_dir: Path) -> dict[str, Any]:
-    from hpcrepro.campaign.actions import make_backend
+    from hpcrepro.campaign.actions import scheduler_for
 
     paths = CampaignPaths(campaign_dir)
     with manifest_io.locked(paths.lock):
         manifest = manifest_io.load(paths.manifest)
-        backend = make_backend(manifest["backend"], manifest, paths.root)
-        engine.refresh(paths, manifest, backend)
+        engine.refresh(paths, manifest, scheduler_for(paths, manifest))
         engine.judge_runs(paths, manifest)
         manifest_io.save(paths.manifest, manifest)
     result = summary(paths, manifest)
     _write(paths, "summary.json", json.dumps(result, indent=1) + "\n")
     return result
+
+
+# Verdicts whose logs are left out of the score.
+_NOT_COUNTED = (VOID, NOT_RUN)
+
+
+def campaign_folder(folder: Path) -> Path:
+    """`folder`, or the folder of the registered campaign of that name when no such path
+    exists (`hpcrepro collect NAME`)."""
+    if not folder.exists() and not folder.is_symlink():
+        return layout.folder_of(str(folder)) or folder
+    return folder
+
+
+def not_counted(folder: Path, logs: list[Path]) -> list[tuple[Path, str]]:
+    """Run logs of `folder` that its campaign judged void or never run, with the reason.
+
+    A resumed campaign keeps the log of a killed run beside its replacement; MLPerf voids such a
+    run for time-to-train, so it must not count as one of the scored runs (nor as a failure).
+    Only the runs and verdicts of the manifest are read (`state.RunVerdicts`): a manifest
+    damaged elsewhere still lets the logs be scored."""
+    manifest = folder / "campaign.json"
+    if not manifest.is_file():
+        return []
+    data = read_json(manifest, hint="the campaign folder looks damaged; re-create it")
+    try:
+        verdicts = st.RunVerdicts.from_json(data)
+    except st.ShapeError as error:
+        raise st.damaged(manifest, error) from error
+    excluded = []
+    for index, judged in verdicts.verdicts():
+        if judged.verdict not in _NOT_COUNTED:
+            continue
+        run = st.run_label(index)
+        own = f"{run}_{layout.job_file_id(judged.job_id)}_" if judged.job_id else None
+        reason = f"{judged.verdict}: {judged.reason or ''}".strip()
+        excluded += [
+            (log, reason)
+            for log in logs
+            if log.name == f"{run}.log" or (own and log.name.startswith(own))
+        ]
+    return excluded
 
 
 def _write(paths: CampaignPaths, name: str, text: str) -> None:
@@ -85,7 +130,7 @@ def write_report(paths: CampaignPaths) -> str | None:
     except ImportError:
         return None
     try:
-        collection = score_logs(resolve(paths.root, None, None, None))
+        collection = score_logs(resolve(paths.root, None, None, None, exclude=not_counted))
     except UserError as error:
         text = f"no report: {error.render()}"
         _write(paths, "report.md", text + "\n")

@@ -1,8 +1,8 @@
-"""Submit, repair, refresh, resume and cancel a campaign's stage graph on a backend.
+"""Submit, repair, refresh, resume and cancel a campaign's stage graph on a scheduler.
 
-The backend is `hpcrepro.scheduler.slurm.Slurm` or `hpcrepro.scheduler.local.Local`; both submit a
-script with arguments and answer state queries. Every change to a manifest happens under the
-campaign lock (see `manifest.locked`), so two hpcrepro processes never submit the same stage.
+The engine speaks only `JobRequest` and hpcrepro's states to a `hpcrepro.scheduler.base.Scheduler`
+(Slurm, local: `scheduler.registry`). Every change to a manifest happens under the campaign lock
+(see `manifest.locked`), so two hpcrepro processes never submit the same stage.
 """
 
 from __future__ import annotations
@@ -10,88 +10,88 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 from hpcrepro.campaign import manifest as manifest_io
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.campaign import verdict
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import Job, Manifest, Stage
 from hpcrepro.errors import UserError
-from hpcrepro.rounds import TARGET_ACCURACY
-from hpcrepro.scheduler import states
-from hpcrepro.scheduler.slurm import JobInfo, SlurmUnavailable, SubmitUncertain
+from hpcrepro.scheduler import registry, states
+from hpcrepro.scheduler.base import (
+    Backoff,
+    Cancelled,
+    Dependency,
+    JobInfo,
+    JobRequest,
+    Scheduler,
+    SubmitUncertain,
+    Unavailable,
+)
 
-Manifest = dict[str, Any]
 CRASH_HOOK = "HPCREPRO_TEST_CRASH_AFTER_SBATCH"  # test-only fault point: die right after sbatch
 _SAVE_EVERY_S = 2.0
 
 
-class Backend(Protocol):
-    name: str
-    commands: list[str]
-    # False when the last find_by_names could not see every job (accounting off): "not found"
-    # then does not prove that sbatch never ran
-    names_complete: bool
-    # how long a submit waits for a scheduler that does not answer (0: it always answers)
-    patience: float
-
-    def submit(self, script: Path, args: list[str]) -> str: ...
-    def test_only(self, script: Path, args: list[str]) -> None: ...
-    def query(self, job_ids: list[str]) -> dict[str, JobInfo]: ...
-    def find_by_names(self, names: list[str], since: str) -> dict[str, list[JobInfo]]: ...
-    def cancel(self, job_ids: list[str]) -> None: ...
-
-
-def sbatch_args(
+def job_request(
     paths: CampaignPaths,
     manifest: Manifest,
-    stage: st.Stage,
-    job: st.Job,
-    dependency_ids: list[str],
-) -> list[str]:
-    """Command-line options added to the stage script's own #SBATCH lines."""
-    args = [
-        f"--job-name={job['token']}",
-        # '%' in the folder must reach sbatch as '%%', or it reads a filename pattern
-        f"--output={str(paths.job_output).replace('%', '%%')}/{stage['name']}-%j.out",
-        f"--comment=hpcrepro campaign={manifest['name']} stage={stage['name']}",
-    ]
-    if stage["kind"] == st.TRAIN:
-        args.append("--no-requeue")  # a requeued run restarts its log: void, so never requeue
-    if dependency_ids:
-        args.append(f"--dependency={stage['dependency']}:{':'.join(dependency_ids)}")
-        args.append("--kill-on-invalid-dep=yes")
-    return args
+    stage: Stage,
+    name: str,
+    dependency_ids: Sequence[str] = (),
+    scripts_in: Path | None = None,
+) -> JobRequest:
+    """The job of `stage` named `name` (its token), after `dependency_ids`; its script is read
+    from `scripts_in` (the folder being built) when given."""
+    return JobRequest(
+        name=name,
+        script=(scripts_in or paths.root) / stage.script,
+        output=f"{paths.job_output}/{stage.name}-%j.out",
+        label=stage.name,
+        comment=f"hpcrepro campaign={manifest.name} stage={stage.name}",
+        dependency=Dependency(stage.dependency, tuple(dependency_ids)) if dependency_ids else None,
+        training=stage.kind == st.TRAIN,
+    )
 
 
 def check_scripts(
-    paths: CampaignPaths, manifest: Manifest, backend: Backend, scripts_in: Path | None = None
+    paths: CampaignPaths, manifest: Manifest, backend: Scheduler, scripts_in: Path | None = None
 ) -> None:
-    """`sbatch --test-only` one script of each kind (runs differ only by index); the scripts are
-    read from `scripts_in` (the folder being built) when given."""
+    """Ask the scheduler about one script of each kind (runs differ only by index)."""
     seen: set[str] = set()
-    for stage in manifest["stages"]:
-        if stage["kind"] in seen or st.state_of(stage) != states.PLANNED:
+    for stage in manifest.stages:
+        if stage.kind in seen or stage.state != states.PLANNED:
             continue
-        seen.add(stage["kind"])
-        job = st.current(stage) or {"token": st.token(st.key(manifest), stage["name"], 0)}
-        args = sbatch_args(paths, manifest, stage, job, [])
-        backend.test_only((scripts_in or paths.root) / stage["script"], args)
+        seen.add(stage.kind)
+        name = stage.current.token if stage.current else st.token(manifest.key, stage.name, 0)
+        backend.test_only(job_request(paths, manifest, stage, name, scripts_in=scripts_in))
 
 
-def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> list[str]:
+def dry_run_requests(paths: CampaignPaths, manifest: Manifest) -> list[JobRequest]:
+    """Every stage's first job, its dependencies named by the stages' names (what
+    `Scheduler.dry_run` turns into its shell variables)."""
+    requests = []
+    for stage in manifest.stages:
+        name = stage.current.token if stage.current else st.token(manifest.key, stage.name, 1)
+        requests.append(job_request(paths, manifest, stage, name, stage.after))
+    return requests
+
+
+def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Scheduler) -> list[str]:
     """Submit every stage whose current job is planned, in graph order; return their names.
 
     All of them are first marked `submitting` and saved, so a crash at any point leaves tokens that
-    `repair` can look up in Slurm. An sbatch that got no answer is settled by `_settle` (the job
-    is adopted, or submitted again once Slurm shows it was never made), never taken for a refusal.
+    `repair` can look up in the scheduler. A submit that got no answer is settled by `_settle`
+    (the job is adopted, or submitted again once the scheduler shows it was never made), never
+    taken for a refusal. Jobs waiting to run wake the scheduler at the end (`Scheduler.wake`).
     """
-    todo = [s for s in manifest["stages"] if s["jobs"] and s["jobs"][-1]["state"] == states.PLANNED]
+    todo = [s for s in manifest.stages if s.current and s.current.state == states.PLANNED]
     if not todo:
         return []
     for stage in todo:
-        stage["jobs"][-1]["state"] = states.SUBMITTING
+        stage.jobs[-1].state = states.SUBMITTING
     manifest_io.save(paths.manifest, manifest)
     crash_at = os.environ.get(CRASH_HOOK)
     submitted: list[str] = []
@@ -99,69 +99,78 @@ def submit_planned(paths: CampaignPaths, manifest: Manifest, backend: Backend) -
     last_save = time.monotonic()
     try:
         for stage in todo:
-            job = stage["jobs"][-1]
-            ids, blocked = st.dependency_ids(manifest, stage)
+            job = stage.jobs[-1]
+            ids, blocked = manifest.dependency_ids(stage)
             if blocked:
-                job.update(state=states.BLOCKED, reason=blocked)
+                job.state, job.reason = states.BLOCKED, blocked
                 continue
+            request = job_request(paths, manifest, stage, job.token, ids)
             try:
-                job_id, resubmitted = _submit_one(paths, manifest, stage, job, backend, ids)
+                job_id, resubmitted = _submit_one(paths, manifest, stage, request, backend)
             except NoAnswer:
                 raise
             except UserError as error:
                 raise _half_submitted(manifest, stage, error) from error
-            if crash_at == stage["name"]:
+            if crash_at == stage.name:
                 os._exit(75)
-            job.update(job_id=job_id, state=states.PENDING, slurm_state=None, submitted=st.now())
-            submitted.append(stage["name"])
+            job.job_id, job.state, job.scheduler_state = job_id, states.PENDING, None
+            job.submitted = st.now()
+            submitted.append(stage.name)
             if resubmitted:
-                again.append((job["token"], job_id))
+                again.append((job.token, job_id))
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 manifest_io.save(paths.manifest, manifest)
                 last_save = time.monotonic()
         _cancel_doubles(manifest, backend, again)
     finally:
-        # Also when sbatch fails midway: the jobs already submitted keep their ids, and the
+        # Also when a submit fails midway: the jobs already submitted keep their ids, and the
         # rest stay `submitting` for `repair` to settle.
         manifest_io.save(paths.manifest, manifest)
+    wake_if_waiting(paths, manifest, backend)
     return submitted
 
 
-class NoAnswer(SlurmUnavailable):
-    """Slurm stopped answering during a submit: what is known is in the message."""
+def wake_if_waiting(paths: CampaignPaths, manifest: Manifest, backend: Scheduler) -> None:
+    """Tell the scheduler that jobs wait to run (the local backend then starts its runner,
+    which it records in the manifest, saved here)."""
+    if any(s.current and s.current.state == states.PENDING for s in manifest.stages):
+        runner = manifest.local_runner
+        backend.wake()
+        if manifest.local_runner is not runner:
+            manifest_io.save(paths.manifest, manifest)
+
+
+class NoAnswer(Unavailable):
+    """The scheduler stopped answering during a submit: what is known is in the message."""
 
 
 def _submit_one(
     paths: CampaignPaths,
     manifest: Manifest,
-    stage: st.Stage,
-    job: st.Job,
-    backend: Backend,
-    dependency_ids: list[str],
+    stage: Stage,
+    request: JobRequest,
+    backend: Scheduler,
 ) -> tuple[str, bool]:
-    """Submit the current job of `stage`: its job id and whether it was submitted again after
-    an sbatch that got no answer; or the refusal, or NoAnswer."""
-    script = paths.stage_script(stage)
-    args = sbatch_args(paths, manifest, stage, job, dependency_ids)
+    """Submit `request`, the current job of `stage`: its job id and whether it was submitted
+    again after a submit that got no answer; or the refusal, or NoAnswer."""
+    paths.stage_script(stage)  # the script must be the campaign's own, reached through no link
     try:
-        return backend.submit(script, args), False
+        return backend.submit(request), False
     except SubmitUncertain as error:
         manifest_io.save(paths.manifest, manifest)  # what is queued so far, whatever comes
-        settled = _settle(manifest, job, backend, script, args)
+        settled = _settle(manifest, request, backend)
         if settled is None:
             raise _no_answer(manifest, stage, error, backend) from error
         return settled
 
 
-def _cancel_doubles(manifest: Manifest, backend: Backend, again: list[tuple[str, str]]) -> None:
-    """A request slurmctld received while it stalled may still make its job after the lookups
+def _cancel_doubles(manifest: Manifest, backend: Scheduler, again: list[tuple[str, str]]) -> None:
+    """A request the scheduler received while it stalled may still make its job after the lookups
     that found none: cancel every job of a token submitted again but the one recorded."""
     if not again:
         return
-    with contextlib.suppress(SlurmUnavailable):
-        found = backend.find_by_names(
-            [token for token, _ in again], _day_before(manifest["created"])
-        )
+    with contextlib.suppress(Unavailable):
+        found = backend.find_by_names([token for token, _ in again], _day_before(manifest.created))
         backend.cancel(
             [
                 info.job_id
@@ -172,24 +181,20 @@ def _cancel_doubles(manifest: Manifest, backend: Backend, again: list[tuple[str,
         )
 
 
-def _settle(
-    manifest: Manifest, job: st.Job, backend: Backend, script: Path, args: list[str]
-) -> tuple[str, bool] | None:
-    """(job id, submitted again) of a job whose sbatch got no answer, once Slurm answers: the
-    job found under its token, or a new submission when Slurm twice (a few seconds apart, so
-    that a request the controller received while it stalled is processed first) shows no such
-    job. None when Slurm does not answer within the backend's patience."""
-    from hpcrepro.scheduler.slurm import Backoff
-
-    since = _day_before(manifest["created"])
+def _settle(manifest: Manifest, request: JobRequest, backend: Scheduler) -> tuple[str, bool] | None:
+    """(job id, submitted again) of a job whose submit got no answer, once the scheduler answers:
+    the job found under its token, or a new submission when the scheduler twice (a few seconds
+    apart, so that a request it received while it stalled is processed first) shows no such job.
+    None when it does not answer within the backend's patience."""
+    since = _day_before(manifest.created)
     deadline = time.monotonic() + backend.patience
     delays = Backoff(first=1.0, factor=2.0, maximum=15.0)
     absent = 0
     while time.monotonic() < deadline:
         time.sleep(min(delays.next(changed=False), max(0.0, deadline - time.monotonic())))
         try:
-            matches = backend.find_by_names([job["token"]], since).get(job["token"], [])
-        except SlurmUnavailable:
+            matches = backend.find_by_names([request.name], since).get(request.name, [])
+        except Unavailable:
             continue
         if matches:
             keep, extra = matches[0], matches[1:]
@@ -199,57 +204,57 @@ def _settle(
         if absent < 2:
             continue
         try:
-            return backend.submit(script, args), True
+            return backend.submit(request), True
         except SubmitUncertain:
             absent = 0
     return None
 
 
-def _no_answer(manifest: Manifest, stage: st.Stage, error: UserError, backend: Backend) -> NoAnswer:
-    """What a submit that Slurm stopped answering leaves: the jobs queued, the one whose fate is
-    unknown, those not submitted, and that `resume` adopts what exists."""
-    name = manifest["name"]
+def _no_answer(manifest: Manifest, stage: Stage, error: UserError, backend: Scheduler) -> NoAnswer:
+    """What a submit that the scheduler stopped answering leaves: the jobs queued, the one whose
+    fate is unknown, those not submitted, and that `resume` adopts what exists."""
+    name, title = manifest.name, backend.title
     queued = [
-        (s["name"], s["jobs"][-1]["job_id"])
-        for s in manifest["stages"]
-        if s["jobs"]
-        and s["jobs"][-1]["job_id"]
-        and states.is_active(s["jobs"][-1]["state"])
-        and s["jobs"][-1]["state"] != states.SUBMITTING
+        (s.name, s.current.job_id)
+        for s in manifest.stages
+        if s.current
+        and s.current.job_id
+        and states.is_active(s.current.state)
+        and s.current.state != states.SUBMITTING
     ]
     later = [
-        s["name"]
-        for s in manifest["stages"]
-        if s is not stage and s["jobs"] and s["jobs"][-1]["state"] == states.SUBMITTING
+        s.name
+        for s in manifest.stages
+        if s is not stage and s.current and s.current.state == states.SUBMITTING
     ]
     shown = ", ".join(f"{n} {i}" for n, i in queued[:6]) + (", ..." if len(queued) > 6 else "")
     lines = [
-        f"Slurm did not answer while {stage['name']} of campaign {name} was submitted "
+        f"{title} did not answer while {stage.name} of campaign {name} was submitted "
         f"({error.message}), nor in the {backend.patience:.0f} s after",
         f"queued: {len(queued)} job(s)" + (f" ({shown})" if queued else ""),
-        f"not known: whether Slurm created {stage['name']} (it may have received the request)",
+        f"not known: whether {title} created {stage.name} (it may have received the request)",
     ]
     if later:
         lines.append("not submitted: " + ", ".join(later))
     return NoAnswer(
         "\n".join(lines),
         hint=f"nothing is lost or doubled: once `scontrol ping` says the controller is UP, "
-        f"`hpcrepro resume {name}` adopts {stage['name']} if it exists (found by its job name) "
+        f"`hpcrepro resume {name}` adopts {stage.name} if it exists (found by its job name) "
         f"and submits the rest; `hpcrepro cancel {name}` withdraws the queued jobs",
     )
 
 
-def _half_submitted(manifest: Manifest, refused: st.Stage, error: UserError) -> UserError:
+def _half_submitted(manifest: Manifest, refused: Stage, error: UserError) -> UserError:
     """The refusal, plus what it leaves behind when jobs of the campaign are already queued
     (a per-user submit limit is met midway, not by `sbatch --test-only`): the user must know
-    that these jobs wait in Slurm and how to finish or withdraw the campaign."""
-    queued = active_job_ids(manifest)
+    that these jobs wait and how to finish or withdraw the campaign."""
+    queued = manifest.active_job_ids()
     if not queued:
         return error
-    name = manifest["name"]
+    name = manifest.name
     return UserError(
         f"{error.message}\n{len(queued)} job(s) of campaign {name} are already queued; "
-        f"{refused['name']} and the stages after it are not submitted",
+        f"{refused.name} and the stages after it are not submitted",
         where=error.where,
         hint=(f"{error.hint}; then " if error.hint else "")
         + f"`hpcrepro resume {name}` submits the rest (once Slurm accepts more jobs), "
@@ -257,62 +262,57 @@ def _half_submitted(manifest: Manifest, refused: st.Stage, error: UserError) -> 
     )
 
 
-def repair(manifest: Manifest, backend: Backend, paths: CampaignPaths) -> bool:
-    """Settle jobs left `submitting` by a crash: adopt the job Slurm knows by its token, or mark
-    it planned again when sbatch never ran. Extra jobs with one token are cancelled.
+def repair(manifest: Manifest, backend: Scheduler, paths: CampaignPaths) -> bool:
+    """Settle jobs left `submitting` by a crash: adopt the job the scheduler knows by its token,
+    or mark it planned again when the submit never ran. Extra jobs with one token are cancelled.
 
-    Without accounting, a job that ran and ended is gone from Slurm after MinJobAge, so "no job
-    with this token" proves nothing: resubmitting would run the stage twice and overwrite its run
-    log. Then the campaign's files decide (see `_ran_unrecorded`): evidence that the job ran makes
-    it `unknown` (judged by its log); no evidence means sbatch never ran, and it is planned again.
+    Without accounting, a Slurm job that ran and ended is gone after MinJobAge, so "no job with
+    this token" proves nothing: resubmitting would run the stage twice and overwrite its run log.
+    Then the campaign's files decide (see `_ran_unrecorded`): evidence that the job ran makes it
+    `unknown` (judged by its log); no evidence means the submit never ran: planned again.
     """
-    pending = [
-        (stage, job)
-        for stage in manifest["stages"]
-        for job in stage["jobs"]
-        if job["state"] == states.SUBMITTING
-    ]
+    pending = [(stage, job) for stage, job in manifest.jobs() if job.state == states.SUBMITTING]
     if not pending:
         return False
-    since = _day_before(manifest["created"])
-    found = backend.find_by_names([job["token"] for _, job in pending], since)
+    since = _day_before(manifest.created)
+    found = backend.find_by_names([job.token for _, job in pending], since)
     for stage, job in pending:
-        matches = found.get(job["token"], [])
+        matches = found.get(job.token, [])
         if not matches:
-            evidence = None if backend.names_complete else _ran_unrecorded(paths, stage)
+            evidence = None if backend.names_complete else _ran_unrecorded(paths, stage, backend)
             if evidence is None:
-                job.update(state=states.PLANNED, job_id=None)
+                job.state, job.job_id = states.PLANNED, None
             else:
-                job_id, proof = evidence
-                job.update(
-                    state=states.UNKNOWN,
-                    job_id=job_id,
-                    submitted=job.get("submitted") or st.now(),
-                    reason=f"ended, outcome unknown: its submit was interrupted and Slurm keeps "
-                    f"no record of the job, but {proof} shows it ran; judged by its log",
+                job.job_id, proof = evidence
+                job.state, job.submitted = states.UNKNOWN, job.submitted or st.now()
+                job.reason = (
+                    f"ended, outcome unknown: its submit was interrupted and {backend.title} "
+                    f"keeps no record of the job, but {proof} shows it ran; judged by its log"
                 )
             continue
         keep, extra = matches[0], matches[1:]
         backend.cancel([info.job_id for info in extra if states.is_active(info.state)])
-        job.update(job_id=keep.job_id, submitted=job.get("submitted") or st.now())
+        job.job_id, job.submitted = keep.job_id, job.submitted or st.now()
         _apply(job, keep)
     return True
 
 
-def _ran_unrecorded(paths: CampaignPaths, stage: st.Stage) -> tuple[str | None, str] | None:
+def _ran_unrecorded(
+    paths: CampaignPaths, stage: Stage, backend: Scheduler
+) -> tuple[str | None, str] | None:
     """(job id or None, the file) when the campaign's files show that a job of `stage` ran that
-    the manifest never recorded: a job output file `jobs/STAGE-ID.out` whose ID belongs to no
-    recorded job of the stage (Slurm creates it when the job starts), or, for a training stage,
-    a run log (each run index belongs to one stage only). None when there is no such evidence."""
-    from hpcrepro.scheduler.slurm import JOB_ID
-
-    recorded = {job["job_id"] for job in stage["jobs"] if job["job_id"]}
-    prefix = stage["name"] + "-"
-    for output in sorted(paths.job_output.glob(f"{stage['name']}-*.out")):
+    the manifest never recorded: a job output file `jobs/STAGE-ID.out` whose ID, of the form the
+    backend's ids have, belongs to no recorded job of the stage (the scheduler creates it when
+    the job starts), or, for a training stage, a run log (each run index belongs to one stage
+    only). None when there is no such evidence."""
+    form = registry.job_id_form(backend.name)
+    recorded = {job.job_id for job in stage.jobs if job.job_id}
+    prefix = stage.name + "-"
+    for output in sorted(paths.job_output.glob(f"{stage.name}-*.out")):
         job_id = output.name.removeprefix(prefix).removesuffix(".out")
-        if JOB_ID.fullmatch(job_id) and job_id not in recorded:
+        if form.pattern.fullmatch(job_id) and job_id not in recorded:
             return job_id, f"its output {output.name}"
-    for index in stage.get("runs") or []:
+    for index in stage.runs:
         log = paths.run_log(index)
         if log.exists():
             return None, f"its run log {log.name}"
@@ -326,90 +326,92 @@ def _day_before(created: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _apply(job: st.Job, info: JobInfo) -> None:
-    if info.state == states.UNKNOWN and not info.slurm_state:
-        # a job Slurm forgot (see slurm.gone): keep what was last known of its times and nodes,
-        # but not a Slurm state that is no longer true
-        job.update(state=info.state, slurm_state=None, reason=info.reason)
+def _apply(job: Job, info: JobInfo) -> None:
+    if info.state == states.UNKNOWN and not info.scheduler_state:
+        # a job the scheduler forgot (see slurm.gone): keep what was last known of its times and
+        # nodes, but not a scheduler state that is no longer true
+        job.state, job.scheduler_state, job.reason = info.state, None, info.reason
         return
-    job.update(
-        state=info.state,
-        slurm_state=info.slurm_state,
-        start=info.start,
-        end=info.end,
-        elapsed=info.elapsed,
-        nodes=info.nodes,
-        nodelist=info.nodelist,
-        reason=info.reason,
-        exit_code=info.exit_code,
-    )
-
-
-def active_job_ids(manifest: Manifest) -> list[str]:
-    return [
-        job["job_id"]
-        for stage in manifest["stages"]
-        for job in stage["jobs"]
-        if job["job_id"] and states.is_active(job["state"])
-    ]
+    job.state, job.scheduler_state = info.state, info.scheduler_state
+    job.start, job.end, job.elapsed = info.start, info.end, info.elapsed
+    job.nodes, job.nodelist = info.nodes, info.nodelist
+    job.reason, job.exit_code = info.reason, info.exit_code
 
 
 def apply_infos(paths: CampaignPaths, manifest: Manifest, infos: dict[str, JobInfo]) -> bool:
     """Update jobs from scheduler answers and judge finished runs; True when anything changed."""
     changed = False
-    for stage in manifest["stages"]:
-        for job in stage["jobs"]:
-            info = infos.get(job["job_id"] or "")
-            if info is None or not states.is_active(job["state"]):
-                continue
-            before = (job["state"], job.get("elapsed"), job.get("reason"))
-            _apply(job, info)
-            changed |= before != (job["state"], job.get("elapsed"), job.get("reason"))
+    for _, job in manifest.jobs():
+        info = infos.get(job.job_id or "")
+        if info is None or not states.is_active(job.state):
+            continue
+        before = (job.state, job.elapsed, job.reason)
+        _apply(job, info)
+        changed |= before != (job.state, job.elapsed, job.reason)
     return judge_runs(paths, manifest) or changed
 
 
 def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
     """Give every run of a finished training job its verdict (once)."""
     changed = False
-    target = float(manifest.get("target_accuracy", TARGET_ACCURACY))
-    for stage in st.train_stages(manifest):
-        job = st.current(stage)
-        state = job["state"] if job else states.PLANNED
-        if job is None or not states.is_finished(state):
+    for stage in manifest.train_stages():
+        job = stage.current
+        if job is None or not states.is_finished(job.state):
             continue
-        for index in stage["runs"]:
-            key = str(index)
-            known = stage["verdicts"].get(key)
-            if known and known.get("job_id") == job["job_id"]:
+        for index in stage.runs:
+            known = stage.verdicts.get(index)
+            if known and known.job_id == job.job_id:
                 continue
             outcome, reason = verdict.judge(
-                paths.run_log(index, job["job_id"]), state, verdict.ruleset_of(manifest), target
+                paths.run_log(index, job.job_id),
+                job.state,
+                manifest.ruleset,
+                manifest.target_accuracy,
             )
-            stage["verdicts"][key] = {"verdict": outcome, "reason": reason, "job_id": job["job_id"]}
+            stage.verdicts[index] = st.Verdict(verdict=outcome, reason=reason, job_id=job.job_id)
             changed = True
     return changed
 
 
-def refresh(paths: CampaignPaths, manifest: Manifest, backend: Backend) -> bool:
+def refresh(paths: CampaignPaths, manifest: Manifest, backend: Scheduler) -> bool:
     changed = repair(manifest, backend, paths)
-    ids = active_job_ids(manifest)
-    infos = backend.query(ids) if ids else {}
+    ids = manifest.active_job_ids()
+    infos = backend.poll(ids).infos if ids else {}
     return apply_infos(paths, manifest, infos) or changed
+
+
+def cancel_jobs(
+    paths: CampaignPaths, manifest: Manifest, backend: Scheduler, ids: list[str]
+) -> Cancelled:
+    """Cancel the jobs and record what the scheduler says of them then (the states it gave with
+    the cancel, else those of a poll); the survivors stay as they were."""
+    outcome = backend.cancel(ids)
+    apply_infos(paths, manifest, outcome.infos)
+    still = [i for i in manifest.active_job_ids() if i in ids and i not in outcome.survivors]
+    if still:
+        with contextlib.suppress(Unavailable):
+            apply_infos(paths, manifest, backend.poll(still).infos)
+    return outcome
 
 
 def run_counts(manifest: Manifest) -> dict[str, int]:
     """How many runs are valid, still to come (submitted or planned), or lost."""
     counts = {"valid": 0, "coming": 0, "lost": 0}
-    for stage in st.train_stages(manifest):
-        state = st.state_of(stage)
-        for index in stage["runs"]:
+    for stage in manifest.train_stages():
+        state = stage.state
+        for index in stage.runs:
             if states.is_active(state) or state == states.PLANNED:
                 counts["coming"] += 1
-            elif stage["verdicts"].get(str(index), {}).get("verdict") == verdict.VALID:
+            elif stage.verdict_of(index) == verdict.VALID:
                 counts["valid"] += 1
             else:
                 counts["lost"] += 1
     return counts
+
+
+def _ended_badly(stage: Stage) -> bool:
+    state = stage.state
+    return state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED
 
 
 def plan_resume(manifest: Manifest) -> list[str]:
@@ -420,74 +422,62 @@ def plan_resume(manifest: Manifest) -> list[str]:
     missing; the new stage's `replaces` names the runs (`run-NN`) it stands in for.
     Collection runs again after the new runs. Returns the names of stages that got a new job.
     """
-    names = st.by_name(manifest)
+    names = manifest.by_name()
     planned: list[str] = []
-    for stage in manifest["stages"]:
-        if stage["kind"] in (st.TRAIN, "collect"):
-            continue
-        state = st.state_of(stage)
-        if state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED:
-            st.plan_attempt(manifest, stage)
-            planned.append(stage["name"])
+    for stage in manifest.stages:
+        if stage.kind not in (st.TRAIN, "collect") and _ended_badly(stage):
+            manifest.plan_attempt(stage)
+            planned.append(stage.name)
     counts = run_counts(manifest)
-    missing = max(0, manifest["runs_required"] - counts["valid"] - counts["coming"])
+    missing = max(0, manifest.runs_required - counts["valid"] - counts["coming"])
     replaced = replaced_runs(manifest)
     lost = [
-        run_label(index)
-        for stage in st.train_stages(manifest)
-        if not states.is_active(st.state_of(stage)) and st.state_of(stage) != states.PLANNED
-        for index in stage["runs"]
-        if stage["verdicts"].get(str(index), {}).get("verdict") != verdict.VALID
-        and run_label(index) not in replaced
+        st.run_label(index)
+        for stage in manifest.train_stages()
+        if not states.is_active(stage.state) and stage.state != states.PLANNED
+        for index in stage.runs
+        if stage.verdict_of(index) != verdict.VALID and st.run_label(index) not in replaced
     ]
-    per_job = max(1, int(manifest.get("runs_per_job", 1)))
-    template = st.train_stages(manifest)[0]
+    per_job = max(1, manifest.runs_per_job)
+    template = manifest.train_stages()[0]
     collect = names.get("collect")
-    insert_at = manifest["stages"].index(collect) if collect else len(manifest["stages"])
+    insert_at = manifest.stages.index(collect) if collect else len(manifest.stages)
     for start in range(0, missing, per_job):
         count = min(per_job, missing - start)
-        first = st.next_run_index(manifest)
+        first = manifest.next_run_index()
         indices = list(range(first, first + count))
         name = stage_name_for_runs(indices)
-        stage = st.new_stage(
+        stage = Stage.new(
             name,
             st.TRAIN,
-            f"scripts/{name}.sbatch",
-            after=template["after"],
+            after=template.after,
             dependency=st.AFTER_OK,
             runs=indices,
             replaces=lost[start : start + count],
         )
-        st.plan_attempt(manifest, stage)
-        manifest["stages"].insert(insert_at, stage)
+        manifest.plan_attempt(stage)
+        manifest.stages.insert(insert_at, stage)
         insert_at += 1
         planned.append(name)
     if collect is not None:
-        collect["after"] = [stage["name"] for stage in st.train_stages(manifest)]
-        state = st.state_of(collect)
+        collect.after = [stage.name for stage in manifest.train_stages()]
         new_runs = any(names.get(n) is None for n in planned)
-        if new_runs or (
-            state != states.COMPLETED and not states.is_active(state) and state != states.PLANNED
-        ):
-            st.plan_attempt(manifest, collect)
+        if new_runs or _ended_badly(collect):
+            manifest.plan_attempt(collect)
             planned.append("collect")
     return planned
-
-
-def run_label(index: int) -> str:
-    return f"run-{index:02d}"
 
 
 def replaced_runs(manifest: Manifest) -> set[str]:
     """Runs (`run-NN`) that a replacement already stands in for. A stage's `replaces` lists runs;
     manifests of older versions listed the replaced stage, which stands for all its runs."""
-    by_name = st.by_name(manifest)
+    by_name = manifest.by_name()
     replaced: set[str] = set()
-    for stage in st.train_stages(manifest):
-        for label in stage["replaces"]:
+    for stage in manifest.train_stages():
+        for label in stage.replaces:
             old = by_name.get(label)
-            if old is not None and len(old["runs"]) > 1:
-                replaced.update(run_label(index) for index in old["runs"])
+            if old is not None and len(old.runs) > 1:
+                replaced.update(st.run_label(index) for index in old.runs)
             else:
                 replaced.add(label)
     return replaced
@@ -495,22 +485,22 @@ def replaced_runs(manifest: Manifest) -> set[str]:
 
 def stage_name_for_runs(indices: list[int]) -> str:
     if len(indices) == 1:
-        return f"run-{indices[0]:02d}"
+        return st.run_label(indices[0])
     return f"runs-{indices[0]:02d}-{indices[-1]:02d}"
 
 
 def jobs_to_cancel_on_resume(manifest: Manifest) -> list[str]:
-    """Jobs a resume replaces that Slurm may still run: earlier collection jobs still waiting,
-    and void jobs that Slurm could start again (requeued or preempted with requeue)."""
+    """Jobs a resume replaces that the scheduler may still run: earlier collection jobs still
+    waiting, and void jobs it could start again (requeued or preempted with requeue)."""
     ids = []
-    for stage in manifest["stages"]:
-        for index, job in enumerate(stage["jobs"]):
-            if not job["job_id"]:
+    for stage in manifest.stages:
+        for index, job in enumerate(stage.jobs):
+            if not job.job_id:
                 continue
-            older_collect = stage["kind"] == "collect" and index < len(stage["jobs"]) - 1
-            if (older_collect and states.is_active(job["state"])) or job["state"] in (
+            older_collect = stage.kind == "collect" and index < len(stage.jobs) - 1
+            if (older_collect and states.is_active(job.state)) or job.state in (
                 states.REQUEUED,
                 states.PREEMPTED,
             ):
-                ids.append(job["job_id"])
+                ids.append(job.job_id)
     return ids

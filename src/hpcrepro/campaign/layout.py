@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcrepro.campaign import folder
+from hpcrepro.campaign.state import NAME, Stage
 from hpcrepro.errors import UserError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PATH_MAX = 4096  # Linux PATH_MAX: an index entry longer than this cannot name a folder
 _RESUBMIT = (
     "hpcrepro writes the campaign's scripts itself, so this one was changed by hand: "
@@ -102,16 +102,17 @@ class CampaignPaths:
         output = self.job_output / f"{stage}-{job_id.replace(':', '_')}.out"
         return output, output.with_suffix(".exit")
 
-    def stage_script(self, stage: dict[str, object]) -> Path:
+    def stage_script(self, stage: Stage) -> Path:
         """The script of `stage`, which a scheduler is about to run: `scripts/STAGE.sbatch` (the
-        shape check allows nothing else), a regular file of this user reached through no link."""
-        script = self.root / str(stage["script"])
+        manifest's check allows nothing else), a regular file of this user reached through no
+        link."""
+        script = self.root / stage.script
         try:
             folder = os.lstat(self.scripts)
             info = os.lstat(script)
         except OSError as error:
             raise UserError(
-                f"the script of stage {stage['name']} cannot be read ({error.strerror or error})",
+                f"the script of stage {stage.name} cannot be read ({error.strerror or error})",
                 where=str(script),
                 hint=_RESUBMIT,
             ) from None
@@ -128,7 +129,7 @@ class CampaignPaths:
         )
         if problem:
             raise UserError(
-                f"refusing to run the script of stage {stage['name']}: {problem}",
+                f"refusing to run the script of stage {stage.name}: {problem}",
                 where=str(script),
                 hint=_RESUBMIT,
             )

@@ -20,43 +20,43 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hpcrepro.campaign import shape
+from hpcrepro.campaign import state
+from hpcrepro.campaign.state import Manifest
 from hpcrepro.errors import UserError
 from hpcrepro.jsonio import read_json
 from hpcrepro.safeopen import NO_SPACE, cannot_write, open_inside, replace_inside
 
-FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
 RESERVE = ".campaign.reserve"
 _RESERVE_MIN = 64 << 10
 
 
-def load(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked against the shape hpcrepro writes (see `shape`)."""
+def load(path: Path) -> Manifest:
+    """The manifest at `path`, read and checked as `campaign.state` declares it."""
     if not path.exists() and not path.is_symlink():
         raise UserError(f"{path} does not exist", hint="is this a campaign folder?")
-    data = read_json(path, hint=shape.HINT)
+    data = read_json(path, hint=state.HINT)
     if not isinstance(data, dict):
         raise UserError(
             f"{path} is not a campaign manifest (a JSON {type(data).__name__}, not an object)",
-            hint=shape.HINT,
+            hint=state.HINT,
         )
-    if data.get("format") != FORMAT:
+    if data.get("format") != state.FORMAT:
         raise UserError(
-            f"{path} has manifest format {data.get('format')!r:.40}, expected {FORMAT}",
+            f"{path} has manifest format {data.get('format')!r:.40}, expected {state.FORMAT}",
             hint="use the hpcrepro version that created this campaign",
         )
     try:
-        shape.check(data)
-    except shape.ShapeError as error:
-        raise shape.damaged(path, error) from error
-    return data
+        return state.from_json(data)
+    except state.ShapeError as error:
+        raise state.damaged(path, error) from error
 
 
-def save(path: Path, data: dict[str, Any], reserve: bool = True) -> None:
+def save(path: Path, manifest: Manifest, reserve: bool = True) -> None:
     """Replace the manifest atomically (temp file + fsync + rename); a UserError naming the
     file when it cannot be written, with the reserve given back unless `reserve` is False
     (status updates leave it to the commands that must record what they did)."""
+    data = {"format": state.FORMAT, **manifest.to_json()}
     text = (json.dumps(data, indent=1, sort_keys=False) + "\n").encode()
     _with_room(path, reserve, lambda: replace_inside(path.parent, path.name, text, sync=True))
     _keep_reserve(path.parent, 2 * len(text))

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from hpcrepro import __version__
 from hpcrepro.campaign import engine
-from hpcrepro.campaign import stages as st
+from hpcrepro.campaign import state as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import Manifest, Stage
 from hpcrepro.errors import UserError
+from hpcrepro.resources import package_root
 from hpcrepro.rounds import TARGET_ACCURACY
 
 if TYPE_CHECKING:
@@ -171,11 +173,11 @@ def build(
     runs: int,
     runs_per_job: int,
     backend: str,
-    inputs: dict[str, Any],
+    inputs: st.Inputs,
     *,
     prep: bool = False,
     into: Path | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write every script and resolved-config.json and return the new manifest.
 
     `prep` (from `dataset_needs_prep`) adds the stage that makes dataset_dir from imagenet_dir.
@@ -185,56 +187,52 @@ def build(
     if into is None:
         paths.make()
         into = paths.root
-    stages: list[st.Stage] = []
+    stages: list[Stage] = []
     if needs_image_stage(cfg) and not image_cache_file(cfg).is_file():
-        stages.append(st.new_stage("image", "image", "scripts/image.sbatch"))
+        stages.append(Stage.new("image", "image"))
     if prep:
-        stages.append(st.new_stage("prep", "prep", "scripts/prep.sbatch"))
-    before = [stage["name"] for stage in stages]
+        stages.append(Stage.new("prep", "prep"))
+    before = [stage.name for stage in stages]
     for start in range(0, runs, runs_per_job):
         indices = list(range(start + 1, min(runs, start + runs_per_job) + 1))
-        stage_name = engine.stage_name_for_runs(indices)
         stages.append(
-            st.new_stage(
-                stage_name,
+            Stage.new(
+                engine.stage_name_for_runs(indices),
                 st.TRAIN,
-                f"scripts/{stage_name}.sbatch",
                 after=before,
                 dependency=st.AFTER_OK,
                 runs=indices,
             )
         )
     stages.append(
-        st.new_stage(
+        Stage.new(
             "collect",
             "collect",
-            "scripts/collect.sbatch",
-            after=[s["name"] for s in stages if s["kind"] == st.TRAIN],
+            after=[s.name for s in stages if s.kind == st.TRAIN],
             dependency=st.AFTER_ANY,
         )
     )
-    manifest: dict[str, Any] = {
-        "format": 1,
-        "name": name,
-        "id": st.new_id(),
-        "created": st.now(),
-        "backend": backend,
-        "system": cfg.system,
-        "version": cfg.version,
-        "inputs": inputs,
-        "fingerprint": fingerprint(cfg, runs, runs_per_job, backend),
-        "runs_required": runs,
-        "runs_per_job": runs_per_job,
-        "target_epoch": cfg.spec.target_epoch(),
-        "target_accuracy": TARGET_ACCURACY,
-        "cancelled": False,
-        "stages": stages,
-    }
+    manifest = Manifest(
+        name=name,
+        id=st.new_id(),
+        created=st.now(),
+        backend=backend,
+        system=cfg.system,
+        version=cfg.version,
+        inputs=inputs,
+        fingerprint=fingerprint(cfg, runs, runs_per_job, backend),
+        runs_required=runs,
+        runs_per_job=runs_per_job,
+        target_epoch=cfg.spec.target_epoch(),
+        target_accuracy=TARGET_ACCURACY,
+        cancelled=False,
+        stages=stages,
+    )
     config = json.dumps(cfg.to_dict(), indent=1, default=str) + "\n"
     _write(into, paths.resolved_config.name, config.encode(), 0o644)
     for stage in stages:
         write_script(cfg, paths, manifest, stage, backend, into=into)
-        st.plan_attempt(manifest, stage)
+        manifest.plan_attempt(stage)
     return manifest
 
 
@@ -251,8 +249,8 @@ def _write(folder: Path, relative: str, data: bytes, mode: int) -> None:
 def write_script(
     cfg: ResolvedConfig,
     paths: CampaignPaths,
-    manifest: dict[str, Any],
-    stage: st.Stage,
+    manifest: Manifest,
+    stage: Stage,
     backend: str,
     into: Path | None = None,
 ) -> None:
@@ -261,22 +259,22 @@ def write_script(
     from hpcrepro.render import render_training
     from hpcrepro.templating import ShellText, render_template
 
-    name = manifest["name"]
-    output = str(paths.job_output / f"{stage['name']}-%j.out")
-    job_name = st.token(st.key(manifest), stage["name"], 1)
-    if stage["kind"] == st.TRAIN:
+    name = manifest.name
+    output = str(paths.job_output / f"{stage.name}-%j.out")
+    job_name = st.token(manifest.key, stage.name, 1)
+    if stage.kind == st.TRAIN:
         text = render_training(
             training_config(cfg),
             job_name=job_name,
-            run_indices=stage["runs"],
+            run_indices=stage.runs,
             log_dir=paths.logs,
             output=output,
             launcher="local" if backend == "local" else "srun",
         )
-    elif stage["kind"] == "image":
+    elif stage.kind == "image":
         header = one_task_header(small_job_config(cfg), job_name, output, IMAGE_STAGE_MINUTES)
         text = render_image_stage(cfg, ShellText(header))
-    elif stage["kind"] == "prep":
+    elif stage.kind == "prep":
         text = render_prep(cfg, name, job_name, output)
     else:
         header = one_task_header(small_job_config(cfg), job_name, output, COLLECT_MINUTES)
@@ -286,10 +284,10 @@ def write_script(
             campaign=name,
             campaign_dir=str(paths.root),
             python=sys.executable,
-            pythonpath=_package_root(),
+            pythonpath=package_root(),
             hpcrepro_version=__version__,
         )
-    _write(into or paths.root, stage["script"], text.encode(), 0o755)
+    _write(into or paths.root, stage.script, text.encode(), 0o755)
 
 
 def render_image_stage(cfg: ResolvedConfig, header: str) -> str:
@@ -299,33 +297,53 @@ def render_image_stage(cfg: ResolvedConfig, header: str) -> str:
     from hpcrepro.templating import ShellText, render_template
 
     target = image_cache_file(cfg)
-    common = {"header": ShellText(header), "target": str(target),
-              "hpcrepro_version": __version__}
+    common = {"header": ShellText(header), "target": str(target), "hpcrepro_version": __version__}
     image = cfg.site.image
     if image:
         source = pyxis_image(image) if cfg.site.runtime == "pyxis" else apptainer_image(image)
-        return render_template("image.sbatch.j2", build=False, uri=image, source=source,
-                               runtime=cfg.site.runtime, **common)
+        return render_template(
+            "image.sbatch.j2",
+            build=False,
+            uri=image,
+            source=source,
+            runtime=cfg.site.runtime,
+            **common,
+        )
     from hpcrepro.image.build import plan, request_for
 
     request = request_for(cfg.system, cfg.version, cfg.spec, cfg.site)
     built = plan(request)
-    arguments = ["--system", cfg.system, "--version", cfg.version, "--no-site",
-                 "--format", request.output_format, "--builder", request.builder,
-                 "--base", built.base]
-    for option, value in (("--code", request.code), ("--dockerfile", request.dockerfile),
-                          ("--wheels", request.wheels)):
+    arguments = [
+        "--system",
+        cfg.system,
+        "--version",
+        cfg.version,
+        "--no-site",
+        "--format",
+        request.output_format,
+        "--builder",
+        request.builder,
+        "--base",
+        built.base,
+    ]
+    for option, value in (
+        ("--code", request.code),
+        ("--dockerfile", request.dockerfile),
+        ("--wheels", request.wheels),
+    ):
         if value is not None:
             arguments += [option, str(value)]
     arguments += ["--output", str(target)]
-    return render_template("image.sbatch.j2", build=True, code=built.location.label,
-                           base=built.base, arguments=arguments, python=sys.executable,
-                           pythonpath=_package_root(), **common)
-
-
-def _package_root() -> str:
-    """The folder holding the `hpcrepro` package: host-side stages run this very code."""
-    return str(Path(__file__).resolve().parents[2])
+    return render_template(
+        "image.sbatch.j2",
+        build=True,
+        code=built.location.label,
+        base=built.base,
+        arguments=arguments,
+        python=sys.executable,
+        pythonpath=package_root(),
+        **common,
+    )
 
 
 def one_task_header(cfg: ResolvedConfig, job_name: str, output: str, minutes: int) -> str:
@@ -361,7 +379,7 @@ def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) 
         lock=PREP_LOCK,
         workers=workers or 0,
         python=sys.executable,
-        pythonpath=_package_root(),
+        pythonpath=package_root(),
         hpcrepro_version=__version__,
     )
 
@@ -370,7 +388,7 @@ def render_prep(cfg: ResolvedConfig, campaign: str, job_name: str, output: str) 
 _COMPUTED_SPEC_KEYS = ("global_batch", "eval_epochs", "target_epoch")
 
 
-def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedConfig:
+def stored_config(paths: CampaignPaths, manifest: Manifest) -> ResolvedConfig:
     """The configuration the campaign was submitted with, read back from resolved-config.json.
 
     `resume` renders replacement runs from it, never from the site file as it is now: MLPerf
@@ -402,8 +420,8 @@ def stored_config(paths: CampaignPaths, manifest: dict[str, Any]) -> ResolvedCon
         data = read_json(paths.resolved_config)
     except UserError as error:
         raise unusable(f"cannot be read ({error.message})") from error
-    runs, per_job = int(manifest["runs_required"]), int(manifest.get("runs_per_job", 1))
-    if _fingerprint_of(data, runs, per_job, manifest["backend"]) != manifest["fingerprint"]:
+    runs, per_job = manifest.runs_required, manifest.runs_per_job
+    if _fingerprint_of(data, runs, per_job, manifest.backend) != manifest.fingerprint:
         raise unusable("does not match the campaign's fingerprint (it was changed after submit)")
     try:
         spec = {k: v for k, v in data["spec"].items() if k not in _COMPUTED_SPEC_KEYS}

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hpcrepro.rounds import TARGET_ACCURACY, get
+from hpcrepro.rounds import TARGET_ACCURACY
 from hpcrepro.scheduler import states
 
 VALID = "valid"
 INVALID = "invalid"
 VOID = "void"
 NOT_RUN = "not_run"
+VERDICTS = (VALID, INVALID, VOID, NOT_RUN)
 _LOG_RESTARTS = frozenset({states.PREEMPTED, states.REQUEUED})
 
 
@@ -78,12 +78,6 @@ def live_progress(path: Path) -> LogOutcome:
         last_accuracy=accuracy,
         epoch=epoch,
     )
-
-
-def ruleset_of(manifest: dict[str, Any]) -> str:
-    """The compliance ruleset of a campaign's round (`hpcrepro.rounds`): r4.0 -> 4.0.0."""
-    version = manifest.get("version") or manifest["inputs"]["version"]
-    return get(str(version), where="the campaign's version").ruleset
 
 
 def judge(

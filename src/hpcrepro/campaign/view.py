@@ -8,25 +8,25 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.campaign import engine
-from hpcrepro.campaign import stages as st
 from hpcrepro.campaign.layout import CampaignPaths
+from hpcrepro.campaign.state import TRAIN, Job, Manifest, Stage, Verdict
 from hpcrepro.campaign.verdict import live_progress
-from hpcrepro.scheduler import states
+from hpcrepro.scheduler import registry, states
 
 
-def _elapsed(job: dict[str, Any]) -> str:
-    if job["state"] in (states.PENDING, states.PLANNED, states.SUBMITTING, states.BLOCKED):
+def _elapsed(job: Job) -> str:
+    if job.state in (states.PENDING, states.PLANNED, states.SUBMITTING, states.BLOCKED):
         return ""
-    if job.get("elapsed"):
-        return str(job["elapsed"])
-    start = job.get("start")
+    if job.elapsed:
+        return job.elapsed
+    start = job.start
     if not start:
         return ""
     try:
         begin = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         end = (
-            datetime.strptime(job["end"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-            if job.get("end")
+            datetime.strptime(job.end, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            if job.end
             else datetime.now(timezone.utc)
         )
     except ValueError:
@@ -35,12 +35,12 @@ def _elapsed(job: dict[str, Any]) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) -> str:
+def progress(paths: CampaignPaths, manifest: Manifest, stage: Stage) -> str:
     """'epoch 12/35 acc 0.6123' for a running training job, read from its growing MLLOG."""
     parts = []
-    job = st.current(stage) or {}
-    for index in stage["runs"]:
-        outcome = live_progress(paths.run_log(index, job.get("job_id")))
+    job_id = stage.current.job_id if stage.current else None
+    for index in stage.runs:
+        outcome = live_progress(paths.run_log(index, job_id))
         if not outcome.started:
             continue
         text = (
@@ -48,82 +48,84 @@ def progress(paths: CampaignPaths, manifest: dict[str, Any], stage: st.Stage) ->
             if outcome.epoch is not None
             else (f"run {index:02d} started")
         )
-        if manifest.get("target_epoch") and outcome.epoch is not None:
-            text += f"/{manifest['target_epoch']}"
+        if manifest.target_epoch and outcome.epoch is not None:
+            text += f"/{manifest.target_epoch:g}"
         if outcome.last_accuracy is not None:
             text += f" acc {outcome.last_accuracy:.4f}"
         parts.append(text)
     return "; ".join(parts)
 
 
-def _verdict_text(index: int, judged: dict[str, Any]) -> str:
+def _verdict_text(index: int, judged: Verdict) -> str:
     """'run 02 valid', or with the reason when the run does not count."""
-    text = f"run {index:02d} {judged['verdict']}"
-    return text if judged["verdict"] == "valid" else f"{text}: {judged.get('reason')}"
+    text = f"run {index:02d} {judged.verdict}"
+    return text if judged.verdict == "valid" else f"{text}: {judged.reason}"
 
 
-def stage_rows(paths: CampaignPaths, manifest: dict[str, Any], live: bool) -> list[dict[str, Any]]:
+def stage_rows(paths: CampaignPaths, manifest: Manifest, live: bool) -> list[dict[str, Any]]:
     rows = []
-    for stage in manifest["stages"]:
-        job = st.current(stage) or {}
-        state = job.get("state", states.PLANNED)
+    for stage in manifest.stages:
+        job = stage.current
+        state = stage.state
         note = ""
+        reason = job.reason if job else None
         if (
             state == states.PENDING
             or state in (states.BLOCKED,)
-            or (states.is_finished(state) and job.get("reason") and state != states.COMPLETED)
+            or (states.is_finished(state) and reason and state != states.COMPLETED)
         ):
-            note = job.get("reason") or ""
-        if stage["kind"] == st.TRAIN:
-            judged = [stage["verdicts"].get(str(i)) for i in stage["runs"]]
+            note = reason or ""
+        if stage.kind == TRAIN:
+            judged = [stage.verdicts.get(i) for i in stage.runs]
             if all(judged) and states.is_finished(state):
                 note = ", ".join(
-                    _verdict_text(i, v) for i, v in zip(stage["runs"], judged, strict=True)
+                    _verdict_text(i, v) for i, v in zip(stage.runs, judged, strict=True) if v
                 )
             elif live and state == states.RUNNING:
                 note = progress(paths, manifest, stage)
-        if stage["replaces"]:
-            note = (note + f" (replaces {', '.join(stage['replaces'])})").strip()
+        if stage.replaces:
+            note = (note + f" (replaces {', '.join(stage.replaces)})").strip()
         rows.append(
             {
-                "stage": stage["name"],
-                "job_id": job.get("job_id") or "",
+                "stage": stage.name,
+                "job_id": (job.job_id if job else None) or "",
                 "state": state,
-                "slurm_state": job.get("slurm_state") or "",
+                # the scheduler's own word for the state (the key's name predates other backends)
+                "slurm_state": (job.scheduler_state if job else None) or "",
                 "elapsed": _elapsed(job) if job else "",
-                "nodes": job.get("nodelist") or (str(job["nodes"]) if job.get("nodes") else ""),
+                "nodes": (job.nodelist or (str(job.nodes) if job.nodes else "")) if job else "",
                 "note": note,
-                "attempts": len(stage["jobs"]),
-                "runs": stage["runs"],
-                "verdicts": stage["verdicts"],
+                "attempts": len(stage.jobs),
+                "runs": stage.runs,
+                "verdicts": {str(run): judged.to_json() for run, judged in stage.verdicts.items()},
             }
         )
     return rows
 
 
 def as_json(
-    campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
+    campaigns: list[tuple[CampaignPaths, Manifest]],
     unknown: dict[Path, list[str]] | None = None,
     *,
     one_line: bool = False,
 ) -> str:
     """The status as a JSON array; `one_line` gives it on one compact line (for JSON lines).
-    `unknown` names, per campaign folder, the jobs whose state Slurm did not give this time."""
+    `unknown` names, per campaign folder, the jobs whose state the scheduler did not give."""
     out = []
     unknown = unknown or {}
     for paths, manifest in campaigns:
         out.append(
             {
-                "campaign": manifest["name"],
+                "campaign": manifest.name,
                 "folder": str(paths.root),
-                "backend": manifest["backend"],
-                "system": manifest.get("system"),
-                "version": manifest.get("version"),
-                "cancelled": manifest.get("cancelled", False),
+                "backend": manifest.backend,
+                "system": manifest.system,
+                "version": manifest.version,
+                "cancelled": manifest.cancelled,
                 "states_known": paths.root not in unknown,
                 "states_unknown": unknown.get(paths.root, []),
-                "states_checked": manifest.get("states_checked"),
-                "runs": engine.run_counts(manifest) | {"required": manifest["runs_required"]},
+                "states_checked": manifest.states_checked,
+                "runs": engine.run_counts(manifest) | {"required": manifest.runs_required},
                 "stages": stage_rows(paths, manifest, live=True),
             }
         )
@@ -141,7 +143,7 @@ _COLUMNS = (
 
 
 def as_text(
-    campaigns: list[tuple[CampaignPaths, dict[str, Any]]],
+    campaigns: list[tuple[CampaignPaths, Manifest]],
     live: bool = False,
     unknown: dict[Path, list[str]] | None = None,
 ) -> str:
@@ -152,16 +154,17 @@ def as_text(
     for paths, manifest in campaigns:
         counts = engine.run_counts(manifest)
         title = (
-            f"{manifest['name']}  ({manifest['backend']}, {manifest.get('system')} "
-            f"{manifest.get('version')})  runs: {counts['valid']}/{manifest['runs_required']}"
+            f"{manifest.name}  ({manifest.backend}, {manifest.system} "
+            f"{manifest.version})  runs: {counts['valid']}/{manifest.runs_required}"
             f" valid, {counts['coming']} to come, {counts['lost']} lost"
-            + ("  [cancelled]" if manifest.get("cancelled") else "")
+            + ("  [cancelled]" if manifest.cancelled else "")
         )
         rows = stage_rows(paths, manifest, live)
         if paths.root in unknown:
-            known = manifest.get("states_checked") or "their submission"
+            known = manifest.states_checked or "their submission"
             title += (
-                f"\n  Slurm did not answer: {len(unknown[paths.root])} job(s) show their "
+                f"\n  {registry.title(manifest.backend)} did not answer: "
+                f"{len(unknown[paths.root])} job(s) show their "
                 f"state as last known, at {known}"
             )
         table = [[head for _, head in _COLUMNS]]

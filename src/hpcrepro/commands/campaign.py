@@ -56,8 +56,8 @@ def submit(
     )
     outcome = actions.submit(request)
     typer.echo("\n".join(outcome.lines))
-    if not dry_run and not outcome.manifest.get("cancelled"):
-        typer.echo(f"follow it with: hpcrepro status {outcome.manifest['name']} --watch")
+    if not dry_run and outcome.manifest is not None and not outcome.manifest.cancelled:
+        typer.echo(f"follow it with: hpcrepro status {outcome.manifest.name} --watch")
 
 
 # `hpcrepro status` exit codes besides 0 (every campaign can still reach its runs, every state
@@ -76,8 +76,8 @@ def status(
     Exit code 0: all well; 1: a campaign lost runs that `resume` must replace, or its submit was
     interrupted; 3: Slurm did not answer, so some states are only the last known; 2: an error.
     """
-    from hpcrepro.campaign import actions, engine, layout, view
-    from hpcrepro.scheduler.slurm import Backoff
+    from hpcrepro.campaign import actions, layout, view
+    from hpcrepro.scheduler.base import Backoff
 
     damaged: list[str] = []
     half_made: list[str] = []
@@ -121,24 +121,26 @@ def status(
                 sys.stdout.write("\x1b[H\x1b[J")
             text += f"\n(updated {time.strftime('%H:%M:%S')})"
         typer.echo(text)
-        if not any(engine.active_job_ids(m) for _, m in campaigns):
+        if not any(m.active_job_ids() for _, m in campaigns):
             raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
         current = _job_states(campaigns)
         time.sleep(backoff.next(changed=current != previous))
         previous = current
         campaigns = actions.load_campaigns(campaign)
-        checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked.slurm), said)
+        checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked), said)
 
 
-def _status_pass(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, said: set[Path]) -> Any:
+def _status_pass(campaigns: list[tuple[Any, Any]], checked: Any, said: set[Path]) -> Any:
     """Say on stderr what a status pass could not do (each unsaved campaign once)."""
-    names = {paths.root: manifest["name"] for paths, manifest in campaigns}
+    from hpcrepro.scheduler import registry
+
+    names = {paths.root: manifest.name for paths, manifest in campaigns}
     for root, jobs in checked.unknown.items():
         manifest = next(m for p, m in campaigns if p.root == root)
-        known = manifest.get("states_checked") or "their submission"
+        known = manifest.states_checked or "their submission"
         typer.echo(
-            f"note: campaign {names[root]}: Slurm did not answer "
-            f"({checked.slurm.unavailable}); {len(jobs)} job(s) show their state as last "
+            f"note: campaign {names[root]}: {registry.title(manifest.backend)} did not answer "
+            f"({checked.problems[root]}); {len(jobs)} job(s) show their state as last "
             f"known, at {known}",
             err=True,
         )
@@ -153,7 +155,7 @@ def _status_pass(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, said
     return checked
 
 
-def _exit_code(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, half_made: bool) -> int:
+def _exit_code(campaigns: list[tuple[Any, Any]], checked: Any, half_made: bool) -> int:
     from hpcrepro.campaign import actions
 
     if checked.unknown:
@@ -163,13 +165,12 @@ def _exit_code(campaigns: list[tuple[Any, dict[str, Any]]], checked: Any, half_m
     return 0
 
 
-def _job_states(campaigns: list[tuple[Any, dict[str, Any]]]) -> list[tuple[str, ...]]:
+def _job_states(campaigns: list[tuple[Any, Any]]) -> list[tuple[str, ...]]:
     """What decides whether a watch poll saw a change: every job's state, nothing else."""
     return [
-        (manifest["name"], stage["name"], job.get("job_id") or "", job["state"])
+        (manifest.name, stage.name, job.job_id or "", job.state)
         for _, manifest in campaigns
-        for stage in manifest["stages"]
-        for job in stage["jobs"]
+        for stage, job in manifest.jobs()
     ]
 
 

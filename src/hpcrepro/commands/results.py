@@ -25,28 +25,40 @@ def collect(
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot here."),
     package: Path | None = typer.Option(None, "--package", help="Write a submission tree here."),
     published: float | None = typer.Option(
-        None, "--published", help="NVIDIA's published score in minutes (overrides the catalog)."),
+        None, "--published", help="NVIDIA's published score in minutes (overrides the catalog)."
+    ),
     scaling: str = typer.Option(
-        "auto", "--scaling",
+        "auto",
+        "--scaling",
         help="auto: scaling.json if present, else the RCP factor; folder: scaling.json or 1.0 "
-             "(like mlperf-logging's summarizer); rcp: always the RCP factor."),
+        "(like mlperf-logging's summarizer); rcp: always the RCP factor.",
+    ),
     official: bool = typer.Option(
-        True, "--official-check/--no-official-check",
-        help="Also run mlperf-logging's compliance checker on every log (subprocess)."),
+        True,
+        "--official-check/--no-official-check",
+        help="Also run mlperf-logging's compliance checker on every log (subprocess).",
+    ),
 ) -> None:
     """Score run logs: per-run table, olympic score, RCP verdict, ratio to NVIDIA's score.
 
     Exit code 0 when a valid score exists, 1 when not (the reason is printed), 2 for user errors.
     """
     if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'", where="--format",
-                        hint="use one of: " + ", ".join(FORMATS))
+        raise UserError(
+            f"unknown format '{fmt}'", where="--format", hint="use one of: " + ", ".join(FORMATS)
+        )
     if scaling not in SCALING_MODES:
-        raise UserError(f"unknown scaling mode '{scaling}'", where="--scaling",
-                        hint="use one of: " + ", ".join(SCALING_MODES))
+        raise UserError(
+            f"unknown scaling mode '{scaling}'",
+            where="--scaling",
+            hint="use one of: " + ", ".join(SCALING_MODES),
+        )
     if published is not None and not (math.isfinite(published) and published > 0):
-        raise UserError(f"{published!r} is not a time in minutes", where="--published",
-                        hint="give NVIDIA's score in minutes, e.g. --published 13.4")
+        raise UserError(
+            f"{published!r} is not a time in minutes",
+            where="--published",
+            hint="give NVIDIA's score in minutes, e.g. --published 13.4",
+        )
     from hpcrepro.results.collect import collect as run_collect
     from hpcrepro.results.inputs import resolve
     from hpcrepro.results.outputs import check_package_path, check_plot_path
@@ -57,7 +69,9 @@ def collect(
     if package is not None:
         check_package_path(package)
 
-    inputs = resolve(folder, version, system, published)
+    from hpcrepro.campaign.collect import campaign_folder, not_counted
+
+    inputs = resolve(campaign_folder(folder), version, system, published, exclude=not_counted)
     collection = run_collect(inputs, official=official, scaling=scaling)
     sys.stdout.write(render(collection, fmt))
     if plot is not None:
@@ -71,18 +85,28 @@ def collect(
         from hpcrepro.results.package import write_package
 
         written = write_package(collection, package, system)
-        sys.stderr.write(f"submission tree written to {written.folder} "
-                         f"(system {written.system_name})\n")
+        sys.stderr.write(
+            f"submission tree written to {written.folder} (system {written.system_name})\n"
+        )
         if written.missing_fields:
-            sys.stderr.write("system fields to fill in: " + ", ".join(written.missing_fields)
-                             + "\n")
+            sys.stderr.write(
+                "system fields to fill in: " + ", ".join(written.missing_fields) + "\n"
+            )
         if official:
             from hpcrepro.results.compliance import run_package_checker
 
             verdict = run_package_checker(written.folder, collection.inputs.ruleset)
-            sys.stderr.write("mlperf-logging's package checker: " + (
-                "no errors" if verdict.valid else f"REJECTED\n{verdict.detail}"
-                if verdict.checked else f"no verdict: {verdict.detail}") + "\n")
+            sys.stderr.write(
+                "mlperf-logging's package checker: "
+                + (
+                    "no errors"
+                    if verdict.valid
+                    else f"REJECTED\n{verdict.detail}"
+                    if verdict.checked
+                    else f"no verdict: {verdict.detail}"
+                )
+                + "\n"
+            )
     if not collection.score.valid:
         sys.stderr.write(f"no valid score: {collection.score.reason}\n")
         raise typer.Exit(1)

@@ -1,13 +1,16 @@
 """Where `collect` finds run logs, the MLPerf version and NVIDIA's published score.
 
-A campaign folder has `manifest.json`, `resolved-config.json` and run logs under `logs/`; a plain
-folder of logs works too, with the version taken from `--version` or from the path (`v4.0`, `r3.1`).
+A campaign folder has `resolved-config.json` and run logs under `logs/`; a plain folder of logs
+works too, with the version taken from `--version` or from the path (`v4.0`, `r3.1`). What the
+campaign's manifest says about its runs comes from the caller (`exclude`): this area knows
+nothing of campaigns.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,54 +102,25 @@ def _catalog_published(system: str | None, version: str) -> float | None:
         return None
 
 
-# Campaign verdicts (hpcrepro.campaign.verdict) whose logs are left out of the score.
-_NOT_COUNTED = ("void", "not_run")
+# What a campaign says about its logs: (log, why it does not count) for the runs it judged void
+# or never run (`hpcrepro.campaign.collect.not_counted`, passed in by whoever knows campaigns).
+Exclude = Callable[[Path, list[Path]], list[tuple[Path, str]]]
 
 
-def _campaign_exclusions(folder: Path, logs: list[Path]) -> list[tuple[Path, str]]:
-    """Run logs the campaign manifest judged void or never run.
-
-    A resumed campaign keeps the log of a killed run beside its replacement; MLPerf voids such a
-    run for time-to-train, so it must not count as one of the scored runs (nor as a failure).
-    """
-    manifest = folder / "campaign.json"
-    if not manifest.is_file():
-        return []
-    data = _read_json(manifest)
-    from hpcrepro.campaign import shape
-
-    try:
-        shape.check_run_verdicts(data)
-    except shape.ShapeError as error:
-        raise shape.damaged(manifest, error) from error
-    from hpcrepro.campaign.layout import job_file_id
-
-    excluded = []
-    for stage in data["stages"]:
-        for index, judged in stage.get("verdicts", {}).items():
-            if judged["verdict"] not in _NOT_COUNTED:
-                continue
-            job_id = judged.get("job_id")
-            run = f"run-{int(index):02d}"
-            own = f"{run}_{job_file_id(job_id)}_" if isinstance(job_id, str) else None
-            reason = f"{judged['verdict']}: {judged.get('reason') or ''}".strip()
-            excluded += [(log, reason) for log in logs if log.name == f"{run}.log"
-                         or (own and log.name.startswith(own))]  # fmt: skip
-    return excluded
-
-
-def resolve(folder: Path, version: str | None, system: str | None,
-            published: float | None) -> Inputs:
-    """Gather everything `collect` needs from a campaign (its folder, or its name when no such
-    folder exists) or a plain folder of logs."""
-    if not folder.exists() and not folder.is_symlink():
-        from hpcrepro.campaign.layout import folder_of
-
-        folder = folder_of(str(folder)) or folder
+def resolve(
+    folder: Path,
+    version: str | None,
+    system: str | None,
+    published: float | None,
+    exclude: Exclude | None = None,
+) -> Inputs:
+    """Gather everything `collect` needs from a campaign folder or a plain folder of logs;
+    `exclude` names the logs the campaign itself does not count."""
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
-        raise UserError(what, where=str(folder),
-                        hint="pass a campaign name or folder, or a folder of run logs")
+        raise UserError(
+            what, where=str(folder), hint="pass a campaign name or folder, or a folder of run logs"
+        )
     config: dict[str, Any] = {}
     log_root = folder
     if (folder / "resolved-config.json").is_file():
@@ -156,18 +130,22 @@ def resolve(folder: Path, version: str | None, system: str | None,
         log_root = folder / "logs" if (folder / "logs").is_dir() else folder
     unlisted: list[tuple[Path, str]] = []
     logs = find_logs(log_root, unlisted)
-    excluded = _campaign_exclusions(folder, logs)
+    excluded = exclude(folder, logs) if exclude else []
     logs = [log for log in logs if log not in {path for path, _ in excluded}]
     if not logs and not excluded:
         hint = "point collect at a campaign or a log folder"
         if unlisted:
             hint = f"{unlisted[0][0]}: {unlisted[0][1]}; " + hint
-        raise UserError("no run logs found (looked for *.log and result_*.txt)",
-                        where=str(log_root), hint=hint)
+        raise UserError(
+            "no run logs found (looked for *.log and result_*.txt)", where=str(log_root), hint=hint
+        )
     result_dirs = sorted({str(p.parent) for p in logs if p.name.startswith("result_")})
     if not config and len(result_dirs) > 1:
-        raise UserError(f"the folder holds {len(result_dirs)} result sets", where=str(folder),
-                        hint="collect one result set at a time, e.g. " + result_dirs[0])
+        raise UserError(
+            f"the folder holds {len(result_dirs)} result sets",
+            where=str(folder),
+            hint="collect one result set at a time, e.g. " + result_dirs[0],
+        )
     spec = config["spec"] if isinstance(config.get("spec"), dict) else {}
     system = system or config.get("system")
     ruleset = None
@@ -185,8 +163,11 @@ def resolve(folder: Path, version: str | None, system: str | None,
             version = f"r{match[1]}.{match[2]}"
             ruleset = ruleset_for(version, where=str(folder))
     if not version or not ruleset:
-        raise UserError("cannot tell which MLPerf version these logs belong to", where=str(folder),
-                        hint=f"pass --version {LAST} (or {', '.join(VERSIONS[:-1])})")
+        raise UserError(
+            "cannot tell which MLPerf version these logs belong to",
+            where=str(folder),
+            hint=f"pass --version {LAST} (or {', '.join(VERSIONS[:-1])})",
+        )
     version = of_ruleset(ruleset).name
     if published is None:
         block = spec.get("published")
@@ -194,5 +175,4 @@ def resolve(folder: Path, version: str | None, system: str | None,
             published = float(block["score_minutes"])
         elif "published" not in spec:  # a plain folder, or a campaign that does not say
             published = _catalog_published(system, version)
-    return Inputs(folder, logs, version, ruleset, system, published, config,
-                  [*excluded, *unlisted])
+    return Inputs(folder, logs, version, ruleset, system, published, config, [*excluded, *unlisted])

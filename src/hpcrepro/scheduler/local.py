@@ -1,9 +1,10 @@
-"""The local backend: the same stage graph, run on this machine in dependency order.
+"""The local backend: a campaign's jobs run on this machine, one after another, by its runner.
 
-`submit` only marks jobs pending in the manifest; a detached runner process
-(`python -m hpcrepro.scheduler.local CAMPAIGN_DIR`, in its own session so the user may close the
-terminal) runs them one after another with bash and writes each job's state, pid, times and exit
-status into the manifest, where `hpcrepro status` reads them.
+`submit` only names the job (its id is the one its token gives); the campaign's detached runner
+(`hpcrepro.campaign.runner`, started by `wake`) runs the pending jobs in graph order with bash and
+records each job's state, pid, times and exit status in the manifest, where `hpcrepro status`
+reads them. This backend knows the campaign only through `LocalCampaign`: where its files are,
+the mark of its processes, its recorded runner and jobs.
 
 Every process is known by a mark in its environment, which its children inherit: the runner
 carries `HPCREPRO_LOCAL_RUNNER=<campaign id>`, each job `HPCREPRO_LOCAL_JOB=<job id>`. A pid read
@@ -11,60 +12,93 @@ from the manifest is acted on only when the process behind it carries the right 
 edited by hand (or reused by the system) is never signalled, and `cancel` finds a job's processes
 even when one left the job's process group (a daemon that called setsid).
 
-A job starts behind a gate: its small bash wrapper waits for one line on its stdin, which the
-runner writes only after the job's pid is in the manifest. A runner killed before that closes the
-pipe, and the job ends without running anything; so a job that runs is always recorded. The
-wrapper writes the job's exit status next to its output (into a file the runner opened for it),
-so when the runner dies later (kill -9, the OOM killer) `status` still sees the job running and
-then its real end, `cancel` stops it, and the next runner (started by `resume`) waits for it
-before running anything else.
-
-`cancel` sends SIGTERM, and SIGKILL to what is left after a grace period (10 s, or
-`$HPCREPRO_CANCEL_GRACE_S`); what even SIGKILL leaves is reported, not called cancelled.
+A job whose runner died is judged by what it left (`left_behind`): running while a process of it
+lives, else its exit status from the file its wrapper wrote, else failed. `cancel` sends SIGTERM,
+and SIGKILL to what is left after a grace period (10 s, or `$HPCREPRO_CANCEL_GRACE_S`); what
+even SIGKILL leaves is reported, not called cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from hpcrepro.errors import UserError
+from hpcrepro.resources import package_pythonpath
 from hpcrepro.scheduler import states
-from hpcrepro.scheduler.slurm import JobInfo
+from hpcrepro.scheduler.base import Cancelled, JobIdForm, JobInfo, JobRequest, Poll, Refused
 
-RUNNER_LOG = "local-runner.log"
 JOB_MARK = "HPCREPRO_LOCAL_JOB"
 RUNNER_MARK = "HPCREPRO_LOCAL_RUNNER"
 GRACE_ENV = "HPCREPRO_CANCEL_GRACE_S"
 GRACE_S = 10.0
-CRASH_HOOK = "HPCREPRO_TEST_LOCAL_CRASH"  # test-only fault point: "STAGE" or "STAGE:recorded"
 _KILL_WAIT_S = 5.0  # how long processes may take to vanish after SIGKILL
-_WAIT_S = 1.0  # how often a runner looks whether a job left by an earlier runner has ended
-_current: subprocess.Popen[bytes] | None = None  # the job this runner process runs now
-# The job's first act: wait for the runner's go (its pid is recorded), then run the script and
-# write its exit status into the file the runner opened for it (descriptor $2, closed for the
-# script), so that nothing planted on the way to that file later can redirect the write.
-_WRAPPER = (
-    "status_fd=$2\n"
-    'IFS= read -r gate && [ "$gate" = go ] || exit 125\n'
-    "exec </dev/null\n"
-    'bash "$1" {status_fd}>&-; status=$?; echo "$status" >&"$status_fd"; exit "$status"\n'
+RUNNER_GONE = "the local runner process ended before this job ran"
+
+
+def job_id_of(token: str) -> str:
+    """The id of the local job with this token: what its processes are marked with."""
+    return "local:" + token.removeprefix("hpcrepro.")
+
+
+JOB_IDS = JobIdForm(
+    re.compile(r"local:[A-Za-z0-9._-]+"),
+    'a local job id ("local:" and the job\'s token)',
+    job_id_of,
 )
 
 
-def package_pythonpath() -> str:
-    """PYTHONPATH that lets a child process import this very hpcrepro (checkout or install)."""
-    root = str(Path(__file__).resolve().parents[2])
-    current = os.environ.get("PYTHONPATH")
-    return f"{root}:{current}" if current else root
+class ProcessRecord(Protocol):
+    """A process as the manifest records it: the runner's host, pid and start time."""
+
+    pid: int
+    host: str
+    start: int | None
+
+
+@dataclass(frozen=True)
+class LocalJob:
+    """What the manifest recorded of a local job; `exit_file` is relative to the campaign folder
+    (the wrapper writes the job's exit status there)."""
+
+    job_id: str
+    token: str
+    state: str
+    exit_file: str
+    start: str | None = None
+    end: str | None = None
+    nodes: int | None = None
+    nodelist: str | None = None
+    pid: int | None = None
+
+
+class LocalCampaign(Protocol):
+    """What this backend needs of the campaign whose jobs it runs (`campaign.runner` has it)."""
+
+    @property
+    def folder(self) -> Path: ...
+    @property
+    def mark(self) -> str: ...  # the campaign's id: the mark of its runner's processes
+
+    def runner(self) -> ProcessRecord | None: ...
+    def start_runner(self) -> None: ...
+    def jobs(self) -> dict[str, LocalJob]: ...
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def process_start(pid: int) -> int | None:
@@ -117,11 +151,6 @@ def marked_processes(name: str) -> dict[str, list[int]]:
     return found
 
 
-def job_id_of(token: str) -> str:
-    """The id of the local job with this token: what its processes are marked with."""
-    return "local:" + token.removeprefix("hpcrepro.")
-
-
 def job_processes(job_id: str) -> list[int]:
     """The live processes of local job `job_id` (the wrapper, the script, and all they started)."""
     return marked_processes(JOB_MARK).get(job_id, [])
@@ -141,8 +170,8 @@ def pid_alive(pid: int | None) -> bool:
     return fields is None or fields[0] not in ("Z", "X")
 
 
-def _read_status(root: Path, relative: str) -> int | None:
-    """The exit status the job wrapper wrote, None when it wrote none (the job was killed) or
+def read_status(root: Path, relative: str) -> int | None:
+    """The exit status a job's wrapper wrote, None when it wrote none (the job was killed) or
     the file is not a plain file of a few bytes (never followed through a link, never a FIFO)."""
     from hpcrepro.safeopen import open_inside
 
@@ -156,12 +185,6 @@ def _read_status(root: Path, relative: str) -> int | None:
         return None
     finally:
         os.close(fd)
-
-
-def _now() -> str:
-    from hpcrepro.campaign import stages as st
-
-    return st.now()
 
 
 def grace_seconds() -> float:
@@ -182,123 +205,128 @@ def grace_seconds() -> float:
     return value
 
 
+def runner_alive(runner: ProcessRecord | None, mark: str) -> bool:
+    """Whether the recorded runner runs: same host, same start time, and the process carries the
+    campaign's runner mark (a pid edited by hand is no runner)."""
+    if runner is None or runner.host != socket.gethostname() or not pid_alive(runner.pid):
+        return False
+    if runner.start is not None and process_start(runner.pid) not in (None, runner.start):
+        return False
+    return _marks(runner.pid, RUNNER_MARK) == mark
+
+
 class Local:
-    """Backend object with the Slurm backend's interface, for this machine."""
+    """The jobs of one campaign, on this machine."""
 
     name = "local"
+    title = "the local runner"
     names_complete = True  # local jobs exist only in the manifest
     patience = 0.0  # it always answers
+    per_campaign = True  # each campaign has its own runner
 
-    def __init__(self, manifest: dict[str, Any], root: Path | None = None) -> None:
-        self.manifest = manifest
-        self.root = root
+    def __init__(self, campaign: LocalCampaign) -> None:
+        self.campaign = campaign
         self.commands: list[str] = []
-        # what the last cancel had to do beyond SIGTERM, and what it could not stop
-        self.notes: list[str] = []
-        self.survivors: dict[str, str] = {}
 
-    def submit(self, script: Path, args: list[str]) -> str:
-        return job_id_of(next(a.split("=", 1)[1] for a in args if a.startswith("--job-name=")))
+    def check_available(self) -> None:
+        """This machine is always there."""
 
-    def test_only(self, script: Path, args: list[str]) -> None:
-        from hpcrepro.scheduler.slurm import SubmitError
+    def check_runtime(self, runtime: str, where: str) -> None:
+        """Refuse a container runtime this machine cannot start: pyxis is a Slurm plugin (srun
+        --container-image) and local jobs run without Slurm; Apptainer must be installed."""
+        if runtime == "pyxis":
+            raise UserError(
+                "the local backend cannot use runtime 'pyxis': pyxis is a Slurm plugin (srun "
+                "--container-image) and local jobs run without Slurm, so every run would fail",
+                where=where,
+                hint="--set runtime=none runs the training command on this machine as it is "
+                "(with train_command or --set workload=reference); --set runtime=apptainer runs "
+                "the image with Apptainer; or submit to Slurm (--backend slurm)",
+            )
+        if runtime == "apptainer" and shutil.which("apptainer") is None:
+            raise UserError(
+                "the local backend runs jobs on this machine, but runtime 'apptainer' needs the "
+                "`apptainer` command, which is not on PATH here: every run would fail",
+                where=where,
+                hint="install Apptainer, use --set runtime=none, or submit to Slurm",
+            )
 
-        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    def test_only(self, request: JobRequest) -> None:
+        done = subprocess.run(["bash", "-n", str(request.script)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise SubmitError(script, done.stderr, test_only=True)
+            raise Refused(request.script, done.stderr, test_only=True)
 
-    def _runner(self) -> dict[str, Any]:
-        return self.manifest.get("local_runner") or {}
+    def submit(self, request: JobRequest) -> str:
+        """The job's id; the runner runs it once `wake` has started the runner."""
+        return job_id_of(request.name)
+
+    def wake(self) -> None:
+        """Start the campaign's runner unless it runs."""
+        if not self.runner_alive():
+            self.campaign.start_runner()
+
+    def dry_run(self, requests: Sequence[JobRequest]) -> list[str]:
+        """What the runner runs: each script with bash, one after another in graph order; a job
+        whose `afterok` dependency failed is not run."""
+        lines = [
+            "# local backend: a detached runner runs these one after another; a stage after a "
+            "failed stage it needs (afterok) is not run",
+            f"export HPCREPRO_LOCAL=1 PYTHONPATH={shlex.quote(package_pythonpath())}",
+            f"cd {shlex.quote(str(self.campaign.folder))}",
+        ]
+        lines += [f"bash {shlex.quote(str(r.script))}  # {r.label}" for r in requests]
+        return lines
 
     def runner_alive(self) -> bool:
-        """Whether the recorded runner runs: same host, same start time, and the process carries
-        this campaign's runner mark (a pid edited by hand is no runner)."""
-        runner = self._runner()
-        if runner.get("host") != socket.gethostname() or not pid_alive(runner.get("pid")):
-            return False
-        pid = int(runner["pid"])
-        started = runner.get("start")
-        if started is not None and process_start(pid) not in (None, started):
-            return False
-        return _marks(pid, RUNNER_MARK) == self.manifest["id"]
+        return runner_alive(self.campaign.runner(), self.campaign.mark)
 
-    def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
+    def poll(self, job_ids: Sequence[str]) -> Poll:
         """The runner keeps the manifest current; only a runner that died is news here."""
         if self.runner_alive():
-            return {}
-        host = self._runner().get("host")
-        if host and host != socket.gethostname():
-            return {}  # another machine's runner: cannot tell from here
-        found: dict[str, JobInfo] = {}
+            return Poll()
+        runner = self.campaign.runner()
+        if runner is not None and runner.host != socket.gethostname():
+            return Poll()  # another machine's runner: cannot tell from here
+        recorded = self.campaign.jobs()
         running = marked_processes(JOB_MARK)
-        for stage in self.manifest["stages"]:
-            for job in stage["jobs"]:
-                if job["job_id"] in job_ids:
-                    info = self.left_behind(stage["name"], job, running)
-                    if info is not None:
-                        found[job["job_id"]] = info
-        return found
+        found: dict[str, JobInfo] = {}
+        for job_id in job_ids:
+            job = recorded.get(job_id)
+            info = self.left_behind(job, running) if job is not None else None
+            if info is not None:
+                found[job_id] = info
+        return Poll(found)
 
-    def left_behind(
-        self, stage: str, job: dict[str, Any], running: dict[str, list[int]]
-    ) -> JobInfo | None:
+    def left_behind(self, job: LocalJob, running: dict[str, list[int]]) -> JobInfo | None:
         """What became of a job whose runner is gone: None while a process of it still runs (on
         another host: cannot be told), else its end from the exit file it left, or failed."""
-        if job["state"] == states.RUNNING and (
-            job.get("nodelist") not in (None, socket.gethostname()) or running.get(job["job_id"])
+        if job.state == states.RUNNING and (
+            job.nodelist not in (None, socket.gethostname()) or running.get(job.job_id)
         ):
             return None
-        common = {
-            "job_id": job["job_id"],
-            "name": job["token"],
-            "start": job.get("start"),
-            "nodes": job.get("nodes"),
-            "nodelist": job.get("nodelist"),
-        }
-        if job["state"] != states.RUNNING or not job.get("pid"):
+        ended = _ended(job)
+        if job.state != states.RUNNING or not job.pid:
             # never started: a job runs only once its pid is recorded (the gate)
-            return JobInfo(
-                **common,
-                state=states.FAILED,
-                slurm_state="RUNNER_GONE",
-                end=job.get("end") or _now(),
-                reason="the local runner process ended before this job ran",
-            )
-        status = None
-        if self.root is not None:
-            from hpcrepro.campaign.layout import CampaignPaths
-
-            _, exit_file = CampaignPaths(self.root).job_files(stage, job["job_id"])
-            status = _read_status(self.root, f"jobs/{exit_file.name}")
+            return ended(states.FAILED, RUNNER_GONE, None)
+        status = read_status(self.campaign.folder, job.exit_file)
         if status is None:
-            return JobInfo(
-                **common,
-                state=states.FAILED,
-                slurm_state="RUNNER_GONE",
-                end=job.get("end") or _now(),
-                reason="the local runner and this job ended; no exit status was left",
+            return ended(
+                states.FAILED, "the local runner and this job ended; no exit status was left", None
             )
-        state = states.COMPLETED if status == 0 else states.FAILED
-        return JobInfo(
-            **common,
-            state=state,
-            slurm_state=state.upper(),
-            end=job.get("end") or _now(),
-            exit_code=f"{status}:0",
-        )
+        return ended(states.COMPLETED if status == 0 else states.FAILED, None, f"{status}:0")
 
-    def find_by_names(self, names: list[str], since: str) -> dict[str, list[JobInfo]]:
+    def find_by_names(self, names: Sequence[str], since: str) -> dict[str, list[JobInfo]]:
         return {}  # local jobs exist only in the manifest: a job left `submitting` never started
 
-    def cancel(self, job_ids: list[str]) -> None:
+    def cancel(self, job_ids: Sequence[str]) -> Cancelled:
         """Stop the runner (so that it starts nothing more) and every process of the given jobs:
-        SIGTERM, then SIGKILL after the grace period. `notes` says what needed SIGKILL,
-        `survivors` (job id -> processes) what was still alive after it."""
-        self.notes, self.survivors = [], {}
+        SIGTERM, then SIGKILL after the grace period. The jobs that stopped are cancelled now;
+        `notes` says what needed SIGKILL, `survivors` what was still alive after it."""
         if not job_ids:
-            return
+            return Cancelled()
         grace = grace_seconds()
-        runner = [int(self._runner()["pid"])] if self.runner_alive() else []
+        recorded = self.campaign.runner()
+        runner = [recorded.pid] if recorded is not None and self.runner_alive() else []
         wanted = set(job_ids)
 
         def alive() -> dict[str, list[int]]:
@@ -306,62 +334,56 @@ class Local:
             left = [pid for pid in runner if pid_alive(pid)]
             return {**found, "the local runner": left} if left else found
 
-        self._signal(alive(), signal.SIGTERM)
+        notes: list[str] = []
+        _signal(alive(), signal.SIGTERM)
         left = _wait_until_gone(alive, grace)
         if left:
             for what, pids in left.items():
-                self.notes.append(
+                notes.append(
                     f"{what}: {len(pids)} process(es) ignored SIGTERM for "
                     f"{grace:g} s and were killed with SIGKILL"
                 )
-            self._signal(left, signal.SIGKILL)
+            _signal(left, signal.SIGKILL)
             left = _wait_until_gone(alive, _KILL_WAIT_S)
-        self.survivors = {
-            what: ", ".join(_describe(pid) for pid in pids) for what, pids in left.items()
+        survivors = {what: ", ".join(_describe(pid) for pid in pids) for what, pids in left.items()}
+        jobs = self.campaign.jobs()
+        infos = {
+            job_id: _ended(jobs[job_id])(states.CANCELLED, None, None)
+            for job_id in job_ids
+            if job_id in jobs and job_id not in survivors
         }
-
-    def _signal(self, targets: dict[str, list[int]], signum: int) -> None:
-        for pids in targets.values():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signum)
-
-    def start_runner(self, campaign_dir: Path) -> None:
-        """Start the detached runner unless one is alive; record it in the manifest (the runner
-        records itself too, first of all, in case this process dies before saving)."""
-        if self.runner_alive():
-            return
-        from hpcrepro.safeopen import cannot_write, open_inside
-
-        try:
-            log = open_inside(
-                campaign_dir, f"jobs/{RUNNER_LOG}", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-            )
-        except OSError as error:
-            raise cannot_write(campaign_dir / "jobs" / RUNNER_LOG, error) from None
-        env = dict(os.environ, PYTHONPATH=package_pythonpath())
-        env[RUNNER_MARK] = self.manifest["id"]
-        env.pop(JOB_MARK, None)
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hpcrepro.scheduler.local", str(campaign_dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                cwd=campaign_dir,
-            )
-        finally:
-            os.close(log)
-        self.manifest["local_runner"] = _identity(process.pid)
+        return Cancelled(infos, notes, survivors)
 
 
-def _identity(pid: int) -> dict[str, Any]:
-    return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
+def _ended(job: LocalJob) -> Callable[[str, str | None, str | None], JobInfo]:
+    """A JobInfo of `job` ending now in a state, keeping what the runner recorded of it."""
+
+    def info(state: str, reason: str | None, exit_code: str | None) -> JobInfo:
+        return JobInfo(
+            job_id=job.job_id,
+            name=job.token,
+            state=state,
+            start=job.start,
+            end=job.end or _now(),
+            nodes=job.nodes,
+            nodelist=job.nodelist,
+            reason=reason,
+            exit_code=exit_code,
+        )
+
+    return info
 
 
-def _wait_until_gone(alive: Any, seconds: float) -> dict[str, list[int]]:
+def _signal(targets: dict[str, list[int]], signum: int) -> None:
+    for pids in targets.values():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _wait_until_gone(
+    alive: Callable[[], dict[str, list[int]]], seconds: float
+) -> dict[str, list[int]]:
     """Poll `alive()` until it finds nothing or `seconds` have passed; what it found last."""
     deadline = time.monotonic() + seconds
     left = alive()
@@ -389,199 +411,3 @@ def _describe(pid: int) -> str:
         else (" (another user's: not allowed)" if owner not in (-1, os.geteuid()) else "")
     )
     return f"pid {pid} {name} state {state}{why}"
-
-
-def _next_job(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    for stage in manifest["stages"]:
-        if stage["jobs"] and stage["jobs"][-1]["state"] == states.PENDING:
-            return stage, stage["jobs"][-1]
-    return None
-
-
-def run_campaign(campaign_dir: Path) -> None:
-    """Run every pending job of the campaign, in graph order, until none is left; first wait for
-    any job an earlier runner left running (one job at a time on this machine)."""
-    from hpcrepro.campaign import engine
-    from hpcrepro.campaign import manifest as manifest_io
-    from hpcrepro.campaign import stages as st
-    from hpcrepro.campaign.layout import CampaignPaths
-
-    paths = CampaignPaths(campaign_dir)
-    host = socket.gethostname()
-    if not _take_the_runner_slot(paths):
-        return
-    while True:
-        with manifest_io.locked(paths.lock):
-            manifest = manifest_io.load(paths.manifest)
-            waiting = _settle_left_behind(paths, manifest)
-            found = None if manifest.get("cancelled") or waiting else _next_job(manifest)
-            if found is None and not waiting:
-                manifest["local_runner"] = None
-                manifest_io.save(paths.manifest, manifest)
-                return
-            if found is not None:
-                stage, job = found
-                _, blocked = st.dependency_ids(manifest, stage)
-                if blocked:
-                    job.update(state=states.BLOCKED, reason=blocked, end=st.now())
-                else:
-                    try:
-                        script = paths.stage_script(stage)
-                    except UserError as error:  # a script changed by hand: never run
-                        job.update(state=states.FAILED, reason=error.message, end=st.now())
-                if job["state"] != states.PENDING:
-                    engine.judge_runs(paths, manifest)
-                    manifest_io.save(paths.manifest, manifest)
-                    continue
-                job.update(
-                    state=states.RUNNING,
-                    slurm_state="RUNNING",
-                    start=st.now(),
-                    nodes=1,
-                    nodelist=host,
-                    pid=None,
-                )
-                manifest_io.save(paths.manifest, manifest)
-        if found is None:
-            time.sleep(_WAIT_S)
-            continue
-        _run_job(paths, stage["name"], job["job_id"], script)
-
-
-def _take_the_runner_slot(paths: Any) -> bool:
-    """Record this process as the campaign's runner, its first act; False (and nothing done)
-    when another runner of the campaign is alive."""
-    from hpcrepro.campaign import manifest as manifest_io
-
-    with manifest_io.locked(paths.lock):
-        manifest = manifest_io.load(paths.manifest)
-        recorded = manifest.get("local_runner") or {}
-        if recorded.get("pid") != os.getpid() and Local(manifest, paths.root).runner_alive():
-            return False
-        manifest["local_runner"] = _identity(os.getpid())
-        manifest_io.save(paths.manifest, manifest)
-    return True
-
-
-def _run_job(paths: Any, stage: str, job_id: str, script: Path) -> None:
-    """Start one job behind its gate, record its pid, open the gate, wait, record its end."""
-    from hpcrepro.campaign import engine
-    from hpcrepro.campaign import manifest as manifest_io
-    from hpcrepro.campaign import stages as st
-    from hpcrepro.safeopen import open_inside
-
-    global _current
-    output, status_file = paths.job_files(stage, job_id)
-    writing = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    try:
-        out = open_inside(paths.root, f"jobs/{output.name}", writing)
-        try:
-            done = open_inside(paths.root, f"jobs/{status_file.name}", writing)
-        except OSError:
-            os.close(out)
-            raise
-    except OSError as error:  # jobs/ replaced by a link, a folder at the file's name, no room
-        with manifest_io.locked(paths.lock):
-            manifest = manifest_io.load(paths.manifest)
-            job = st.by_name(manifest)[stage]["jobs"][-1]
-            job.update(
-                state=states.FAILED,
-                slurm_state="FAILED",
-                end=st.now(),
-                reason=f"its output {output} cannot be written "
-                f"({error.strerror or error}): the job was not started",
-            )
-            engine.judge_runs(paths, manifest)
-            manifest_io.save(paths.manifest, manifest)
-        return
-    gate, opener = os.pipe()
-    env = dict(os.environ, HPCREPRO_LOCAL="1", PYTHONPATH=package_pythonpath())
-    env.pop(RUNNER_MARK, None)
-    env[JOB_MARK] = job_id
-    try:
-        _current = subprocess.Popen(
-            ["bash", "-c", _WRAPPER, "hpcrepro-job", str(script), str(done)],
-            stdin=gate,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=(done,),
-            env=env,
-            cwd=paths.root,
-            start_new_session=True,  # its own process group, which cancel can kill
-        )
-    finally:
-        for fd in (gate, out, done):
-            os.close(fd)
-    crash = os.environ.get(CRASH_HOOK, "")
-    if crash == stage:
-        os._exit(75)
-    with manifest_io.locked(paths.lock):
-        manifest = manifest_io.load(paths.manifest)
-        job = st.by_name(manifest)[stage]["jobs"][-1]
-        job.update(pid=_current.pid, pid_start=process_start(_current.pid))
-        job.pop("exit_file", None)  # older versions recorded its path; it is derived now
-        manifest_io.save(paths.manifest, manifest)
-    if crash == f"{stage}:recorded":
-        os._exit(75)
-    with contextlib.suppress(BrokenPipeError):
-        os.write(opener, b"go\n")
-    os.close(opener)
-    status = _current.wait()
-    _current = None
-    with manifest_io.locked(paths.lock):
-        manifest = manifest_io.load(paths.manifest)
-        job = st.by_name(manifest)[stage]["jobs"][-1]
-        if job["state"] == states.RUNNING:
-            state = states.COMPLETED if status == 0 else states.FAILED
-            job.update(
-                state=state, slurm_state=state.upper(), end=st.now(), exit_code=f"{status}:0"
-            )
-            engine.judge_runs(paths, manifest)
-            manifest_io.save(paths.manifest, manifest)
-
-
-def _settle_left_behind(paths: Any, manifest: dict[str, Any]) -> bool:
-    """Record the end of jobs an earlier runner left running (saved here); True while one of
-    them still runs."""
-    from hpcrepro.campaign import engine
-    from hpcrepro.campaign import manifest as manifest_io
-
-    local = Local(manifest, paths.root)
-    running = marked_processes(JOB_MARK)
-    infos: dict[str, JobInfo] = {}
-    still_running = False
-    for stage in manifest["stages"]:
-        job = stage["jobs"][-1] if stage["jobs"] else None
-        if job is None or job["state"] != states.RUNNING:
-            continue
-        info = local.left_behind(stage["name"], job, running)
-        if info is None:
-            still_running = True
-        else:
-            infos[job["job_id"]] = info
-    if infos:
-        engine.apply_infos(paths, manifest, infos)
-        manifest_io.save(paths.manifest, manifest)
-    return still_running
-
-
-def _on_terminate(signum: int, frame: object) -> None:
-    """Cancel: stop the job being run (its own process group) with the runner."""
-    if _current is not None and _current.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(_current.pid, signal.SIGTERM)
-    raise SystemExit(128 + signum)
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_terminate)
-    try:
-        run_campaign(Path(sys.argv[1]))
-    except UserError as error:  # a full disk, a damaged manifest: said in the runner's log
-        print(f"hpcrepro local runner: {error.render()}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        print(f"hpcrepro local runner: {error}", file=sys.stderr)
-        sys.exit(2)

@@ -1,30 +1,43 @@
 """The Slurm backend: sbatch, one batched sacct (and squeue for jobs still going), scancel.
 
-Every call goes through `Slurm.run`, which counts the commands made, so status and the benchmark can
-show that a status pass costs one or two commands whatever the number of jobs.
+A `JobRequest` becomes `sbatch --parsable` with the options of the request the script does not
+carry itself; every Slurm state is mapped to hpcrepro's (`from_slurm`). Every call goes through
+`Slurm.run`, which counts the commands made, so status and the benchmark can show that a status
+pass costs one or two commands whatever the number of jobs.
 
 A controller that does not answer is not one that refuses: an sbatch that timed out may have
 created its job (slurmctld reads the request once it runs again), so it raises `SubmitUncertain`,
 never `SubmitError`, and the campaign engine looks the job up by its name before it submits again.
 `patience` (`$HPCREPRO_SLURM_PATIENCE_S`, default 120 s) is how long submit waits for a stalled
-controller. A status pass whose squeue fails says so (`unavailable`, `unanswered`) instead of
-leaving the jobs as they were.
+controller. A status pass whose squeue fails says so (`Poll.unanswered`, `Poll.problem`) instead
+of leaving the jobs as they were.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import re
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpcrepro.errors import UserError
 from hpcrepro.scheduler import states
+from hpcrepro.scheduler.base import (
+    Backoff,
+    CancelFailed,
+    Cancelled,
+    JobIdForm,
+    JobInfo,
+    JobRequest,
+    Poll,
+    Refused,
+    SubmitUncertain,
+    Unavailable,
+)
 
 # sacct and squeue fields, in the order we ask for them; '|' never occurs in our job names.
 _SACCT_FIELDS = "JobIDRaw,JobName,State,Start,End,Elapsed,NNodes,NodeList,Reason,ExitCode"
@@ -51,6 +64,11 @@ _NO_ANSWER = (
     "backup controller in standby mode",
     "protocol authentication error",
 )
+# A Slurm job id as sbatch --parsable prints it (before any ';cluster'): digits, or an array task
+# (123_4) or a heterogeneous job component (123+1). Nothing else may reach a command line: a job id
+# read from a manifest edited by hand could otherwise be an option ("--user=root").
+JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+|\+[0-9]+)?")
+JOB_IDS = JobIdForm(JOB_ID, 'a Slurm job id (digits, e.g. "4211", "4211_3" or "4211+1")')
 PATIENCE_ENV = "HPCREPRO_SLURM_PATIENCE_S"
 PATIENCE_S = 120.0
 # The state note of a job that neither squeue nor sacct knows any more
@@ -58,68 +76,111 @@ GONE_NOTE = (
     "ended, outcome unknown: Slurm no longer lists the job and accounting has no record of it; "
     "its runs are judged by their logs"
 )
-# A Slurm job id as sbatch --parsable prints it (before any ';cluster'): digits, or an array task
-# (123_4) or a heterogeneous job component (123+1). Nothing else may reach a command line: a job id
-# read from a manifest edited by hand could otherwise be an option ("--user=root").
-JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+|\+[0-9]+)?")
 
 
-class SlurmUnavailable(UserError):
-    """No Slurm answers here (no sbatch, or the controller does not respond)."""
+# --- Slurm's states, mapped to hpcrepro's (sacct and squeue use the same names; sacct adds
+# suffixes such as "CANCELLED by 1000")
+
+SLURM_STATES: dict[str, str] = {
+    "PENDING": states.PENDING,
+    "CONFIGURING": states.PENDING,  # nodes allocated, still booting
+    "REQUEUE_HOLD": states.PENDING,
+    "REQUEUE_FED": states.PENDING,
+    "RESV_DEL_HOLD": states.PENDING,
+    "SPECIAL_EXIT": states.PENDING,  # held after a special exit code, waits for the user
+    "RUNNING": states.RUNNING,
+    "COMPLETING": states.RUNNING,
+    "RESIZING": states.RUNNING,
+    "SIGNALING": states.RUNNING,
+    "STAGE_OUT": states.RUNNING,
+    "SUSPENDED": states.SUSPENDED,
+    "STOPPED": states.SUSPENDED,
+    "COMPLETED": states.COMPLETED,
+    "FAILED": states.FAILED,
+    "BOOT_FAIL": states.FAILED,
+    "DEADLINE": states.FAILED,
+    "LAUNCH_FAILED": states.FAILED,
+    "CANCELLED": states.CANCELLED,
+    "REVOKED": states.CANCELLED,  # a federated sibling ran it instead
+    "TIMEOUT": states.TIMEOUT,
+    "PREEMPTED": states.PREEMPTED,
+    "NODE_FAIL": states.NODE_FAIL,
+    "OUT_OF_MEMORY": states.OUT_OF_MEMORY,
+    "REQUEUED": states.REQUEUED,
+}
+
+# squeue's compact codes (%t) for completeness; sacct and `squeue -o %T` print the long names.
+SLURM_SHORT: dict[str, str] = {
+    "PD": "PENDING",
+    "CF": "CONFIGURING",
+    "RH": "REQUEUE_HOLD",
+    "RF": "REQUEUE_FED",
+    "RD": "RESV_DEL_HOLD",
+    "SE": "SPECIAL_EXIT",
+    "R": "RUNNING",
+    "CG": "COMPLETING",
+    "RS": "RESIZING",
+    "SI": "SIGNALING",
+    "SO": "STAGE_OUT",
+    "S": "SUSPENDED",
+    "ST": "STOPPED",
+    "CD": "COMPLETED",
+    "F": "FAILED",
+    "BF": "BOOT_FAIL",
+    "DL": "DEADLINE",
+    "CA": "CANCELLED",
+    "RV": "REVOKED",
+    "TO": "TIMEOUT",
+    "PR": "PREEMPTED",
+    "NF": "NODE_FAIL",
+    "OOM": "OUT_OF_MEMORY",
+    "RQ": "REQUEUED",
+}
 
 
-class SubmitUncertain(SlurmUnavailable):
-    """sbatch got no answer: whether Slurm created the job is not known."""
+def from_slurm(raw: str) -> str:
+    """Map a Slurm state string ('CANCELLED by 0', 'RUNNING', 'CD', 'PENDING+') to ours."""
+    word = raw.strip().split(" ", 1)[0].rstrip("+*")
+    word = SLURM_SHORT.get(word, word)
+    return SLURM_STATES.get(word, states.UNKNOWN)
 
 
-class CancelFailed(SlurmUnavailable):
-    """scancel did not cancel every job: the caller must not record them as cancelled."""
+class SubmitError(Refused):
+    """sbatch refused a script; the hint is matched to Slurm's own words (`_HINTS`)."""
 
-    def __init__(self, first_problem: str, count: int) -> None:
-        more = f" (and {count - 1} more)" if count > 1 else ""
-        super().__init__(
-            f"Slurm did not cancel the jobs: {first_problem}{more}",
-            hint="hpcrepro changed nothing; run the same command again once `scontrol ping` "
-            "says the controller is UP",
-        )
+    title = "Slurm"
+
+    def __init__(self, script: Path, output: str, *, test_only: bool = False) -> None:
+        super().__init__(script, output, test_only=test_only)
+        self.hint = _hint_for(self.problem)
 
 
-@dataclass
-class JobInfo:
-    """What the scheduler says about one job."""
-
-    job_id: str
-    name: str
-    state: str  # one of hpcrepro.scheduler.states
-    slurm_state: str
-    start: str | None = None
-    end: str | None = None
-    elapsed: str | None = None
-    nodes: int | None = None
-    nodelist: str | None = None
-    reason: str | None = None
-    exit_code: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def _clean(value: str) -> str | None:
-    value = value.strip()
-    return None if value in _NOT_SET else value
-
-
-def _int_or_none(value: str) -> int | None:
-    try:
-        return int(value)
-    except ValueError:
-        return None
+def sbatch_args(request: JobRequest) -> list[str]:
+    """The options of `request` that sbatch gets on its command line, besides the script's own
+    #SBATCH lines."""
+    folder, _, pattern = request.output.rpartition("/")
+    args = [
+        f"--job-name={request.name}",
+        # '%' in the folder must reach sbatch as '%%', or it reads a filename pattern
+        f"--output={folder.replace('%', '%%')}/{pattern}",
+    ]
+    if request.comment:
+        args.append(f"--comment={request.comment}")
+    if request.requeue is False:
+        args.append("--no-requeue")  # a requeued run restarts its log: void, so never requeue
+    if request.dependency and request.dependency.job_ids:
+        kind, ids = request.dependency.kind, request.dependency.job_ids
+        args.append(f"--dependency={kind}:{':'.join(ids)}")
+        args.append("--kill-on-invalid-dep=yes")
+    return args
 
 
 class Slurm:
     """Talks to one Slurm cluster through its command-line tools."""
 
     name = "slurm"
+    title = "Slurm"
+    per_campaign = False  # one cluster answers for every campaign's jobs at once
 
     def __init__(
         self,
@@ -131,12 +192,7 @@ class Slurm:
         self.timeout = timeout
         # how long submit keeps asking a controller that does not answer
         self.patience = patience_seconds() if patience is None else patience
-        # the tool name of every command made, for status and benchmarks
         self.commands: list[str] = []
-        # why the last status pass got no answer from Slurm, when it did not, and the jobs
-        # whose state it could therefore not tell
-        self.unavailable: str | None = None
-        self.unanswered: set[str] = set()
         self.last_error = ""  # the last line a failing squeue printed
         # whether the last find_by_names saw ended jobs too (sacct answered)
         self.names_complete = True
@@ -144,19 +200,19 @@ class Slurm:
     # --- plumbing
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one Slurm command; a missing tool or a timeout becomes SlurmUnavailable."""
+        """Run one Slurm command; a missing tool or a timeout becomes Unavailable."""
         self.commands.append(argv[0])
         try:
             done = subprocess.run(
                 list(argv), capture_output=True, text=True, env=self.env, timeout=self.timeout
             )
         except FileNotFoundError as error:
-            raise SlurmUnavailable(
+            raise Unavailable(
                 f"'{argv[0]}' is not installed here, so no Slurm cluster can be used",
                 hint="run on a Slurm login node, or use --backend local to run on this machine",
             ) from error
         except subprocess.TimeoutExpired as error:
-            raise SlurmUnavailable(
+            raise Unavailable(
                 f"'{argv[0]}' did not answer within {self.timeout:.0f} s",
                 hint="check that slurmctld is up (scontrol ping), or use --backend local",
             ) from error
@@ -168,9 +224,9 @@ class Slurm:
         return (self.env or os.environ).get("PATH")
 
     def check_available(self) -> None:
-        """Raise SlurmUnavailable with a one-line reason unless a controller answers."""
+        """Raise Unavailable with a one-line reason unless a controller answers."""
         if shutil.which("sbatch", path=self._path()) is None:
-            raise SlurmUnavailable(
+            raise Unavailable(
                 "no Slurm here: 'sbatch' is not on PATH",
                 hint="use --backend local to run the same stages on this machine",
             )
@@ -178,19 +234,25 @@ class Slurm:
         if done.returncode != 0 or " is UP" not in done.stdout:
             # scontrol's first line says which controller is DOWN; banners of '*' follow
             detail = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-            raise SlurmUnavailable(
+            raise Unavailable(
                 "no Slurm controller answers: " + (detail[0] if detail else "scontrol ping failed"),
                 hint="use --backend local to run the same stages on this machine",
             )
 
+    def check_runtime(self, runtime: str, where: str) -> None:
+        """Every container runtime runs under Slurm (pyxis is its plugin)."""
+
     # --- submission
 
-    def submit(self, script: Path, args: Sequence[str]) -> str:
-        """Submit one batch script with `sbatch --parsable`; return its job id. SubmitError
-        when Slurm refused it, SubmitUncertain when it did not answer."""
+    def submit(self, request: JobRequest) -> str:
+        """Submit one job with `sbatch --parsable`; return its id. SubmitError when Slurm refused
+        it, SubmitUncertain when it did not answer."""
+        script = request.script
         try:
-            done = self.run(["sbatch", "--parsable", *args, str(script)], check=False)
-        except SlurmUnavailable as error:
+            done = self.run(
+                ["sbatch", "--parsable", *sbatch_args(request), str(script)], check=False
+            )
+        except Unavailable as error:
             raise SubmitUncertain(error.message, hint=error.hint) from error
         if done.returncode != 0:
             output = done.stderr or done.stdout
@@ -201,59 +263,80 @@ class Slurm:
             raise SubmitError(script, output)
         return done.stdout.strip().splitlines()[-1].split(";", 1)[0]
 
-    def test_only(self, script: Path, args: Sequence[str]) -> None:
-        """Ask the controller whether it would accept the script (`sbatch --test-only`); a
-        controller that does not answer is asked again, with back-off, for `patience` seconds."""
+    def test_only(self, request: JobRequest) -> None:
+        """Ask the controller whether it would accept the job (`sbatch --test-only`); a controller
+        that does not answer is asked again, with back-off, for `patience` seconds."""
+        args = [*sbatch_args(request), str(request.script)]
         deadline = time.monotonic() + self.patience
         delays = Backoff(first=1.0, factor=2.0, maximum=15.0)
         while True:
             try:
-                done = self.run(["sbatch", "--test-only", *args, str(script)], check=False)
+                done = self.run(["sbatch", "--test-only", *args], check=False)
                 output = done.stderr or done.stdout
                 if done.returncode == 0 or not no_answer(output):
                     break
                 problem = _last_line(output)
-            except SlurmUnavailable as error:
+            except Unavailable as error:
                 problem = error.message
             if time.monotonic() >= deadline:
-                raise SlurmUnavailable(
+                raise Unavailable(
                     f"the Slurm controller did not answer `sbatch --test-only` for "
                     f"{self.patience:.0f} s ({problem}); nothing was submitted",
                     hint="submit again once `scontrol ping` says the controller is UP",
                 )
             time.sleep(min(delays.next(changed=False), max(0.0, deadline - time.monotonic())))
         if done.returncode != 0:
-            raise SubmitError(script, output, test_only=True)
+            raise SubmitError(request.script, output, test_only=True)
 
-    def cancel(self, job_ids: Sequence[str]) -> None:
+    def wake(self) -> None:
+        """Slurm starts the jobs it queued by itself."""
+
+    def dry_run(self, requests: Sequence[JobRequest]) -> list[str]:
+        """The sbatch commands of `requests` as a shell script; a dependency names the labels of
+        earlier requests, whose job ids the script keeps in `$job_<label>` variables."""
+        lines = []
+        for request in requests:
+            if request.dependency:
+                ids = tuple(f"${_variable(label)}" for label in request.dependency.job_ids)
+                request = _with_dependency(request, ids)
+            words = ["sbatch", "--parsable"]
+            for arg in sbatch_args(request):
+                # the dependency holds $job_... variables: double quotes keep them expandable
+                words.append(f'"{arg}"' if arg.startswith("--dependency=") else shlex.quote(arg))
+            words.append(shlex.quote(str(request.script)))
+            lines.append(f"{_variable(request.label)}=$({' '.join(words)})")
+        return lines
+
+    def cancel(self, job_ids: Sequence[str]) -> Cancelled:
         """scancel the jobs; raise CancelFailed unless Slurm took every one (a job id Slurm no
-        longer knows has nothing left to cancel, so that error alone is fine)."""
+        longer knows has nothing left to cancel, so that error alone is fine). Their states
+        come with the next poll."""
         if not job_ids:
-            return
+            return Cancelled()
         done = self.run(["scancel", *checked_job_ids(job_ids)], check=False)
         if done.returncode == 0:
-            return
+            return Cancelled()
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         problems = [line for line in lines if not any(ok in line for ok in _ALREADY_GONE)]
         if problems or not lines:
             raise CancelFailed(
                 problems[0] if problems else f"scancel exited {done.returncode}", len(problems)
             )
+        return Cancelled()
 
     # --- state
 
-    def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    def poll(self, job_ids: Sequence[str]) -> Poll:
         """State of every given job: one sacct call, plus one squeue call when a job is still
         going (the controller knows its state first) or unknown to accounting (just submitted),
         or for all of them when accounting is off.
 
         When squeue fails, the jobs accounting shows ended are answered; the others are left
-        out and named in `unanswered`, with the reason in `unavailable`. SlurmUnavailable when
-        neither command answers."""
+        out and named in `unanswered`, with the reason in `problem`. Unavailable when neither
+        command answers."""
         wanted = list(dict.fromkeys(checked_job_ids(job_ids)))
-        self.unavailable, self.unanswered = None, set()
         if not wanted:
-            return {}
+            return Poll()
         recorded: dict[str, JobInfo] = {}
         accounting = True
         for chunk in _chunks(wanted, _MAX_IDS_PER_CALL):
@@ -270,20 +353,22 @@ class Slurm:
             if job not in recorded or not states.is_finished(recorded[job].state)
         ]
         if accounting and not going:
-            return {job: recorded[job] for job in wanted}
+            return Poll({job: recorded[job] for job in wanted})
         try:
             queued = self._squeue_mine()
-        except SlurmUnavailable as error:
+        except Unavailable as error:
             queued, self.last_error = None, error.message
         if queued is None:
             if not accounting:
-                raise SlurmUnavailable(
+                raise Unavailable(
                     f"neither sacct nor squeue answered ({self.last_error})",
                     hint="check that slurmctld is up (scontrol ping)",
                 )
-            self.unavailable = f"the Slurm controller did not answer ({self.last_error})"
-            self.unanswered = set(going)
-            return {job: recorded[job] for job in wanted if job in recorded and job not in going}
+            return Poll(
+                {job: recorded[job] for job in wanted if job in recorded and job not in going},
+                set(going),
+                f"the Slurm controller did not answer ({self.last_error})",
+            )
         found: dict[str, JobInfo] = {}
         for job in wanted:
             record, listed = recorded.get(job), queued.get(job)
@@ -300,7 +385,7 @@ class Slurm:
                 found[job] = listed
             # else: ended for squeue, not yet for accounting, whose complete record (squeue
             # drops nodes that finished first) is taken on the next pass
-        return found
+        return Poll(found)
 
     def find_by_names(self, names: Sequence[str], since: str) -> dict[str, list[JobInfo]]:
         """Jobs carrying one of `names` (campaign/stage tokens), from squeue and sacct together.
@@ -310,7 +395,7 @@ class Slurm:
         result: dict[str, dict[str, JobInfo]] = {name: {} for name in wanted}
         queued = self._squeue_mine()
         if queued is None:  # "not found" must never come from a failed lookup: that resubmits
-            raise SlurmUnavailable(
+            raise Unavailable(
                 f"squeue did not answer ({self.last_error}), so interrupted submissions "
                 "cannot be checked",
                 hint="try again when `scontrol ping` says the controller is UP",
@@ -320,20 +405,10 @@ class Slurm:
                 result[job.name][job.job_id] = job
         for chunk in _chunks(sorted(wanted), 500):
             done = self.run(
-                [
-                    "sacct",
-                    "-X",
-                    "-n",
-                    "-P",
-                    "-S",
-                    since,
-                    "--name",
-                    ",".join(chunk),
-                    "-o",
-                    _SACCT_FIELDS,
-                ],
+                ["sacct", "-X", "-n", "-P", "-S", since, "--name", ",".join(chunk),
+                 "-o", _SACCT_FIELDS],
                 check=False,
-            )
+            )  # fmt: skip
             if done.returncode != 0:
                 self.names_complete = False
                 break
@@ -353,6 +428,17 @@ class Slurm:
             self.last_error = lines[-1] if lines else f"exit {done.returncode}"
             return None
         return _parse_squeue(done.stdout)
+
+
+def _variable(label: str) -> str:
+    return "job_" + label.replace("-", "_")
+
+
+def _with_dependency(request: JobRequest, job_ids: tuple[str, ...]) -> JobRequest:
+    from dataclasses import replace
+
+    assert request.dependency is not None
+    return replace(request, dependency=replace(request.dependency, job_ids=job_ids))
 
 
 def no_answer(output: str) -> bool:
@@ -400,19 +486,6 @@ class SlurmCommandError(UserError):
     def __init__(self, argv: Sequence[str], done: subprocess.CompletedProcess[str]) -> None:
         detail = (done.stderr or done.stdout).strip()
         super().__init__(f"'{' '.join(argv[:2])}' failed (exit {done.returncode}): {detail}")
-
-
-class SubmitError(UserError):
-    """sbatch refused a script; the message names the script and says what Slurm objected to."""
-
-    def __init__(self, script: Path, output: str, *, test_only: bool = False) -> None:
-        lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-        problem = "; ".join(lines) or "sbatch gave no reason"
-        verb = "would not accept" if test_only else "refused"
-        super().__init__(
-            f"Slurm {verb} {script.name}: {problem}", where=str(script), hint=_hint_for(problem)
-        )
-        self.problem = problem
 
 
 # sbatch's refusals (Slurm's own error texts, from slurm_errno.c and sbatch's option parser),
@@ -486,7 +559,7 @@ def _hint_for(problem: str) -> str:
 
 def gone(job_id: str) -> JobInfo:
     """What is known of a job Slurm has forgotten: it ended, nothing more."""
-    return JobInfo(job_id=job_id, name="", state=states.UNKNOWN, slurm_state="", reason=GONE_NOTE)
+    return JobInfo(job_id=job_id, name="", state=states.UNKNOWN, reason=GONE_NOTE)
 
 
 def _parse_sacct(text: str) -> dict[str, JobInfo]:
@@ -499,8 +572,8 @@ def _parse_sacct(text: str) -> dict[str, JobInfo]:
         jobs[job_id] = JobInfo(
             job_id=job_id,
             name=name,
-            state=states.from_slurm(raw),
-            slurm_state=raw.strip(),
+            state=from_slurm(raw),
+            scheduler_state=raw.strip(),
             start=_clean(start),
             end=_clean(end),
             elapsed=_clean(elapsed),
@@ -519,12 +592,12 @@ def _parse_squeue(text: str) -> dict[str, JobInfo]:
         if len(fields) < 10:
             continue
         job_id, name, raw, start, end, elapsed, nnodes, nodelist, reason = fields[:9]
-        state = states.from_slurm(raw)
+        state = from_slurm(raw)
         jobs[job_id] = JobInfo(
             job_id=job_id,
             name=name,
             state=state,
-            slurm_state=raw.strip(),
+            scheduler_state=raw.strip(),
             start=_clean(start) if state != states.PENDING else None,
             end=_clean(end) if states.is_finished(state) else None,
             elapsed=_clean(elapsed),
@@ -540,17 +613,13 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-class Backoff:
-    """Seconds to wait between status polls: grows geometrically up to `maximum` while nothing
-    changes, back to `first` when something does, each wait with +-`jitter` so many watchers never
-    hit slurmctld/slurmdbd in step."""
+def _clean(value: str) -> str | None:
+    value = value.strip()
+    return None if value in _NOT_SET else value
 
-    def __init__(
-        self, first: float = 2.0, factor: float = 1.5, maximum: float = 60.0, jitter: float = 0.2
-    ) -> None:
-        self.first, self.factor, self.maximum, self.jitter = first, factor, maximum, jitter
-        self.delay = first
 
-    def next(self, changed: bool) -> float:
-        self.delay = self.first if changed else min(self.maximum, self.delay * self.factor)
-        return self.delay * random.uniform(1 - self.jitter, 1 + self.jitter)
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
