@@ -291,8 +291,13 @@ def test_dry_run_prints_the_graph_and_exact_sbatch_lines(tmp_path: Path) -> None
     assert lines[2] == "# graph: run-01; run-02; collect (afterany run-01, run-02)"
     assert lines[3] == f"# dataset: {str(tmp_path / 'data')!r} is prepared: no prep stage"
     folder = tmp_path / "logs" / "dry"
+    # only the attempt's name and the dependency are on the command line: the script carries the
+    # rest, so the reviewed script submitted by hand is the same job
     assert lines[4].startswith("job_run_01=$(sbatch --parsable --job-name=hpcrepro.dry.")
-    assert f"--output={folder}/jobs/run-01-%j.out" in lines[4] and "--no-requeue" in lines[4]
+    assert lines[4].endswith(f".run-01.1 {folder}/scripts/run-01.sbatch)")
+    run_script = (folder / "scripts" / "run-01.sbatch").read_text()
+    for option in (f"--output={folder}/jobs/run-01-%j.out", "--no-requeue", "--export=NONE"):
+        assert f"#SBATCH {option}\n" in run_script
     assert lines[6].endswith(
         '"--dependency=afterany:$job_run_01:$job_run_02" --kill-on-invalid-dep=yes '
         f"{folder}/scripts/collect.sbatch)"

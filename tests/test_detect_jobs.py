@@ -1,16 +1,15 @@
 """The detection job's Slurm options: from the site file (checked by the site model) to the
-#SBATCH lines submitit writes."""
+#SBATCH lines of its script (written by render.job_options, as every hpcrepro job's are)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from submitit.slurm.slurm import _make_sbatch_string
 
-from hpcrepro.detect.jobs import check_job_folder, job_options_from_site
+from hpcrepro.detect.jobs import JobOptions, check_job_folder, job_options_from_site, job_script
 from hpcrepro.errors import UserError
+from script_checks import check_scripts
 
 FULL_SITE = """\
 partition: gpu
@@ -25,22 +24,22 @@ image: nvcr.io/nvidia/mxnet:23.04-py3
 dataset_dir: /data/imagenet
 log_dir: /scratch/logs
 mounts: [/scratch:/scratch]
+sbatch_args: [--mail-type=END, --mem=0]
 """
 
 
-def _sbatch_lines(params: dict, folder: Path) -> list[str]:
-    text = _make_sbatch_string(
-        command="python3 -m submitit.core._submit x", folder=folder, **params
-    )
-    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+def _sbatch_lines(options: JobOptions, nodes: int, folder: Path) -> list[str]:
+    script = folder / "detect.sbatch"
+    script.write_text(job_script(nodes, options, folder))
+    check_scripts(script)
+    return [line for line in script.read_text().splitlines() if line.startswith("#SBATCH")]
 
 
 def test_full_site_file_gives_its_slurm_keys(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(FULL_SITE)
     options = job_options_from_site(site, gpus_per_node=8, timeout_min=7)
-    lines = _sbatch_lines(options.submitit_parameters(4), tmp_path)
+    lines = _sbatch_lines(options, 4, tmp_path)
     for expected in (
         "#SBATCH --nodes=4",
         "#SBATCH --ntasks-per-node=1",
@@ -49,18 +48,22 @@ def test_full_site_file_gives_its_slurm_keys(tmp_path: Path) -> None:
         "#SBATCH --account=proj1",
         "#SBATCH --qos=high",
         "#SBATCH --reservation=mlperf",
-        "#SBATCH --constraint='a100&ib'",
+        "#SBATCH --constraint=a100&ib",
         "#SBATCH --gres=gpu:8",
         "#SBATCH --job-name=hpcrepro-detect",
+        f"#SBATCH --output={tmp_path}/detect-%j.out",
+        "#SBATCH --mail-type=END",  # the site's scheduling options reach it
     ):
         assert expected in lines
     assert not any("exclusive" in line or "gpus-per-node" in line for line in lines)
+    # a per-job resource option of the site is for the training jobs, as for every helper job
+    assert "#SBATCH --mem=0" not in lines and "--no-requeue" not in "\n".join(lines)
 
 
 def test_defaults_ask_for_whole_nodes(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text("gpu_request: gpus-per-node\n")
-    lines = _sbatch_lines(job_options_from_site(site, 4, 10).submitit_parameters(2), tmp_path)
+    lines = _sbatch_lines(job_options_from_site(site, 4, 10), 2, tmp_path)
     assert "#SBATCH --exclusive" in lines and "#SBATCH --gpus-per-node=4" in lines
     assert not any("partition" in line or "gres" in line for line in lines)
 

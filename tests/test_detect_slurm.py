@@ -1,5 +1,5 @@
-"""`detect --all-nodes` on the real two-node test cluster (tests/slurm/start.sh): submitit runs
-the detection once on each node and the descriptions come back."""
+"""`detect --all-nodes` on the real two-node test cluster (tests/slurm/start.sh): one job through
+the Slurm backend runs the detection once on each node and the descriptions come back."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def slurm_env(slurm_cluster) -> dict[str, str]:
 @pytest.mark.slurm
 def test_all_nodes_runs_on_each_node(tmp_path: Path, slurm_env: dict[str, str]) -> None:
     site = tmp_path / "site.yaml"
-    site.write_text("partition: debug\n")
+    site.write_text("partition: debug\nsbatch_args: [--comment=hpcrepro-detect-test]\n")
     jobs = tmp_path / "jobs"
     done = subprocess.run(
         [
@@ -59,7 +59,12 @@ def test_all_nodes_runs_on_each_node(tmp_path: Path, slurm_env: dict[str, str]) 
         ["sinfo", "--version"], capture_output=True, text=True, check=True, env=slurm_env
     )
     assert {node.slurm_version for node in nodes} == {parse_slurm_version(version.stdout)}
-    assert list(jobs.glob("*_submission.sh")), "submitit's job files are in --job-folder"
+    (script,) = jobs.glob("detect-*/detect.sbatch")  # the job's own folder in --job-folder
+    lines = script.read_text().splitlines()
+    assert "#SBATCH --partition=debug" in lines and "#SBATCH --nodes=2" in lines
+    assert "#SBATCH --comment=hpcrepro-detect-test" in lines  # the site's sbatch_args reach it
+    found = sorted(path.name for path in script.parent.glob("node-*.json"))
+    assert found == ["node-0.json", "node-1.json"]
 
 
 @pytest.mark.slurm
@@ -88,5 +93,5 @@ def test_refused_job_is_a_user_error(tmp_path: Path, slurm_env: dict[str, str]) 
         env=slurm_env,
     )
     assert done.returncode == 2, done.stderr
-    assert "error: sbatch refused the detection job" in done.stderr
+    assert "Slurm refused detect.sbatch" in done.stderr and "sinfo -s" in done.stderr
     assert "invalid partition" in done.stderr.lower() and "Traceback" not in done.stderr

@@ -1,81 +1,97 @@
-"""The prep job-array script: quoting, shellcheck, and its job scripts doing a real sharded prep.
-
-`sbatch` is replaced by a recorder (submission itself needs a cluster); the job scripts it
-receives are then run with bash exactly as Slurm would, array task by array task, then the join.
-"""
+"""The sharded prep on Slurm: its two job scripts (quoting, shellcheck, #SBATCH lines) and a real
+sharded prep on the test cluster, submitted through the Slurm backend."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from hpcrepro.errors import UserError
-from hpcrepro.prep.slurm import PrepJob, render_prep_script
+from hpcrepro.prep import slurm as prep_slurm
+from hpcrepro.prep.slurm import PrepJob, render_prep_scripts
+from hpcrepro.scheduler import states
+from hpcrepro.scheduler.slurm import Slurm
 from prep_data import make_imagenet
 from script_checks import check_scripts
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 NASTY = "/data/it's a $(touch /tmp/pwned) `x` dir"
 
-RECORDER = """#!/bin/bash
-# Stand-in for sbatch: keeps the arguments and the job script, answers with a job id.
-n=$(( $(ls "$SBATCH_LOG" | wc -l) / 2 + 1 ))
-printf '%s\\n' "$@" > "$SBATCH_LOG/job$n.args"
-cat > "$SBATCH_LOG/job$n.sh"
-echo "$((1000 + n));cluster"
-"""
 
-
-def test_script_quotes_everything_and_passes_shellcheck(tmp_path: Path) -> None:
+def test_scripts_quote_everything_and_pass_shellcheck(tmp_path: Path) -> None:
     options = ("--partition=a b", "--account=$HOME")
-    job = PrepJob(raw=NASTY, out=NASTY + "/out", log_dir=NASTY + "/logs", shards=8, workers=16,
+    job = PrepJob(raw=NASTY, out=NASTY + "/out", log_dir="/logs", shards=8, workers=16,
                   val_labels="/x/valprep.sh", sbatch_options=options)  # fmt: skip
-    script = render_prep_script(job)
-    assert "--raw '/data/it'\"'\"'s a $(touch /tmp/pwned) `x` dir'" in script
-    assert "'--account=$HOME'" in script and "--array=0-7" in script
-    path = tmp_path / "prep.sh"
-    path.write_text(script)
-    check_scripts(path)
+    scripts = render_prep_scripts(job)
+    for text in (scripts.pack, scripts.join):
+        assert "--raw '/data/it'\"'\"'s a $(touch /tmp/pwned) `x` dir'" in text
+        # sbatch reads #SBATCH lines itself (no shell): a value with a space is double-quoted
+        assert '#SBATCH --partition="a b"\n' in text and "#SBATCH --account=$HOME\n" in text
+    pack = scripts.pack.splitlines()
+    assert "#SBATCH --array=0-7" in pack and "#SBATCH --cpus-per-task=16" in pack
+    assert "#SBATCH --output=/logs/prep-pack-%A_%a.out" in pack
+    assert "#SBATCH --output=/logs/prep-join-%j.out" in scripts.join.splitlines()
+    assert "--array" not in scripts.join and "--join" in scripts.join
+    paths = [tmp_path / "pack.sbatch", tmp_path / "join.sbatch"]
+    paths[0].write_text(scripts.pack)
+    paths[1].write_text(scripts.join)
+    check_scripts(*paths)
 
 
 @pytest.mark.parametrize("field", ["raw", "out", "log_dir"])
 def test_line_breaks_are_refused(field: str) -> None:
     values = {"raw": "/r", "out": "/o", "log_dir": "/l", field: "/a\nHPCREPRO_PACK\nrm -rf /"}
     with pytest.raises(UserError, match="line break"):
-        render_prep_script(PrepJob(**values))
+        render_prep_scripts(PrepJob(**values))
 
 
-def test_rendered_jobs_run_a_sharded_prep(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--dependency=afterok:1", "--array=0-3", "--wait"])
+def test_options_that_break_the_chain_are_refused(option: str) -> None:
+    with pytest.raises(UserError, match="cannot be a site-wide sbatch option"):
+        render_prep_scripts(PrepJob(raw="/r", out="/o", log_dir="/l", sbatch_options=(option,)))
+
+
+def test_dry_run_is_the_two_sbatch_lines(tmp_path: Path) -> None:
+    job = PrepJob(raw="/r", out="/o", log_dir=str(tmp_path / "logs"), shards=2)
+    lines = Slurm().dry_run(prep_slurm.write_jobs(job, tmp_path / "jobs"))
+    assert lines == [
+        f"job_prep_pack=$(sbatch --parsable --job-name=hpcrepro-prep-pack "
+        f"{tmp_path}/jobs/prep-pack.sbatch)",
+        f'job_prep_join=$(sbatch --parsable --job-name=hpcrepro-prep-join '
+        f'"--dependency=afterok:$job_prep_pack" --kill-on-invalid-dep=yes '
+        f"{tmp_path}/jobs/prep-join.sbatch)",
+    ]
+
+
+@pytest.mark.slurm
+def test_a_sharded_prep_runs_on_slurm(tmp_path: Path, slurm_cluster, monkeypatch) -> None:
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", str(SRC))  # sbatch passes the environment to the jobs
     data = make_imagenet(tmp_path / "raw", classes=3, train_per_class=4, val_per_class=2)
     out = tmp_path / "out dir"
     job = PrepJob(raw=str(data.tars), out=str(out), log_dir=str(tmp_path / "logs"), shards=3,
-                  workers=2, command=(sys.executable, "-m", "hpcrepro"))  # fmt: skip
-    (tmp_path / "prep.sh").write_text(render_prep_script(job))
-    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch-log"
-    bin_dir.mkdir()
-    log.mkdir()
-    (bin_dir / "sbatch").write_text(RECORDER)
-    (bin_dir / "sbatch").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "SBATCH_LOG": str(log), "PYTHONPATH": str(SRC)}  # fmt: skip
-    result = subprocess.run(["bash", str(tmp_path / "prep.sh")], env=env, capture_output=True,
-                            text=True, check=True)  # fmt: skip
-    assert result.stdout == "1002\n"  # the join job's id, for chaining later stages
-    pack_args = (log / "job1.args").read_text().splitlines()
-    assert "--array=0-2" in pack_args and "--cpus-per-task=2" in pack_args
-    assert "--dependency=afterok:1001" in (log / "job2.args").read_text().splitlines()
-    for task in range(3):
-        task_env = {**env, "SLURM_ARRAY_TASK_ID": str(task)}
-        subprocess.run(["bash", str(log / "job1.sh")], env=task_env, check=True,
-                       capture_output=True)  # fmt: skip
-    assert not (out / "manifest.json").exists()
-    subprocess.run(["bash", str(log / "job2.sh")], env=env, check=True, capture_output=True)
-    assert (out / "manifest.json").is_file()
+                  workers=2, command=(sys.executable, "-m", "hpcrepro"),
+                  sbatch_options=("--partition=debug",))  # fmt: skip
+    backend = Slurm()
+    array_id, join_id = prep_slurm.submit(prep_slurm.write_jobs(job, tmp_path / "jobs"), backend)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        info = backend.poll([join_id]).infos.get(join_id)
+        if info is not None and states.is_finished(info.state):
+            break
+        time.sleep(1)
+    else:
+        backend.cancel([array_id, join_id])
+        pytest.fail("the prep jobs did not end within 240 s")
+    logs = "\n".join(path.read_text() for path in sorted((tmp_path / "logs").glob("*.out")))
+    assert info.state == states.COMPLETED, logs
+    assert len(list((tmp_path / "logs").glob("prep-pack-*_*.out"))) == 3  # one per array task
     verify = subprocess.run([sys.executable, "-m", "hpcrepro", "prep", "verify", str(out)],
-                            env=env, capture_output=True, text=True)  # fmt: skip
+                            capture_output=True, text=True)  # fmt: skip
     assert verify.returncode == 0, verify.stderr
     assert "train: 12 records of 12 listed, 3 classes" in verify.stdout

@@ -22,7 +22,7 @@ from hpcrepro.campaign.state import Inputs
 from hpcrepro.config import resolve
 from hpcrepro.errors import UserError
 from hpcrepro.image.reference import apptainer_image, pyxis_image
-from hpcrepro.prep.slurm import PrepJob, render_prep_script
+from hpcrepro.prep.slurm import PrepJob, render_prep_scripts
 from hpcrepro.render import (
     container_plan,
     is_per_job_option,
@@ -206,9 +206,9 @@ def test_percent_in_folders_is_literal_where_sbatch_expands_patterns(tmp_path: P
     escaped = str(logs).replace("%", "%%")
     assert f"#SBATCH --output={escaped}/j-%j.out\n" in text
     assert f"readonly HPCREPRO_LOG_DIR={logs}\n" in text  # a shell value: no sbatch pattern
-    prep = render_prep_script(PrepJob(raw="/raw", out="/out", log_dir=str(logs)))
-    assert f"--output={escaped}/prep-pack-%A_%a.out" in prep
-    assert f"--output={escaped}/prep-join-%j.out" in prep
+    prep = render_prep_scripts(PrepJob(raw="/raw", out="/out", log_dir=str(logs)))
+    assert f"#SBATCH --output={escaped}/prep-pack-%A_%a.out\n" in prep.pack
+    assert f"#SBATCH --output={escaped}/prep-join-%j.out\n" in prep.join
 
 
 # --- shellcheck of every template with literal '$', '`' and '~' ------------------------------
@@ -240,9 +240,11 @@ def test_every_stage_script_is_shellcheck_clean(extra: str, tmp_path: Path) -> N
     manifest = plan.build(cfg, paths, "c", 2, 1, "slurm", inputs, prep=True)
     scripts = [paths.root / stage.script for stage in manifest.stages]
     assert {"prep", "collect"} <= {stage.kind for stage in manifest.stages}
-    prep = weird / "prep.sbatch"
-    prep.write_text(render_prep_script(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird))))
-    check_scripts(*scripts, prep)
+    prep = render_prep_scripts(PrepJob(raw="/r$x", out="/o`x`", log_dir=str(weird)))
+    pack, join = weird / "prep-pack.sbatch", weird / "prep-join.sbatch"
+    pack.write_text(prep.pack)
+    join.write_text(prep.join)
+    check_scripts(*scripts, pack, join)
 
 
 def test_values_that_would_break_a_line_or_a_bind_list_are_refused(tmp_path: Path) -> None:

@@ -85,7 +85,8 @@ def hand_made_campaign(
     }
     for stage_name, body in scripts.items():
         (paths.scripts / f"{stage_name}.sbatch").write_text(
-            f"#!/bin/bash\n#SBATCH --time=5\n#SBATCH --ntasks=1\nset -e\n{body}"
+            f"#!/bin/bash\n#SBATCH --time=5\n#SBATCH --ntasks=1\n"
+            f"#SBATCH --output={paths.job_output}/{stage_name}-%j.out\nset -e\n{body}"
         )
     stages = [
         st.Stage.new("prep", "prep"),

@@ -1,7 +1,7 @@
 """The `hpcrepro` command line.
 
 Each area of the tool registers its commands from `hpcrepro.commands.<area>`. Those modules import
-only typer at load time and defer heavy imports (pydantic, pandas, matplotlib, torch, submitit,
+only typer at load time and defer heavy imports (pydantic, pandas, matplotlib, torch,
 mlperf-logging) into the command bodies, so `hpcrepro --help` and `hpcrepro status` start fast.
 """
 

@@ -18,7 +18,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.image.reference import apptainer_image, image_file, pyxis_image
 from hpcrepro.nvidia_launch import LaunchProfile, profile_for
 from hpcrepro.shell import check_env_name
-from hpcrepro.site import Mount
+from hpcrepro.site import Mount, Site
 from hpcrepro.templating import ShellText, render_template, sbatch_literal
 
 Launcher = Literal["srun", "local"]
@@ -74,14 +74,44 @@ def sbatch_options(
     output: str,
     gpus: bool,
 ) -> list[str]:
-    """The `#SBATCH` options of a job, site settings included (each is one token).
+    """The `#SBATCH` options of a campaign or render job, site settings included (each is one
+    token). `gpus=False` marks a helper stage (image, prep, collect); `gpus=True` a training
+    job, with the system's GPUs and network (see `job_options`)."""
+    return job_options(
+        cfg.site,
+        job_name=job_name,
+        nodes=nodes,
+        ntasks_per_node=ntasks_per_node,
+        time_minutes=time_minutes,
+        output=output,
+        gpus_per_node=cfg.spec.gpus_per_node if gpus else 0,
+        network=cfg.spec.sbatch_network if gpus else None,
+        training=gpus,
+    )
 
-    `gpus=False` marks a helper stage (image, prep, collect): it gets the site's scheduling
-    options but none of the site's per-job resource options (`is_per_job_option`). A training
-    job (`gpus=True`) starts from the user's login environment, not the submitting shell's
-    (`--export=NONE`), and is never requeued: a requeued run restarts its log and is void.
+
+def job_options(
+    site: Site,
+    *,
+    job_name: str,
+    nodes: int,
+    ntasks_per_node: int,
+    time_minutes: int,
+    output: str,
+    gpus_per_node: int = 0,
+    network: str | None = None,
+    training: bool = False,
+) -> list[str]:
+    """The `#SBATCH` options of any job hpcrepro writes (each is one token): the one place where
+    site settings become Slurm options, for the training jobs, the helper stages and detect's
+    node job alike.
+
+    Every job gets the site's scheduling options; a job that is not `training` gets none of the
+    site's per-job resource options (`is_per_job_option`). A training job also starts from the
+    user's login environment, not the submitting shell's (`--export=NONE`), and is never
+    requeued: a requeued run restarts its log and is void. `gpus_per_node` > 0 asks for that
+    many GPUs the way the site says (`gpu_request`).
     """
-    site = cfg.site
     site_args = slurm_args.check(slurm_args.SBATCH, site.sbatch_args)
     options = [
         f"--job-name={job_name}",
@@ -90,7 +120,7 @@ def sbatch_options(
         f"--time={time_minutes}",
         f"--output={sbatch_output(output)}",
     ]
-    if gpus:
+    if training:
         options += ["--export=NONE", "--no-requeue"]
     for key in ("partition", "account", "qos", "reservation", "constraint"):
         value = getattr(site, key)
@@ -98,18 +128,18 @@ def sbatch_options(
             options.append(f"--{key}={value}")
     if site.exclusive:
         options.append("--exclusive")
-    if gpus and site.gpu_request == "gpus-per-node":
-        options.append(f"--gpus-per-node={cfg.spec.gpus_per_node}")
-    elif gpus and site.gpu_request == "gres":
-        options.append(f"--gres=gpu:{cfg.spec.gpus_per_node}")
+    if gpus_per_node and site.gpu_request == "gpus-per-node":
+        options.append(f"--gpus-per-node={gpus_per_node}")
+    elif gpus_per_node and site.gpu_request == "gres":
+        options.append(f"--gres=gpu:{gpus_per_node}")
     site_network = slurm_args.sets_option(slurm_args.SBATCH, site_args, "network")
-    if gpus and cfg.spec.sbatch_network and not site_network:  # the site's own --network wins
-        options.append(f"--network={cfg.spec.sbatch_network}")
-    options.extend(arg for arg in site_args if gpus or not is_per_job_option(arg))
-    return [_sbatch_token(option) for option in options]
+    if network and not site_network:  # the site's own --network wins
+        options.append(f"--network={network}")
+    options.extend(arg for arg in site_args if training or not is_per_job_option(arg))
+    return [sbatch_token(option) for option in options]
 
 
-def _sbatch_token(option: str) -> str:
+def sbatch_token(option: str) -> str:
     """One option as sbatch reads it from an '#SBATCH' line.
 
     sbatch splits a directive at white space unless it is quoted, and an unquoted '#' starts a

@@ -48,11 +48,8 @@ def job_request(
     return JobRequest(
         name=name,
         script=(scripts_in or paths.root) / stage.script,
-        output=f"{paths.job_output}/{stage.name}-%j.out",
         label=stage.name,
-        comment=f"hpcrepro campaign={manifest.name} stage={stage.name}",
         dependency=Dependency(stage.dependency, tuple(dependency_ids)) if dependency_ids else None,
-        training=stage.kind == st.TRAIN,
     )
 
 

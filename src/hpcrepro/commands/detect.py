@@ -1,7 +1,7 @@
 """`hpcrepro detect`: describe real nodes; derive a system YAML and an MLPerf system JSON.
 
-Only typer and the standard library load here; NVML, the catalog (pydantic), submitit and YAML
-load inside the command.
+Only typer and the standard library load here; NVML, the catalog (pydantic), the Slurm backend
+and YAML load inside the command.
 """
 
 from __future__ import annotations

@@ -1,19 +1,29 @@
-"""Describe the compute nodes from a login node: one Slurm job, one task per node, via submitit.
+"""Describe the compute nodes from a login node: one Slurm job, one task per node.
 
-Login nodes rarely have GPUs, so `detect --all-nodes` sends the detection to the nodes: submitit
-pickles `capture()` (by reference: hpcrepro must be importable there, as on any shared install),
-runs it once per node under srun, and brings each node's description back as plain data.
+Login nodes rarely have GPUs, so `detect --all-nodes` sends the detection to the nodes. The job
+goes the way every hpcrepro job goes: its #SBATCH lines come from `render.job_options` (the site's
+partition, account, qos, reservation, constraint, GPU request and `sbatch_args`), it is submitted,
+polled and cancelled through the Slurm backend (`scheduler.registry`), and a refusal gets the same
+hints as a campaign's. Each task runs `python -m hpcrepro.detect --json -o FILE` on its node (this
+very hpcrepro, through PYTHONPATH: the nodes share its file system) and the descriptions come back
+as JSON files in the job's folder.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hpcrepro.detect.model import NodeDescription
 from hpcrepro.errors import UserError
+
+if TYPE_CHECKING:
+    from hpcrepro.site import Site
 
 # The site keys the detection job uses; the rest of a site file is for other commands.
 _SITE_KEYS = (
@@ -24,42 +34,27 @@ _SITE_KEYS = (
     "constraint",
     "exclusive",
     "gpu_request",
+    "sbatch_args",
 )
+JOB_NAME = "hpcrepro-detect"
+SCRIPT = "detect.sbatch"
+
+
+def _no_site() -> Site:
+    """The site's Slurm keys at their defaults: the whole node (exclusive), no GPU request."""
+    from hpcrepro.site import Site
+
+    return Site.model_construct(runtime="none")
 
 
 @dataclass
 class JobOptions:
-    """The Slurm settings of the detection job (from the site file and the command line)."""
+    """The detection job's settings: the site's Slurm keys (only those in `_SITE_KEYS` are read
+    and checked), the GPUs to ask for, the time limit."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    reservation: str | None = None
-    constraint: str | None = None
-    exclusive: bool = True  # the whole node: every GPU visible, nothing else running
-    gpu_request: str = "none"
+    site: Site = field(default_factory=_no_site)
     gpus_per_node: int | None = None
     timeout_min: int = 10
-
-    def submitit_parameters(self, nodes: int) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "nodes": nodes,
-            "ntasks_per_node": 1,
-            "time": self.timeout_min,
-            "job_name": "hpcrepro-detect",
-        }
-        if self.exclusive:
-            params["exclusive"] = True
-        for name in ("partition", "account", "qos", "constraint"):
-            if getattr(self, name):
-                params[name] = getattr(self, name)
-        if self.reservation:  # submitit has no parameter of its own for it
-            params["additional_parameters"] = {"reservation": self.reservation}
-        if self.gpus_per_node and self.gpu_request == "gpus-per-node":
-            params["gpus_per_node"] = self.gpus_per_node
-        elif self.gpus_per_node and self.gpu_request == "gres":
-            params["gres"] = f"gpu:{self.gpus_per_node}"
-        return params
 
 
 def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: int) -> JobOptions:
@@ -73,7 +68,7 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
     data, doc = load_site_file(Path(path), "--site")
     assert doc is not None  # a path was given, so there is a document
     # Only these keys are validated here: no dataset, image or runtime is needed to detect.
-    site = Site.model_construct(runtime="none")
+    site = _no_site()
     for key in _SITE_KEYS:
         if key in data:
             try:
@@ -86,24 +81,7 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
             where="--gpus-per-node",
             hint="add --gpus-per-node N (e.g. 8)",
         )
-    return JobOptions(
-        partition=site.partition,
-        account=site.account,
-        qos=site.qos,
-        reservation=site.reservation,
-        constraint=site.constraint,
-        exclusive=site.exclusive,
-        gpu_request=site.gpu_request,
-        gpus_per_node=gpus_per_node,
-        timeout_min=timeout_min,
-    )
-
-
-def capture() -> dict[str, Any]:
-    """Runs on each compute node: its description as plain data (pickles across versions)."""
-    from hpcrepro.detect.describe import describe_node
-
-    return describe_node().to_dict()
+    return JobOptions(site=site, gpus_per_node=gpus_per_node, timeout_min=timeout_min)
 
 
 def check_job_folder(folder: Path) -> Path:
@@ -118,34 +96,69 @@ def check_job_folder(folder: Path) -> Path:
     return folder
 
 
+def job_script(nodes: int, options: JobOptions, folder: Path) -> str:
+    """The detection job's script, its results and output going to `folder`."""
+    from hpcrepro import __version__
+    from hpcrepro.render import job_options
+    from hpcrepro.resources import package_root
+    from hpcrepro.templating import ShellText, render_template
+
+    header = job_options(
+        options.site,
+        job_name=JOB_NAME,
+        nodes=nodes,
+        ntasks_per_node=1,
+        time_minutes=options.timeout_min,
+        output=str(folder / "detect-%j.out"),
+        gpus_per_node=options.gpus_per_node or 0,
+    )
+    return render_template(
+        "detect.sbatch.j2",
+        header=ShellText("\n".join(f"#SBATCH {option}" for option in header)),
+        folder=str(folder),
+        python=sys.executable,
+        pythonpath=package_root(),
+        hpcrepro_version=__version__,
+    )
+
+
 def describe_nodes(nodes: int, options: JobOptions, folder: Path) -> list[NodeDescription]:
     """Submit one job over `nodes` nodes, wait for it, and return each node's description."""
-    check_job_folder(folder)
-    import submitit
-    from submitit.core.utils import FailedJobError, UncompletedJobError
+    from hpcrepro.scheduler import registry, states
+    from hpcrepro.scheduler.base import Backoff, JobRequest
 
-    executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=0)
-    executor.update_parameters(**options.submitit_parameters(nodes))
+    check_job_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # one folder per detection, so that two of them never read each other's files
+    job_dir = Path(tempfile.mkdtemp(prefix="detect-", dir=folder))
+    script = job_dir / SCRIPT
+    script.write_text(job_script(nodes, options, job_dir))
+    backend = registry.make("slurm")
+    backend.check_available()
+    job_id = backend.submit(JobRequest(name=JOB_NAME, script=script, label="detect"))
+    sys.stderr.write(f"submitted detection job {job_id} on {nodes} node(s); waiting for it\n")
+    delays = Backoff(first=1.0, maximum=10.0)
+    last = ""
     try:
-        job = executor.submit(capture)
-    except Exception as exc:  # sbatch refused: message comes from Slurm
-        raise UserError(
-            f"sbatch refused the detection job: {str(exc).strip()}",
-            hint="check partition/account/qos in the site file (`sinfo -s` lists partitions)",
-        ) from None
-    sys.stderr.write(f"submitted detection job {job.job_id} on {nodes} node(s); waiting for it\n")
-    try:
-        results = job.results()
+        while True:
+            info = backend.poll([job_id]).infos.get(job_id)
+            if info is not None and states.is_finished(info.state):
+                break
+            state = info.state if info else ""
+            time.sleep(delays.next(changed=state != last))
+            last = state
     except KeyboardInterrupt:
-        job.cancel(check=False)
+        backend.cancel([job_id])
         raise
-    except (FailedJobError, UncompletedJobError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = sorted(job_dir.glob("node-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if info.state != states.COMPLETED or len(found) != nodes:
+        why = info.scheduler_state or info.state
         raise UserError(
-            f"detection job {job.job_id} failed: {first_line}",
-            hint=f"its logs are in {folder}",
-        ) from None
+            f"detection job {job_id} ended {why} with {len(found)} of {nodes} node "
+            "description(s)" + (f" ({info.reason})" if info.reason else ""),
+            hint=f"its output is {job_dir}/detect-{job_id}.out",
+        )
     return [
-        NodeDescription.from_dict(item, f"job {job.job_id} task {i}")
-        for i, item in enumerate(results)
+        NodeDescription.from_dict(json.loads(path.read_text()), f"job {job_id} task {i}")
+        for i, path in enumerate(found)
     ]

@@ -1,24 +1,34 @@
-"""Render the Slurm script of a sharded prep: a job array packs the shards, a dependent job joins.
+"""A sharded prep on Slurm: a job array packs the shards, a dependent job joins them.
 
-Pure: parameters in, script text out, through the training script's strict Jinja environment
-(`templating.render_template`): a plain string printed without the `q` filter is a render error. The
-job scripts are fed to `sbatch` through quoted here-documents, so values are never expanded twice.
+Two job scripts (pure: parameters in, text out, through the strict template environment of
+`templating`), each carrying all its options in its #SBATCH lines, and `submit` sends them through
+the scheduler backend every hpcrepro job goes through (`scheduler.registry`): the join waits for
+the whole array (`afterok`). The scripts are plain job scripts, so `sbatch prep-pack.sbatch` and
+`sbatch --dependency=afterok:ID prep-join.sbatch` by hand make the same jobs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpcrepro import __version__
 from hpcrepro.errors import UserError
 
+if TYPE_CHECKING:
+    from hpcrepro.scheduler.base import JobRequest, Scheduler
+
 TEMPLATE = "prep.sbatch.j2"
+PACK_SCRIPT = "prep-pack.sbatch"
+JOIN_SCRIPT = "prep-join.sbatch"
 MAX_WORKERS = 4096  # reader threads of one task; the site's prep_workers has the same bound
 
 
 @dataclass(frozen=True)
 class PrepJob:
-    """What the prep job array needs; paths as the compute nodes see them."""
+    """What the prep job array needs; paths as the compute nodes see them. `sbatch_options` go
+    to both jobs (site options such as --partition; the ones hpcrepro sets itself are refused)."""
 
     raw: str
     out: str
@@ -38,6 +48,12 @@ class PrepJob:
         if self.val_labels:
             args += ["--val-labels", self.val_labels]
         return args
+
+
+@dataclass(frozen=True)
+class PrepScripts:
+    pack: str
+    join: str
 
 
 def _check(job: PrepJob) -> None:
@@ -64,21 +80,84 @@ def _check(job: PrepJob) -> None:
         )
 
 
-def render_prep_script(job: PrepJob) -> str:
-    """The bash script that submits the pack array and the join job, and prints the join job id."""
-    from hpcrepro.templating import render_template
+def _header(job: PrepJob, *, join: bool) -> str:
+    from hpcrepro import slurm_args
+    from hpcrepro.render import sbatch_output, sbatch_token
+
+    role = "join" if join else "pack"
+    output = job.log_dir + ("/prep-join-%j.out" if join else "/prep-pack-%A_%a.out")
+    options = [f"--job-name={job.job_name}-{role}"]
+    if not join:
+        options.append(f"--array=0-{job.shards - 1}")
+    options += [
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={2 if join else job.workers}",
+        f"--time={job.join_time if join else job.pack_time}",
+        f"--output={sbatch_output(output)}",
+        *slurm_args.check(slurm_args.SBATCH, job.sbatch_options),
+    ]
+    return "\n".join(f"#SBATCH {sbatch_token(option)}" for option in options)
+
+
+def render_prep_scripts(job: PrepJob) -> PrepScripts:
+    """The pack array's job script and the join job's."""
+    from hpcrepro.templating import ShellText, render_template
 
     _check(job)
-    return render_template(
-        TEMPLATE,
-        version=__version__,
-        shards=job.shards,
-        workers=job.workers,
-        pack_time=job.pack_time,
-        join_time=job.join_time,
-        job_name=job.job_name,
-        log_dir=job.log_dir,
-        command=job.command,
-        prep_args=job.prep_args(),
-        sbatch_options=job.sbatch_options,
+
+    def script(join: bool) -> str:
+        return render_template(
+            TEMPLATE,
+            header=ShellText(_header(job, join=join)),
+            join=join,
+            version=__version__,
+            shards=job.shards,
+            workers=job.workers,
+            command=job.command,
+            prep_args=job.prep_args(),
+        )
+
+    return PrepScripts(pack=script(False), join=script(True))
+
+
+def write_jobs(job: PrepJob, folder: Path) -> list[JobRequest]:
+    """Write both scripts into `folder` (made if missing, along with the log folder as the nodes
+    see it when it is the same path here) and return their job requests, the join after the
+    pack array."""
+    from hpcrepro.safeopen import cannot_write, replace_file
+    from hpcrepro.scheduler.base import Dependency, JobRequest
+
+    scripts = render_prep_scripts(job)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        Path(job.log_dir).mkdir(parents=True, exist_ok=True)
+        for name, text in ((PACK_SCRIPT, scripts.pack), (JOIN_SCRIPT, scripts.join)):
+            replace_file(folder / name, text.encode(), mode=0o755)
+    except OSError as error:
+        raise cannot_write(folder, error) from None
+    pack = JobRequest(name=f"{job.job_name}-pack", script=folder / PACK_SCRIPT, label="prep-pack")
+    join = JobRequest(
+        name=f"{job.job_name}-join",
+        script=folder / JOIN_SCRIPT,
+        label="prep-join",
+        # the pack's label until it has an id (`submit`), as `Scheduler.dry_run` reads it
+        dependency=Dependency("afterok", ("prep-pack",)),
     )
+    return [pack, join]
+
+
+def submit(requests: list[JobRequest], backend: Scheduler | None = None) -> tuple[str, str]:
+    """Submit the pack array, then the join after it (Slurm unless `backend` is given); return
+    both job ids. Chain later jobs on the join's id (afterok)."""
+    from dataclasses import replace
+
+    from hpcrepro.scheduler import registry
+    from hpcrepro.scheduler.base import Dependency
+
+    scheduler = backend or registry.make("slurm")
+    scheduler.check_available()
+    pack, join = requests
+    array_id = scheduler.submit(pack)
+    join_id = scheduler.submit(replace(join, dependency=Dependency("afterok", (array_id,))))
+    return array_id, join_id

@@ -4,7 +4,8 @@ The campaign speaks only these types and hpcrepro's own states (`scheduler.state
 (`slurm`, `local`, registered in `scheduler.registry`) turns a `JobRequest` into its own submit
 command and its answers back into `JobInfo`. As in submitit, a backend supplies only what differs:
 the submit command, how ids and states are read, how jobs are cancelled. The script itself carries
-the job's options (`scheduler.sbatch` writes them), so a script submitted by hand is the same job.
+the job's options (`render.sbatch_options` writes them), so a script submitted by hand is the same
+job.
 """
 
 from __future__ import annotations
@@ -39,41 +40,20 @@ class Dependency:
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What one job asks for. `gpus_per_node` 0 asks for none; `array` ('0-7') runs one task per
-    index; `network` is the interconnect option NVIDIA's config asks for (SBATCH_NETWORK)."""
-
-    nodes: int = 1
-    tasks_per_node: int = 1
-    time_minutes: int = 10
-    gpus_per_node: int = 0
-    cpus_per_task: int | None = None
-    exclusive: bool = False
-    array: str | None = None
-    network: str | None = None
-
-
-@dataclass(frozen=True)
 class JobRequest:
-    """One job to submit. `name` is what the scheduler calls it (a campaign's job token, by which
-    an interrupted submit finds it again); `output` is its stdout and stderr, '%j' standing for
-    its id; `label` says what it is to people (the campaign's stage). A `training` job gets the
-    site's per-job options, starts from the login environment and is never requeued (a requeued
-    run restarts its log and is void)."""
+    """One job to submit: what is known only when it is submitted. `name` is what the scheduler
+    calls it (a campaign's job token for this attempt, by which an interrupted submit finds it
+    again); `label` says what it is to people (the campaign's stage); `dependency` names jobs
+    that exist only by then.
+
+    Everything else the job asks for (size, time, output file, requeue policy, environment, the
+    site's options) is written in the script itself (`render.sbatch_options`), so a script
+    submitted by hand is the same job that a backend submits."""
 
     name: str
     script: Path
-    output: str
     label: str = ""
-    comment: str | None = None
     dependency: Dependency | None = None
-    training: bool = False
-    resources: Resources = field(default_factory=Resources)
-
-    @property
-    def requeue(self) -> bool | None:
-        """False: never requeue; None: as the scheduler is configured."""
-        return False if self.training else None
 
 
 @dataclass

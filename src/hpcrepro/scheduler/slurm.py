@@ -1,9 +1,10 @@
 """The Slurm backend: sbatch, one batched sacct (and squeue for jobs still going), scancel.
 
-A `JobRequest` becomes `sbatch --parsable` with the options of the request the script does not
-carry itself; every Slurm state is mapped to hpcrepro's (`from_slurm`). Every call goes through
-`Slurm.run`, which counts the commands made, so status and the benchmark can show that a status
-pass costs one or two commands whatever the number of jobs.
+A `JobRequest` becomes `sbatch --parsable` with the attempt's name and its dependency (the
+script carries every other option in its #SBATCH lines); every Slurm state is mapped to
+hpcrepro's (`from_slurm`). Every call goes through `Slurm.run`, which counts the commands made,
+so status and the benchmark can show that a status pass costs one or two commands whatever the
+number of jobs.
 
 A controller that does not answer is not one that refuses: an sbatch that timed out may have
 created its job (slurmctld reads the request once it runs again), so it raises `SubmitUncertain`,
@@ -156,18 +157,10 @@ class SubmitError(Refused):
 
 
 def sbatch_args(request: JobRequest) -> list[str]:
-    """The options of `request` that sbatch gets on its command line, besides the script's own
-    #SBATCH lines."""
-    folder, _, pattern = request.output.rpartition("/")
-    args = [
-        f"--job-name={request.name}",
-        # '%' in the folder must reach sbatch as '%%', or it reads a filename pattern
-        f"--output={folder.replace('%', '%%')}/{pattern}",
-    ]
-    if request.comment:
-        args.append(f"--comment={request.comment}")
-    if request.requeue is False:
-        args.append("--no-requeue")  # a requeued run restarts its log: void, so never requeue
+    """What sbatch gets on its command line besides the script: only what is known at submit
+    time, the attempt's name and its dependency. The script's #SBATCH lines carry every other
+    option (a later attempt of a run has another name than the one its script was written with)."""
+    args = [f"--job-name={request.name}"]
     if request.dependency and request.dependency.job_ids:
         kind, ids = request.dependency.kind, request.dependency.job_ids
         args.append(f"--dependency={kind}:{':'.join(ids)}")
