@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_session.sh checks       # DALI, detect, workload end-to-end check
 #   bash benchmarks/gpu_session.sh throughput   # workload images/s on 1 and 2 GPUs
 #   bash benchmarks/gpu_session.sh speed        # issue 16: entry point beside its ceiling, 1 GPU
+#   bash benchmarks/gpu_session.sh x8           # issue 17: 1/2/4/8-GPU scaling, detect capture
 #
 # DALI and its wheels are expected as .dali/part-* or /tmp/dali-parts/part-* (a split tar of
 # wheels), or already installed.
@@ -53,6 +54,13 @@ speed)
         benchmarks/workload_speed.py --out "$results/speed" 2>&1 | tee "$results/speed.log"
     CUDA_VISIBLE_DEVICES=0 PYTHONPATH=src timeout 200 python3 benchmarks/workload_interference.py \
         --out "$results/interference" 2>&1 | tee "$results/interference.log"
+    ;;
+x8)
+    # mlperf_logging (pure Python) must be importable: carried under .device-carry/ if missing.
+    mkdir -p "$results/scaling" "$results/detect"
+    PYTHONPATH="src:.device-carry:${PYTHONPATH:-}" timeout 580 python3 benchmarks/workload_scaling.py \
+        --out "$results/scaling" 2>&1 | tee "$results/scaling.log"
+    OUT="$results/detect" timeout 300 python3 benchmarks/detect_capture.py 2>&1 | tee "$results/detect.log"
     ;;
 esac
 tar czf "$OUT/gpu-${1:-checks}.tgz" -C "$results" .

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_dir import shared_dir
+
 SLURM_DIR = Path(os.environ.get("HPCREPRO_SLURM_DIR", "/tmp/hpcrepro-slurm"))
 START_HINT = "no test Slurm cluster: run sudo tests/slurm/start.sh"
 
@@ -75,9 +77,7 @@ def slurm_cluster() -> SlurmCluster:
 
 # The research folder beside the checkout (NVIDIA's published code, real result logs, the enroot
 # and pyxis sources). Tests read it in place and never copy it into the project.
-SHARED_DIR = Path(
-    os.environ.get("HPCREPRO_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
-)
+SHARED_DIR = shared_dir()
 NVIDIA_CODE = SHARED_DIR / "research" / "nvidia-resnet-code"
 
 

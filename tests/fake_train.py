@@ -23,8 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from mllog_replay import abort, mllog_emitter, read_events, replay  # noqa: E402
+from shared_dir import shared_dir  # noqa: E402
 
-SHARED = Path(os.environ.get("HPCREPRO_SHARED_DIR") or HERE.parent.parent / "shared")
+SHARED = shared_dir()
 RESULTS = SHARED / "research" / "mlperf-resnet-results"
 # A converged run of each round whose result set passes mlperf-logging's checker.
 ROUND_LOGS = {

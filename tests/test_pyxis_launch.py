@@ -98,7 +98,7 @@ def test_two_node_job_in_real_pyxis(slurm_cluster, tmp_path: Path) -> None:
         log = Path(slurm_cluster.conf).parent.parent / "log" / f"slurmd-{node}.log"
         lines = [line for line in log.read_text().splitlines() if f"] [{job_id}." in line]
         assert sum("pyxis: creating container filesystem" in line for line in lines) == 1, node
-        assert sum("pyxis: reusing existing container filesystem" in line for line in lines) >= 3
+        assert sum("pyxis: reusing existing container filesystem" in line for line in lines) >= 2
     assert not leftover_containers(slurm_cluster.env, job_id), "the job left its containers"
 
     # the same script again: new logs beside the old ones, none overwritten

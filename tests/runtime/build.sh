@@ -15,7 +15,11 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+# Beside the checkout, else the workplace's own (see tests/shared_dir.py).
 SHARED="${HPCREPRO_SHARED_DIR:-$(dirname "$REPO")/shared}"
+if [ -z "${HPCREPRO_SHARED_DIR:-}" ] && [ ! -d "$SHARED" ] && [ -d /work/shared ]; then
+    SHARED=/work/shared
+fi
 SOURCES="$SHARED/research/container-runtimes"
 ENROOT_SRC="$SOURCES/enroot-4.1.2"
 PYXIS_SRC="$SOURCES/pyxis-0.24.0"

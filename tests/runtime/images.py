@@ -34,7 +34,10 @@ from filelock import FileLock
 HERE = Path(__file__).resolve().parent
 STAND_INS = HERE / "stand-ins"
 REPO = HERE.parents[1]
-SHARED = Path(os.environ.get("HPCREPRO_SHARED_DIR") or REPO.parent / "shared")
+sys.path.insert(0, str(REPO / "tests"))
+from shared_dir import shared_dir  # noqa: E402
+
+SHARED = shared_dir()
 NVIDIA_CODE = SHARED / "research" / "nvidia-resnet-code"
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"  # Debian's python3 reads it
 
