@@ -31,10 +31,11 @@ def preflight_site(root: Path, gpus: int, **extra: object) -> Path:
     site = make_site(
         root,
         env=json.dumps({"HPCREPRO_STAND_IN_GPUS": str(gpus), "HPCREPRO_STAND_IN_BUSBW": "12.5"}),
-        preflight=json.dumps({"gpus": True, "gpu_model": "stand-in", "topology": True,
-                              **extra.pop("preflight", {})}),  # type: ignore[dict-item]
+        preflight=json.dumps(
+            {"gpus": True, "gpu_model": "stand-in", "topology": True, **extra.pop("preflight", {})}
+        ),  # type: ignore[dict-item]
         **extra,
-    )  # fmt: skip
+    )
     for name in DATASET_FILES:
         (root / "data" / name).write_bytes(b"\0" * 16)
     return site
@@ -46,9 +47,25 @@ def test_too_few_gpus_stop_a_campaign_before_any_run_and_status_says_why(
     require_pyxis(slurm_cluster.env)
     site = preflight_site(tmp_path, gpus=1)
     env = cli_env(tmp_path, slurm_cluster.env)
-    hpcrepro("submit", "--system", "dgxa100_8x8", "--version", "r3.0", "--site", str(site),
-             "--set", "nodes=2", "--set", "gpus_per_node=2", "--name", "fewgpus", "--runs", "1",
-             env=env, timeout=120)  # fmt: skip
+    hpcrepro(
+        "submit",
+        "--system",
+        "dgxa100_8x8",
+        "--version",
+        "r3.0",
+        "--site",
+        str(site),
+        "--set",
+        "nodes=2",
+        "--set",
+        "gpus_per_node=2",
+        "--name",
+        "fewgpus",
+        "--runs",
+        "1",
+        env=env,
+        timeout=120,
+    )
     status = wait_for(all_finished("fewgpus", env), timeout=300, what="the campaign")
     train = next(row for row in status["stages"] if row["stage"] == "run-01")
     assert train["state"] == "failed", train
@@ -62,8 +79,13 @@ def test_too_few_gpus_stop_a_campaign_before_any_run_and_status_says_why(
     job_id = failed.name.removeprefix("preflight_").removesuffix(".failed")
     assert train["job_id"] == job_id
     # the job's exit code is the preflight's own
-    sacct = subprocess.run(["sacct", "-nX", "-P", "-j", job_id, "-o", "ExitCode"],
-                           capture_output=True, text=True, env=slurm_cluster.env, check=True)
+    sacct = subprocess.run(
+        ["sacct", "-nX", "-P", "-j", job_id, "-o", "ExitCode"],
+        capture_output=True,
+        text=True,
+        env=slurm_cluster.env,
+        check=True,
+    )
     assert sacct.stdout.split() == ["3:0"], sacct.stdout
     # what each node's nvidia-smi said is kept beside the logs
     report = (campaign / "logs" / f"preflight_{job_id}_gpus.txt").read_text()
@@ -77,8 +99,9 @@ def test_enough_gpus_pass_and_the_topology_is_kept(slurm_cluster, tmp_path: Path
     require_pyxis(slurm_cluster.env)
     site = preflight_site(tmp_path, gpus=2)
     cfg = resolve("dgxa100_8x8", "r3.0", site, ["nodes=2", "gpus_per_node=2"])
-    job_id, output = submit(render_training(cfg, job_name="enough", run_indices=[1]), tmp_path,
-                            slurm_cluster.env)  # fmt: skip
+    job_id, output = submit(
+        render_training(cfg, job_name="enough", run_indices=[1]), tmp_path, slurm_cluster.env
+    )
     assert "hpcrepro: 1 run(s) finished, 0 with a non-zero exit" in output, output
     assert "preflight: node1: 2 GPU(s) [stand-in GPU|stand-in GPU]" in output
     topology = (tmp_path / "logs" / f"topology_{job_id}.txt").read_text()
@@ -90,8 +113,9 @@ def test_a_gpu_of_another_model_stops_the_job(slurm_cluster, tmp_path: Path) -> 
     require_pyxis(slurm_cluster.env)
     site = preflight_site(tmp_path, gpus=2, preflight={"gpu_model": None})  # the catalog's A100
     cfg = resolve("dgxa100_8x8", "r3.0", site, ["nodes=1", "gpus_per_node=2"])
-    job_id, output = submit(render_training(cfg, job_name="model", run_indices=[1]), tmp_path,
-                            slurm_cluster.env)  # fmt: skip
+    job_id, output = submit(
+        render_training(cfg, job_name="model", run_indices=[1]), tmp_path, slurm_cluster.env
+    )
     reason = (tmp_path / "logs" / f"preflight_{job_id}.failed").read_text()
     assert "has a 'stand-in GPU' GPU, the system needs A100" in reason, output
     assert "no run was started" in output and not list((tmp_path / "logs").glob("run-*.log"))
@@ -99,12 +123,17 @@ def test_a_gpu_of_another_model_stops_the_job(slurm_cluster, tmp_path: Path) -> 
 
 def test_a_bus_bandwidth_below_the_threshold_stops_the_job(slurm_cluster, tmp_path: Path) -> None:
     require_pyxis(slurm_cluster.env)
-    site = preflight_site(tmp_path, gpus=2, nccl_test="true",
-                          preflight={"min_busbw_gbps": 100},
-                          mounts=f"[{tmp_path / 'rec'}:/rec, {NCCL_STAND_IN}]")  # fmt: skip
+    site = preflight_site(
+        tmp_path,
+        gpus=2,
+        nccl_test="true",
+        preflight={"min_busbw_gbps": 100},
+        mounts=f"[{tmp_path / 'rec'}:/rec, {NCCL_STAND_IN}]",
+    )
     cfg = resolve("dgxa100_8x8", "r3.0", site, ["nodes=2", "gpus_per_node=1"])
-    job_id, output = submit(render_training(cfg, job_name="busbw", run_indices=[1]), tmp_path,
-                            slurm_cluster.env)  # fmt: skip
+    job_id, output = submit(
+        render_training(cfg, job_name="busbw", run_indices=[1]), tmp_path, slurm_cluster.env
+    )
     reason = (tmp_path / "logs" / f"preflight_{job_id}.failed").read_text()
     assert "bus bandwidth 12.5 GB/s is below preflight.min_busbw_gbps 100" in reason, output
     assert "no run was started" in output
@@ -116,11 +145,16 @@ def test_a_bus_bandwidth_above_the_threshold_lets_the_runs_start(
     slurm_cluster, tmp_path: Path
 ) -> None:
     require_pyxis(slurm_cluster.env)
-    site = preflight_site(tmp_path, gpus=1, nccl_test="true",
-                          preflight={"min_busbw_gbps": 10},
-                          mounts=f"[{tmp_path / 'rec'}:/rec, {NCCL_STAND_IN}]")  # fmt: skip
+    site = preflight_site(
+        tmp_path,
+        gpus=1,
+        nccl_test="true",
+        preflight={"min_busbw_gbps": 10},
+        mounts=f"[{tmp_path / 'rec'}:/rec, {NCCL_STAND_IN}]",
+    )
     cfg = resolve("dgxa100_8x8", "r3.0", site, ["nodes=1", "gpus_per_node=1"])
-    _, output = submit(render_training(cfg, job_name="busok", run_indices=[1]), tmp_path,
-                       slurm_cluster.env)  # fmt: skip
+    _, output = submit(
+        render_training(cfg, job_name="busok", run_indices=[1]), tmp_path, slurm_cluster.env
+    )
     assert "preflight: NCCL average bus bandwidth 12.5 GB/s (threshold 10)" in output, output
     assert "hpcrepro: 1 run(s) finished, 0 with a non-zero exit" in output
