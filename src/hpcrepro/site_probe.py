@@ -147,9 +147,9 @@ def parse_associations(text: str) -> list[tuple[str, str]]:
     """`sacctmgr -nP show assoc user=U format=account,qos` -> (account, qos) pairs."""
     pairs = []
     for line in text.splitlines():
-        account, _, qos = line.strip().partition("|")
-        if account:
-            pairs.append((account, qos))
+        fields = line.strip().split("|")
+        if fields[0]:
+            pairs.append((fields[0], fields[1] if len(fields) > 1 else ""))
     return pairs
 
 
