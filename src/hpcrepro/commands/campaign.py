@@ -70,8 +70,12 @@ def submit(
 
 
 def _check_site_first(cfg: Any) -> None:
-    """`site check` for the system to submit: warnings are shown, errors stop the submit."""
+    """`site check` for the system to submit: warnings are shown, errors stop the submit. A
+    controller that does not answer is said first, in the backend's own words."""
+    from hpcrepro.scheduler import registry
     from hpcrepro.site_check import Needs, probe_and_check
+
+    registry.make("slurm").check_available()
 
     needs = Needs(f"{cfg.system} {cfg.version}", cfg.spec.nodes, cfg.spec.gpus_per_node)
     findings = probe_and_check(cfg.site, needs)

@@ -105,12 +105,11 @@ def render(
     """Write the sbatch script and the resolved configuration into a folder for review."""
     import yaml
 
+    from hpcrepro import review
     from hpcrepro.config import resolve
     from hpcrepro.config import run_count as checked_run_count
     from hpcrepro.errors import UserError
     from hpcrepro.render import render_training
-
-    from hpcrepro import review
 
     missing = review.placeholders(site, list(overrides))
     if missing:
