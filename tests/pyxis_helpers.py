@@ -93,6 +93,8 @@ def nvidia_site(
         "mpi": "pmix",
         "drop_caches_command": drop_caches,  # stands in for `sudo sysctl vm.drop_caches=3`
         "nccl_test": False,  # no GPU, no nccl-tests in the stand-in images
+        # the stand-in nvidia-smi names its GPUs "stand-in GPU"; the test nodes have no InfiniBand
+        "preflight": {"gpu_model": "stand-in GPU", "infiniband": False},
         "submission": {"org": "hpcrepro-tests", "platform": "test_cluster"},
         "mounts": [
             {"source": str(STAND_INS / "train_imagenet.py"),

@@ -313,6 +313,14 @@ def test_crash_right_after_sbatch_leaves_no_duplicate(slurm_cluster, tmp_path: P
 def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path: Path) -> None:
     site = make_site(tmp_path)
     env = cli_env(tmp_path, slurm_cluster.env)
+    # the site check (submit's first step) finds the unknown partition before sbatch does
+    checked = hpcrepro("submit", *SYSTEM, "--site", str(site), "--name", "bad", *ONE_NODE,
+                       "--set", "partition=nosuch", env=env, check=False)  # fmt: skip
+    assert checked.returncode == 2 and "partition 'nosuch' is not one sinfo lists" in (
+        checked.stderr
+    )
+    # without it, sbatch --test-only's refusal is the error (the site check is skipped so
+    # that these reach sbatch)
     bad = hpcrepro(
         "submit",
         *SYSTEM,
@@ -323,6 +331,7 @@ def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path
         *ONE_NODE,
         "--set",
         "partition=nosuch",
+        "--no-site-check",
         env=env,
         check=False,
     )
@@ -340,6 +349,7 @@ def test_sbatch_test_only_problems_are_clear_user_errors(slurm_cluster, tmp_path
         "nodes=3",
         "--set",
         "gpus_per_node=1",
+        "--no-site-check",
         env=env,
         check=False,
     )

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "hpcrepro.commands.detect",
     "hpcrepro.commands.systems",
     "hpcrepro.commands.image",
+    "hpcrepro.commands.site",
 )
 
 app = typer.Typer(

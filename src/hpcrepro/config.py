@@ -370,8 +370,9 @@ def resolve(
         if site_file is None and hint_missing:
             raise UserError(
                 "no site configuration: dataset_dir and log_dir are required",
-                hint="pass --site site.yaml, set $HPCREPRO_SITE, create "
-                "~/.config/hpcrepro/site.yaml, or use --set dataset_dir=... --set log_dir=...",
+                hint="write one from what the cluster says with `hpcrepro site init`, then pass "
+                "--site site.yaml, set $HPCREPRO_SITE, or keep it as ~/.config/hpcrepro/site.yaml "
+                "(or use --set dataset_dir=... --set log_dir=...)",
             ) from None
         if exc.errors()[0]["loc"] == ("image",) and not site_data.get("image"):
             raise UserError(

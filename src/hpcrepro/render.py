@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hpcrepro import __version__, slurm_args
+from hpcrepro import __version__, preflight, slurm_args
 from hpcrepro.config import ResolvedConfig
 from hpcrepro.errors import UserError
 from hpcrepro.image.reference import apptainer_image, image_file, pyxis_image
@@ -288,9 +288,12 @@ def runs_nvidia_code(cfg: ResolvedConfig) -> bool:
 
 
 def nccl_test(cfg: ResolvedConfig) -> bool:
-    """The site's choice, else NVIDIA's default of the round (NVIDIA's code only)."""
+    """The site's choice, else NVIDIA's default of the round (NVIDIA's code only); a bandwidth
+    threshold (`preflight.min_busbw_gbps`) turns it on."""
     if cfg.site.nccl_test is not None:
         return cfg.site.nccl_test
+    if cfg.site.preflight.min_busbw_gbps is not None:
+        return True
     return runs_nvidia_code(cfg) and launch_profile(cfg).nccl_test
 
 
@@ -403,6 +406,8 @@ def render_training(
         launch=launch_profile(cfg),
         implementation=spec.implementation,
         nccl_test=nccl_test(cfg),
+        preflight=preflight.plan(cfg, nccl_test(cfg)),
+        preflight_exit=preflight.EXIT_CODE,
         checker_python=sys.executable,
         total_tasks=spec.nodes * spec.gpus_per_node,
     )

@@ -150,6 +150,22 @@ class Submission(BaseModel):
         return {name: value for name, value in values.items() if value is not None}
 
 
+class Preflight(BaseModel):
+    """What the training job checks on its nodes before the first timed run (docs/launch.md).
+
+    `None` is "auto": the GPU, InfiniBand and topology checks run when the tasks run NVIDIA's
+    code or hpcrepro's reference workload (a site's own `train_command` decides for itself), the
+    InfiniBand check only on jobs of more than one node (NVIDIA's multi-node systems use it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    gpus: bool | None = None  # count and model of every node's GPUs (nvidia-smi, in the step)
+    gpu_model: str | None = Field(default=None, min_length=1, max_length=100)  # name must hold it
+    infiniband: bool | None = None  # every node has an ACTIVE port in /sys/class/infiniband
+    topology: bool | None = None  # `nvidia-smi topo -m` of every node into the log folder
+    min_busbw_gbps: float | None = Field(default=None, gt=0, le=100000)  # NCCL test's average
+
+
 def _env_name(name: str) -> str:
     if not is_env_name(name):
         raise ValueError(
@@ -232,6 +248,7 @@ class Site(BaseModel):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     drop_caches_command: str | None = "sudo /sbin/sysctl vm.drop_caches=3"
     nccl_test: bool | None = None  # None: as NVIDIA's launch of the entry's round does
+    preflight: Preflight = Field(default_factory=Preflight)
     check_compliance: bool = True
     cluster_name: str | None = None
     submission: Submission = Field(default_factory=Submission)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpcrepro import preflight
 from hpcrepro.campaign import manifest as manifest_io
 from hpcrepro.campaign import state as st
 from hpcrepro.campaign import verdict
@@ -359,12 +360,16 @@ def judge_runs(paths: CampaignPaths, manifest: Manifest) -> bool:
             known = stage.verdicts.get(index)
             if known and known.job_id == job.job_id:
                 continue
-            outcome, reason = verdict.judge(
-                paths.run_log(index, job.job_id),
-                job.state,
-                manifest.ruleset,
-                manifest.target_accuracy,
-            )
+            stopped = preflight.failure_reason(paths.logs, job.job_id) if job.job_id else None
+            if stopped is not None:  # the job's preflight stopped it before any run
+                outcome, reason = verdict.NOT_RUN, f"never started: preflight failed: {stopped}"
+            else:
+                outcome, reason = verdict.judge(
+                    paths.run_log(index, job.job_id),
+                    job.state,
+                    manifest.ruleset,
+                    manifest.target_accuracy,
+                )
             stage.verdicts[index] = st.Verdict(verdict=outcome, reason=reason, job_id=job.job_id)
             changed = True
     return changed

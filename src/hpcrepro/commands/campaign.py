@@ -33,13 +33,22 @@ def submit(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the graph and sbatch commands, submit nothing"
     ),
+    no_site_check: bool = typer.Option(
+        False, "--no-site-check", help="skip checking the site against the cluster first"
+    ),
 ) -> None:
-    """Submit the whole stage graph (image, runs, collect) so you can log out."""
+    """Submit the whole stage graph (image, runs, collect) so you can log out.
+
+    On Slurm it first checks the site against the cluster (`hpcrepro site check`): errors stop
+    it with exit code 2 before anything is written. Not for --dry-run or the local backend.
+    """
     from hpcrepro.campaign import actions
     from hpcrepro.config import resolve
     from hpcrepro.image.tagcheck import image_warning
 
     cfg = resolve(system, version, site, list(overrides))
+    if backend == "slurm" and not dry_run and not no_site_check:
+        _check_site_first(cfg)
     warning = image_warning(cfg.site.image, cfg.spec.container_base, system, version)
     if warning and cfg.site.runtime != "none":
         typer.echo(f"warning: {warning}", err=True)
@@ -58,6 +67,27 @@ def submit(
     typer.echo("\n".join(outcome.lines))
     if not dry_run and outcome.manifest is not None and not outcome.manifest.cancelled:
         typer.echo(f"follow it with: hpcrepro status {outcome.manifest.name} --watch")
+
+
+def _check_site_first(cfg: Any) -> None:
+    """`site check` for the system to submit: warnings are shown, errors stop the submit. A
+    controller that does not answer is said first, in the backend's own words."""
+    from hpcrepro.scheduler import registry
+    from hpcrepro.site_check import Needs, probe_and_check
+
+    registry.make("slurm").check_available()
+
+    needs = Needs(f"{cfg.system} {cfg.version}", cfg.spec.nodes, cfg.spec.gpus_per_node)
+    findings = probe_and_check(cfg.site, needs)
+    for finding in findings:
+        typer.echo(finding.text(), err=True)
+    errors = [f for f in findings if f.level == "error"]
+    if errors:
+        raise UserError(
+            f"the site check found {len(errors)} error(s) (above); nothing was submitted",
+            where=str(cfg.site_path) if cfg.site_path else "site settings",
+            hint="fix them (hpcrepro site check shows them again), or pass --no-site-check",
+        )
 
 
 # `hpcrepro status` exit codes besides 0 (every campaign can still reach its runs, every state

@@ -105,12 +105,21 @@ def render(
     """Write the sbatch script and the resolved configuration into a folder for review."""
     import yaml
 
+    from hpcrepro import review
     from hpcrepro.config import resolve
     from hpcrepro.config import run_count as checked_run_count
     from hpcrepro.errors import UserError
     from hpcrepro.render import render_training
 
-    cfg = resolve(system, version, site, overrides)
+    missing = review.placeholders(site, list(overrides))
+    if missing:
+        typer.echo(
+            f"warning: no site file: {', '.join(missing)} are placeholder paths "
+            "(/PLACEHOLDER/...), so the scripts are for review and cannot be submitted; write a "
+            "site file with: hpcrepro site init",
+            err=True,
+        )
+    cfg = resolve(system, version, site, review.placeholder_overrides(missing) + list(overrides))
     from hpcrepro.image.tagcheck import image_notes
 
     filled, notes = image_notes(cfg)
@@ -134,6 +143,8 @@ def render(
         (output / "train.sbatch", script, 0o755),
         (output / "resolved-config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False), 0o644),
     ]
+    if missing:
+        files = [(path, review.with_banner(text, missing), mode) for path, text, mode in files]
     for path, text, _ in files:  # every check before any write: all or nothing
         _check_target(path, text, force)
     from hpcrepro.safeopen import write_atomically
@@ -143,7 +154,7 @@ def render(
     script_path, config_path = files[0][0], files[1][0]
     typer.echo(str(script_path))
     typer.echo(str(config_path))
-    if not cfg.site.dataset_dir.is_dir():
+    if not missing and not cfg.site.dataset_dir.is_dir():
         typer.echo(f"warning: dataset_dir {cfg.site.dataset_dir} does not exist here", err=True)
 
 
