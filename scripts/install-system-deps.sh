@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # RecordIO readers judge the prepared datasets. podman, mmdebstrap and squashfs-tools make the real
 # image builds of tests/test_image_build.py (a Debian base, podman build, enroot's squashfs).
 # libpmix-dev lets Slurm's mpi/pmix plugin load (NVIDIA's jobs start MPI through PMIx).
-packages=(shellcheck libgomp1 libquadmath0 podman mmdebstrap squashfs-tools libpmix-dev)
+# chromium views `collect --format html` in tests/test_results_report.py (headless screenshot).
+packages=(shellcheck libgomp1 libquadmath0 podman mmdebstrap squashfs-tools libpmix-dev chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

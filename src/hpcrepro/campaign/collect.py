@@ -2,12 +2,14 @@
 
 Runs as the campaign's last job (`python -m hpcrepro.campaign.collect CAMPAIGN_DIR`), after all
 runs in any state. `results/summary.json` lists every run with its verdict; when the results area
-is installed, `results/report.md` and `report.json` hold its score, compliance and RCP verdicts
-(the same as `hpcrepro collect CAMPAIGN_DIR`).
+is installed, `results/report.md`, `report.json` and `report.html` hold its score, compliance and
+RCP verdicts and the provenance (the same as `hpcrepro collect CAMPAIGN_DIR`); the manifest's
+provenance gains what the jobs saw (driver, CUDA, NCCL, nodes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -62,10 +64,31 @@ def collect(campaign_dir: Path) -> dict[str, Any]:
         manifest = manifest_io.load(paths.manifest)
         engine.refresh(paths, manifest, scheduler_for(paths, manifest))
         engine.judge_runs(paths, manifest)
+        record_seen(paths, manifest)
         manifest_io.save(paths.manifest, manifest)
     result = summary(paths, manifest)
     _write(paths, "summary.json", json.dumps(result, indent=1) + "\n")
     return result
+
+
+def record_seen(paths: CampaignPaths, manifest: Manifest) -> None:
+    """Add to the manifest's provenance what the jobs saw: driver, CUDA and NCCL versions from
+    their logs, the training jobs' nodes (the scheduler's records), the built image's digest."""
+    from hpcrepro import provenance
+
+    record = manifest.provenance or st.Provenance()
+    seen = provenance.seen_in_logs(provenance.job_files(paths.root))
+    nodes = [job.nodelist for stage in manifest.train_stages() for job in stage.jobs
+             if job.nodelist]
+    if nodes:
+        seen["nodes"] = ", ".join(dict.fromkeys(nodes))
+    for key in ("driver", "cuda", "nccl", "nodes"):
+        if seen.get(key):
+            setattr(record, key, seen[key])
+    record.image = record.image or seen.get("image")
+    record.image_digest = (record.image_digest or provenance.image_digest(record.image)
+                           or provenance.built_image_digest(record.image))
+    manifest.provenance = record
 
 
 # Verdicts whose logs are left out of the score.
@@ -137,6 +160,8 @@ def write_report(paths: CampaignPaths) -> str | None:
         return text
     _write(paths, "report.md", render(collection, "md"))
     _write(paths, "report.json", render(collection, "json"))
+    with contextlib.suppress(ImportError):  # no matplotlib for the plot: md and JSON stand
+        _write(paths, "report.html", render(collection, "html"))
     if collection.score.valid:
         return f"score written to {paths.results / 'report.md'}"
     return f"no valid score yet ({collection.score.reason}); see {paths.results / 'report.md'}"

@@ -226,6 +226,7 @@ def build(
         target_epoch=cfg.spec.target_epoch(),
         target_accuracy=TARGET_ACCURACY,
         cancelled=False,
+        provenance=_provenance(cfg, backend),
         stages=stages,
     )
     config = json.dumps(cfg.to_dict(), indent=1, default=str) + "\n"
@@ -234,6 +235,22 @@ def build(
         write_script(cfg, paths, manifest, stage, backend, into=into)
         manifest.plan_attempt(stage)
     return manifest
+
+
+def _provenance(cfg: ResolvedConfig, backend: str) -> st.Provenance:
+    """What submit records of what produces the runs (`hpcrepro.provenance`)."""
+    from hpcrepro import provenance
+
+    image = cfg.site.image or (
+        str(image_cache_file(cfg)) if needs_image_stage(cfg) else None
+    )
+    return st.Provenance.from_json(provenance.at_submit(
+        version=cfg.version,
+        implementation=cfg.spec.implementation,
+        image=image,
+        site_file=cfg.site_path,
+        backend=backend,
+    ))
 
 
 def _write(folder: Path, relative: str, data: bytes, mode: int) -> None:

@@ -402,6 +402,30 @@ class Runner(Record):
     start: int | None = optional(whole(0), emit_none=True)
 
 
+@dataclass(kw_only=True)
+class Provenance(Record):
+    """What produced the campaign's numbers (`hpcrepro.provenance`): recorded at submit, the
+    job-seen versions and nodes added when the campaign is collected. Every field may be absent:
+    manifests of older versions have none."""
+
+    hpcrepro_version: str | None = optional(TEXT)
+    image: str | None = optional(TEXT)
+    image_digest: str | None = optional(TEXT)
+    code_repository: str | None = optional(TEXT)
+    code_commit: str | None = optional(TEXT)
+    code_folder: str | None = optional(TEXT)
+    slurm_version: str | None = optional(TEXT)
+    site_file: str | None = optional(TEXT)
+    site_sha256: str | None = optional(TEXT)
+    driver: str | None = optional(TEXT)
+    cuda: str | None = optional(TEXT)
+    nccl: str | None = optional(TEXT)
+    nodes: str | None = optional(TEXT)
+
+    def values(self) -> dict[str, str]:
+        return {k: v for k, v in self.to_json().items() if isinstance(v, str)}
+
+
 ID = Kind(
     "a short id of letters and digits",
     lambda v: isinstance(v, str) and _ID.fullmatch(v) is not None,
@@ -427,6 +451,7 @@ class Manifest(Record):
     inputs: Inputs = required(model(Inputs))
     local_runner: Runner | None = optional(model(Runner), emit_none=True)
     states_checked: str | None = optional(TIME, nullable=False)
+    provenance: Provenance | None = optional(model(Provenance))
     stages: list[Stage] = required(list_of(model(Stage)), default=[])
 
     def check(self, at: str) -> None:

@@ -13,7 +13,7 @@ import typer
 
 from hpcrepro.errors import UserError
 
-FORMATS = ("table", "json", "csv", "md")
+FORMATS = ("table", "json", "csv", "md", "html")
 SCALING_MODES = ("auto", "folder", "rcp")
 
 
@@ -21,9 +21,20 @@ def collect(
     folder: Path = typer.Argument(..., help="Campaign folder or folder of run logs."),
     version: str | None = typer.Option(None, "--version", help="MLPerf version, e.g. r4.0."),
     system: str | None = typer.Option(None, "--system", help="System name (catalog entry)."),
-    fmt: str = typer.Option("table", "--format", help="table, json, csv or md."),
+    fmt: str = typer.Option(
+        "table", "--format", help="table, json, csv, md or html (one self-contained page)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the report to this file instead of stdout."
+    ),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot here."),
     package: Path | None = typer.Option(None, "--package", help="Write a submission tree here."),
+    system_json: Path | None = typer.Option(
+        None,
+        "--system-json",
+        help="An MLPerf system description (hpcrepro detect --mlperf-json) whose fields fill "
+        "the package's empty ones.",
+    ),
     published: float | None = typer.Option(
         None, "--published", help="NVIDIA's published score in minutes (overrides the catalog)."
     ),
@@ -61,19 +72,29 @@ def collect(
         )
     from hpcrepro.results.collect import collect as run_collect
     from hpcrepro.results.inputs import resolve
-    from hpcrepro.results.outputs import check_package_path, check_plot_path
+    from hpcrepro.results.outputs import check_output_path, check_package_path, check_plot_path
     from hpcrepro.results.report import render
 
     if plot is not None:
         check_plot_path(plot)
     if package is not None:
         check_package_path(package)
+    if output is not None:
+        check_output_path(output)
+    detected = _read_system_json(system_json) if system_json is not None else None
 
     from hpcrepro.campaign.collect import campaign_folder, not_counted
 
     inputs = resolve(campaign_folder(folder), version, system, published, exclude=not_counted)
     collection = run_collect(inputs, official=official, scaling=scaling)
-    sys.stdout.write(render(collection, fmt))
+    text = render(collection, fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from hpcrepro.safeopen import write_atomically
+
+        write_atomically(output, text.encode(), f"--output {output}")
+        sys.stderr.write(f"report written to {output}\n")
     if plot is not None:
         from hpcrepro.results.plot import write_plot
 
@@ -84,7 +105,7 @@ def collect(
     elif package is not None:
         from hpcrepro.results.package import write_package
 
-        written = write_package(collection, package, system)
+        written = write_package(collection, package, system, detected)
         sys.stderr.write(
             f"submission tree written to {written.folder} (system {written.system_name})\n"
         )
@@ -110,6 +131,16 @@ def collect(
     if not collection.score.valid:
         sys.stderr.write(f"no valid score: {collection.score.reason}\n")
         raise typer.Exit(1)
+
+
+def _read_system_json(path: Path) -> dict[str, object]:
+    from hpcrepro.jsonio import read_json
+
+    data = read_json(path, hint="give the file `hpcrepro detect --mlperf-json FILE` wrote")
+    if not isinstance(data, dict):
+        raise UserError(f"holds a JSON {type(data).__name__}, not an object", where=str(path),
+                        hint="a system description is an object of fields")
+    return data
 
 
 def register(app: typer.Typer) -> None:

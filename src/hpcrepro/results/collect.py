@@ -19,6 +19,7 @@ class Collection:
     scored_runs: list[RunResult]  # the 5 runs the score uses (the median window if more ran)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    provenance: dict[str, str] = field(default_factory=dict)  # hpcrepro.provenance.FIELDS
 
     @property
     def ratio_to_published(self) -> float | None:
@@ -99,4 +100,7 @@ def collect(inputs: Inputs, *, official: bool = True, scaling: str = "auto") -> 
                      f"{check.scaling_factor!r}")
     if scaling == "folder" and published_scaling is None and check and check.scaling_factor != 1.0:
         notes.append(f"no scaling.json; the RCP rules would scale by {check.scaling_factor!r}")
-    return Collection(inputs, runs, result, official, scored, skipped, notes)
+    from hpcrepro.provenance import gather
+
+    found = gather(inputs.folder, inputs.logs, inputs.campaign, inputs.version)
+    return Collection(inputs, runs, result, official, scored, skipped, notes, found)

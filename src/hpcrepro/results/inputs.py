@@ -39,6 +39,7 @@ class Inputs:
     # node failure, out of memory, timeout, cut short; or never run), with the campaign's reason,
     # and folders below that could not be searched for logs, with the OS's reason.
     excluded: list[tuple[Path, str]] = field(default_factory=list)
+    published_source: str = ""  # where published_minutes came from, for the reports
 
 
 def _read_json(path: Path) -> Any:
@@ -100,6 +101,37 @@ def _catalog_published(system: str | None, version: str) -> float | None:
         return entry.published.score_minutes if entry.published else None
     except (KeyError, LookupError, AttributeError, UserError):
         return None
+
+
+def result_dir_of(folder: Path) -> str | None:
+    """'NVIDIA/results/eos_n8_ngc24.04_mxnet' for a folder in MLCommons' layout
+    (`<submitter>/results/<system>/resnet`) or in the research copy's (`<submitter>/<system>`):
+    the catalog's `published.result_dir` of the entry whose logs these are."""
+    parts = folder.resolve().parts
+    if len(parts) >= 4 and parts[-1] == "resnet" and parts[-3] == "results":
+        return f"{parts[-4]}/results/{parts[-2]}"
+    if len(parts) >= 2:
+        return f"{parts[-2]}/results/{parts[-1]}"
+    return None
+
+
+def published_of_folder(folder: Path, version: str) -> tuple[float, str] | None:
+    """NVIDIA's published score of a published result folder, found by its place (submitter
+    and system name) and round in the catalog, so NVIDIA's own folders need no --system."""
+    wanted = result_dir_of(folder)
+    if wanted is None:
+        return None
+    try:
+        from hpcrepro.catalog import load_catalog
+
+        catalog = load_catalog()
+    except (ImportError, UserError):
+        return None
+    for name in catalog.names():
+        entry = catalog.systems[name].versions.get(version)
+        if entry is not None and entry.published and entry.published.result_dir == wanted:
+            return entry.published.score_minutes, f"catalog {name} {version} ({wanted})"
+    return None
 
 
 # What a campaign says about its logs: (log, why it does not count) for the runs it judged void
@@ -169,10 +201,17 @@ def resolve(
             hint=f"pass --version {LAST} (or {', '.join(VERSIONS[:-1])})",
         )
     version = of_ruleset(ruleset).name
+    source = "--published" if published is not None else ""
     if published is None:
         block = spec.get("published")
         if isinstance(block, dict) and isinstance(block.get("score_minutes"), int | float):
-            published = float(block["score_minutes"])
+            published, source = float(block["score_minutes"]), "the campaign's catalog entry"
         elif "published" not in spec:  # a plain folder, or a campaign that does not say
             published = _catalog_published(system, version)
-    return Inputs(folder, logs, version, ruleset, system, published, config, [*excluded, *unlisted])
+            source = f"catalog {system} {version}" if published is not None else ""
+            if published is None and not config and len(result_dirs) <= 1:
+                found = published_of_folder(logs[0].parent if logs else folder, version)
+                if found is not None:
+                    published, source = found
+    return Inputs(folder, logs, version, ruleset, system, published, config,
+                  [*excluded, *unlisted], source)

@@ -62,6 +62,16 @@ def check_plot_path(path: Path) -> None:
     _writable_ancestor(path, where)
 
 
+def check_output_path(path: Path) -> None:
+    """`-o FILE`: a file (new, or replaced) in a writable place; a folder or a FIFO is refused
+    before any scoring."""
+    where = f"--output {path}"
+    if path.is_dir():
+        raise UserError("this is a folder", where=where, hint="name a file, e.g. report.html")
+    existing_file(path, where, "name a new file, or remove what is there")
+    _writable_ancestor(path, where)
+
+
 def check_package_path(folder: Path) -> None:
     """A folder (existing or not) in a writable place; its contents are checked when the tree's
     names are known (`StagedTree.commit`)."""

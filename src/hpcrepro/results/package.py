@@ -41,10 +41,65 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "system"
 
 
+def _logged_sysjson(runs: list[RunResult]) -> dict[str, Any]:
+    """The system description NVIDIA's job printed into the first run log (`:::SYSJSON`, from
+    mlperf-common's mlperf-sysjson.sh, its in-job detection), or nothing."""
+    import io
+
+    from hpcrepro.safeopen import open_regular
+
+    try:
+        with io.TextIOWrapper(open_regular(runs[0].path), encoding="utf-8",
+                              errors="replace") as handle:
+            for number, line in enumerate(handle):
+                if number > 10_000:
+                    break
+                start = line.find(":::SYSJSON ")
+                if start >= 0:
+                    found = json.loads(line[start + len(":::SYSJSON "):])
+                    return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
+def _known(value: Any) -> bool:
+    return value not in (None, "", {}) and not (isinstance(value, str) and "UNKNOWN" in value)
+
+
+_STACK = (  # provenance key -> other_software_stack key, as mlperf-sysjson.sh names them
+    ("hpcrepro_version", "hpcrepro_version"),
+    ("mlperf_logging_version", "mlperf_logging_version"),
+    ("cuda", "cuda_version"),
+    ("driver", "nvidia_kernel_driver"),
+    ("nccl", "nccl_version"),
+)
+_NOTES = ("image", "image_digest", "code_repository", "code_commit", "code_folder",
+          "slurm_version", "nodes", "site_sha256")
+
+
+def _add_provenance(desc: dict[str, Any], provenance: dict[str, str]) -> None:
+    """Versions into other_software_stack where it does not name them; the rest (image, code,
+    Slurm, nodes, site hash) as one line of sw_notes."""
+    stack = desc.get("other_software_stack")
+    if stack in (None, ""):
+        stack = {}
+    if isinstance(stack, dict):
+        for key, name in _STACK:
+            if provenance.get(key) and not _known(stack.get(name)):
+                stack[name] = provenance[key]
+        desc["other_software_stack"] = stack
+    notes = "; ".join(f"{key} {provenance[key]}" for key in _NOTES if provenance.get(key))
+    if notes:
+        before = str(desc.get("sw_notes") or "")
+        desc["sw_notes"] = (before + " | " if before else "") + f"hpcrepro provenance: {notes}"
+
+
 def system_description(
-    collection: Collection, runs: list[RunResult]
+    collection: Collection, runs: list[RunResult], detected: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """All 33 required keys, from a published system.json, the campaign and the logs."""
+    """All 33 required keys, from a published system.json, the campaign, `detected` (detect's
+    MLPerf JSON) and the logs' own :::SYSJSON, each filling what the ones before left empty."""
     desc: dict[str, Any] = {}
     log_dir = Path(runs[0].path).parent
     published = log_dir / "system.json"
@@ -67,6 +122,9 @@ def system_description(
     for source in (site.get("system_description"), spec.get("system_description")):
         if isinstance(source, dict):
             desc.update({k: v for k, v in source.items() if k in SYSTEM_KEYS})
+    for source in (detected or {}, _logged_sysjson(runs)):
+        desc.update({k: v for k, v in source.items()
+                     if k in SYSTEM_KEYS and _known(v) and not _known(desc.get(k))})
     first = runs[0]
     block = site.get("submission")
     submission: dict[str, Any] = block if isinstance(block, dict) else {}
@@ -80,6 +138,7 @@ def system_description(
             desc[count] = (
                 "1" if count == "host_processors_per_node" else str(desc.get(count) or "1")
             )
+    _add_provenance(desc, collection.provenance)
     missing = [k for k in SYSTEM_KEYS if desc.get(k) in (None, "", {})]
     for key in SYSTEM_KEYS:
         desc.setdefault(key, "")
@@ -215,15 +274,21 @@ def _write_tree(
     (stage / implementation_dir / "README.md").write_text("\n".join(readme) + "\n")
 
 
-def write_package(collection: Collection, out: Path, system: str | None = None) -> PackageResult:
-    """Write the submission tree into `out` (the submitter's folder)."""
+def write_package(
+    collection: Collection,
+    out: Path,
+    system: str | None = None,
+    detected: dict[str, Any] | None = None,
+) -> PackageResult:
+    """Write the submission tree into `out` (the submitter's folder); `detected` is detect's
+    MLPerf system JSON, filling the fields nothing else knew."""
     runs = collection.scored_runs
     if not collection.score.valid:
         raise UserError(
             f"no submission without a valid score: {collection.score.reason}",
             hint="fix or re-run the failed runs, then collect again",
         )
-    desc, missing = system_description(collection, runs)
+    desc, missing = system_description(collection, runs, detected)
     name = _safe_name(system or collection.inputs.system or Path(runs[0].path).parent.name)
     spec = collection.inputs.campaign.get("spec")
     spec = spec if isinstance(spec, dict) else {}

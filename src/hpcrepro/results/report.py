@@ -11,7 +11,7 @@ from typing import Any
 
 from hpcrepro.results.collect import Collection
 
-FORMATS = ("table", "json", "csv", "md")
+FORMATS = ("table", "json", "csv", "md", "html")
 COLUMNS = ("file", "status", "minutes", "epochs", "best_accuracy", "compliance", "counts", "reason")
 
 
@@ -58,6 +58,7 @@ def summary(collection: Collection) -> dict[str, Any]:
         "rcp_message": None if check is None else check.message,
         "rcp_scaling_factor": None if check is None else check.scaling_factor,
         "published_minutes": collection.inputs.published_minutes,
+        "published_source": collection.inputs.published_source or None,
         "ratio_to_published": collection.ratio_to_published,
         "valid": score.valid,
         "reason": score.reason,
@@ -65,6 +66,7 @@ def summary(collection: Collection) -> dict[str, Any]:
         "notes": collection.notes,
         "problems": problem_lines(collection),
         "skipped": [f"{p}: {why}" for p, why in collection.skipped],
+        "provenance": collection.provenance,
     }
 
 
@@ -95,13 +97,31 @@ def _summary_lines(collection: Collection) -> list[str]:
     if info["published_minutes"]:
         ratio = info["ratio_to_published"]
         lines.append(f"NVIDIA published: {info['published_minutes']:.4f} min; ratio "
-                     + ("-" if ratio is None else f"{ratio:.3f}"))
+                     + ("-" if ratio is None else f"{ratio:.3f}")
+                     + (f" (from {info['published_source']})" if info["published_source"]
+                        else ""))
     else:
         lines.append("NVIDIA published: unknown for this system/version")
     lines += [f"note: {n}" for n in info["notes"]]
     lines += [f"problem: {p}" for p in info["problems"]]
     lines += [f"skipped: {s}" for s in info["skipped"]]
     return lines
+
+
+def provenance_rows(collection: Collection) -> list[tuple[str, str]]:
+    """(label, value) of every provenance field known, in FIELDS order."""
+    from hpcrepro.provenance import FIELDS
+
+    return [(label, collection.provenance[key]) for key, label in FIELDS
+            if key in collection.provenance]
+
+
+def _provenance_md(collection: Collection) -> list[str]:
+    rows = provenance_rows(collection)
+    if not rows:
+        return []
+    return ["", "## Provenance", "", "| what | value |", "|---|---|",
+            *(f"| {label} | {value.replace('|', chr(92) + '|')} |" for label, value in rows)]
 
 
 def _strict_json(value: Any) -> Any:
@@ -132,7 +152,12 @@ def render(collection: Collection, fmt: str) -> str:
         body = ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in COLUMNS) + " |"
                 for r in rows]
         return "\n".join([head, rule, *body, "", *(f"- {line}" for line in
-                                                     _summary_lines(collection))]) + "\n"
+                                                     _summary_lines(collection)),
+                          *_provenance_md(collection)]) + "\n"
+    if fmt == "html":
+        from hpcrepro.results.html import render_html
+
+        return render_html(collection, rows, _summary_lines(collection))
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
