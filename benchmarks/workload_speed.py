@@ -11,10 +11,12 @@ In one run on one GPU:
      between run_start and run_stop (cores busy per GPU);
   3. the ceiling: the same `TrainStep` (LARS, bf16, channels_last) on random tensors already on
      the GPU: eager, `torch.compile`, and `torch.compile` with CUDA graphs;
-  4. the data path alone for one epoch: nvJPEG with 1, 2 and 4 loader workers (images/s and CPU
-     seconds per image, workers and main process), and Pillow decoding for comparison;
-  5. the agreement of the nvJPEG path with the CPU path on the same images and plans (greyscale,
+  4. the data path alone for one epoch: each GPU backend of --backends (nvjpeg, nvimgcodec) with
+     --loader-workers loader workers (images/s and CPU seconds per image, workers and main
+     process), and Pillow decoding for comparison;
+  5. the agreement of each GPU path with the CPU path on the same images and plans (greyscale,
      CMYK and PNG records included).
+Steps 2, 4 and 5 run once per backend of --backends.
 The anchor is NVIDIA's per-GPU rate implied by its v4.0 8x H200 result (see workload_throughput).
 
   PYTHONPATH=src:<mlperf_logging's folder> python3 benchmarks/workload_speed.py --out "$OUT"
@@ -60,7 +62,7 @@ from hpcrepro.workload.model import ResNet50  # noqa: E402
 from hpcrepro.workload.nvjpeg import (  # noqa: E402
     BatchAssembler,
     Prefetcher,
-    nvjpeg_decoder,
+    gpu_decoder,
     pillow_decoder,
 )
 from hpcrepro.workload.optim import Lars, PolySchedule, lars_groups, smoothed_cross_entropy  # noqa: E402
@@ -114,10 +116,10 @@ def build_mixed_set(folder: Path, count: int, side: tuple[int, int]) -> None:
         write_split(folder / split, images, count, 1)
 
 
-def agreement(folder: Path, device: torch.device, size: int) -> dict:
+def agreement(folder: Path, device: torch.device, size: int, backend: str) -> dict:
     """Pixel differences between the paths on the same records and plans (uint8 levels)."""
     result = {}
-    decoder = nvjpeg_decoder(device) if device.type == "cuda" else pillow_decoder
+    decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
     for train in (True, False):
         split = "train" if train else "val"
         args = (folder / f"{split}.rec", folder / f"{split}.idx", size, train, 5)
@@ -148,14 +150,14 @@ def measure_loader(
     folder: Path, device: torch.device, backend: str, workers: int, batch: int, size: int
 ) -> dict:
     """One epoch of the data path alone: images/s and CPU seconds per image (workers + main)."""
-    dataset_type = EncodedRecordDataset if backend == "nvjpeg" else RecordImageDataset
+    dataset_type = EncodedRecordDataset if backend != "cpu" else RecordImageDataset
     dataset = dataset_type(folder / "train.rec", folder / "train.idx", size, True, 1)
     sampler = ShardedBatches(len(dataset), batch, 0, 1, 1, True)
     loader = make_loader(dataset, sampler, workers, device.type == "cuda")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     batches = None
-    if backend == "nvjpeg":
-        decoder = nvjpeg_decoder(device) if device.type == "cuda" else pillow_decoder
+    if backend != "cpu":
+        decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
         assemble = BatchAssembler(device, size, decoder, device.type == "cuda", dtype)
         batches = Prefetcher(loader, assemble, device)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -374,6 +376,13 @@ def main() -> int:
         default=["default", "reduce-overhead"],
         help="--compile values of the entry-point runs, one run each",
     )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["nvjpeg"],
+        help="GPU data backends (nvjpeg, nvimgcodec where nvImageCodec is installed): each gets "
+        "the entry-point runs, the data path alone and the agreement check",
+    )
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpu-loader", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--entry-timeout", type=float, default=420)
@@ -392,7 +401,7 @@ def main() -> int:
         print(f"{part}: {json.dumps(value)}", flush=True)
 
     side = (300, 500) if args.device == "cuda" else (40, 64)
-    backend = "nvjpeg" if args.device == "cuda" else "cpu"
+    backends = args.backends if args.device == "cuda" else ["cpu"]
     with tempfile.TemporaryDirectory(prefix="workload-speed-") as scratch:
         data, mixed = Path(scratch) / "data", Path(scratch) / "mixed"
         data.mkdir()
@@ -409,9 +418,10 @@ def main() -> int:
             report["torchvision"] = torchvision.__version__
         # The entry point first: its warm-up is then a cold compile, as on a fresh node.
         entry = {}
-        for mode in args.entry_compile if args.device == "cuda" else ["off"]:
-            entry[mode] = run_entry_point(args, data, backend, mode)
-            save("entry_point", entry)
+        for backend in backends:
+            for mode in args.entry_compile if args.device == "cuda" else ["off"]:
+                entry[f"{backend} {mode}"] = run_entry_point(args, data, backend, mode)
+                save("entry_point", entry)
         modes = ["off", "default"] + (["reduce-overhead"] if args.graphs else [])
         if args.device == "cpu":
             modes = ["off"]
@@ -420,15 +430,16 @@ def main() -> int:
             synthetic[mode] = measure_synthetic(device, args.batch, args.size, mode, args.steps)
             save("synthetic", synthetic)
         loaders = [
-            measure_loader(data, device, "nvjpeg", workers, args.batch, args.size)
+            measure_loader(data, device, backend, workers, args.batch, args.size)
+            for backend in backends
             for workers in args.loader_workers
         ]
-        save("loader_nvjpeg", loaders)
+        save("loader_gpu", loaders)
         if args.cpu_loader:
             cpu_workers = max(1, (os.cpu_count() or 2) - 2)
             cpu = measure_loader(data, device, "cpu", cpu_workers, args.batch, args.size)
             save("loader_cpu", cpu)
-        save("agreement", agreement(mixed, device, args.size))
+        save("agreement", {b: agreement(mixed, device, args.size, b) for b in backends})
     summarise(report, args)
     report_path.write_text(json.dumps(report, indent=1))
     passed = all(run.get("compliance_exit_code") == 0 for run in report["entry_point"].values())
@@ -445,7 +456,7 @@ def summarise(report: dict, args: argparse.Namespace) -> None:
     for mode, run in report["entry_point"].items():
         rate = run.get("images_per_s_run_start_to_run_stop")
         if rate:
-            rows.append((f"entry point, compile {mode}, run_start..run_stop", rate))
+            rows.append((f"entry point, {mode}, run_start..run_stop", rate))
             run["ratio_to_nvidia"] = round(rate / nvidia, 3)
             run["ratio_to_best_synthetic"] = round(rate / ceiling, 3)
             best = max(best, rate)
@@ -453,19 +464,20 @@ def summarise(report: dict, args: argparse.Namespace) -> None:
     for name, rate in rows:
         print(f"{name:58s} {rate:9.1f} {rate / nvidia:8.2f}x {rate / ceiling:9.2f}x")
     print(f"NVIDIA v4.0 8x H200, per GPU: {nvidia:.1f} images/s; goal 0.8x = {0.8 * nvidia:.0f}")
-    for loader in report["loader_nvjpeg"]:
+    for loader in report["loader_gpu"]:
         cpu_ms = loader["worker_cpu_ms_per_image"] + loader["main_process_cpu_ms_per_image"]
         cores = cpu_ms / 1000 * (best or loader["images_per_s"])
         loader["cpu_cores_at_best_entry_point_rate"] = round(cores, 2)
         print(
-            f"nvjpeg data path alone, {loader['workers']} workers: {loader['images_per_s']:.0f} "
+            f"{loader['backend']} data path alone, {loader['workers']} workers: "
+            f"{loader['images_per_s']:.0f} "
             f"images/s, {cores:.2f} CPU cores at the best entry point's rate"
         )
     for mode, run in report["entry_point"].items():
         warm_up = run.get("warm_up_seconds_init_start_to_init_stop")
         busy, checked = run.get("cpu_cores_busy_during_run"), run.get("compliance_exit_code")
         print(
-            f"entry point, compile {mode}: warm-up {warm_up} s before run_start, "
+            f"entry point, {mode}: warm-up {warm_up} s before run_start, "
             f"CPU cores busy {busy}, compliance exit code {checked}"
         )
 

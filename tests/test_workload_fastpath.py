@@ -10,7 +10,12 @@ import pytest
 
 from hpcrepro.errors import UserError
 from hpcrepro.workload import config
-from hpcrepro.workload.fastpath import choose_compile, choose_data_backend, nvjpeg_problem
+from hpcrepro.workload.fastpath import (
+    choose_compile,
+    choose_data_backend,
+    nvimgcodec_problem,
+    nvjpeg_problem,
+)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -27,26 +32,67 @@ def never() -> str:
     raise AssertionError("a CPU run must not probe the GPU decoder")
 
 
+def absent() -> str:
+    return "nvImageCodec is not installed (ModuleNotFoundError: No module named 'nvidia')"
+
+
+def probes(nvjpeg, nvimgcodec) -> dict:
+    return {"nvjpeg": nvjpeg, "nvimgcodec": nvimgcodec}
+
+
 def test_auto_decodes_on_the_gpu_where_nvjpeg_works_and_with_pillow_elsewhere():
-    assert choose_data_backend("auto", True, works).name == "nvjpeg"
-    fallback = choose_data_backend("auto", True, broken)
+    assert choose_data_backend("auto", True, probes(works, never)).name == "nvjpeg"
+    fallback = choose_data_backend("auto", True, probes(broken, absent))
     assert fallback.name == "cpu" and "torchvision cannot be imported" in fallback.reason
-    assert choose_data_backend("auto", False, never).name == "cpu"
-    assert choose_data_backend("cpu", True, never).name == "cpu"
+    assert "nvimgcodec: nvImageCodec is not installed" in fallback.reason
+    assert choose_data_backend("auto", False, probes(never, never)).name == "cpu"
+    assert choose_data_backend("cpu", True, probes(never, never)).name == "cpu"
+
+
+def test_auto_takes_nvimgcodec_where_torchvisions_nvjpeg_does_not_work_and_says_why():
+    choice = choose_data_backend("auto", True, probes(broken, works))
+    assert choice.name == "nvimgcodec"
+    assert "nvjpeg: torchvision cannot be imported" in choice.reason
+
+
+def test_a_named_gpu_backend_is_probed_alone_and_kept():
+    assert choose_data_backend("nvimgcodec", True, probes(never, works)).name == "nvimgcodec"
+    assert choose_data_backend("nvjpeg", True, probes(works, never)).name == "nvjpeg"
 
 
 def test_nvjpeg_asked_for_where_it_cannot_work_is_an_error_that_says_why():
     with pytest.raises(UserError, match="needs a GPU") as on_cpu:
-        choose_data_backend("nvjpeg", False, never)
+        choose_data_backend("nvjpeg", False, probes(never, never))
     assert "--data-backend cpu" in (on_cpu.value.hint or "")
     with pytest.raises(UserError, match="cannot decode on this GPU: torchvision cannot"):
-        choose_data_backend("nvjpeg", True, broken)
+        choose_data_backend("nvjpeg", True, probes(broken, never))
+
+
+def test_nvimgcodec_asked_for_where_it_is_missing_is_an_error_not_a_fallback():
+    with pytest.raises(UserError, match=r"nvimgcodec .* needs a GPU"):
+        choose_data_backend("nvimgcodec", False, probes(never, never))
+    with pytest.raises(UserError, match="cannot decode on this GPU: nvImageCodec is not") as err:
+        choose_data_backend("nvimgcodec", True, probes(works, absent))
+    assert "nvidia-nvimgcodec-cu13" in (err.value.hint or "")
+    assert "--data-backend nvjpeg" in (err.value.hint or "")
 
 
 def test_auto_compiles_on_a_gpu_only_and_a_named_mode_is_kept():
     assert choose_compile("auto", True).name == "default"
     assert choose_compile("auto", False).name == "off"
     assert choose_compile("reduce-overhead", False).name == "reduce-overhead"
+
+
+def test_the_nvimgcodec_probe_names_what_is_missing_instead_of_raising():
+    pytest.importorskip("torch")
+    problem = nvimgcodec_problem("cpu")
+    assert problem is not None
+    try:
+        from nvidia import nvimgcodec  # noqa: F401
+    except ImportError:
+        assert problem.startswith("nvImageCodec is not installed")
+    else:  # installed but a CPU device: it cannot start, or its decode fails, with the reason
+        assert problem.startswith("nvImageCodec")
 
 
 def test_the_probe_reports_a_missing_torchvision_or_a_cpu_device_as_a_reason():
@@ -72,6 +118,7 @@ def test_flags_and_variables_choose_the_paths_and_bad_values_are_refused():
     assert (_resolve([], env).data_backend, _resolve([], env).compile_mode) == ("cpu", "off")
     flagged = _resolve(["--data-backend", "nvjpeg", "--compile", "reduce-overhead"], env)
     assert (flagged.data_backend, flagged.compile_mode) == ("nvjpeg", "reduce-overhead")
+    assert _resolve(["--data-backend", "nvimgcodec"], {}).data_backend == "nvimgcodec"
     with pytest.raises(UserError, match="HPCREPRO_DATA_BACKEND='dali' is not one of"):
         _resolve([], {"HPCREPRO_DATA_BACKEND": "dali"})
     with pytest.raises(UserError, match="HPCREPRO_COMPILE='fast' is not one of"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -130,3 +131,80 @@ def denormalise(batch: torch.Tensor) -> torch.Tensor:
     """Inverse of `normalise`, rounded to uint8: for comparing the paths pixel by pixel."""
     mean, std = _statistics(batch.device)
     return (batch.float() * std + mean).round().clamp(0, 255).to(torch.uint8)
+
+
+# `crop_resize_batched` pads with a nested tensor, whose strided layout warns once that it is a
+# prototype; it is used for one copy only, which has worked the same since torch 2.1.
+warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype")
+
+BATCH_PIXELS = 1 << 27  # padded pixels of one `crop_resize_batched` pass (1.5 GiB as float)
+
+
+def _axis_weights(
+    box_start: torch.Tensor, box_length: torch.Tensor, length: torch.Tensor, padded: int, size: int
+) -> torch.Tensor:
+    """(N, size, padded) rows of Pillow's antialiased bilinear filter along one axis.
+
+    Pillow's `precompute_coeffs`: output pixel i is centred at box_start + (i + 0.5) * scale of
+    the source, its triangle filter reaches max(scale, 1) source pixels each side, is clipped to
+    the image (`length`: not to the box) and normalised. Column k stands for source pixel k.
+    """
+    scale = (box_length / size).view(-1, 1, 1)
+    stretch = scale.clamp(min=1.0)
+    out = torch.arange(size, device=scale.device, dtype=torch.float32).view(1, -1, 1)
+    centre = box_start.view(-1, 1, 1) + (out + 0.5) * scale
+    source = torch.arange(padded, device=scale.device, dtype=torch.float32).view(1, 1, -1)
+    weights = (1 - ((source + 0.5 - centre) / stretch).abs()).clamp(min=0)
+    weights = weights * (source < length.view(-1, 1, 1))
+    return weights / weights.sum(dim=2, keepdim=True)
+
+
+def crop_resize_batched(
+    images: list[torch.Tensor], plans: list[list[int]], size: int
+) -> torch.Tensor:
+    """`crop_resize_all` in a few batched operations instead of 2 kernels (and calls) an image.
+
+    The images are padded into one batch by a nested tensor (one copy, not one an image), and
+    the resize is out = Wy @ image @ Wx^T with Pillow's antialiased bilinear weights
+    (`_axis_weights`), zero past each image's edge. So it follows Pillow's `resize(box=...)`,
+    which also reads the image's pixels just outside the box, a little more closely than
+    `crop_resize_all`. Images whose padded batch would exceed `BATCH_PIXELS` (a few outsized
+    ones among ImageNet's) are done in further passes, largest first.
+    """
+    order = sorted(range(len(images)), key=lambda i: -images[i].shape[1] * images[i].shape[2])
+    parts: list[list[int]] = []
+    tallest = widest = 0
+    for index in order:
+        height, width = int(images[index].shape[1]), int(images[index].shape[2])
+        grown = (len(parts[-1]) + 1 if parts else 1) * max(tallest, height) * max(widest, width)
+        if parts and grown <= BATCH_PIXELS:
+            parts[-1].append(index)
+        else:
+            parts.append([index])
+            tallest = widest = 0
+        tallest, widest = max(tallest, height), max(widest, width)
+    if len(parts) == 1:
+        return _resize_part(images, plans, size)
+    out = torch.empty((len(images), 3, size, size), device=images[0].device)
+    for part in parts:
+        chosen = torch.tensor(part, device=out.device)
+        out[chosen] = _resize_part([images[i] for i in part], [plans[i] for i in part], size)
+    return out
+
+
+def _resize_part(images: list[torch.Tensor], plans: list[list[int]], size: int) -> torch.Tensor:
+    device = images[0].device
+    # A decoder's HWC images (nvImageCodec's) pad as HWC; CHW ones (torchvision's) as CHW.
+    interleaved = all(image.permute(1, 2, 0).is_contiguous() for image in images)
+    parts = [image.permute(1, 2, 0) if interleaved else image for image in images]
+    # As float before padding: CUDA's padding kernel takes floating types only, and for uint8
+    # torch pads image by image (measured: 22 ms of CPU a batch of 400 on an H200's host).
+    padded = torch.nested.as_nested_tensor(parts).to(torch.float32).to_padded_tensor(0.0)
+    batch = padded.permute(0, 3, 1, 2) if interleaved else padded
+    rows = [(*p[:4], im.shape[2], im.shape[1]) for p, im in zip(plans, images, strict=True)]
+    geometry = torch.tensor(rows, dtype=torch.float32).to(device)
+    left, top, width, height, image_w, image_h = geometry.unbind(1)
+    across = _axis_weights(left, width, image_w, batch.shape[3], size)  # (N, size, W)
+    down = _axis_weights(top, height, image_h, batch.shape[2], size)  # (N, size, H)
+    narrow = torch.matmul(batch, across.transpose(1, 2).unsqueeze(1))  # (N, 3, H, size)
+    return torch.matmul(down.unsqueeze(1), narrow)  # (N, 3, size, size)

@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_backend",
         choices=DATA_BACKENDS,
         default=None,
-        help="JPEG decoding: nvjpeg (on the GPU, torchvision), cpu (Pillow in the loader "
-        "workers) or auto (nvjpeg where it works); default: $HPCREPRO_DATA_BACKEND, else auto",
+        help="JPEG decoding: nvjpeg (on the GPU, torchvision), nvimgcodec (the GPU's hardware "
+        "JPEG engines, nvImageCodec), cpu (Pillow in the loader workers) or auto (the first of "
+        "nvjpeg, nvimgcodec that works); default: $HPCREPRO_DATA_BACKEND, else auto",
     )
     parser.add_argument(
         "--compile",

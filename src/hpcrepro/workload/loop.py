@@ -57,8 +57,8 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
 class DeviceBatches:
     """One split's batches of one epoch, as normalised images and labels on the device.
 
-    The CPU path decodes in the loader workers and normalises here; the nvjpeg path gets JPEG
-    bytes from the workers and decodes them on the GPU in a prefetch thread.
+    The CPU path decodes in the loader workers and normalises here; the GPU paths (nvimgcodec,
+    nvjpeg) get JPEG bytes from the workers and decode them on the GPU in a prefetch thread.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class DeviceBatches:
         runtime: Runtime,
         decoder: Decoder | None = None,
     ) -> None:
-        """`decoder` replaces nvJPEG for an `EncodedRecordDataset` (tests decode with Pillow)."""
+        """`decoder` replaces the GPU decoder of an `EncodedRecordDataset` (tests: Pillow)."""
         self.sampler, self.cfg, self.runtime = sampler, cfg, runtime
         self.channels_last = runtime.use_gpu
         # bf16 inputs on the GPU (the first convolution runs in bf16 under autocast anyway).
@@ -77,12 +77,12 @@ class DeviceBatches:
         self.loader = make_loader(dataset, sampler, cfg.workers, runtime.use_gpu)
         self.prefetcher: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
         if isinstance(dataset, EncodedRecordDataset):
-            from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, nvjpeg_decoder
+            from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, gpu_decoder
 
             assemble = BatchAssembler(
                 runtime.device,
                 cfg.image_size,
-                decoder or nvjpeg_decoder(runtime.device),
+                decoder or gpu_decoder(runtime.data_backend, runtime.device),
                 self.channels_last,
                 self.dtype,
             )

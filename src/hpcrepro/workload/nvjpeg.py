@@ -1,20 +1,19 @@
-"""The GPU decode path: JPEG bytes from the loader workers, decoded by nvJPEG, cropped on the GPU.
+"""The GPU decode paths: JPEG bytes from the loader workers, decoded and cropped on the GPU.
 
 Loader workers only read records and plan the crops (`EncodedRecordDataset`), so a GPU needs one
 or two CPU cores instead of a dozen Pillow decoders. A background thread takes each
-`EncodedBatch`, decodes its JPEGs in one batched `torchvision.io.decode_jpeg(device="cuda")` call
-(the A100/H100/H200 hardware JPEG engines where the image allows it, nvJPEG's CUDA decoder
-otherwise), resizes each planned box with the same antialiased bilinear filter the CPU path uses
-(`augment.crop_resize_all`), mirrors and normalises the batch, all on its own CUDA stream, and
-queues it while the training step runs. `BatchAssembler` takes the decoder as an argument so that
-the same code runs on the CPU, with Pillow decoding, in the tests.
+`EncodedBatch`, decodes its JPEGs in one batched call (torchvision's `decode_jpeg(device="cuda")`,
+nvJPEG's CUDA decoder, for the `nvjpeg` backend; nvImageCodec on the GPU's hardware JPEG engines
+for `nvimgcodec`), resizes the planned boxes of the whole batch at once with the antialiased
+bilinear filter the CPU path uses (`augment.crop_resize_batched`), mirrors and normalises the
+batch, all on its own CUDA stream, and queues it while the training step runs. `BatchAssembler`
+takes the decoder as an argument so that the same code runs on the CPU, with Pillow decoding, in
+the tests.
 
-Measured on one H200 (benchmarks/RESULTS.md): this path alone delivers 8,200-9,200 images/s with
-two loader workers and the compiled step alone runs at 6,950, but together they reach 4,700: each
-batch still costs the step about 27 ms. Running the per-image loop as TorchScript (no interpreter
-lock held) or the step as CUDA graphs did not change that, so the cost is on the GPU side; the
-2 x N small crop and resize kernels of a batch, or an implicit synchronisation inside the
-decoder, are the suspects that `benchmarks/workload_interference.py` separates.
+Measured on one H200 (benchmarks/RESULTS.md): the nvjpeg path alone delivers about 6,500 images/s
+with two loader workers and the compiled step alone runs at about 6,900, but together they reach
+4,900: the decode thread's host-side work (about 25 ms of CPU per 400 images in either decoder,
+plus the batch's assembly) runs beside the training thread in one process.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import torch
 from PIL import Image
 
 from hpcrepro.errors import UserError
-from hpcrepro.workload.augment import crop_resize_all, flip_where, normalise
+from hpcrepro.workload.augment import crop_resize_batched, flip_where, normalise
 from hpcrepro.workload.data import JPEG, EncodedBatch
 
 Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
@@ -46,6 +45,59 @@ def nvjpeg_decoder(device: torch.device) -> Decoder:
         return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
 
     return decode
+
+
+def nvimgcodec_decoder(device: torch.device) -> Decoder:
+    """nvImageCodec's batched decode, on the GPU's hardware JPEG engines first.
+
+    The engines take baseline JPEGs and need no multiprocessor time, which the training step
+    then has to itself. What they cannot decode goes to nvImageCodec's CUDA or hybrid nvJPEG
+    decoder where the installation has one, else to torchvision's nvJPEG. EXIF orientation is
+    ignored, as Pillow and torchvision do, so that plans drawn from the stored size fit.
+    Raises ImportError where nvImageCodec is missing.
+    """
+    from nvidia import nvimgcodec
+
+    index = torch.device(device).index
+    kinds = nvimgcodec.BackendKind
+    decoder = nvimgcodec.Decoder(
+        device_id=torch.cuda.current_device() if index is None else index,
+        backends=[
+            nvimgcodec.Backend(kind)
+            for kind in (kinds.HW_GPU_ONLY, kinds.GPU_ONLY, kinds.HYBRID_CPU_GPU)
+        ],
+    )
+    params = nvimgcodec.DecodeParams(
+        apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB
+    )
+    held: list[object] = []  # the last batch's images: their memory must outlive our copies
+    fallback: list[Decoder] = []
+
+    def decode(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
+        stream = torch.cuda.current_stream(device)
+        sources = [nvimgcodec.CodeStream(jpeg.numpy()) for jpeg in jpegs]
+        images = decoder.decode(sources, params=params, cuda_stream=stream.cuda_stream)
+        held[:] = images
+        # DLPack hands each HWC image over with the stream order kept, for a few microseconds.
+        out = [None if image is None else torch.from_dlpack(image).permute(2, 0, 1)
+               for image in images]
+        missing = [i for i, image in enumerate(out) if image is None]
+        if missing:
+            if not fallback:
+                try:
+                    fallback.append(nvjpeg_decoder(device))
+                except ImportError:
+                    raise RuntimeError("nvImageCodec could not decode an image") from None
+            for i, image in zip(missing, fallback[0]([jpegs[i] for i in missing]), strict=True):
+                out[i] = image
+        return out  # type: ignore[return-value]
+
+    return decode
+
+
+def gpu_decoder(backend: str, device: torch.device) -> Decoder:
+    """The decoder of a GPU data backend chosen by `fastpath` ("nvimgcodec" or "nvjpeg")."""
+    return nvimgcodec_decoder(device) if backend == "nvimgcodec" else nvjpeg_decoder(device)
 
 
 def pillow_decoder(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -66,6 +118,9 @@ class BatchAssembler:
     decode: Decoder
     channels_last: bool
     dtype: torch.dtype
+    resize: Callable[[list[torch.Tensor], list[list[int]], int], torch.Tensor] = (
+        crop_resize_batched
+    )
 
     def images(self, batch: EncodedBatch) -> list[torch.Tensor]:
         payloads = list(torch.split(batch.data, batch.offsets.diff().tolist()))
@@ -106,7 +161,7 @@ class BatchAssembler:
         return decoded
 
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = crop_resize_all(self.images(batch), batch.plans.tolist(), self.size)
+        boxes = self.resize(self.images(batch), batch.plans.tolist(), self.size)
         flips = batch.plans[:, 4].to(torch.bool).to(self.device, non_blocking=True)
         out = normalise(flip_where(boxes, flips), self.channels_last, self.dtype)
         return out, batch.labels.to(self.device, non_blocking=True)

@@ -71,7 +71,12 @@ def run(args: argparse.Namespace) -> str:
     if not use_gpu:
         torch.set_num_threads(dist.cpu_threads(place, cfg.workers))
     backend = fastpath.choose_data_backend(
-        cfg.data_backend, use_gpu, lambda: fastpath.nvjpeg_problem(device)
+        cfg.data_backend,
+        use_gpu,
+        {
+            "nvimgcodec": lambda: fastpath.nvimgcodec_problem(device),
+            "nvjpeg": lambda: fastpath.nvjpeg_problem(device),
+        },
     )
     compiled = fastpath.choose_compile(cfg.compile_mode, use_gpu)
     log = MLPerfLogger(enabled=place.rank == 0)
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> str:
 
     data_dir = Path(cfg.data_dir)
     # Index files only: cheap, and the sample counts decide the division before anything is logged.
-    dataset = EncodedRecordDataset if backend.name == "nvjpeg" else RecordImageDataset
+    dataset = EncodedRecordDataset if backend.name in fastpath.GPU_BACKENDS else RecordImageDataset
     train_set = dataset(data_dir / "train.rec", data_dir / "train.idx", cfg.image_size, True, 0)
     val_set = dataset(data_dir / "val.rec", data_dir / "val.idx", cfg.image_size, False, 0)
     log_submission(
