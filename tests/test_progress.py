@@ -148,7 +148,7 @@ def test_image_build_numbers_its_steps(tmp_path: Path) -> None:
     screen = plain(shown.tty)
     assert "\x1b[" in shown.tty  # drawn in colour on the terminal
     for step in (
-        r"\[1/4\] checking .* against v4\.0/NVIDIA",
+        r"\[1/4\] checking \S+ against \S+@\w+:\S*NVIDIA",
         r"\[2/4\] staging the code",
         r"\[3/4\] building rn50\.sqsh with enroot",
         r"  \[1/5\] Dockerfile line 3 \(RUN echo",

@@ -77,7 +77,9 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
 
 def main() -> None:
     try:
-        app()
+        # one name however it was started (`python -m hpcrepro` too): usage lines and the
+        # completion's variable (_HPCREPRO_COMPLETE) are those of the installed command
+        app(prog_name="hpcrepro")
     except UserError as error:
         print_user_error(error)
         sys.exit(USER_ERROR_EXIT)

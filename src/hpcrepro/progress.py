@@ -165,7 +165,8 @@ class Steps:
             from rich.console import Console
             from rich.text import Text
 
-            Console(stderr=True, highlight=False).print(Text(line, style="bold cyan"))
+            console = Console(stderr=True, highlight=False, soft_wrap=True)  # never re-wrapped
+            console.print(Text(line, style="bold cyan"))
         else:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
