@@ -132,8 +132,8 @@ def test_status_watch_live_on_a_terminal_and_changes_only_when_piped(tmp_path: P
 
 @pytest.mark.slow
 def test_image_build_numbers_its_steps(tmp_path: Path) -> None:
-    """A real enroot build of NVIDIA's code: every step, the Dockerfile's own included, says
-    where the build is, on a terminal and piped alike (the builder prints between them)."""
+    """A real enroot build of NVIDIA's code on a terminal: every step, the Dockerfile's own
+    included, says where the build is (piped: test_image_build's enroot build)."""
     enroot = enroot_program()
     env = ttyrun.cli_env(enroot_env(tmp_path, enroot))
     dockerfile = tmp_path / "Dockerfile"
@@ -151,8 +151,8 @@ def test_image_build_numbers_its_steps(tmp_path: Path) -> None:
         r"\[1/4\] checking \S+ against \S+@\w+:\S*NVIDIA",
         r"\[2/4\] staging the code",
         r"\[3/4\] building rn50\.sqsh with enroot",
-        r"  \[1/5\] Dockerfile line 3 \(RUN echo",
-        r"  \[5/5\] Dockerfile line 8 \(RUN test -x",
+        r"  \[1/6\] Dockerfile line 3 \(RUN echo",
+        r"  \[6/6\] Dockerfile line 8 \(RUN test -x",
         r"\[4/4\] recording the build",
     ):
         assert re.search(step + r".*\(\d+:\d\d:\d\d\)", screen), (step, screen[-3000:])

@@ -116,6 +116,9 @@ def status(
     _watch(campaign, campaigns, checked, said, as_json, bool(half_made))
 
 
+LOG_POLL_S = 2.0  # how often `status --watch` rereads the run logs between scheduler polls
+
+
 def _watch(
     campaign: str | None,
     campaigns: list[tuple[Any, Any]],
@@ -141,24 +144,36 @@ def _watch(
 
         live = Live(console=Console(highlight=False), auto_refresh=False)
         live.start()
+
+    def show() -> None:
+        if live is not None:
+            from rich.console import Group
+            from rich.text import Text
+
+            stamp = Text(f"(updated {time.strftime('%H:%M:%S')})", style="dim")
+            live.update(Group(view.live_table(campaigns), stamp), refresh=True)
+        else:
+            for line in view.change_lines(campaigns, seen):
+                typer.echo(line)
+            sys.stdout.flush()
+
     try:
         while True:
             if as_json:
                 typer.echo(view.as_json(campaigns, checked.unknown, one_line=True))
-            elif live is not None:
-                from rich.console import Group
-                from rich.text import Text
-
-                stamp = Text(f"(updated {time.strftime('%H:%M:%S')})", style="dim")
-                live.update(Group(view.live_table(campaigns), stamp), refresh=True)
             else:
-                for line in view.change_lines(campaigns, seen):
-                    typer.echo(line)
-                sys.stdout.flush()
+                show()
             if not any(m.active_job_ids() for _, m in campaigns):
                 raise typer.Exit(_exit_code(campaigns, checked, half_made))
             current = _job_states(campaigns)
-            time.sleep(backoff.next(changed=current != previous))
+            wait = backoff.next(changed=current != previous)
+            # The scheduler is asked once per back-off step; the run logs, read here on this
+            # machine, are read again every LOG_POLL_S meanwhile, so epochs show as they come.
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(LOG_POLL_S, left))
+                if not as_json and left > LOG_POLL_S:
+                    show()
             previous = current
             campaigns = actions.load_campaigns(campaign)
             checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked), said)
