@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install hpcrepro with its reference workload into .venv and
 # run the end-to-end demo (synthetic ImageNet-shaped data -> RecordIO -> 5 training runs on the
-# local backend -> MLPerf-style score and report). Takes a few minutes on 2 cores, no GPU needed.
+# local backend -> MLPerf-style score and report). No GPU needed; besides the install, the demo
+# takes about 1.5 minutes on 2 idle cores, 4-5 minutes on 2 busy ones (docs/workload.md).
 #
 #   bash scripts/demo.sh [hpcrepro demo options...]
 set -euo pipefail

@@ -120,7 +120,7 @@ def test_a_full_disk_gives_messages_and_cancel_still_works(tmp_path: Path) -> No
                 [sys.executable, "-m", "hpcrepro", "status", "--watch"],
                 env=env, stdout=out, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-        wait_for(lambda: "(updated" in printed.read_text(), 60, "a watch pass")
+        wait_for(lambda: "runs: " in printed.read_text(), 60, "a watch pass")
         watch.send_signal(signal.SIGINT)
         _, err = watch.communicate(timeout=60)
         assert "Traceback" not in err and "could not be recorded" in err, err

@@ -127,6 +127,9 @@ def test_real_enroot_build_from_a_local_base(tmp_path: Path, dockerfile: Path) -
     result = image_build(*args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(out)
+    # piped, the numbered steps are plain lines between the builder's own output
+    assert "[3/4] building rn50.sqsh with enroot" in result.stderr and "\x1b[" not in result.stderr
+    assert "  [6/6] Dockerfile line 8 (RUN test -x" in result.stderr
     record = json.loads(Path(f"{out}.json").read_text())
     assert record["builder"] == "enroot" and record["code"].endswith("eos_n8_ngc24.04_mxnet")
     assert_nvidia_shape(enroot, env, out)

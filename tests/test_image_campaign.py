@@ -105,7 +105,7 @@ def render(tmp_path: Path, site: Path, version: str) -> subprocess.CompletedProc
             version,
             "--site",
             str(site),
-            "-o",
+            "-d",
             str(tmp_path / f"review-{version}"),
             "--force",
         ],

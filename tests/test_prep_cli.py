@@ -194,7 +194,7 @@ def test_verify_on_unreadable_files_and_adopt_on_a_read_only_folder(
 def test_shards_then_join(synthetic: SyntheticSet, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for index in (1, 2):
-        result = ok(prep(synthetic.tars, out, "--shard", f"{index}/3"))
+        result = ok(prep(synthetic.tars, out, "--shard", f"{index}/3", "--json"))
         assert json.loads(result.stdout)["status"] == "shard-done"
     user_error(prep(synthetic.tars, out, "--join"), "shards 0 of 3 are not finished")
     assert_not_complete(out)

@@ -131,23 +131,15 @@ def test_a_failed_cache_drop_leaves_no_valid_run(slurm_cluster, tmp_path: Path) 
     require_pyxis(slurm_cluster.env)
     site = nvidia_site(tmp_path, "r4.0", RESULTS / CASES[3][2], drop_caches="false")
     env = cli_env(tmp_path, slurm_cluster.env)
-    hpcrepro(
-        "submit",
-        "--system",
-        "h200_1x8",
-        "--version",
-        "r4.0",
-        "--site",
-        str(site),
-        "--name",
-        "nodrop",
-        "--runs",
-        "2",
-        "--runs-per-job",
-        "2",
-        env=env,
-        timeout=300,
-    )
+    submit = ["submit", "--system", "h200_1x8", "--version", "r4.0", "--site", str(site)]
+    submit += ["--name", "nodrop", "--runs", "2", "--runs-per-job", "2"]
+    refused = hpcrepro(*submit, env=env, timeout=300, check=False)
+    # the site check runs the command on a node first and stops the submit
+    assert refused.returncode == 2, refused.stderr
+    assert "drop_caches_command: 'false' failed" in refused.stderr
+    assert not (tmp_path / "logs" / "nodrop").exists()
+    # past the check (a node whose sudo rule differs from the one probed), the job itself stops
+    hpcrepro(*submit, "--no-site-check", env=env, timeout=300)
     status = wait_for(all_finished("nodrop", env), timeout=600, what="the campaign")
     campaign = tmp_path / "logs" / "nodrop"
     logs = run_logs(campaign)

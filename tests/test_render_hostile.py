@@ -67,7 +67,7 @@ def test_explain_prints_values_and_file_names_literally(tmp_path: Path) -> None:
         name="site[x].yaml",
     )
     result = run_cli(
-        "config", "show", "-s", "dgxa100_8x8", "-v", "r3.0", "--site", str(site), "--explain",
+        "config", "show", "-s", "dgxa100_8x8", "-r", "r3.0", "--site", str(site), "--explain",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -75,12 +75,12 @@ def test_explain_prints_values_and_file_names_literally(tmp_path: Path) -> None:
         assert literal in result.stdout, literal
 
 
-# --- render -o --------------------------------------------------------------------------------
+# --- render -d --------------------------------------------------------------------------------
 
 
 def test_output_path_problems_are_exit_2_and_nothing_is_clobbered(tmp_path: Path) -> None:
     site = site_file(tmp_path)
-    render = ("render", "-s", "dgxa100_8x8", "-v", "r3.0", "--site", str(site), "-o")
+    render = ("render", "-s", "dgxa100_8x8", "-r", "r3.0", "--site", str(site), "-d")
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")

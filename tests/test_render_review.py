@@ -34,7 +34,7 @@ def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 def test_render_without_a_site_writes_marked_placeholder_scripts(tmp_path: Path) -> None:
     done = cli(
-        "render", "--system", "dgxa100_8x8", "--version", "r3.0", "-o", "review", home=tmp_path
+        "render", "--system", "dgxa100_8x8", "--version", "r3.0", "-d", "review", home=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert "warning: no site file: dataset_dir, log_dir are placeholder paths" in done.stderr
@@ -56,7 +56,7 @@ def test_a_set_folder_is_used_and_only_the_other_is_a_placeholder(tmp_path: Path
         "dgxa100_8x8",
         "--version",
         "r3.0",
-        "-o",
+        "-d",
         "review",
         "--set",
         f"log_dir={tmp_path}/logs",
@@ -82,7 +82,7 @@ def test_with_a_site_there_is_no_banner(tmp_path: Path) -> None:
         "dgxa100_8x8",
         "--version",
         "r3.0",
-        "-o",
+        "-d",
         "r",
         "--site",
         str(SITES / "pyxis.yaml"),

@@ -266,7 +266,7 @@ def test_cli_exit_2_without_traceback_or_hang(tmp_path: Path) -> None:
     nul.write_bytes(BASE.encode() + b"partition: g\0pu\n")
     digits = tmp_path / "digits.yaml"
     digits.write_text(BASE + "runs: " + "9" * 4301 + "\n")
-    render = ["render", "-s", *SYSTEM[:1], "-v", SYSTEM[1], "-o", str(tmp_path / "out")]
+    render = ["render", "-s", *SYSTEM[:1], "-r", SYSTEM[1], "-d", str(tmp_path / "out")]
     cases = [
         (["--site", "/dev/zero"], {}, "not a regular file"),
         (["--site", str(fifo)], {}, "not a regular file"),

@@ -43,7 +43,7 @@ def test_wheel_renders_from_a_clean_venv(tmp_path: Path) -> None:
             "r3.0",
             "--site",
             str(site),
-            "-o",
+            "-d",
             "review",
         ],
         cwd=work,

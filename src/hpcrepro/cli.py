@@ -37,8 +37,29 @@ app = typer.Typer(
     help="Reproduce NVIDIA's MLPerf Training ResNet-50 results on a Slurm cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from hpcrepro import __version__
+
+        typer.echo(f"hpcrepro {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print hpcrepro's version and exit (a command's --version is the MLPerf round).",
+    ),
+) -> None:
+    """Reproduce NVIDIA's MLPerf Training ResNet-50 results on a Slurm cluster."""
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
@@ -57,7 +78,9 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
 
 def main() -> None:
     try:
-        app()
+        # one name however it was started (`python -m hpcrepro` too): usage lines and the
+        # completion's variable (_HPCREPRO_COMPLETE) are those of the installed command
+        app(prog_name="hpcrepro")
     except UserError as error:
         print_user_error(error)
         sys.exit(USER_ERROR_EXIT)

@@ -323,6 +323,10 @@ def resolve(
     origins = {f"spec.{key}": origin for key, origin in catalog.origin(system, version).items()}
 
     site_file, site_source = site_file_and_source(site_path)
+    origins["system"], origins["version"] = "--system", "--version"
+    origins["site_file"] = site_source or (
+        f"none: no --site, no ${SITE_ENV_VAR}, no {DEFAULT_SITE_PATH}"
+    )
     site_data, site_doc = load_site_file(site_file, site_source)
     if site_doc is not None:
         for key_path, line in site_doc.lines.items():

@@ -102,6 +102,16 @@ def _describe(
     message = error["msg"].removeprefix("Value error, ")
     if kind not in ("value_error", "assertion_error") and not isinstance(given, dict | list):
         message = f"{message} (got {_shown(given)})"
+    if kind == "string_type" and isinstance(given, bool | int | float) and loc:
+        # YAML read a word or number as a boolean or number ('false', 'yes', '1e3'): say how to
+        # write it as text, in a file and on the command line.
+        text = str(given).lower() if isinstance(given, bool) else str(given)
+        dotted = ".".join(str(part) for part in loc)
+        return loc, message, (
+            f"YAML reads {text} as a {'boolean' if isinstance(given, bool) else 'number'}; "
+            "quote it to mean the text: "
+            f"{loc[-1]}: \"{text}\" in the file, or --set '{dotted}=\"{text}\"'"
+        )
     return loc, message, _hint_for(kind, loc, docs)
 
 
@@ -113,9 +123,15 @@ def user_error(
     docs: str | None = None,
 ) -> UserError:
     """One UserError for every problem of `exc`: the first with its place and fix, the next few
-    one per line ('also PLACE: ...'). Unknown keys come first: a typo also makes the real key
-    'missing', and the typo is the cause. `docs` names the file format's documentation."""
+    one per line ('also PLACE: ...'). Unknown keys, when there are any, are all that is shown: a
+    typo also makes the real key 'missing' or default, and the typo is the cause. `docs` names
+    the file format's documentation."""
     errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+    unknown = [error for error in errors if error["type"] == "extra_forbidden"]
+    if unknown:
+        # A misspelt key leaves the real one at its default ('runtme: none' keeps runtime
+        # pyxis), so what the other checks say would mislead: only the unknown keys are shown.
+        errors = unknown
     problems = [_describe(error, model, docs) for error in errors]
     first_loc, first_message, first_hint = problems[0]
     lines = [first_message]

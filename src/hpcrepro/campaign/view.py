@@ -180,3 +180,207 @@ def as_text(
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+# ---------------------------------------------------------------- per-run live view (--watch)
+
+_TAIL_BYTES = 1 << 16
+
+
+def _run_clock(log: Path) -> tuple[float | None, float | None, bool]:
+    """(run_start, the latest record, whether run_stop is logged): times in ms from the log's
+    own clock, so elapsed and ETA agree with the epochs they are computed from."""
+    from hpcrepro.results.mllog import iter_records
+
+    start = latest = None
+    stopped = False
+    try:
+        size = log.stat().st_size
+        for record in iter_records(log):  # run_start comes before any epoch: a short read
+            if record.key == "run_start":
+                start = record.time_ms
+            if record.key in ("run_start", "epoch_start", "block_start", "eval_accuracy"):
+                break
+        for record in iter_records(log, start=max(0, size - _TAIL_BYTES)):
+            latest = record.time_ms if latest is None else max(latest, record.time_ms)
+            stopped = stopped or record.key == "run_stop"
+    except OSError:
+        return None, None, False
+    return start, latest, stopped
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    return f"{whole // 3600:d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def run_rows(campaigns: list[tuple[CampaignPaths, Manifest]]) -> list[dict[str, Any]]:
+    """One row per training run: its state, epoch of the run's epoch budget (the last
+    evaluation epoch of its hyperparameters), last accuracy against the target, elapsed and ETA
+    (the time per epoch so far times the epochs left), read from the run logs."""
+    rows = []
+    for paths, manifest in campaigns:
+        for stage in manifest.stages:
+            if stage.kind != TRAIN:
+                continue
+            job = stage.current
+            job_id = job.job_id if job else None
+            for index in stage.runs:
+                judged = stage.verdicts.get(index)
+                row: dict[str, Any] = {
+                    "campaign": manifest.name,
+                    "run": index,
+                    "stage": stage.name,
+                    "state": judged.verdict if judged else stage.state,
+                    "epoch": None,
+                    "epochs": manifest.target_epoch,
+                    "accuracy": None,
+                    "target": manifest.target_accuracy,
+                    "elapsed_s": None,
+                    "eta_s": None,
+                }
+                log = paths.run_log(index, job_id)
+                if stage.state != states.PLANNED and log.is_file():
+                    outcome = live_progress(log)
+                    row["epoch"], row["accuracy"] = outcome.epoch, outcome.last_accuracy
+                    if outcome.started and not judged:
+                        row["state"] = outcome.status or "running"
+                    start, latest, stopped = _run_clock(log)
+                    if start is not None and latest is not None:
+                        row["elapsed_s"] = round(max(0.0, latest - start) / 1000, 1)
+                    if (
+                        not stopped
+                        and row["elapsed_s"]
+                        and outcome.epoch
+                        and manifest.target_epoch
+                        and states.is_active(stage.state)
+                    ):
+                        left = max(0.0, manifest.target_epoch - outcome.epoch)
+                        row["eta_s"] = round(row["elapsed_s"] / outcome.epoch * left, 1)
+                rows.append(row)
+    return rows
+
+
+def run_line(row: dict[str, Any]) -> str:
+    """'demo run 02 running epoch 3/16 acc 0.4100/0.759 elapsed 0:00:12 ETA 0:00:52'."""
+    parts = [f"{row['campaign']} run {row['run']:02d} {row['state']}"]
+    if row["epoch"] is not None:
+        parts.append(
+            f"epoch {row['epoch']:g}" + (f"/{row['epochs']:g}" if row["epochs"] else "")
+        )
+    if row["accuracy"] is not None:
+        parts.append(f"acc {row['accuracy']:.4f}/{row['target']:g}")
+    if row["elapsed_s"] is not None:
+        parts.append(f"elapsed {_clock(row['elapsed_s'])}")
+    if row["eta_s"] is not None:
+        parts.append(f"ETA {_clock(row['eta_s'])}")
+    return " ".join(parts)
+
+
+def change_lines(
+    campaigns: list[tuple[CampaignPaths, Manifest]],
+    seen: dict[tuple[str, str], tuple[Any, ...]],
+) -> list[str]:
+    """What changed since the last call (`seen` keeps what was said): a stage's job or state,
+    a run's state, epoch or accuracy. The piped `status --watch` prints only these lines."""
+    lines = []
+    for paths, manifest in campaigns:
+        counts = engine.run_counts(manifest)
+        title = (
+            f"{manifest.name}  runs: {counts['valid']}/{manifest.runs_required} valid, "
+            f"{counts['coming']} to come, {counts['lost']} lost"
+            + ("  [cancelled]" if manifest.cancelled else "")
+        )
+        if seen.get((manifest.name, "")) != (title,):
+            seen[(manifest.name, "")] = (title,)
+            lines.append(title)
+        for row in stage_rows(paths, manifest, live=False):
+            key = (manifest.name, "stage " + row["stage"])
+            said = (row["job_id"], row["state"], row["note"])
+            if seen.get(key) != said:
+                seen[key] = said
+                text = f"{manifest.name} {row['stage']} {row['state']}"
+                if row["job_id"]:
+                    text += f" (job {row['job_id']})"
+                lines.append(text + (f": {row['note']}" if row["note"] else ""))
+        for run in run_rows([(paths, manifest)]):
+            key = (manifest.name, f"run {run['run']}")
+            said = (run["state"], run["epoch"], run["accuracy"])
+            if seen.get(key) != said:
+                seen[key] = said
+                lines.append(run_line(run))
+    return lines
+
+
+def live_table(campaigns: list[tuple[CampaignPaths, Manifest]]) -> Any:
+    """The terminal's `status --watch`: the stage table of each campaign, then one row per run
+    with a bar of its epoch budget (a rich renderable; rich is imported here only)."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text(as_text(campaigns, live=False))]
+    rows = run_rows(campaigns)
+    if rows:
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        for column in ("run", "state", "epoch", "", "accuracy", "elapsed", "ETA"):
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            epoch = "" if row["epoch"] is None else f"{row['epoch']:g}"
+            if row["epochs"] and epoch:
+                epoch += f"/{row['epochs']:g}"
+            bar = (
+                ProgressBar(total=row["epochs"], completed=row["epoch"] or 0, width=20)
+                if row["epochs"]
+                else Text("")
+            )
+            accuracy = (
+                "" if row["accuracy"] is None else f"{row['accuracy']:.4f}/{row['target']:g}"
+            )
+            table.add_row(
+                Text(f"{row['campaign']} {row['run']:02d}"),
+                Text(str(row["state"])),
+                Text(epoch),
+                bar,
+                Text(accuracy),
+                Text(_clock(row["elapsed_s"])),
+                Text(_clock(row["eta_s"])),
+            )
+        parts += [Text(""), table]
+    return Group(*parts)
+
+
+def outcome_json(action: str, outcome: Any, dry_run: bool = False) -> str:
+    """What `submit`, `resume` or `cancel --json` print: one JSON document with the campaign,
+    its folder, the stages submitted, every stage's job and state, and the lines a person reads."""
+    manifest = outcome.manifest
+    stages = (
+        [
+            {
+                "stage": stage.name,
+                "job_id": (stage.current.job_id if stage.current else None) or None,
+                "state": stage.state,
+            }
+            for stage in manifest.stages
+        ]
+        if manifest is not None
+        else []
+    )
+    return json.dumps(
+        {
+            "action": action,
+            "campaign": manifest.name if manifest is not None else None,
+            "folder": str(outcome.paths.root),
+            "backend": manifest.backend if manifest is not None else None,
+            "dry_run": dry_run,
+            "cancelled": bool(manifest and manifest.cancelled),
+            "submitted": list(outcome.submitted),
+            "stages": stages,
+            "exit_code": outcome.exit_code,
+            "messages": list(outcome.lines),
+        },
+        indent=1,
+    )

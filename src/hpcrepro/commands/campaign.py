@@ -20,8 +20,8 @@ from hpcrepro.rounds import listing
 
 
 def submit(
-    system: str = typer.Option(..., "--system", help="system name from `hpcrepro systems`"),
-    version: str = typer.Option(..., "--version", help=f"MLPerf round: {listing()}"),
+    system: str = typer.Option(..., "--system", "-s", help="system name from `hpcrepro systems`"),
+    version: str = typer.Option(..., "--version", "-r", help=f"MLPerf round: {listing()}"),
     site: Path | None = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, overrides any setting"),
     runs: int | None = typer.Option(None, "--runs", help="training runs (site default: 5)"),
@@ -36,6 +36,7 @@ def submit(
     no_site_check: bool = typer.Option(
         False, "--no-site-check", help="skip checking the site against the cluster first"
     ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (see docs)"),
 ) -> None:
     """Submit the whole stage graph (image, runs, collect) so you can log out.
 
@@ -64,6 +65,11 @@ def submit(
         dry_run=dry_run,
     )
     outcome = actions.submit(request)
+    if as_json:
+        from hpcrepro.campaign.view import outcome_json
+
+        typer.echo(outcome_json("submit", outcome, dry_run))
+        return
     typer.echo("\n".join(outcome.lines))
     if not dry_run and outcome.manifest is not None and not outcome.manifest.cancelled:
         typer.echo(f"follow it with: hpcrepro status {outcome.manifest.name} --watch")
@@ -107,7 +113,6 @@ def status(
     interrupted; 3: Slurm did not answer, so some states are only the last known; 2: an error.
     """
     from hpcrepro.campaign import actions, layout, view
-    from hpcrepro.scheduler.base import Backoff
 
     damaged: list[str] = []
     half_made: list[str] = []
@@ -138,26 +143,73 @@ def status(
             else view.as_text(campaigns, unknown=checked.unknown)
         )
         raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
-    # One JSON document per line (JSON lines) while watching; the back-off restarts only when a
-    # job's state changes (elapsed times and progress change on every poll while a job runs).
+    _watch(campaign, campaigns, checked, said, as_json, bool(half_made))
+
+
+LOG_POLL_S = 2.0  # how often `status --watch` rereads the run logs between scheduler polls
+
+
+def _watch(
+    campaign: str | None,
+    campaigns: list[tuple[Any, Any]],
+    checked: Any,
+    said: set[Path],
+    as_json: bool,
+    half_made: bool,
+) -> None:
+    """Poll until every job has ended. On a terminal a live view (stages, then each run's epoch,
+    accuracy, elapsed and ETA); piped, only what changed, one line each; with --json one JSON
+    document per line (JSON lines). The back-off restarts only when a job's state changes
+    (elapsed times and progress change on every poll while a job runs)."""
+    from hpcrepro.campaign import actions, view
+    from hpcrepro.scheduler.base import Backoff
+
     backoff = Backoff(first=2.0, maximum=30.0)
     previous: list[tuple[str, ...]] = []
-    while True:
-        if as_json:
-            text = view.as_json(campaigns, checked.unknown, one_line=True)
+    seen: dict[tuple[str, str], tuple[Any, ...]] = {}
+    live: Any = None
+    if not as_json and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live(console=Console(highlight=False), auto_refresh=False)
+        live.start()
+
+    def show() -> None:
+        if live is not None:
+            from rich.console import Group
+            from rich.text import Text
+
+            stamp = Text(f"(updated {time.strftime('%H:%M:%S')})", style="dim")
+            live.update(Group(view.live_table(campaigns), stamp), refresh=True)
         else:
-            text = view.as_text(campaigns, live=True, unknown=checked.unknown)
-            if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[J")
-            text += f"\n(updated {time.strftime('%H:%M:%S')})"
-        typer.echo(text)
-        if not any(m.active_job_ids() for _, m in campaigns):
-            raise typer.Exit(_exit_code(campaigns, checked, bool(half_made)))
-        current = _job_states(campaigns)
-        time.sleep(backoff.next(changed=current != previous))
-        previous = current
-        campaigns = actions.load_campaigns(campaign)
-        checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked), said)
+            for line in view.change_lines(campaigns, seen):
+                typer.echo(line)
+            sys.stdout.flush()
+
+    try:
+        while True:
+            if as_json:
+                typer.echo(view.as_json(campaigns, checked.unknown, one_line=True))
+            else:
+                show()
+            if not any(m.active_job_ids() for _, m in campaigns):
+                raise typer.Exit(_exit_code(campaigns, checked, half_made))
+            current = _job_states(campaigns)
+            wait = backoff.next(changed=current != previous)
+            # The scheduler is asked once per back-off step; the run logs, read here on this
+            # machine, are read again every LOG_POLL_S meanwhile, so epochs show as they come.
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(LOG_POLL_S, left))
+                if not as_json and left > LOG_POLL_S:
+                    show()
+            previous = current
+            campaigns = actions.load_campaigns(campaign)
+            checked = _status_pass(campaigns, actions.refresh_all(campaigns, checked), said)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def _status_pass(campaigns: list[tuple[Any, Any]], checked: Any, said: set[Path]) -> Any:
@@ -204,22 +256,32 @@ def _job_states(campaigns: list[tuple[Any, Any]]) -> list[tuple[str, ...]]:
     ]
 
 
-def cancel(campaign: str = typer.Argument(..., help="campaign name or folder")) -> None:
+JsonOption = typer.Option(False, "--json", help="print one JSON document (see docs)")
+
+
+def cancel(
+    campaign: str = typer.Argument(..., help="campaign name or folder"),
+    as_json: bool = JsonOption,
+) -> None:
     """Cancel every job of the campaign that has not ended (local jobs: SIGTERM, then SIGKILL
     after $HPCREPRO_CANCEL_GRACE_S, default 10 s). Exit code 1 when a process survived."""
-    from hpcrepro.campaign import actions
+    from hpcrepro.campaign import actions, view
 
     outcome = actions.cancel(campaign)
-    typer.echo("\n".join(outcome.lines))
+    typer.echo(view.outcome_json("cancel", outcome) if as_json else "\n".join(outcome.lines))
     raise typer.Exit(outcome.exit_code)
 
 
-def resume(campaign: str = typer.Argument(..., help="campaign name or folder")) -> None:
+def resume(
+    campaign: str = typer.Argument(..., help="campaign name or folder"),
+    as_json: bool = JsonOption,
+) -> None:
     """Replace what failed or never ran, until the required number of valid runs can exist; a
     campaign whose submit was interrupted is finished."""
-    from hpcrepro.campaign import actions
+    from hpcrepro.campaign import actions, view
 
-    typer.echo("\n".join(actions.resume(campaign).lines))
+    outcome = actions.resume(campaign)
+    typer.echo(view.outcome_json("resume", outcome) if as_json else "\n".join(outcome.lines))
 
 
 def register(app: typer.Typer) -> None:

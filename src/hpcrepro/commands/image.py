@@ -19,8 +19,8 @@ image_app = typer.Typer(
 
 @image_app.command("build")
 def build(
-    system: str = typer.Option(..., "--system", help="system name from `hpcrepro systems`"),
-    version: str = typer.Option(..., "--version", help=f"MLPerf round: {listing()}"),
+    system: str = typer.Option(..., "--system", "-s", help="system name from `hpcrepro systems`"),
+    version: str = typer.Option(..., "--version", "-r", help=f"MLPerf round: {listing()}"),
     site: Path | None = typer.Option(None, "--site", help="site YAML (else $HPCREPRO_SITE)"),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, overrides any setting"),
     code: Path | None = typer.Option(

@@ -30,8 +30,13 @@ def imagenet(
     on_corrupt: str = typer.Option("fail", "--on-corrupt", help="fail or skip corrupt images."),
     val_labels: Path = typer.Option(None, "--val-labels", help="Labels for flat val images."),
     restart: bool = typer.Option(False, "--restart", help="Discard a partial prep in --out."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the summary as one JSON document; no progress bars."
+    ),
 ) -> None:
-    """Convert ImageNet to train/val .rec/.idx exactly as im2rec.py --pass-through does."""
+    """Convert ImageNet to train/val .rec/.idx exactly as im2rec.py --pass-through does.
+
+    On a terminal, a bar per split shows images, bytes, rate and ETA on stderr."""
     from hpcrepro.prep.imagenet import Request, default_workers, prepare
     from hpcrepro.prep.shards import parse_shard
 
@@ -62,8 +67,19 @@ def imagenet(
         join_only=join,
         restart=restart,
     )
-    summary = prepare(request)
-    typer.echo(json.dumps(summary, sort_keys=True))
+    from hpcrepro.progress import Progress
+
+    with Progress(enabled=False if as_json else None) as board:
+        summary = prepare(request, log=board.line, board=board)
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    typer.echo(f"{summary['status']}: " + summary.get("out", summary.get("shard", "")))
+    for split, info in summary.get("splits", {}).items():
+        typer.echo(
+            f"{split}: {info['images']} images, {info['rec_bytes']} bytes, "
+            f"{info['skipped']} skipped"
+        )
 
 
 @prep_app.command("verify")
@@ -79,13 +95,15 @@ def verify(
     from hpcrepro.prep.imagenet import default_workers
     from hpcrepro.prep.verify import adopt
     from hpcrepro.prep.verify import verify as run_verify
+    from hpcrepro.progress import Progress
 
     folder = folder.resolve()
-    report = (
-        adopt(folder)
-        if write_manifest
-        else run_verify(folder, deep=deep, workers=default_workers())
-    )
+    with Progress(enabled=False if as_json else None) as board:
+        report = (
+            adopt(folder)
+            if write_manifest
+            else run_verify(folder, deep=deep, workers=default_workers(), board=board)
+        )
     if as_json:
         typer.echo(json.dumps(report, indent=1, sort_keys=True))
     else:

@@ -19,8 +19,12 @@ SCALING_MODES = ("auto", "folder", "rcp")
 
 def collect(
     folder: Path = typer.Argument(..., help="Campaign folder or folder of run logs."),
-    version: str | None = typer.Option(None, "--version", help="MLPerf version, e.g. r4.0."),
-    system: str | None = typer.Option(None, "--system", help="System name (catalog entry)."),
+    version: str | None = typer.Option(
+        None, "--version", "-r", help="MLPerf round, e.g. r4.0 (else from the logs)."
+    ),
+    system: str | None = typer.Option(
+        None, "--system", "-s", help="System name (catalog entry)."
+    ),
     fmt: str = typer.Option(
         "table", "--format", help="table, json, csv, md or html (one self-contained page)."
     ),

@@ -65,7 +65,7 @@ def _rows(catalog: Catalog, version: str | None) -> list[dict[str, Any]]:
 @systems_app.callback()
 def list_systems(
     ctx: typer.Context,
-    version: str | None = typer.Option(None, "--version", "-v", help=VERSION_HELP),
+    version: str | None = typer.Option(None, "--version", "-r", help=VERSION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Every system x version: scale, batch, ruleset, provenance and NVIDIA's published score."""
@@ -123,7 +123,7 @@ def _details(catalog: Catalog, system: str, version: str) -> dict[str, Any]:
 @systems_app.command("show")
 def show(
     name: str = typer.Argument(..., help="System name, e.g. dgxa100_8x8."),
-    version: str | None = typer.Option(None, "--version", "-v", help=VERSION_HELP),
+    version: str | None = typer.Option(None, "--version", "-r", help=VERSION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Every value of one system, per version, with provenance, notes and where it came from."""

@@ -9,7 +9,7 @@ import typer
 
 def demo(
     directory: Path = typer.Option(
-        Path("hpcrepro-demo"), "--dir", help="Folder for the demo's data, configs and logs."
+        Path("hpcrepro-demo"), "--dir", "-d", help="Folder for the demo's data, configs and logs."
     ),
     # 99: what `hpcrepro submit` accepts (hpcrepro.site.MAX_RUNS; a test keeps them equal).
     runs: int = typer.Option(

@@ -67,6 +67,12 @@ def job_options_from_site(path: Path, gpus_per_node: int | None, timeout_min: in
 
     data, doc = load_site_file(Path(path), "--site")
     assert doc is not None  # a path was given, so there is a document
+    if set(data) - set(Site.model_fields):
+        # A misspelt key ('partiton') would silently send the job elsewhere: named first.
+        try:
+            Site.model_validate(data)
+        except ValidationError as exc:
+            raise user_error(exc, Site, doc.where, docs="docs/site.md") from None
     # Only these keys are validated here: no dataset, image or runtime is needed to detect.
     site = _no_site()
     for key in _SITE_KEYS:

@@ -21,7 +21,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.image import cache
 from hpcrepro.image.published import CodeLocation, locate
 from hpcrepro.image.spec import BuildSpec, Format
+from hpcrepro.progress import Steps
 from hpcrepro.safeopen import replace_file
 
 if TYPE_CHECKING:
@@ -260,25 +261,25 @@ def build(built: Plan, target: Path) -> tuple[Path, bool]:
             shutil.rmtree(stale, ignore_errors=True)  # a build that died while holding the lock
         work = target.parent / f"{_WORK_PREFIX}{target.name}.{socket.gethostname()}.{os.getpid()}"
         work.mkdir()
+        steps = Steps(4)
         try:
             if request.code is not None:
                 code = request.code
+                steps.step(f"checking {code} against {built.location.label}")
                 verify_tree(code, built.location.files, built.location.label, "--code")
             else:
                 from hpcrepro.image.code import fetch
 
-                print(f"hpcrepro: fetching {built.location.label}", file=sys.stderr, flush=True)
+                steps.step(f"fetching {built.location.label}")
                 code = fetch(built.location, work)
-            spec = _spec(built, code, work)
+            steps.step("staging the code and resolving its requirements")
+            spec = _spec(built, code, work, steps.sub)
             partial = work / f"image.{request.output_format}"
-            print(
-                f"hpcrepro: building {target.name} with {builder} from {built.base}",
-                file=sys.stderr,
-                flush=True,
-            )
+            steps.step(f"building {target.name} with {builder} from {built.base}")
             _run_builder(builder, spec, partial)
             if not partial.is_file() or partial.stat().st_size == 0:
                 raise UserError(f"the {builder} build wrote no image", hint="see its output above")
+            steps.step(f"recording the build beside {target.name}")
             record = json.dumps(metadata(built, builder), indent=1) + "\n"
             replace_file(Path(f"{target}.json"), record.encode(), staging=work)
             os.replace(partial, target)  # last: only now does the image look finished
@@ -287,7 +288,9 @@ def build(built: Plan, target: Path) -> tuple[Path, bool]:
     return target, True
 
 
-def _spec(built: Plan, code: Path, work: Path) -> BuildSpec:
+def _spec(
+    built: Plan, code: Path, work: Path, on_step: Callable[[int, int, str], None] | None = None
+) -> BuildSpec:
     from hpcrepro.image.code import stage as stage_code
     from hpcrepro.image.requirements import resolve
 
@@ -332,6 +335,7 @@ def _spec(built: Plan, code: Path, work: Path) -> BuildSpec:
         output_format=request.output_format,
         work=work,
         name=f"hpcrepro-build-{os.getpid()}-{built.key[:10]}",
+        on_step=on_step,
     )
 
 

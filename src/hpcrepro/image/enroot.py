@@ -243,7 +243,10 @@ def _replay(enroot: str, spec: BuildSpec, container: str, rc: Path, files: Path)
         base_workdir=base_workdir(base_rc),
     )
     hint = "fix that step (the output above says why), or give your own Dockerfile (--dockerfile)"
-    for what, command in step_commands(enroot, spec, recipe, container, rc):
+    steps = step_commands(enroot, spec, recipe, container, rc)
+    for index, (what, command) in enumerate(steps, 1):
+        if spec.on_step is not None:
+            spec.on_step(index, len(steps), what)
         run_checked(command, what, hint)
     (files / "environment").write_text(environment_file(base_env, recipe, where))
     script = [f"cp -- {BUILD_MOUNT}/environment /etc/environment"]

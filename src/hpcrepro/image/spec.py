@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,6 +30,8 @@ class BuildSpec:
     output_format: Format
     work: Path  # a private folder for the builder's temporary files
     name: str  # unique, for container and tag names
+    # (index, count, what) of each Dockerfile step a builder replays itself (enroot), for progress
+    on_step: Callable[[int, int, str], None] | None = None
 
 
 def run_checked(

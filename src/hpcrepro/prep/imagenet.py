@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from hpcrepro.prep.sources import (
     is_folder,
 )
 from hpcrepro.prep.verify import SPLITS, file_entry, quick_check, write_manifest
+from hpcrepro.progress import Progress, rate
 from hpcrepro.safeopen import replace_file
 
 PLAN_VERSION = 1
@@ -329,12 +331,16 @@ def _open_output(request: Request, log: Log) -> Path:
     return work
 
 
-def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
+def prepare(
+    request: Request, log: Log = _stderr, board: Progress | None = None
+) -> dict[str, Any]:
     """Run the part of the prep the request asks for; returns a summary.
 
     Every check of the arguments and of the input comes before the first write, so a mistake
-    leaves --out (and the input) as they were.
+    leaves --out (and the input) as they were. `board` shows the packing of each split (images,
+    bytes, rate, ETA); without one, a plain line a minute goes to `log`'s stream.
     """
+    board = board or Progress(enabled=False)
     request.raw = request.raw.resolve()
     request.out = request.out.resolve()
     if request.val_labels:
@@ -374,7 +380,7 @@ def prepare(request: Request, log: Log = _stderr) -> dict[str, Any]:
         return _join_and_finish(request, work, plan, log)
     shard = request.shard or Shard(0, 1)
     for split in SPLITS:
-        _pack_split(request, work, plan, split, shard, log, entries.get(split))
+        _pack_split(request, work, plan, split, shard, log, entries.get(split), board)
     if request.shard is not None:
         log(f"shard {shard.index}/{shard.count} done; run with --join once all shards are done")
         return {"status": "shard-done", "shard": f"{shard.index}/{shard.count}"}
@@ -389,6 +395,7 @@ def _pack_split(
     shard: Shard,
     log: Log,
     entries: list[ListEntry] | None,
+    board: Progress,
 ) -> None:
     if JoinFiles.of(work, split).started():
         log(f"{split}: packed; the join had started and continues")
@@ -408,13 +415,19 @@ def _pack_split(
     )
     log(f"{split}: packing {len(part)} images ({gib(needed)}) with {request.workers} readers")
 
+    task = board.task(f"{split} images", len(part), "images")
+    first: list[int] = []  # bytes already packed when this call started (a resumed pack)
+
     def progress(done: int, total: int, size: int) -> None:
-        log(f"{split}: {done}/{total} images, {gib(size)}")
+        first[:] = first or [size]
+        seconds = time.monotonic() - task.started
+        task.update(done, f"{gib(size)}, {rate(size - first[0], seconds)}")
 
     with io_errors(f"packing {split}", work):
         state = pack(
             part, files, workers=request.workers, on_corrupt=request.on_corrupt, progress=progress
         )
+    task.finish(gib(state.rec_size))
     if state.skipped:
         log(f"{split}: skipped {len(state.skipped)} corrupt images (listed in the manifest)")
 

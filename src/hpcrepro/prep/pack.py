@@ -328,7 +328,8 @@ class ShardFiles:
             path.unlink(missing_ok=True)
 
 
-ProgressFn = Callable[[int, int, int], None]
+ProgressFn = Callable[[int, int, int], None]  # (images done, images, bytes written)
+PROGRESS_INTERVAL_S = 0.2  # how often pack reports; the display decides what to show
 
 
 class _RecFile:
@@ -664,7 +665,7 @@ def _pack_loop(
             if state.rec_size - segment_start >= segment_bytes:
                 boundary(final=False)
             now = time.monotonic()
-            if progress and now - last_report >= 5:
+            if progress and now - last_report >= PROGRESS_INTERVAL_S:
                 progress(state.position, len(entries), state.rec_size)
                 last_report = now
         boundary(final=True)

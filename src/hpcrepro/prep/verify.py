@@ -8,6 +8,7 @@ file with no gap or trailing bytes, and compares each record's id and label with
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hpcrepro.errors import UserError
-from hpcrepro.prep.files import check_shape, io_errors, read_json, write_json
+from hpcrepro.prep.files import check_shape, gib, io_errors, read_json, write_json
 from hpcrepro.prep.imagecheck import image_problem
 from hpcrepro.prep.listing import read_lst
+from hpcrepro.progress import Progress, rate
 from hpcrepro.recordio import (
     IR_HEADER,
     MAGIC,
@@ -60,9 +62,16 @@ def split_files(folder: Path, split: str) -> dict[str, Path]:
 
 
 def check_split(
-    folder: Path, split: str, *, skipped: int = 0, deep: bool = False, num_classes: int = 0
+    folder: Path,
+    split: str,
+    *,
+    skipped: int = 0,
+    deep: bool = False,
+    num_classes: int = 0,
+    board: Progress | None = None,
 ) -> SplitReport:
-    """Check one split's `.lst/.rec/.idx` against each other; problems go into the report."""
+    """Check one split's `.lst/.rec/.idx` against each other; problems go into the report.
+    With `deep` and a `board`, the records read so far show as a task on it."""
     paths = split_files(folder, split)
     report = SplitReport(split)
     absent = [p.name for p in paths.values() if not p.is_file()]
@@ -89,10 +98,13 @@ def check_split(
             f"{report.missing} listed images have no record"
             + (f" (the manifest lists {skipped} skipped)" if skipped else "")
         )
+    task = board.task(f"{split} records", len(entries), "records") if board and deep else None
     with open(paths["rec"], "rb") as rec:
         expected: int | None = 0  # None after a broken record: its end is unknown
         seen: set[int] = set()
-        for key, offset in entries:
+        for done, (key, offset) in enumerate(entries):
+            if task is not None and done % 256 == 0:
+                task.update(done)
             if expected is not None and offset != expected:
                 report.problem(f"{split}.idx: record {key} at offset {offset}, expected {expected}")
             try:
@@ -103,6 +115,8 @@ def check_split(
             if key in seen:
                 report.problem(f"{split}.idx: id {key} appears twice")
             seen.add(key)
+        if task is not None:
+            task.finish()
         if entries and expected is not None and expected != report.rec_bytes:
             report.problem(
                 f"{split}.rec has {report.rec_bytes - expected} bytes after its last record"
@@ -174,11 +188,27 @@ def file_entry(path: Path, segments: list[dict[str, int]] | None = None) -> dict
     return {"size": size, "segments": segments}
 
 
-def check_checksums(folder: Path, files: dict[str, Any], workers: int) -> list[str]:
+def check_checksums(
+    folder: Path, files: dict[str, Any], workers: int, board: Progress | None = None
+) -> list[str]:
     """Recompute every segment's CRC-32 (segments in parallel); return the mismatches."""
     jobs = [(name, seg) for name, entry in files.items() for seg in entry["segments"]]
+    task = board.task("checksums", len(jobs), "segments") if board else None
+    read = 0
+
+    def one(job: tuple[str, dict[str, int]]) -> int:
+        return crc_of(folder / job[0], job[1]["offset"], job[1]["length"])
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        crcs = list(pool.map(lambda j: crc_of(folder / j[0], j[1]["offset"], j[1]["length"]), jobs))
+        crcs = []
+        for (_, seg), crc in zip(jobs, pool.map(one, jobs), strict=True):
+            crcs.append(crc)
+            read += seg["length"]
+            if task is not None:
+                seconds = time.monotonic() - task.started
+                task.update(len(crcs), f"{gib(read)}, {rate(read, seconds)}")
+    if task is not None:
+        task.finish(gib(read))
     return [
         f"{name}: bytes {seg['offset']}..{seg['offset'] + seg['length']} changed (CRC-32 mismatch)"
         for (name, seg), crc in zip(jobs, crcs, strict=True)
@@ -248,15 +278,18 @@ def _read_errors(folder: Path) -> Iterator[None]:
         ) from error
 
 
-def verify(folder: Path, *, deep: bool = False, workers: int = 1) -> dict[str, Any]:
-    """Full check of a data set folder; returns a JSON-ready report with an `ok` flag."""
+def verify(
+    folder: Path, *, deep: bool = False, workers: int = 1, board: Progress | None = None
+) -> dict[str, Any]:
+    """Full check of a data set folder; returns a JSON-ready report with an `ok` flag.
+    `board` shows the deep check's progress (records, then checksum bytes)."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder", hint="pass the --out folder of hpcrepro prep")
     with _read_errors(folder):
-        return _verify(folder, deep, workers)
+        return _verify(folder, deep, workers, board)
 
 
-def _verify(folder: Path, deep: bool, workers: int) -> dict[str, Any]:
+def _verify(folder: Path, deep: bool, workers: int, board: Progress | None) -> dict[str, Any]:
     manifest = load_manifest(folder)
     problems = quick_check(folder) if manifest else []
     splits = {}
@@ -268,13 +301,14 @@ def _verify(folder: Path, deep: bool, workers: int) -> dict[str, Any]:
             skipped=len(info.get("skipped", [])),
             deep=deep,
             num_classes=info.get("classes", 0),
+            board=board,
         )
         splits[split] = report
         problems += [f"{split}: {p}" for p in report.problems]
         if report.problem_count > len(report.problems):
             problems.append(f"{split}: ... {report.problem_count - len(report.problems)} more")
     if deep and manifest and not problems:
-        problems += check_checksums(folder, manifest["files"], workers)
+        problems += check_checksums(folder, manifest["files"], workers, board)
     imagenet = all(splits[s].records == IMAGENET_COUNTS[s] for s in SPLITS) and all(
         splits[s].classes == IMAGENET_CLASSES for s in SPLITS
     )

@@ -136,6 +136,9 @@ def check(batch_sizes: list[int | None], epochs: list[float | None], ruleset: st
     values = [NOT_CONVERGED if e is None else e for e in epochs]
     if sum(1 for v in values if v == NOT_CONVERGED) > 1:
         return RcpResult(False, "insufficient convergence: more than one run did not converge", 1.0)
+    if len(values) < 3:  # an olympic mean of fewer would be NaN, and its verdict a wrong one
+        return RcpResult(False, f"the RCP check needs at least 3 runs (the olympic mean drops "
+                         f"the fastest and the slowest), found {len(values)}", 1.0)
     points = pruned_references(ruleset)
     exact = [r for r in points if r.batch_size == batch_size]
     below = [r for r in points if r.batch_size < batch_size]

@@ -93,14 +93,30 @@ def _missing_packages() -> list[str]:
 
 
 def _hpcrepro(
-    args: Sequence[str], env: dict[str, str], step: str, *, may_fail: bool = False
+    args: Sequence[str],
+    env: dict[str, str],
+    step: str,
+    *,
+    may_fail: bool = False,
+    shown: bool = False,
 ) -> str:
     """Run `python -m hpcrepro ARGS`; a failure becomes a UserError that says which step broke.
 
     With `may_fail`, a command that ran but exited non-zero (collect without a valid score) still
-    returns its output; a missing command is always an error.
+    returns its output; a missing command is always an error. `shown` lets the command write
+    to the demo's own stdout and stderr as it goes (the prep's bars, the watch's live view on a
+    terminal, its change lines when piped), so the long steps are never silent.
     """
     command = [sys.executable, "-m", "hpcrepro", *args]
+    if shown:
+        sys.stdout.flush()
+        done = subprocess.run(command, env=env, check=False)
+        if done.returncode != 0 and not may_fail:
+            raise UserError(
+                f"demo step '{step}' failed (exit {done.returncode}): {' '.join(command)}",
+                hint="the output above is what the command printed",
+            )
+        return ""
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0 and not (may_fail and "No such command" not in result.stderr):
         output = (result.stderr + result.stdout).strip()
@@ -237,7 +253,9 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
 
     _ensure_raw(raw, step)
     step(f"hpcrepro prep imagenet --raw {raw} --out {data}")
-    _hpcrepro(["prep", "imagenet", "--raw", str(raw), "--out", str(data)], env, "prep")
+    _hpcrepro(
+        ["prep", "imagenet", "--raw", str(raw), "--out", str(data)], env, "prep", shown=True
+    )
     _write_own(system_file, SYSTEM_YAML)
     _write_own(
         site,
@@ -275,7 +293,7 @@ def run_demo(directory: Path, runs: int, say: Callable[[str], None] = print) -> 
     # The local backend runs the stages in a detached runner; `status --watch` returns when
     # every job of the campaign has ended.
     step(f"hpcrepro status {campaign} --watch  (training runs in the background)")
-    _hpcrepro(["status", str(campaign), "--watch"], env, "status")
+    _hpcrepro(["status", str(campaign), "--watch"], env, "status", shown=True)
     say(_hpcrepro(["status", str(campaign)], env, "status").rstrip())
     step(f"hpcrepro collect {campaign}")
     # Fewer than 5 runs cannot be scored; the report still shows each run.
