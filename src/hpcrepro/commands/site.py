@@ -54,7 +54,7 @@ def site_init(
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
     partition: str | None = typer.Option(
-        None, "--partition", "-p", help="Partition to use (default: the cluster's default)."
+        None, "--partition", help="Partition to use (default: the cluster's default)."
     ),
     dataset_dir: Path | None = typer.Option(
         None, "--dataset-dir", help="The prepared ImageNet folder (else a placeholder)."
@@ -132,7 +132,7 @@ def site_check(
         None, "--site", help="Site YAML (default: $HPCREPRO_SITE, ~/.config/hpcrepro/site.yaml)."
     ),
     system: str | None = typer.Option(None, "--system", "-s", help="Also check for this system."),
-    version: str | None = typer.Option(None, "--version", "-v", help=f"Its round: {listing()}."),
+    version: str | None = typer.Option(None, "--version", "-r", help=f"Its round: {listing()}."),
     overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE, as for submit."),
     as_json: bool = typer.Option(False, "--json", help="Findings as one JSON document."),
 ) -> None:
