@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,14 @@ FIELDS = (
     ("site_file", "site file"),
     ("site_sha256", "site file sha256"),
 )
+
+
+def labelled(values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(label, value) of every provenance field known, in FIELDS order: the rows that every
+    report format shows."""
+    return [(label, values[key]) for key, label in FIELDS if key in values]
+
+
 KEYS = tuple(key for key, _ in FIELDS)
 SEEN_KEYS = ("driver", "cuda", "nccl", "nodes", "image")
 _DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")

@@ -66,8 +66,8 @@ def _runs_table(collection: Collection, rows: list[dict[str, Any]]) -> list[str]
 
 def render_html(collection: Collection, rows: list[dict[str, Any]], lines: list[str]) -> str:
     """The page; `rows` and `lines` are the report's run rows and summary lines."""
+    from hpcrepro.provenance import labelled
     from hpcrepro.results.plot import plot_png
-    from hpcrepro.results.report import provenance_rows
 
     inputs = collection.inputs
     title = f"{inputs.system or inputs.folder.name} {inputs.version}"
@@ -99,7 +99,7 @@ def render_html(collection: Collection, rows: list[dict[str, Any]], lines: list[
              "<h2>Plot</h2>",
              f'<img class="plot" width="1300" height="500" alt="eval accuracy and time to train '
              f'per run" src="data:image/png;base64,{png}">']
-    provenance = provenance_rows(collection)
+    provenance = labelled(collection.provenance)
     page += ["<h2>Provenance</h2>"]
     if provenance:
         page += ["<table>", *(f'<tr><th>{escape(label)}</th><td class="mono">{escape(value)}'

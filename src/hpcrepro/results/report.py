@@ -108,16 +108,10 @@ def _summary_lines(collection: Collection) -> list[str]:
     return lines
 
 
-def provenance_rows(collection: Collection) -> list[tuple[str, str]]:
-    """(label, value) of every provenance field known, in FIELDS order."""
-    from hpcrepro.provenance import FIELDS
-
-    return [(label, collection.provenance[key]) for key, label in FIELDS
-            if key in collection.provenance]
-
-
 def _provenance_md(collection: Collection) -> list[str]:
-    rows = provenance_rows(collection)
+    from hpcrepro.provenance import labelled
+
+    rows = labelled(collection.provenance)
     if not rows:
         return []
     return ["", "## Provenance", "", "| what | value |", "|---|---|",
