@@ -8,7 +8,6 @@ then `--set key=value` overrides. Every value remembers where it came from so th
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hpcrepro.catalog import STRUCTURED_EXPORTS, Hyperparameters, SystemVersion, load_catalog
-from hpcrepro.errors import UserError, location
+from hpcrepro.errors import UserError, did_you_mean, location
 from hpcrepro.site import DEFAULT_SITE_PATH, MAX_RUNS, SITE_ENV_VAR, Site, image_is_file
 from hpcrepro.validation import KeyPath, user_error
 from hpcrepro.yamlio import (
@@ -290,12 +289,14 @@ def _route(parts: list[str], site_keys: set[str], system_keys: set[str]) -> tupl
     if head in system_keys:
         return "system", parts
     valid = sorted(site_keys | system_keys)
-    close = difflib.get_close_matches(head, valid, n=3)
     raise UserError(
         f"unknown key '{'.'.join(parts)}'",
         where="--set",
-        hint=(f"did you mean {', '.join(close)}? " if close else "")
-        + f"valid keys: {', '.join(valid)} (prefix with site. or system. to be explicit)",
+        hint=did_you_mean(
+            head,
+            valid,
+            f"valid keys: {', '.join(valid)} (prefix with site. or system. to be explicit)",
+        ),
     )
 
 

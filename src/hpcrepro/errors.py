@@ -47,3 +47,12 @@ def location(file: str | None, key: str | None = None, line: int | None = None) 
     if key:
         parts.append(f"key '{key}'")
     return " ".join(parts)
+
+
+def did_you_mean(name: str, valid: list[str], listing: str) -> str:
+    """A hint for an unknown name: its close matches among `valid` (if any), then `listing`
+    (what the valid names are, e.g. "partitions: gpu, debug")."""
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=3)
+    return (f"did you mean {', '.join(close)}? " if close else "") + listing

@@ -6,11 +6,11 @@ what is wrong and how to fix it; errors stop `submit`, warnings are shown.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from hpcrepro.errors import did_you_mean
 from hpcrepro.site_probe import ClusterProbe
 
 if TYPE_CHECKING:
@@ -66,12 +66,10 @@ def check_site(site: Site, probe: ClusterProbe, needs: Needs | None = None) -> l
     part = probe.partition(site.partition)
     names = [p.name for p in probe.partitions]
     if part is None and site.partition is not None:
-        close = difflib.get_close_matches(site.partition, names, n=3)
         error(
             "partition",
             f"partition '{site.partition}' is not one sinfo lists",
-            (f"did you mean {', '.join(close)}? " if close else "")
-            + f"partitions: {', '.join(names) or 'none'}",
+            did_you_mean(site.partition, names, f"partitions: {', '.join(names) or 'none'}"),
         )
     elif part is None:
         error(
@@ -121,12 +119,10 @@ def check_site(site: Site, probe: ClusterProbe, needs: Needs | None = None) -> l
     if site.account and probe.associations:
         accounts = sorted({account for account, _ in probe.associations})
         if site.account not in accounts:
-            close = difflib.get_close_matches(site.account, accounts, n=3)
             error(
                 "account",
                 f"account '{site.account}' is not one of {probe.user}'s (sacctmgr)",
-                (f"did you mean {', '.join(close)}? " if close else "")
-                + f"your accounts: {', '.join(accounts)}",
+                did_you_mean(site.account, accounts, f"your accounts: {', '.join(accounts)}"),
             )
     if site.qos and probe.associations:
         allowed = sorted({q for _, qos in probe.associations for q in qos.split(",") if q})

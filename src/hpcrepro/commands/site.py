@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from hpcrepro.errors import UserError
+from hpcrepro.errors import UserError, did_you_mean
 from hpcrepro.rounds import listing
 
 site_app = typer.Typer(help="Write and check the site file.", no_args_is_help=True)
@@ -69,7 +69,6 @@ def site_init(
     compute node (container tools, shared folders). Exit code 2 without Slurm, for an unknown
     partition, or when the file exists and --force is not given.
     """
-    import difflib
     import time
 
     from hpcrepro import site_probe
@@ -98,12 +97,10 @@ def site_init(
     )
     if partition is not None and probe.partition(partition) is None:
         names = [p.name for p in probe.partitions]
-        close = difflib.get_close_matches(partition, names, n=3)
         raise UserError(
             f"partition '{partition}' is not one sinfo lists",
             where="--partition",
-            hint=(f"did you mean {', '.join(close)}? " if close else "")
-            + f"partitions: {', '.join(names) or 'none'}",
+            hint=did_you_mean(partition, names, f"partitions: {', '.join(names) or 'none'}"),
         )
     text = site_text(
         probe,
