@@ -227,3 +227,18 @@ def test_unreadable_and_dangling_logs_are_reported_not_fatal(research: Path,  # 
     skipped = report["summary"]["skipped"]
     assert any("result_7.txt" in s and "No such file" in s for s in skipped), skipped
     assert any("result_8.txt: a folder, not a log file" in s for s in skipped), skipped
+
+
+def test_piped_table_keeps_each_run_on_one_line(research: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`collect ... | grep` finds every run: piped, the table neither folds nor cuts a path."""
+    deep = tmp_path / ("a-rather-long-folder-name-on-a-parallel-filesystem" * 2) / "camp"
+    campaign = make_campaign(research, deep)
+    long_name = "run_0_of_a_campaign_whose_log_names_are_long_enough_to_wrap_a_table.log"
+    (campaign / "logs" / "run_0.log").rename(campaign / "logs" / long_name)
+    code, out, err = run_cli("collect", str(campaign))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(long_name in line for line in lines), out
+    for index in range(1, 5):
+        assert sum(f"run_{index}.log" in line for line in lines) == 1, out
+    assert "…" not in out

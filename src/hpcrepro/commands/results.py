@@ -91,7 +91,7 @@ def collect(
 
     inputs = resolve(campaign_folder(folder), version, system, published, exclude=not_counted)
     collection = run_collect(inputs, official=official, scaling=scaling)
-    text = render(collection, fmt)
+    text = render(collection, fmt, fold=output is None and sys.stdout.isatty())
     if output is None:
         sys.stdout.write(text)
     else:

@@ -129,7 +129,9 @@ def _strict_json(value: Any) -> Any:
     return value
 
 
-def render(collection: Collection, fmt: str) -> str:
+def render(collection: Collection, fmt: str, *, fold: bool = True) -> str:
+    """The report as text. `fold`: the table fits 160 columns (a terminal); False keeps each
+    run on one line, paths whole, for output that is piped to grep or a file."""
     rows = run_rows(collection)
     if fmt == "json":
         document = _strict_json({"summary": summary(collection), "runs": rows})
@@ -160,10 +162,11 @@ def render(collection: Collection, fmt: str) -> str:
     table = Table(title=Text(f"{collection.inputs.system or collection.inputs.folder} "
                              f"({collection.inputs.version})"))
     for column in COLUMNS:
-        table.add_column(column)
+        table.add_column(column, no_wrap=not fold)
     for r in rows:
         table.add_row(*(Text(_fmt(r[c])) for c in COLUMNS))
-    console = Console(record=True, width=160)
+    # unfolded: wide enough for any row (rich sizes the table to its content, not the width)
+    console = Console(record=True, width=160 if fold else 100_000)
     with console.capture() as capture:
         console.print(table)
         for line in _summary_lines(collection):
