@@ -13,6 +13,7 @@ from hpcrepro.workload import config
 from hpcrepro.workload.fastpath import (
     choose_compile,
     choose_data_backend,
+    dali_problem,
     nvimgcodec_problem,
     nvjpeg_problem,
 )
@@ -36,8 +37,35 @@ def absent() -> str:
     return "nvImageCodec is not installed (ModuleNotFoundError: No module named 'nvidia')"
 
 
-def probes(nvjpeg, nvimgcodec) -> dict:
-    return {"nvjpeg": nvjpeg, "nvimgcodec": nvimgcodec}
+def no_dali() -> str:
+    return "DALI is not installed (ModuleNotFoundError: No module named 'nvidia.dali')"
+
+
+def probes(nvjpeg, nvimgcodec, dali=no_dali) -> dict:
+    return {"nvjpeg": nvjpeg, "nvimgcodec": nvimgcodec, "dali": dali}
+
+
+def test_auto_takes_dali_first_where_it_decodes_here():
+    assert choose_data_backend("auto", True, probes(never, never, works)).name == "dali"
+    choice = choose_data_backend("auto", True, probes(works, never))
+    assert choice.name == "nvjpeg" and "dali: DALI is not installed" in choice.reason
+    assert choose_data_backend("dali", True, probes(never, never, works)).name == "dali"
+    with pytest.raises(UserError, match=r"dali .* cannot decode on this GPU: DALI is not") as err:
+        choose_data_backend("dali", True, probes(works, works))
+    assert "nvidia-dali-cuda130" in (err.value.hint or "")
+    with pytest.raises(UserError, match=r"dali .* needs a GPU"):
+        choose_data_backend("dali", False, probes(never, never, never))
+
+
+def test_the_dali_probe_names_what_is_missing_instead_of_raising():
+    pytest.importorskip("torch")
+    problem = dali_problem("cpu")
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        assert problem is not None and problem.startswith("DALI is not installed")
+    else:
+        assert problem == "cpu is not a GPU"
 
 
 def test_auto_decodes_on_the_gpu_where_nvjpeg_works_and_with_pillow_elsewhere():
@@ -119,8 +147,9 @@ def test_flags_and_variables_choose_the_paths_and_bad_values_are_refused():
     flagged = _resolve(["--data-backend", "nvjpeg", "--compile", "reduce-overhead"], env)
     assert (flagged.data_backend, flagged.compile_mode) == ("nvjpeg", "reduce-overhead")
     assert _resolve(["--data-backend", "nvimgcodec"], {}).data_backend == "nvimgcodec"
-    with pytest.raises(UserError, match="HPCREPRO_DATA_BACKEND='dali' is not one of"):
-        _resolve([], {"HPCREPRO_DATA_BACKEND": "dali"})
+    assert _resolve([], {"HPCREPRO_DATA_BACKEND": "dali"}).data_backend == "dali"
+    with pytest.raises(UserError, match="HPCREPRO_DATA_BACKEND='DALI' is not one of"):
+        _resolve([], {"HPCREPRO_DATA_BACKEND": "DALI"})
     with pytest.raises(UserError, match="HPCREPRO_COMPILE='fast' is not one of"):
         _resolve([], {"HPCREPRO_COMPILE": "fast"})
 

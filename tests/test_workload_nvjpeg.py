@@ -7,7 +7,6 @@ training loop's per-epoch iteration. The GPU's own figures are in benchmarks/RES
 
 from __future__ import annotations
 
-import io
 import threading
 
 import pytest
@@ -17,7 +16,6 @@ np = pytest.importorskip("numpy")
 Image = pytest.importorskip("PIL.Image")
 
 from hpcrepro.errors import UserError  # noqa: E402
-from hpcrepro.recordio import encode_record, pack_image  # noqa: E402
 from hpcrepro.workload import config  # noqa: E402
 from hpcrepro.workload.augment import denormalise  # noqa: E402
 from hpcrepro.workload.data import (  # noqa: E402
@@ -32,33 +30,15 @@ from hpcrepro.workload.data import (  # noqa: E402
 from hpcrepro.workload.dist import Placement  # noqa: E402
 from hpcrepro.workload.loop import DeviceBatches, Runtime  # noqa: E402
 from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, pillow_decoder  # noqa: E402
-from hpcrepro.workload.synthetic import encode_jpeg, render_image  # noqa: E402
+from mixed_records import write_mixed_records  # noqa: E402
 
 SIZE = 48
 CPU = torch.device("cpu")
 
 
-def _image(pixels, mode: str, kind: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).convert(mode).save(buffer, format=kind)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    """20 colour JPEGs, then a greyscale JPEG, a CMYK JPEG and a PNG (ImageNet has all three)."""
-    folder = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(7)
-    images = [(i % 4, encode_jpeg(render_image(i % 4, 4, rng, 60, 130))) for i in range(20)]
-    pixels = render_image(1, 4, rng, 60, 130)
-    images += [(1, _image(pixels, mode, kind)) for mode, kind in (("L", "JPEG"), ("CMYK", "JPEG"))]
-    images.append((2, _image(pixels, "RGB", "PNG")))
-    for split in ("train", "val"):
-        with open(folder / f"{split}.rec", "wb") as rec, open(folder / f"{split}.idx", "w") as idx:
-            for key, (label, data) in enumerate(images):
-                idx.write(f"{key}\t{rec.tell()}\n")
-                rec.write(encode_record(pack_image(float(label), key, data)))
-    return folder
+    return write_mixed_records(tmp_path_factory.mktemp("mixed"))
 
 
 def datasets(folder, train: bool):

@@ -167,6 +167,10 @@ class IndexedReader:
             self._owner = os.getpid()
         return self._stream
 
+    def __getstate__(self) -> dict[str, object]:
+        # A loader worker started from a fresh interpreter gets a copy without the handle.
+        return {**self.__dict__, "_stream": None, "_owner": 0}
+
     def read_payload_at(self, offset: int) -> bytes:
         stream = self._file()
         stream.seek(offset)

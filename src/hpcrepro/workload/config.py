@@ -163,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_backend",
         choices=DATA_BACKENDS,
         default=None,
-        help="JPEG decoding: nvjpeg (on the GPU, torchvision), nvimgcodec (the GPU's hardware "
+        help="JPEG decoding: dali (NVIDIA DALI's decoder and resize, on the GPU), nvjpeg (on "
+        "the GPU, torchvision), nvimgcodec (the GPU's hardware "
         "JPEG engines, nvImageCodec), cpu (Pillow in the loader workers) or auto (the first of "
-        "nvjpeg, nvimgcodec that works); default: $HPCREPRO_DATA_BACKEND, else auto",
+        "dali, nvjpeg, nvimgcodec that works); default: $HPCREPRO_DATA_BACKEND, else auto",
     )
     parser.add_argument(
         "--compile",

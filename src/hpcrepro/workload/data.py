@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,11 +257,17 @@ def make_loader(
     workers: int,
     pin_memory: bool,
 ) -> torch.utils.data.DataLoader:
+    """The loader of one split. Once DALI is loaded in this process (a DALI run, or `auto`
+    probing it), the workers start from a fresh interpreter (forkserver) instead of a fork: a
+    fork copies DALI's native state mid-flight and the child crashes (seen as a segmentation
+    fault in the worker). Workers start lazily, at the first batch, when a pipeline may run."""
     encoded = isinstance(dataset, EncodedRecordDataset)
+    fresh = workers > 0 and "nvidia.dali" in sys.modules
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
+        multiprocessing_context="forkserver" if fresh else None,
         persistent_workers=workers > 0,
         pin_memory=pin_memory and not encoded,
         prefetch_factor=4 if workers > 0 else None,

@@ -1,10 +1,10 @@
 """Which data path and which step compilation a run uses, chosen at run time.
 
-`auto` (the default of both) means: on a GPU, decode with torchvision's nvJPEG when that works
-on this GPU, else with nvImageCodec (the hardware JPEG engines) when it is installed and decodes
-here (each checked by decoding a small JPEG there, not guessed from the installed packages), and
-compile the step with `torch.compile`. nvJPEG comes first because it was the faster of the two
-through the entry point on an H200 (4,919 against 3,285 images/s, benchmarks/RESULTS.md):
+`auto` (the default of both) means: on a GPU, decode with DALI when it is installed and decodes
+here, else with torchvision's nvJPEG, else with nvImageCodec (the hardware JPEG engines), each
+checked by decoding a small JPEG there, not guessed from the installed packages; and compile the
+step with `torch.compile`. The order is the measured one through the entry point on an H200
+(benchmarks/RESULTS.md): DALI's native threads leave the training thread its interpreter, and
 nvImageCodec's host-side work per image outweighs the engines' saving. On a CPU: Pillow
 decoding and the eager step, which keeps CPU-only runs and the test suite quick. A path asked
 for by name that cannot work here is an error that says why, never a silent fallback. The
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from hpcrepro.errors import UserError
 
-DATA_BACKENDS = ("auto", "cpu", "nvjpeg", "nvimgcodec")
-GPU_BACKENDS = ("nvjpeg", "nvimgcodec")  # what `auto` tries on a GPU, in this order
+DATA_BACKENDS = ("auto", "cpu", "dali", "nvjpeg", "nvimgcodec")
+GPU_BACKENDS = ("dali", "nvjpeg", "nvimgcodec")  # what `auto` tries on a GPU, in this order
 COMPILE_CHOICES = ("auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
@@ -31,6 +31,8 @@ class Choice:
 
 
 _INSTALL_HINTS = {
+    "dali": "install DALI for this CUDA major version (pip install nvidia-dali-cuda130, or "
+    "nvidia-dali-cuda120 for CUDA 12), or use --data-backend nvjpeg",
     "nvjpeg": "install the torchvision build that matches this torch (same CUDA)",
     "nvimgcodec": "install nvImageCodec for this CUDA major version (the nvidia-nvimgcodec-cu13 "
     "wheel with nvidia-nvjpeg, say), or use --data-backend nvjpeg",
@@ -130,4 +132,41 @@ def nvimgcodec_problem(device: object) -> str | None:
         return f"nvImageCodec's decode failed on the GPU ({type(exc).__name__}: {exc})"
     if tuple(image.shape) != (3, 16, 16):
         return f"nvImageCodec returned shape {tuple(image.shape)} for a 16x16 JPEG"
+    return None
+
+
+def dali_problem(device: object) -> str | None:
+    """Decode a small JPEG on `device` through the DALI path's own pipeline; None when it worked.
+
+    Imported here only: DALI loads CUDA libraries, which neither the CLI nor a CPU run should
+    pay for.
+    """
+    import torch
+    from PIL import Image
+
+    from hpcrepro.workload.augment import eval_plan
+    from hpcrepro.workload.data import JPEG, EncodedItem, collate_encoded
+
+    try:
+        import nvidia.dali  # noqa: F401  (DaliAssembler imports it only when built)
+    except ImportError as exc:
+        return f"DALI is not installed ({type(exc).__name__}: {exc})"
+    target = torch.device(device)  # type: ignore[call-overload]
+    if target.type != "cuda":
+        return f"{device} is not a GPU"
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(buffer, format="JPEG")
+    item = EncodedItem(buffer.getvalue(), JPEG, 16, 16, eval_plan(16, 16), 0, 0)
+    from hpcrepro.workload.dali import DaliAssembler
+
+    try:
+        assemble = DaliAssembler(target, 8, True, torch.float32, batch_size=1, threads=1)
+        images, _ = assemble(collate_encoded([item]))
+        torch.cuda.synchronize(target)
+    except ImportError as exc:
+        return f"DALI is not installed ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # a wheel for another CUDA, driver problems
+        return f"DALI's pipeline failed on the GPU ({type(exc).__name__}: {exc})"
+    if tuple(images.shape) != (1, 3, 8, 8):
+        return f"DALI returned shape {tuple(images.shape)} for one 8x8 crop"
     return None

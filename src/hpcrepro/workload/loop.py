@@ -8,7 +8,7 @@ them); NUMEPOCHS still sets the length of the learning-rate decay.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from hpcrepro.errors import UserError
 from hpcrepro.workload.augment import normalise
 from hpcrepro.workload.config import RunConfig
 from hpcrepro.workload.data import (
+    EncodedBatch,
     EncodedRecordDataset,
     RecordImageDataset,
     ShardedBatches,
@@ -57,8 +58,9 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
 class DeviceBatches:
     """One split's batches of one epoch, as normalised images and labels on the device.
 
-    The CPU path decodes in the loader workers and normalises here; the GPU paths (nvimgcodec,
-    nvjpeg) get JPEG bytes from the workers and decode them on the GPU in a prefetch thread.
+    The CPU path decodes in the loader workers and normalises here; the GPU paths (dali,
+    nvimgcodec, nvjpeg) get JPEG bytes from the workers and decode them on the GPU in a prefetch
+    thread (for dali, in DALI's own threads, which the prefetch thread feeds).
     """
 
     def __init__(
@@ -79,13 +81,27 @@ class DeviceBatches:
         if isinstance(dataset, EncodedRecordDataset):
             from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, gpu_decoder
 
-            assemble = BatchAssembler(
-                runtime.device,
-                cfg.image_size,
-                decoder or gpu_decoder(runtime.data_backend, runtime.device),
-                self.channels_last,
-                self.dtype,
-            )
+            assemble: Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]]
+            if runtime.data_backend == "dali" and decoder is None:
+                from hpcrepro.workload.dali import DaliAssembler, pipeline_threads
+
+                threads = pipeline_threads(runtime.place.local_world_size, cfg.workers)
+                assemble = DaliAssembler(
+                    runtime.device,
+                    cfg.image_size,
+                    self.channels_last,
+                    self.dtype,
+                    batch_size=cfg.batch_size,
+                    threads=threads,
+                )
+            else:
+                assemble = BatchAssembler(
+                    runtime.device,
+                    cfg.image_size,
+                    decoder or gpu_decoder(runtime.data_backend, runtime.device),
+                    self.channels_last,
+                    self.dtype,
+                )
             self.prefetcher = Prefetcher(
                 _LabelChecked(self.loader, cfg.num_classes), assemble, runtime.device
             )

@@ -56,7 +56,7 @@ def nvimgcodec_decoder(device: torch.device) -> Decoder:
     ignored, as Pillow and torchvision do, so that plans drawn from the stored size fit.
     Raises ImportError where nvImageCodec is missing.
     """
-    from nvidia import nvimgcodec
+    import nvidia.nvimgcodec as nvimgcodec
 
     index = torch.device(device).index
     kinds = nvimgcodec.BackendKind

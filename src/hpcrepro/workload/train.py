@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> str:
         cfg.data_backend,
         use_gpu,
         {
+            "dali": lambda: fastpath.dali_problem(device),
             "nvimgcodec": lambda: fastpath.nvimgcodec_problem(device),
             "nvjpeg": lambda: fastpath.nvjpeg_problem(device),
         },

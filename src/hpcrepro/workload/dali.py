@@ -1,0 +1,201 @@
+"""The DALI data path: the planned crops of an `EncodedBatch` decoded and resized by DALI.
+
+The loader workers still read the records and draw the plans (`EncodedRecordDataset`), so every
+decode path crops the same boxes and mirrors the same images. DALI then does, in its own native
+threads and on the GPU, what the `nvjpeg` path does in Python: decode the box of each JPEG
+(`decoders.image_slice`, NVIDIA's mixed decoder: the hardware JPEG engines where the GPU has
+them), resize it to size x size with an antialiased linear filter and mirror and standardise it
+(`crop_mirror_normalize`, which writes NHWC: channels_last as the model wants it). The host work
+left in Python is a few list operations a batch, which is why this path can keep up with the
+compiled step where the `nvjpeg` path cannot (benchmarks/RESULTS.md, issue 16).
+
+Images that are not JPEGs (a PNG, CMYK JPEGs: the loader workers hand them over as pixels) are
+resized by `augment` and written over their rows. On a CPU the same pipeline runs with DALI's CPU
+operators: that is how the tests check it against the Pillow path. DALI is imported here only,
+when this path is chosen or probed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hpcrepro.errors import UserError
+from hpcrepro.workload.augment import MEAN, STD, crop_resize_batched, flip_where, normalise
+from hpcrepro.workload.data import JPEG, EncodedBatch
+
+_HINT = (
+    "check the data set with `hpcrepro prep verify`, or train with --data-backend cpu to see "
+    "Pillow's verdict on the same record"
+)
+_STAND_IN: np.ndarray | None = None  # what DALI decodes in a pixel item's place (then replaced)
+
+
+def _stand_in_jpeg() -> np.ndarray:
+    global _STAND_IN
+    if _STAND_IN is None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+        _STAND_IN = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    return _STAND_IN
+
+
+def pipeline_threads(local_ranks: int, loader_workers: int) -> int:
+    """DALI's host threads for one rank: its share of the cores it may use, less its loaders.
+
+    Where the launcher bound each task to its own cores (Slurm's --cpu-bind), the cores this
+    process sees are its share already; otherwise the node's ranks share them. Between 2 and 8.
+    """
+    visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    total = os.cpu_count() or 2
+    share = (visible or total) // max(1, local_ranks) if visible in (0, total) else visible
+    return max(2, min(8, share - loader_workers))
+
+
+def build_pipeline(device: torch.device, batch_size: int, size: int, threads: int) -> Any:
+    """The DALI pipeline of one split: inputs fed per batch by name, one NHWC float output."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    on_gpu = device.type == "cuda"
+    options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_threads": threads,
+        "device_id": (device.index or 0) if on_gpu else None,  # None: DALI's CPU operators only
+        "prefetch_queue_depth": 1,  # each batch is fed just before it is run
+        "exec_async": False,
+        "exec_pipelined": False,
+    }
+
+    @pipeline_def(**options)
+    def planned_crops() -> Any:
+        jpegs = fn.external_source(name="jpegs", dtype=types.DALIDataType.UINT8, ndim=1)
+        anchors = fn.external_source(name="anchors", dtype=types.DALIDataType.FLOAT, ndim=1)
+        shapes = fn.external_source(name="shapes", dtype=types.DALIDataType.FLOAT, ndim=1)
+        flips = fn.external_source(name="flips", dtype=types.DALIDataType.INT32, ndim=0)
+        images: Any = fn.decoders.image_slice(
+            jpegs,
+            anchors,
+            shapes,
+            device="mixed" if on_gpu else "cpu",
+            output_type=types.DALIImageType.RGB,
+            axis_names="WH",
+            normalized_anchor=False,
+            normalized_shape=False,
+        )
+        linear = types.DALIInterpType.INTERP_LINEAR
+        images = fn.resize(images, resize_x=size, resize_y=size, interp_type=linear, antialias=True)
+        return fn.crop_mirror_normalize(
+            images,
+            dtype=types.DALIDataType.FLOAT,
+            output_layout="HWC",
+            mean=list(MEAN),
+            std=list(STD),
+            mirror=flips,
+        )
+
+    pipe = planned_crops()
+    pipe.build()
+    return pipe
+
+
+def _undecodable(batch: EncodedBatch, exc: RuntimeError) -> UserError:
+    """The record that made DALI fail a batch: the sample DALI names, else the first JPEG that
+    Pillow cannot decode either."""
+    text = str(exc)
+    said = re.search(r"Failed to decode sample #(\d+)[ \t]*:?[ \t]*([^\n]*)", text)
+    reason = said.group(0).strip(" :") if said else text.splitlines()[0]
+    suspects = [int(said.group(1))] if said and int(said.group(1)) < len(batch) else []
+    suspects += [i for i, kind in enumerate(batch.kinds.tolist()) if kind == JPEG]
+    for index in suspects:
+        try:
+            with Image.open(io.BytesIO(batch.payload(index).numpy().tobytes())) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as bad:
+            return UserError(
+                f"record {int(batch.positions[index])} cannot be decoded (DALI: {reason}; "
+                f"Pillow: {bad})",
+                hint=_HINT,
+            )
+    first, last = int(batch.positions.min()), int(batch.positions.max())
+    return UserError(
+        f"DALI could not decode a batch of records {first}..{last}, which Pillow decodes: {reason}",
+        hint="train with --data-backend nvjpeg or cpu, and report the DALI version with this "
+        "message",
+    )
+
+
+@dataclass
+class DaliAssembler:
+    """An `EncodedBatch` -> (normalised NCHW images, labels) on `device`, through DALI."""
+
+    device: torch.device
+    size: int
+    channels_last: bool
+    dtype: torch.dtype
+    batch_size: int
+    threads: int = 4
+    _pipe: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pipe = build_pipeline(self.device, self.batch_size, self.size, self.threads)
+
+    def _inputs(self, batch: EncodedBatch) -> dict[str, list[np.ndarray]]:
+        data = batch.data.numpy()
+        offsets = batch.offsets.tolist()
+        plans = batch.plans.numpy()
+        jpegs = []
+        for index, kind in enumerate(batch.kinds.tolist()):
+            jpegs.append(
+                data[offsets[index] : offsets[index + 1]] if kind == JPEG else _stand_in_jpeg()
+            )
+        pixel_items = batch.kinds.numpy() != JPEG
+        boxes = plans[:, :4].astype(np.float32)
+        boxes[pixel_items] = (0, 0, 8, 8)  # the stand-in's whole 8 x 8 image
+        return {
+            "jpegs": jpegs,
+            "anchors": list(boxes[:, :2]),
+            "shapes": list(boxes[:, 2:4]),
+            "flips": list(plans[:, 4].astype(np.int32)),
+        }
+
+    def _run(self, batch: EncodedBatch) -> torch.Tensor:
+        """The batch as float NHWC on the device, every row a JPEG's planned crop."""
+        for name, values in self._inputs(batch).items():
+            self._pipe.feed_input(name, values)
+        try:
+            (images,) = self._pipe.run()
+        except RuntimeError as exc:  # DALI's error for the whole batch: name the record
+            # A pipeline that failed is "no longer valid": a fresh one for whoever goes on.
+            self._pipe = build_pipeline(self.device, self.batch_size, self.size, self.threads)
+            raise _undecodable(batch, exc) from None
+        if self.device.type != "cuda":
+            return torch.from_numpy(images.as_array())
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        out = torch.empty((len(batch), self.size, self.size, 3), device=self.device)
+        return feed_ndarray(images, out, cuda_stream=torch.cuda.current_stream(self.device))
+
+    def _pixels(self, batch: EncodedBatch, index: int) -> torch.Tensor:
+        """Pixel item `index` planned, mirrored and standardised as DALI's rows (1 x H x W x 3)."""
+        height, width = batch.shapes[index].tolist()
+        payload = batch.data[int(batch.offsets[index]) : int(batch.offsets[index + 1])]
+        image = payload.view(height, width, 3).permute(2, 0, 1).to(self.device)
+        plan = batch.plans[index].tolist()
+        crop = crop_resize_batched([image], [plan], self.size)
+        flipped = flip_where(crop, torch.tensor([bool(plan[4])], device=self.device))
+        return normalise(flipped, False, torch.float32).permute(0, 2, 3, 1)
+
+    def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        nhwc = self._run(batch)
+        for index in np.flatnonzero(batch.kinds.numpy() != JPEG).tolist():
+            nhwc[index] = self._pixels(batch, index)[0]
+        nchw = nhwc.permute(0, 3, 1, 2)  # channels_last in memory
+        out = nchw.to(self.dtype) if self.channels_last else nchw.contiguous().to(self.dtype)
+        return out, batch.labels.to(self.device, non_blocking=True)
