@@ -23,7 +23,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch==2.13.0 is the CPU build this machine kind provides; the workload extra accepts it.
-"$VENV/bin/python" -m pip install -q -e '.[dev,workload]' torch==2.13.0
+# DALI (its CPU operators) judges the prepared data and runs the workload's dali data path.
+"$VENV/bin/python" -m pip install -q -e '.[dev,workload,dali]' torch==2.13.0
 
 # Stop the test cluster at the end only if this run started it (a developer's running cluster
 # is left alone).
