@@ -7,6 +7,7 @@ DALI fails these tests instead of skipping them. The GPU's figures are in benchm
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 import os
 
 import pytest
@@ -68,6 +69,16 @@ def test_a_smaller_last_batch_and_a_batch_of_pixel_items_only(records):
     assert torch.allclose(pixels_only, expected, atol=1e-4) and labels.tolist() == [1, 2]
 
 
+def test_half_precision_output_matches_float32(records):
+    _, encoded = datasets(records, True)
+    batch = collate_encoded([encoded[(p, 0)] for p in range(8)])
+    full, _ = DaliAssembler(CPU, SIZE, False, torch.float32, batch_size=8, threads=2)(batch)
+    half, _ = DaliAssembler(CPU, SIZE, False, torch.bfloat16, batch_size=8, threads=2)(batch)
+    assert half.dtype == torch.bfloat16 and half.shape == full.shape
+    # bfloat16 keeps 8 bits of mantissa: within 1% of standardised values of at most about 2.6.
+    assert float((half.float() - full).abs().max()) <= 0.02
+
+
 def test_epochs_through_the_training_loop_on_dali_match_the_cpu_path(records):
     args = config.build_parser().parse_args(["--profile", "tiny", "--workers", "1"])
     args.data_dir, args.batch_size, args.num_classes, args.image_size = records, 6, 4, SIZE
@@ -82,6 +93,11 @@ def test_epochs_through_the_training_loop_on_dali_match_the_cpu_path(records):
     # With DALI loaded, loader workers start in a fresh interpreter: a fork of this process
     # would crash (test_workload_nvjpeg's worker test, run after this file, checks that too).
     assert on_dali.loader.multiprocessing_context.get_start_method() == "forkserver"
+    # ... and that interpreter is already running, with the workers' modules imported, before
+    # run_start: the first epoch pays a fork, not torch's import.
+    server = multiprocessing.forkserver._forkserver
+    assert server._forkserver_pid is not None and os.kill(server._forkserver_pid, 0) is None
+    assert "hpcrepro.workload.data" in server._preload_modules
     for epoch in (1, 2):
         cpu_batches, dali_batches = list(on_cpu.epoch(epoch)), list(on_dali.epoch(epoch))
         assert len(cpu_batches) == len(dali_batches) == 3

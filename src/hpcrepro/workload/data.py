@@ -260,9 +260,13 @@ def make_loader(
     """The loader of one split. Once DALI is loaded in this process (a DALI run, or `auto`
     probing it), the workers start from a fresh interpreter (forkserver) instead of a fork: a
     fork copies DALI's native state mid-flight and the child crashes (seen as a segmentation
-    fault in the worker). Workers start lazily, at the first batch, when a pipeline may run."""
+    fault in the worker). Workers start at the first batch, after run_start; so that this costs
+    a fork and not an interpreter importing torch (seconds, in the first epoch's time), the fork
+    server starts here, during initialisation, with this module and torch already imported."""
     encoded = isinstance(dataset, EncodedRecordDataset)
     fresh = workers > 0 and "nvidia.dali" in sys.modules
+    if fresh:
+        _start_fork_server()
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -274,6 +278,14 @@ def make_loader(
         worker_init_fn=_quiet_worker,
         collate_fn=collate_encoded if encoded else None,
     )
+
+
+def _start_fork_server() -> None:
+    """The forkserver, running now with the workers' modules imported; it reads no data."""
+    import multiprocessing.forkserver
+
+    multiprocessing.set_forkserver_preload([__name__])
+    multiprocessing.forkserver.ensure_running()
 
 
 def _quiet_worker(_: int) -> None:
