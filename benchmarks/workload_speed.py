@@ -11,12 +11,14 @@ In one run on one GPU:
      between run_start and run_stop (cores busy per GPU);
   3. the ceiling: the same `TrainStep` (LARS, bf16, channels_last) on random tensors already on
      the GPU: eager, `torch.compile`, and `torch.compile` with CUDA graphs;
-  4. the data path alone for one epoch: each GPU backend of --backends (nvjpeg, nvimgcodec) with
-     --loader-workers loader workers (images/s and CPU seconds per image, workers and main
-     process), and Pillow decoding for comparison;
+  4. the data path alone for one epoch: each GPU backend of --backends (dali, nvjpeg,
+     nvimgcodec) with --loader-workers loader workers (images/s and CPU seconds per image,
+     workers and main process), and Pillow decoding for comparison;
   5. the agreement of each GPU path with the CPU path on the same images and plans (greyscale,
      CMYK and PNG records included).
-Steps 2, 4 and 5 run once per backend of --backends.
+Steps 2, 4 and 5 run once per backend of --backends. With --baseline SRC (the src folder of
+another checkout), each entry-point run of step 2 is repeated from SRC right after: lent hosts
+differ by up to 16 % on the same code, so a change is judged against its baseline on one machine.
 The anchor is NVIDIA's per-GPU rate implied by its v4.0 8x H200 result (see workload_throughput).
 
   PYTHONPATH=src:<mlperf_logging's folder> python3 benchmarks/workload_speed.py --out "$OUT"
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +55,7 @@ from workload_throughput import nvidia_per_gpu_rates  # noqa: E402
 from hpcrepro.recordio import encode_record, pack_image  # noqa: E402
 from hpcrepro.workload.augment import denormalise, normalise  # noqa: E402
 from hpcrepro.workload.data import (  # noqa: E402
+    EncodedBatch,
     EncodedRecordDataset,
     RecordImageDataset,
     ShardedBatches,
@@ -119,7 +123,6 @@ def build_mixed_set(folder: Path, count: int, side: tuple[int, int]) -> None:
 def agreement(folder: Path, device: torch.device, size: int, backend: str) -> dict:
     """Pixel differences between the paths on the same records and plans (uint8 levels)."""
     result = {}
-    decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
     for train in (True, False):
         split = "train" if train else "val"
         args = (folder / f"{split}.rec", folder / f"{split}.idx", size, train, 5)
@@ -127,7 +130,7 @@ def agreement(folder: Path, device: torch.device, size: int, backend: str) -> di
         positions = range(len(cpu_set))
         cpu = torch.stack([cpu_set[(p, 1)][0] for p in positions]).int()
         batch = collate_encoded([encoded_set[(p, 1)] for p in positions])
-        on_gpu = BatchAssembler(device, size, decoder, True, torch.float32)(batch)[0]
+        on_gpu = assembler(backend, device, size, True, torch.float32, len(batch))(batch)[0]
         libjpeg = BatchAssembler(torch.device("cpu"), size, pillow_decoder, False, torch.float32)
         for name, out in (("gpu_path", on_gpu), ("gpu_path_code_with_libjpeg", libjpeg(batch)[0])):
             diff = (denormalise(out).cpu().int() - cpu).abs().float()
@@ -139,6 +142,23 @@ def agreement(folder: Path, device: torch.device, size: int, backend: str) -> di
                 "worst_image_mean_abs": round(float(per_image.max()), 3),
             }
     return result
+
+
+def assembler(
+    backend: str,
+    device: torch.device,
+    size: int,
+    channels_last: bool,
+    dtype: torch.dtype,
+    batch: int,
+) -> Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]]:
+    """What the training loop builds for `backend` (Pillow standing in for nvJPEG on a CPU)."""
+    if backend == "dali":
+        from hpcrepro.workload.dali import DaliAssembler, pipeline_threads
+
+        return DaliAssembler(device, size, channels_last, dtype, batch, pipeline_threads(1, 2))
+    decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
+    return BatchAssembler(device, size, decoder, channels_last, dtype)
 
 
 def _sync(device: torch.device) -> None:
@@ -157,8 +177,7 @@ def measure_loader(
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     batches = None
     if backend != "cpu":
-        decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
-        assemble = BatchAssembler(device, size, decoder, device.type == "cuda", dtype)
+        assemble = assembler(backend, device, size, device.type == "cuda", dtype, batch)
         batches = Prefetcher(loader, assemble, device)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     main_cpu = time.process_time()
@@ -248,9 +267,13 @@ def _tree_cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
-def run_entry_point(args: argparse.Namespace, data: Path, backend: str, compile_mode: str) -> dict:
-    log = args.out / f"workload_speed_{backend}_{compile_mode}.log"
-    errors = args.out / f"workload_speed_{backend}_{compile_mode}.stderr"
+def run_entry_point(
+    args: argparse.Namespace, data: Path, backend: str, compile_mode: str, source: Path
+) -> dict:
+    """One run of the entry point, with the hpcrepro package found under `source`."""
+    name = f"{backend}_{compile_mode}" + ("" if source == REPO / "src" else "_baseline")
+    log = args.out / f"workload_speed_{name}.log"
+    errors = args.out / f"workload_speed_{name}.stderr"
     command = [
         sys.executable,
         "-m",
@@ -281,7 +304,7 @@ def run_entry_point(args: argparse.Namespace, data: Path, backend: str, compile_
     if args.device == "cpu":
         command += ["--image-size", str(args.size)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     lines: list[str] = []
     cpu_marks: dict[str, tuple[float, float]] = {}
@@ -380,12 +403,18 @@ def main() -> int:
         "--backends",
         nargs="+",
         default=["nvjpeg"],
-        help="GPU data backends (nvjpeg, nvimgcodec where nvImageCodec is installed): each gets "
+        help="GPU data backends (nvjpeg; dali, nvimgcodec where installed): each gets "
         "the entry-point runs, the data path alone and the agreement check",
     )
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpu-loader", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--entry-timeout", type=float, default=420)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the src folder of another checkout (git worktree add): each entry-point run is "
+        "repeated from it, so that a change is compared on one machine (lent hosts differ)",
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     args = parser.parse_args()
@@ -416,12 +445,21 @@ def main() -> int:
             import torchvision
 
             report["torchvision"] = torchvision.__version__
+            if "dali" in backends:
+                import nvidia.dali
+
+                report["dali"] = nvidia.dali.__version__
         # The entry point first: its warm-up is then a cold compile, as on a fresh node.
         entry = {}
         for backend in backends:
             for mode in args.entry_compile if args.device == "cuda" else ["off"]:
-                entry[f"{backend} {mode}"] = run_entry_point(args, data, backend, mode)
+                ours = run_entry_point(args, data, backend, mode, REPO / "src")
+                entry[f"{backend} {mode}"] = ours
                 save("entry_point", entry)
+                if args.baseline:
+                    baseline = run_entry_point(args, data, backend, mode, args.baseline.resolve())
+                    entry[f"{backend} {mode} baseline"] = baseline
+                    save("entry_point", entry)
         modes = ["off", "default"] + (["reduce-overhead"] if args.graphs else [])
         if args.device == "cpu":
             modes = ["off"]
