@@ -35,13 +35,13 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,6 @@ from workload_throughput import nvidia_per_gpu_rates  # noqa: E402
 from hpcrepro.recordio import encode_record, pack_image  # noqa: E402
 from hpcrepro.workload.augment import denormalise, normalise  # noqa: E402
 from hpcrepro.workload.data import (  # noqa: E402
-    EncodedBatch,
     EncodedRecordDataset,
     RecordImageDataset,
     ShardedBatches,
@@ -63,13 +62,9 @@ from hpcrepro.workload.data import (  # noqa: E402
     make_loader,
 )
 from hpcrepro.workload.model import ResNet50  # noqa: E402
-from hpcrepro.workload.nvjpeg import (  # noqa: E402
-    BatchAssembler,
-    Prefetcher,
-    gpu_decoder,
-    pillow_decoder,
-)
+from hpcrepro.workload.nvjpeg import BatchAssembler, gpu_decoder, pillow_decoder  # noqa: E402
 from hpcrepro.workload.optim import Lars, PolySchedule, lars_groups, smoothed_cross_entropy  # noqa: E402
+from hpcrepro.workload.prefetch import Assembler, Prefetcher  # noqa: E402
 from hpcrepro.workload.step import TrainStep  # noqa: E402
 from hpcrepro.workload.synthetic import encode_jpeg, render_image  # noqa: E402
 
@@ -130,7 +125,8 @@ def agreement(folder: Path, device: torch.device, size: int, backend: str) -> di
         positions = range(len(cpu_set))
         cpu = torch.stack([cpu_set[(p, 1)][0] for p in positions]).int()
         batch = collate_encoded([encoded_set[(p, 1)] for p in positions])
-        on_gpu = assembler(backend, device, size, True, torch.float32, len(batch))(batch)[0]
+        (assemble,) = assemblers(backend, device, size, True, torch.float32, len(batch))
+        on_gpu = assemble(batch)[0]
         libjpeg = BatchAssembler(torch.device("cpu"), size, pillow_decoder, False, torch.float32)
         for name, out in (("gpu_path", on_gpu), ("gpu_path_code_with_libjpeg", libjpeg(batch)[0])):
             diff = (denormalise(out).cpu().int() - cpu).abs().float()
@@ -144,21 +140,27 @@ def agreement(folder: Path, device: torch.device, size: int, backend: str) -> di
     return result
 
 
-def assembler(
+def assemblers(
     backend: str,
     device: torch.device,
     size: int,
     channels_last: bool,
     dtype: torch.dtype,
     batch: int,
-) -> Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]]:
-    """What the training loop builds for `backend` (Pillow standing in for nvJPEG on a CPU)."""
+    pipelines: int = 1,
+) -> list[Assembler]:
+    """What the training loop builds for `backend` (Pillow standing in for nvJPEG on a CPU):
+    one lane, or `pipelines` DALI pipelines."""
     if backend == "dali":
         from hpcrepro.workload.dali import DaliAssembler, pipeline_threads
 
-        return DaliAssembler(device, size, channels_last, dtype, batch, pipeline_threads(1, 2))
+        threads = pipeline_threads(1, 2, pipelines)
+        return [
+            DaliAssembler(device, size, channels_last, dtype, batch, threads)
+            for _ in range(pipelines)
+        ]
     decoder = gpu_decoder(backend, device) if device.type == "cuda" else pillow_decoder
-    return BatchAssembler(device, size, decoder, channels_last, dtype)
+    return [BatchAssembler(device, size, decoder, channels_last, dtype)]
 
 
 def _sync(device: torch.device) -> None:
@@ -167,7 +169,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_loader(
-    folder: Path, device: torch.device, backend: str, workers: int, batch: int, size: int
+    folder: Path,
+    device: torch.device,
+    backend: str,
+    workers: int,
+    batch: int,
+    size: int,
+    pipelines: int = 1,
 ) -> dict:
     """One epoch of the data path alone: images/s and CPU seconds per image (workers + main)."""
     dataset_type = EncodedRecordDataset if backend != "cpu" else RecordImageDataset
@@ -177,8 +185,8 @@ def measure_loader(
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     batches = None
     if backend != "cpu":
-        assemble = assembler(backend, device, size, device.type == "cuda", dtype, batch)
-        batches = Prefetcher(loader, assemble, device)
+        lanes = assemblers(backend, device, size, device.type == "cuda", dtype, batch, pipelines)
+        batches = Prefetcher(loader, lanes, device)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     main_cpu = time.process_time()
     started = time.perf_counter()
@@ -200,6 +208,7 @@ def measure_loader(
     return {
         "backend": backend,
         "workers": workers,
+        **({"dali_pipelines": pipelines} if backend == "dali" else {}),
         "images": images,
         "images_per_s": round(images / seconds, 1),
         "worker_cpu_ms_per_image": round(1000 * worker_cpu / images, 3),
@@ -268,10 +277,17 @@ def _tree_cpu_seconds(root: int) -> float:
 
 
 def run_entry_point(
-    args: argparse.Namespace, data: Path, backend: str, compile_mode: str, source: Path
+    args: argparse.Namespace,
+    data: Path,
+    backend: str,
+    compile_mode: str,
+    source: Path,
+    pipelines: int | None = None,
 ) -> dict:
-    """One run of the entry point, with the hpcrepro package found under `source`."""
-    name = f"{backend}_{compile_mode}" + ("" if source == REPO / "src" else "_baseline")
+    """One run of the entry point, with the hpcrepro package found under `source` (and
+    --dali-pipelines `pipelines` where given)."""
+    name = f"{backend}_{compile_mode}" + (f"_p{pipelines}" if pipelines else "")
+    name += "" if source == REPO / "src" else "_baseline"
     log = args.out / f"workload_speed_{name}.log"
     errors = args.out / f"workload_speed_{name}.stderr"
     command = [
@@ -303,6 +319,8 @@ def run_entry_point(
     ]
     if args.device == "cpu":
         command += ["--image-size", str(args.size)]
+    if pipelines:
+        command += ["--dali-pipelines", str(pipelines)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
@@ -327,12 +345,17 @@ def run_entry_point(
     first = {}
     for event in events:
         first.setdefault(event["key"], event["time_ms"] / 1000)
+    said = errors.read_text()
     result: dict = {
         "command": " ".join(command[1:]),
         "exit_code": proc.returncode,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "stderr_tail": errors.read_text()[-1500:],
+        "stderr_tail": said[-1500:],
     }
+    waited = re.search(r"training epochs waited ([\d.]+) s of ([\d.]+) s", said)
+    if waited:  # the entry point's own account (a baseline checkout may not give it)
+        result["input_wait_seconds"] = float(waited[1])
+        result["train_epoch_seconds"] = float(waited[2])
     if proc.returncode != 0 or "run_stop" not in at:
         return result
     epochs = sum(e["key"] == "epoch_stop" for e in events)
@@ -406,6 +429,13 @@ def main() -> int:
         help="GPU data backends (nvjpeg; dali, nvimgcodec where installed): each gets "
         "the entry-point runs, the data path alone and the agreement check",
     )
+    parser.add_argument(
+        "--dali-pipelines",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="--dali-pipelines values: one entry-point run and one data-path run each (dali)",
+    )
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpu-loader", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--entry-timeout", type=float, default=420)
@@ -453,13 +483,17 @@ def main() -> int:
         entry = {}
         for backend in backends:
             for mode in args.entry_compile if args.device == "cuda" else ["off"]:
-                ours = run_entry_point(args, data, backend, mode, REPO / "src")
-                entry[f"{backend} {mode}"] = ours
-                save("entry_point", entry)
-                if args.baseline:
-                    baseline = run_entry_point(args, data, backend, mode, args.baseline.resolve())
-                    entry[f"{backend} {mode} baseline"] = baseline
+                for pipelines in args.dali_pipelines if backend == "dali" else [None]:
+                    label = f"{backend} {mode}" + (f" p{pipelines}" if pipelines else "")
+                    ours = run_entry_point(args, data, backend, mode, REPO / "src", pipelines)
+                    entry[label] = ours
                     save("entry_point", entry)
+                    if args.baseline:
+                        baseline = run_entry_point(
+                            args, data, backend, mode, args.baseline.resolve()
+                        )
+                        entry[f"{label} baseline"] = baseline
+                        save("entry_point", entry)
         modes = ["off", "default"] + (["reduce-overhead"] if args.graphs else [])
         if args.device == "cpu":
             modes = ["off"]
@@ -468,9 +502,10 @@ def main() -> int:
             synthetic[mode] = measure_synthetic(device, args.batch, args.size, mode, args.steps)
             save("synthetic", synthetic)
         loaders = [
-            measure_loader(data, device, backend, workers, args.batch, args.size)
+            measure_loader(data, device, backend, workers, args.batch, args.size, pipelines)
             for backend in backends
             for workers in args.loader_workers
+            for pipelines in (args.dali_pipelines if backend == "dali" else [1])
         ]
         save("loader_gpu", loaders)
         if args.cpu_loader:
@@ -506,17 +541,20 @@ def summarise(report: dict, args: argparse.Namespace) -> None:
         cpu_ms = loader["worker_cpu_ms_per_image"] + loader["main_process_cpu_ms_per_image"]
         cores = cpu_ms / 1000 * (best or loader["images_per_s"])
         loader["cpu_cores_at_best_entry_point_rate"] = round(cores, 2)
+        pipelines = f", {loader['dali_pipelines']} pipelines" if "dali_pipelines" in loader else ""
         print(
-            f"{loader['backend']} data path alone, {loader['workers']} workers: "
+            f"{loader['backend']} data path alone, {loader['workers']} workers{pipelines}: "
             f"{loader['images_per_s']:.0f} "
             f"images/s, {cores:.2f} CPU cores at the best entry point's rate"
         )
     for mode, run in report["entry_point"].items():
         warm_up = run.get("warm_up_seconds_init_start_to_init_stop")
         busy, checked = run.get("cpu_cores_busy_during_run"), run.get("compliance_exit_code")
+        waited = run.get("input_wait_seconds")
         print(
             f"entry point, {mode}: warm-up {warm_up} s before run_start, "
-            f"CPU cores busy {busy}, compliance exit code {checked}"
+            f"CPU cores busy {busy}, waited for input {waited} s, "
+            f"compliance exit code {checked}"
         )
 
 

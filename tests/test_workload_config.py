@@ -75,6 +75,8 @@ def test_evaluation_epochs_follow_nvidia_offset_and_period():
         ({"WARMUP_EPOCHS": "-inf"}, "WARMUP_EPOCHS must be a finite number"),
         ({"WARMUP_EPOCHS": "-1"}, "WARMUP_EPOCHS must be in [0, inf)"),
         ({"WARMUP_EPOCHS": "inf"}, "WARMUP_EPOCHS must be a finite number"),
+        ({"HPCREPRO_DALI_PIPELINES": "0"}, "HPCREPRO_DALI_PIPELINES (--dali-pipelines) must be"),
+        ({"HPCREPRO_DALI_PIPELINES": "two"}, "HPCREPRO_DALI_PIPELINES='two' is not a valid int"),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):
@@ -120,3 +122,12 @@ def test_platform_name_has_nvidia_node_count_prefix():
 def test_cache_clear_flag():
     assert cache_cleared({"HPCREPRO_CACHE_CLEARED": "1"}) is True
     assert cache_cleared({}) is False
+
+
+def test_dali_pipelines_default_to_two_and_follow_variable_and_flag():
+    assert settle([], {"HPCREPRO_DATA_DIR": "/d"}).dali_pipelines == 2
+    env = {"HPCREPRO_DATA_DIR": "/d", "HPCREPRO_DALI_PIPELINES": "3"}
+    assert settle([], env).dali_pipelines == 3
+    assert settle(["--dali-pipelines", "1"], env).dali_pipelines == 1
+    with pytest.raises(UserError, match="must be 1 to 8, got 9"):
+        settle(["--dali-pipelines", "9"], env)

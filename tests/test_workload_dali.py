@@ -89,7 +89,10 @@ def test_epochs_through_the_training_loop_on_dali_match_the_cpu_path(records):
                            Runtime(place, CPU, False))  # fmt: skip
     on_dali = DeviceBatches(encoded_set, ShardedBatches(len(cpu_set), 6, 0, 1, 5, True), cfg,
                             Runtime(place, CPU, False, data_backend="dali"))  # fmt: skip
-    assert isinstance(on_dali.prefetcher.assemble, DaliAssembler)
+    # Two pipelines by default, each its own lane: two batches in flight.
+    lanes = on_dali.prefetcher.assemblers
+    assert len(lanes) == 2 and all(isinstance(lane, DaliAssembler) for lane in lanes)
+    assert lanes[0]._pipe is not lanes[1]._pipe
     # With DALI loaded, loader workers start in a fresh interpreter: a fork of this process
     # would crash (test_workload_nvjpeg's worker test, run after this file, checks that too).
     assert on_dali.loader.multiprocessing_context.get_start_method() == "forkserver"
@@ -129,3 +132,5 @@ def test_dali_threads_share_the_visible_cores_between_the_nodes_ranks(monkeypatc
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(5)))  # bound by Slurm
     assert pipeline_threads(8, 1) == 4
     assert pipeline_threads(8, 4) == 2  # at least 2
+    assert pipeline_threads(8, 1, pipelines=2) == 2  # the rank's 4 split between its pipelines
+    assert pipeline_threads(8, 4, pipelines=3) == 1  # at least 1 each

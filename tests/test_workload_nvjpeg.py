@@ -1,13 +1,12 @@
 """The GPU decode path's code, run on the CPU with Pillow standing in for nvJPEG.
 
 Everything but the decoder call is the code a GPU run executes: records with their plans from
-loader workers, the batch assembly (crop, resize, flip, normalise), the prefetch thread and the
-training loop's per-epoch iteration. The GPU's own figures are in benchmarks/RESULTS.md.
+loader workers, the batch assembly (crop, resize, flip, normalise), the prefetch lanes
+(test_workload_prefetch.py) and the training loop's per-epoch iteration. The GPU's own
+figures are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
@@ -29,7 +28,7 @@ from hpcrepro.workload.data import (  # noqa: E402
 )
 from hpcrepro.workload.dist import Placement  # noqa: E402
 from hpcrepro.workload.loop import DeviceBatches, Runtime  # noqa: E402
-from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, pillow_decoder  # noqa: E402
+from hpcrepro.workload.nvjpeg import BatchAssembler, pillow_decoder  # noqa: E402
 from mixed_records import write_mixed_records  # noqa: E402
 
 SIZE = 48
@@ -91,8 +90,10 @@ def test_epochs_through_the_training_loops_batches_match_the_cpu_path(records):
     on_cpu = DeviceBatches(cpu_set, sampler, cfg, runtime)
     sampler_gpu = ShardedBatches(len(cpu_set), 6, 0, 1, 5, True)
     gpu_path = DeviceBatches(encoded_set, sampler_gpu, cfg, runtime, decoder=pillow_decoder)
+    assert on_cpu.waited == gpu_path.waited == 0.0
     for epoch in (1, 2):  # the second epoch must not come out empty
         cpu_batches, gpu_batches = list(on_cpu.epoch(epoch)), list(gpu_path.epoch(epoch))
+        assert on_cpu.waited > 0 and gpu_path.waited > 0  # the first batch of an epoch waits
         assert len(cpu_batches) == len(gpu_batches) == 3
         for (a, la), (b, lb) in zip(cpu_batches, gpu_batches, strict=True):
             assert torch.equal(la, lb)
@@ -121,37 +122,3 @@ def test_an_undecodable_record_is_named_not_the_whole_batch(records):
     assemble = BatchAssembler(CPU, SIZE, _strict_decoder, False, torch.float32)
     with pytest.raises(UserError, match="record 17 cannot be decoded on the GPU"):
         assemble(collate_encoded(items))
-
-
-def _batches(records, count: int):
-    _, encoded = datasets(records, True)
-    return [collate_encoded([encoded[(p, 0)] for p in range(i, i + 2)]) for i in range(count)]
-
-
-def test_the_prefetcher_keeps_order_and_raises_the_threads_error_in_the_consumer(records):
-    batches = _batches(records, 4)
-    assemble = BatchAssembler(CPU, SIZE, pillow_decoder, False, torch.float32)
-    labels = [labels for _, labels in Prefetcher(batches, assemble, CPU, depth=2)]
-    assert [t.tolist() for t in labels] == [b.labels.tolist() for b in batches]
-
-    def failing():
-        yield batches[0]
-        raise UserError("record 3 is damaged")
-
-    class Failing:
-        def __iter__(self):
-            return failing()
-
-    seen = []
-    with pytest.raises(UserError, match="record 3 is damaged"):
-        for images, _ in Prefetcher(Failing(), assemble, CPU):
-            seen.append(images)
-    assert len(seen) == 1
-
-
-def test_a_consumer_that_stops_early_leaves_no_thread_behind(records):
-    before = threading.active_count()
-    assemble = BatchAssembler(CPU, SIZE, pillow_decoder, False, torch.float32)
-    for _ in Prefetcher(_batches(records, 6), assemble, CPU, depth=1):
-        break
-    assert threading.active_count() == before

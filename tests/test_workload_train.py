@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def test_tiny_profile_trains_to_its_target_and_passes_the_checker(tiny_data, tmp
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    # How long the epochs waited for input, in seconds of their own time.
+    waited = re.search(r"rank 0: training epochs waited ([\d.]+) s of ([\d.]+) s", result.stderr)
+    assert waited and 0 <= float(waited[1]) < float(waited[2]), result.stderr[-2000:]
     events = mllog(result.stdout)
     keys = {event["key"] for event in events}
     assert keys >= RECIPE_KEYS

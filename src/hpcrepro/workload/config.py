@@ -45,6 +45,7 @@ class RunConfig:
     width: int
     workers: int
     data_backend: str
+    dali_pipelines: int
     compile_mode: str
     device: str
     org: str
@@ -117,10 +118,12 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "seed": ("SEED", int),
     "data_dir": ("HPCREPRO_DATA_DIR", Path),
     "data_backend": ("HPCREPRO_DATA_BACKEND", str),
+    "dali_pipelines": ("HPCREPRO_DALI_PIPELINES", int),
     "compile_mode": ("HPCREPRO_COMPILE", str),
 }
 # Not part of a profile: chosen at run time (see `fastpath`) unless asked for.
-RUNTIME_DEFAULTS = {"data_backend": "auto", "compile_mode": "auto"}
+RUNTIME_DEFAULTS = {"data_backend": "auto", "compile_mode": "auto", "dali_pipelines": 2}
+MAX_DALI_PIPELINES = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the GPU, torchvision), nvimgcodec (the GPU's hardware "
         "JPEG engines, nvImageCodec), cpu (Pillow in the loader workers) or auto (the first of "
         "dali, nvjpeg, nvimgcodec that works); default: $HPCREPRO_DATA_BACKEND, else auto",
+    )
+    parser.add_argument(
+        "--dali-pipelines",
+        dest="dali_pipelines",
+        type=int,
+        default=None,
+        help="DALI pipelines per task, each a batch in flight (dali only; 1 to "
+        f"{MAX_DALI_PIPELINES}); default: $HPCREPRO_DALI_PIPELINES, else 2",
     )
     parser.add_argument(
         "--compile",
@@ -302,6 +313,12 @@ def _check(config: RunConfig) -> None:
             raise UserError(f"{source} must be positive, got {getattr(config, name)}")
     if config.eval_offset < 0 or config.workers < 0:
         raise UserError("EVAL_OFFSET and --workers must not be negative")
+    if not 1 <= config.dali_pipelines <= MAX_DALI_PIPELINES:
+        raise UserError(
+            f"HPCREPRO_DALI_PIPELINES (--dali-pipelines) must be 1 to {MAX_DALI_PIPELINES}, "
+            f"got {config.dali_pipelines}",
+            hint="2 keeps two batches in flight, which is what one GPU needs beside its step",
+        )
     for name, variable, allowed in (
         ("data_backend", "HPCREPRO_DATA_BACKEND", DATA_BACKENDS),
         ("compile_mode", "HPCREPRO_COMPILE", COMPILE_CHOICES),

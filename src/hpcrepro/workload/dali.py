@@ -47,16 +47,17 @@ def _stand_in_jpeg() -> np.ndarray:
     return _STAND_IN
 
 
-def pipeline_threads(local_ranks: int, loader_workers: int) -> int:
-    """DALI's host threads for one rank: its share of the cores it may use, less its loaders.
+def pipeline_threads(local_ranks: int, loader_workers: int, pipelines: int = 1) -> int:
+    """DALI's host threads for each of a rank's pipelines: the rank's share of the cores it may
+    use, less its loaders, between 2 and 8, split between its pipelines (at least 1 each).
 
     Where the launcher bound each task to its own cores (Slurm's --cpu-bind), the cores this
-    process sees are its share already; otherwise the node's ranks share them. Between 2 and 8.
+    process sees are its share already; otherwise the node's ranks share them.
     """
     visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     total = os.cpu_count() or 2
     share = (visible or total) // max(1, local_ranks) if visible in (0, total) else visible
-    return max(2, min(8, share - loader_workers))
+    return max(1, max(2, min(8, share - loader_workers)) // max(1, pipelines))
 
 
 # NVIDIA's v4.0 H100/H200 setting (--dali-hw-decoder-load): nearly every JPEG to the hardware

@@ -7,8 +7,9 @@ them); NUMEPOCHS still sets the length of the learning-rate decay.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,6 @@ from hpcrepro.errors import UserError
 from hpcrepro.workload.augment import normalise
 from hpcrepro.workload.config import RunConfig
 from hpcrepro.workload.data import (
-    EncodedBatch,
     EncodedRecordDataset,
     RecordImageDataset,
     ShardedBatches,
@@ -30,6 +30,7 @@ from hpcrepro.workload.dist import Placement
 from hpcrepro.workload.mlperf import MLPerfLogger
 from hpcrepro.workload.model import ResNet50
 from hpcrepro.workload.optim import Lars, PolySchedule, lars_groups, smoothed_cross_entropy
+from hpcrepro.workload.prefetch import Assembler, Prefetcher
 from hpcrepro.workload.step import TrainStep
 
 if TYPE_CHECKING:
@@ -77,36 +78,43 @@ class DeviceBatches:
         # bf16 inputs on the GPU (the first convolution runs in bf16 under autocast anyway).
         self.dtype = torch.bfloat16 if runtime.use_gpu else torch.float32
         self.loader = make_loader(dataset, sampler, cfg.workers, runtime.use_gpu)
-        self.prefetcher: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.prefetcher: Prefetcher | None = None
+        self.waited = 0.0  # seconds the consumer of `epoch` spent waiting for its next batch
         if isinstance(dataset, EncodedRecordDataset):
-            from hpcrepro.workload.nvjpeg import BatchAssembler, Prefetcher, gpu_decoder
+            from hpcrepro.workload.nvjpeg import BatchAssembler, gpu_decoder
 
-            assemble: Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]]
+            assemblers: list[Assembler]
             if runtime.data_backend == "dali" and decoder is None:
                 from hpcrepro.workload.dali import DaliAssembler, pipeline_threads
 
-                threads = pipeline_threads(runtime.place.local_world_size, cfg.workers)
-                assemble = DaliAssembler(
-                    runtime.device,
-                    cfg.image_size,
-                    self.channels_last,
-                    self.dtype,
-                    batch_size=cfg.batch_size,
-                    threads=threads,
-                )
+                pipelines = cfg.dali_pipelines
+                threads = pipeline_threads(runtime.place.local_world_size, cfg.workers, pipelines)
+                assemblers = [
+                    DaliAssembler(
+                        runtime.device,
+                        cfg.image_size,
+                        self.channels_last,
+                        self.dtype,
+                        batch_size=cfg.batch_size,
+                        threads=threads,
+                    )
+                    for _ in range(pipelines)
+                ]
             else:
-                assemble = BatchAssembler(
-                    runtime.device,
-                    cfg.image_size,
-                    decoder or gpu_decoder(runtime.data_backend, runtime.device),
-                    self.channels_last,
-                    self.dtype,
-                )
+                assemblers = [
+                    BatchAssembler(
+                        runtime.device,
+                        cfg.image_size,
+                        decoder or gpu_decoder(runtime.data_backend, runtime.device),
+                        self.channels_last,
+                        self.dtype,
+                    )
+                ]
             self.prefetcher = Prefetcher(
-                _LabelChecked(self.loader, cfg.num_classes), assemble, runtime.device
+                _LabelChecked(self.loader, cfg.num_classes), assemblers, runtime.device
             )
 
-    def _on_device(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _on_device(self) -> Generator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.runtime.device
         for images, labels in self.loader:
             check_labels(labels, self.cfg.num_classes)
@@ -115,8 +123,17 @@ class DeviceBatches:
             yield normalise(images, self.channels_last, self.dtype), labels
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch`; the time spent waiting for each is added to `waited`."""
         self.sampler.epoch = epoch
-        yield from self._on_device() if self.prefetcher is None else self.prefetcher
+        source = self._on_device() if self.prefetcher is None else self.prefetcher.__iter__()
+        with contextlib.closing(source) as batches:  # a consumer that stops stops the threads
+            while True:
+                started = time.perf_counter()
+                batch = next(batches, None)
+                self.waited += time.perf_counter() - started
+                if batch is None:
+                    return
+                yield batch
 
 
 @dataclass
@@ -186,6 +203,7 @@ class Trainer:
         self.train_batches = DeviceBatches(train_set, train_batches, cfg, runtime)
         self.val_batches = DeviceBatches(val_set, val_batches, cfg, runtime)
         self.global_step = 0
+        self.train_seconds = 0.0  # in training epochs, evaluations not counted
 
     def warm_up(self) -> float:
         """Compile and tune before run_start (see `step`); seconds taken, 0 when eager on CPU."""
@@ -208,6 +226,7 @@ class Trainer:
         if self.runtime.use_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
+        self.train_seconds += seconds
         images_seen = self.steps_per_epoch * self.cfg.batch_size * self.place.world_size
         return images_seen / seconds
 
@@ -222,6 +241,19 @@ class Trainer:
         if self.place.world_size > 1:
             torch.distributed.all_reduce(counts)
         return float(counts[0] / counts[1])
+
+    def input_wait(self) -> str:
+        """How long the training epochs waited for input batches: a run that waits is
+        input-bound, whatever its step could do."""
+        waited, seconds = self.train_batches.waited, self.train_seconds
+        share = waited / seconds if seconds else 0.0
+        text = f"training epochs waited {waited:.2f} s of {seconds:.2f} s for input ({share:.0%})"
+        if share > 0.05:
+            more = "loader workers (--workers)"
+            if self.runtime.data_backend == "dali":
+                more += " or DALI pipelines (--dali-pipelines)"
+            text += f"; input-bound: more {more} may help"
+        return text
 
     def train(self) -> str:
         """Blocks of epochs until the target is met (success) or evaluations run out (aborted)."""

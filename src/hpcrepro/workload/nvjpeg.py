@@ -1,7 +1,7 @@
 """The GPU decode paths: JPEG bytes from the loader workers, decoded and cropped on the GPU.
 
 Loader workers only read records and plan the crops (`EncodedRecordDataset`), so a GPU needs one
-or two CPU cores instead of a dozen Pillow decoders. A background thread takes each
+or two CPU cores instead of a dozen Pillow decoders. A lane of the `prefetch` module takes each
 `EncodedBatch`, decodes its JPEGs in one batched call (torchvision's `decode_jpeg(device="cuda")`,
 nvJPEG's CUDA decoder, for the `nvjpeg` backend; nvImageCodec on the GPU's hardware JPEG engines
 for `nvimgcodec`), resizes the planned boxes of the whole batch at once with the antialiased
@@ -18,11 +18,8 @@ plus the batch's assembly) runs beside the training thread in one process.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,83 +162,3 @@ class BatchAssembler:
         flips = batch.plans[:, 4].to(torch.bool).to(self.device, non_blocking=True)
         out = normalise(flip_where(boxes, flips), self.channels_last, self.dtype)
         return out, batch.labels.to(self.device, non_blocking=True)
-
-
-_DONE = object()
-
-
-class Prefetcher:
-    """Runs `assemble` over `batches` in a thread, `depth` batches ahead of the consumer.
-
-    On a GPU the thread works on its own CUDA stream; each batch is handed over with an event that
-    the consumer's stream waits for, so decoding overlaps the training step. An exception in the
-    thread (a bad record, say) is raised in the consumer.
-    """
-
-    def __init__(
-        self,
-        batches: Iterable[EncodedBatch],
-        assemble: Callable[[EncodedBatch], tuple[torch.Tensor, torch.Tensor]],
-        device: torch.device,
-        depth: int = 3,
-    ) -> None:
-        self.batches, self.assemble, self.device, self.depth = batches, assemble, device, depth
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        handoff: queue.Queue = queue.Queue(maxsize=self.depth)
-        stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(handoff, stop), daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = handoff.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                images, labels, ready = item
-                if ready is not None:
-                    consumer = torch.cuda.current_stream(self.device)
-                    consumer.wait_event(ready)
-                    images.record_stream(consumer)
-                    labels.record_stream(consumer)
-                yield images, labels
-        finally:
-            stop.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                with contextlib.suppress(queue.Empty):
-                    handoff.get(timeout=0.05)
-            worker.join()
-
-    def _put(self, handoff: queue.Queue, stop: threading.Event, item: object) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, handoff: queue.Queue, stop: threading.Event) -> None:
-        on_gpu = self.device.type == "cuda"
-        stream = torch.cuda.Stream(self.device) if on_gpu else None
-        try:
-            for batch in self.batches:
-                if stop.is_set():
-                    return
-                ready = None
-                if stream is not None:
-                    # nvJPEG writes from a stream of its own into memory this stream freed: let
-                    # the last batch's kernels finish before the next decode reuses it.
-                    stream.synchronize()
-                    with torch.cuda.stream(stream):
-                        images, labels = self.assemble(batch)
-                        ready = torch.cuda.Event()
-                        ready.record(stream)
-                else:
-                    images, labels = self.assemble(batch)
-                if not self._put(handoff, stop, (images, labels, ready)):
-                    return
-            self._put(handoff, stop, _DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            self._put(handoff, stop, exc)

@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> str:
     log.event(keys.TRAIN_SAMPLES, len(train_set))
     log.event(keys.EVAL_SAMPLES, len(val_set))
     status = trainer.train()
+    sys.stderr.write(f"hpcrepro.workload: rank {place.rank}: {trainer.input_wait()}\n")
     if place.world_size > 1:
         torch.distributed.destroy_process_group()
     return status
