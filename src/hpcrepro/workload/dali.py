@@ -28,14 +28,33 @@ import torch
 from PIL import Image
 
 from hpcrepro.errors import UserError
-from hpcrepro.workload.augment import MEAN, STD, crop_resize_batched, flip_where, normalise
-from hpcrepro.workload.data import JPEG, EncodedBatch
+from hpcrepro.workload.augment import (
+    MEAN,
+    STD,
+    crop_resize_batched,
+    eval_plan,
+    flip_where,
+    normalise,
+)
+from hpcrepro.workload.data import JPEG, EncodedBatch, EncodedItem, collate_encoded
 
 _HINT = (
     "check the data set with `hpcrepro prep verify`, or train with --data-backend cpu to see "
     "Pillow's verdict on the same record"
 )
 _STAND_IN: np.ndarray | None = None  # what DALI decodes in a pixel item's place (then replaced)
+WARM_UP_SIZE = (500, 375)  # width, height: ImageNet's most common photo shape
+
+
+def _warm_up_jpeg() -> bytes:
+    """A generated photo-sized JPEG (a gradient with noise): no training data."""
+    width, height = WARM_UP_SIZE
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, width)[None, :, None].repeat(height, 0)
+    pixels = np.clip(gradient + rng.normal(0, 12, size=(height, width, 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def _stand_in_jpeg() -> np.ndarray:
@@ -79,7 +98,7 @@ def build_pipeline(
         "num_threads": threads,
         "device_id": (device.index or 0) if on_gpu else None,  # None: DALI's CPU operators only
         "prefetch_queue_depth": 1,  # each batch is fed just before it is run
-        "exec_async": False,
+        "exec_async": False,  # the prefetch lanes keep several batches in flight
         "exec_pipelined": False,
     }
 
@@ -156,6 +175,17 @@ class DaliAssembler:
 
     def __post_init__(self) -> None:
         self._pipe = self._build()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One full batch of a generated JPEG through the pipeline, during initialisation: the
+        decoder's set-up on first use and the first allocation of its buffers then fall before
+        run_start, not in the first epoch, and no training data is read for it."""
+        width, height = WARM_UP_SIZE
+        item = EncodedItem(_warm_up_jpeg(), JPEG, height, width, eval_plan(width, height), 0, 0)
+        self._run(collate_encoded([item] * self.batch_size))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @property
     def _half(self) -> bool:
@@ -164,7 +194,9 @@ class DaliAssembler:
     def _build(self) -> Any:
         return build_pipeline(self.device, self.batch_size, self.size, self.threads, self._half)
 
-    def _inputs(self, batch: EncodedBatch) -> dict[str, list[np.ndarray]]:
+    def _inputs(self, batch: EncodedBatch) -> dict[str, list[np.ndarray] | np.ndarray]:
+        """The pipeline's inputs: a list of JPEGs (they differ in length), and the boxes and
+        flips as dense arrays, which DALI takes as a batch without a Python step per sample."""
         data = batch.data.numpy()
         offsets = batch.offsets.tolist()
         plans = batch.plans.numpy()
@@ -178,23 +210,22 @@ class DaliAssembler:
         boxes[pixel_items] = (0, 0, 8, 8)  # the stand-in's whole 8 x 8 image
         return {
             "jpegs": jpegs,
-            "anchors": list(boxes[:, :2]),
-            "shapes": list(boxes[:, 2:4]),
-            "flips": list(plans[:, 4].astype(np.int32)),
+            "anchors": np.ascontiguousarray(boxes[:, :2]),
+            "shapes": np.ascontiguousarray(boxes[:, 2:4]),
+            "flips": plans[:, 4].astype(np.int32),
         }
 
     def _run(self, batch: EncodedBatch) -> torch.Tensor:
         """The batch as NHWC on the device (float16 or float32), every row a JPEG's planned
         crop."""
-        for name, values in self._inputs(batch).items():
-            self._pipe.feed_input(name, values)
+        on_gpu = self.device.type == "cuda"
         try:
-            (images,) = self._pipe.run()
+            (images,) = self._pipe.run(**self._inputs(batch))
         except RuntimeError as exc:  # DALI's error for the whole batch: name the record
             # A pipeline that failed is "no longer valid": a fresh one for whoever goes on.
             self._pipe = self._build()
             raise _undecodable(batch, exc) from None
-        if self.device.type != "cuda":
+        if not on_gpu:
             return torch.from_numpy(images.as_array())
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
