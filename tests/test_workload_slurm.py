@@ -43,7 +43,7 @@ def test_two_nodes_one_task_each_train_with_gloo(slurm_cluster, tmp_path):
     nodes = {
         line.split(" on node ")[1].split(",")[0]
         for line in result.stderr.splitlines()
-        if line.startswith("hpcrepro.workload: rank ")
+        if line.startswith("hpcrepro.workload: rank ") and " on node " in line
     }
     assert len(nodes) == 2 and nodes <= set(slurm_cluster.node_names), result.stderr
     events = mllog(result.stdout)
