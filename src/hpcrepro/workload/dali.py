@@ -17,6 +17,7 @@ when this path is chosen or probed.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -46,8 +47,10 @@ _STAND_IN: np.ndarray | None = None  # what DALI decodes in a pixel item's place
 WARM_UP_SIZE = (500, 375)  # width, height: ImageNet's most common photo shape
 
 
+@functools.cache
 def _warm_up_jpeg() -> bytes:
-    """A generated photo-sized JPEG (a gradient with noise): no training data."""
+    """A generated photo-sized JPEG (a gradient with noise): no training data. Made once for
+    all of a process's pipelines."""
     width, height = WARM_UP_SIZE
     rng = np.random.default_rng(0)
     gradient = np.linspace(0, 255, width)[None, :, None].repeat(height, 0)
@@ -218,14 +221,13 @@ class DaliAssembler:
     def _run(self, batch: EncodedBatch) -> torch.Tensor:
         """The batch as NHWC on the device (float16 or float32), every row a JPEG's planned
         crop."""
-        on_gpu = self.device.type == "cuda"
         try:
             (images,) = self._pipe.run(**self._inputs(batch))
         except RuntimeError as exc:  # DALI's error for the whole batch: name the record
             # A pipeline that failed is "no longer valid": a fresh one for whoever goes on.
             self._pipe = self._build()
             raise _undecodable(batch, exc) from None
-        if not on_gpu:
+        if self.device.type != "cuda":
             return torch.from_numpy(images.as_array())
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
